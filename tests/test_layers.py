@@ -1,0 +1,53 @@
+"""The import direction of architecture.md, checked by walking imports with ast.
+
+avroipc sits at the bottom and imports nothing from shipper; errors and event import only the
+bottom layer; cli is imported by nothing; only net and collector import socket/ssl.
+"""
+
+import ast
+import pathlib
+
+PKG = pathlib.Path(__file__).resolve().parents[1] / "shipper"
+
+
+def imports_of(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules():
+    for path in PKG.rglob("*.py"):
+        yield path.relative_to(PKG).with_suffix("").as_posix().replace("/", "."), path
+
+
+def test_avroipc_imports_nothing_from_shipper():
+    for name, path in modules():
+        if name.startswith("avroipc"):
+            bad = {m for m in imports_of(path) if m.startswith("shipper") and not m.startswith("shipper.avroipc")}
+            assert not bad, f"{name} imports {bad}"
+
+
+def test_bottom_layers_import_only_the_protocol_core():
+    for name, path in modules():
+        if name in ("errors", "event"):
+            bad = {m for m in imports_of(path) if m.startswith("shipper") and not m.startswith("shipper.avroipc")}
+            assert not bad, f"{name} imports {bad}"
+
+
+def test_nothing_imports_cli():
+    for name, path in modules():
+        if name not in ("cli", "__main__"):
+            assert "shipper.cli" not in imports_of(path), f"{name} imports shipper.cli"
+
+
+def test_avroipc_is_sans_io():
+    for name, path in modules():
+        if name.startswith("avroipc"):
+            bad = imports_of(path) & {"socket", "ssl", "threading", "asyncio", "time", "selectors"}
+            assert not bad, f"{name} imports {bad}"
