@@ -1,0 +1,258 @@
+"""The sink stage: the one place where retry meets failover.
+
+A sink worker repeats one transaction, Flume's take-send-commit::
+
+    lease = channel.take(batch)            # the oldest events nobody else holds
+    deliver(lease.events)                  # returns only when a collector answered Status OK
+    channel.ack(lease)                     # now, and only now, they leave the channel
+
+``deliver`` is a tenacity retry loop that never gives up by default. Each attempt asks the
+:class:`~shipper.policy.Selector` for a collector (penalty box + balance mode) and sends the stored
+event bytes as they are. Every failure closes that collector's connection (the client does it),
+puts the collector in the penalty box and, if another collector is still eligible, fails over at
+once; if none is, waits an exponential backoff with full jitter before the next attempt. While no
+collector accepts, the events simply stay in the channel.
+
+Shutdown: ``stopping`` means "take nothing new, finish what is in flight"; ``abort`` means "give the
+in-flight batch back now" (used when the drain timeout runs out or a deadline passes). A batch that
+is given back is nacked, so it is the first one shipped next time; had the process died instead,
+the lease would have vanished with it and the events would be taken again after restart.
+
+Several workers (``--sinks N``) may run at once, each with its own connections; they share the
+channel and the selector. With more than one worker, batches can arrive out of order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import tenacity
+
+from shipper.errors import ShipperError
+from shipper.policy import Selector, is_retriable
+
+log = logging.getLogger("flume-ship.sink")
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    batch_size: int = 1000
+    batch_bytes: int = 4 * 1024 * 1024
+    linger: float = 0.2  # how long a partial batch may wait for more events
+    backoff_initial: float = 0.5  # first backoff bound (full jitter draws from [0, bound])
+    backoff_max: float = 30.0  # the cap on any single wait
+    max_attempts: int | None = None  # None = retry forever
+    log_repeat_interval: float = 30.0  # a collector that keeps failing is logged at most this often
+
+
+class Aborted(Exception):
+    """The in-flight batch must be given back now (drain timeout, deadline)."""
+
+
+class GaveUp(ShipperError):
+    """--max-attempts was set and used up; the batch stays in the channel."""
+
+    exit_code = 3
+
+
+class CollectorPool:
+    """The collectors shared by all sink workers: addresses, the selector and failure logging."""
+
+    def __init__(self, addresses: Sequence, selector: Selector, options: SinkOptions, telemetry=None):
+        self.addresses = list(addresses)
+        self.selector = selector
+        self.options = options
+        self.telemetry = telemetry
+        self._lock = threading.Lock()
+        self._last_logged = [0.0] * len(self.addresses)
+
+    def choose(self, tried: frozenset[int]) -> int:
+        with self._lock:
+            return self.selector.choose(time.monotonic(), tried)
+
+    def has_untried(self, tried: frozenset[int]) -> bool:
+        with self._lock:
+            return self.selector.has_untried_eligible(time.monotonic(), tried)
+
+    def success(self, i: int, latency: float, events: int) -> None:
+        with self._lock:
+            had = self.selector.record_success(i, time.monotonic())
+        if had:
+            log.info("collector %s recovered after %d failed attempts", self.addresses[i], had)
+        if self.telemetry:
+            self.telemetry.collector_success(str(self.addresses[i]), latency, events)
+
+    def failure(self, i: int, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            penalty = self.selector.record_failure(i, now, str(exc))
+            n = self.selector.health[i].failures
+            due = n == 1 or now - self._last_logged[i] >= self.options.log_repeat_interval
+            if due:
+                self._last_logged[i] = now
+        if due:
+            if n == 1:
+                log.warning("collector %s failed: %s (skipped for %.0fs)", self.addresses[i], exc, penalty)
+            else:
+                log.warning(
+                    "collector %s still failing: %d attempts in a row, last: %s (skipped for %.0fs)",
+                    self.addresses[i], n, exc, penalty,
+                )
+        if self.telemetry:
+            self.telemetry.collector_failure(str(self.addresses[i]), str(exc))
+
+
+class _Wait(tenacity.wait.wait_base):
+    """No wait while an untried collector is eligible; otherwise exponential backoff, full jitter."""
+
+    def __init__(self, worker: "SinkWorker"):
+        self.worker = worker
+        self.backoff = tenacity.wait_random_exponential(
+            multiplier=worker.options.backoff_initial, max=worker.options.backoff_max
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        if self.worker.pool.has_untried(frozenset(self.worker.tried)):
+            return 0.0
+        self.worker.tried.clear()
+        self.worker.backoffs += 1
+        # The exponent grows with backoff rounds, not with failovers between collectors.
+        state = tenacity.RetryCallState(retry_state.retry_object, None, (), {})
+        state.attempt_number = self.worker.backoffs
+        return self.backoff(state)
+
+
+class SinkWorker:
+    """One take -> deliver -> ack loop with its own connection to each collector."""
+
+    def __init__(
+        self,
+        channel,
+        pool: CollectorPool,
+        make_client: Callable[[object], object],
+        options: SinkOptions,
+        *,
+        stopping: threading.Event,
+        abort: threading.Event,
+        exit_when_empty: threading.Event | None = None,
+        telemetry=None,
+        name: str = "sink-0",
+    ):
+        self.channel = channel
+        self.pool = pool
+        self.options = options
+        self.stopping = stopping
+        self.abort = abort
+        self.exit_when_empty = exit_when_empty or threading.Event()
+        self.telemetry = telemetry
+        self.name = name
+        self._clients = [None] * len(pool.addresses)
+        self._make_client = make_client
+        self.tried: set[int] = set()
+        self.backoffs = 0
+        self.delivered_events = 0
+        self.error: BaseException | None = None
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set() and not self.abort.is_set():
+                lease = self._next_lease()
+                if lease is None:
+                    if self.exit_when_empty.is_set() and self.channel.stats().events == 0:
+                        return
+                    continue
+                try:
+                    self.deliver(lease.events)
+                except BaseException:
+                    self.channel.nack(lease)
+                    raise
+                self.channel.ack(lease)
+                self.delivered_events += len(lease.events)
+                if self.telemetry:
+                    self.telemetry.acked(len(lease.events), lease.nbytes)
+        except Aborted:
+            pass
+        except BaseException as exc:  # recorded for the agent, which decides the exit code
+            self.error = exc
+            if not isinstance(exc, ShipperError):
+                log.exception("%s stopped by an unexpected error", self.name)
+        finally:
+            self.close()
+
+    def _next_lease(self):
+        opts = self.options
+        lease = self.channel.take(opts.batch_size, opts.batch_bytes)
+        if lease is None:
+            self.channel.wait_for_events(0.5)
+            return None
+        if len(lease.events) < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0:
+            if not (self.exit_when_empty.is_set() or self.stopping.is_set()):
+                # A partial batch: give it back and let more events gather for `linger` seconds.
+                self.channel.nack(lease)
+                if self.stopping.wait(opts.linger) or self.abort.is_set():
+                    return None
+                lease = self.channel.take(opts.batch_size, opts.batch_bytes)
+        return lease
+
+    # --- one batch ------------------------------------------------------------------------
+
+    def deliver(self, events: Sequence[bytes]) -> None:
+        """Send one batch until a collector answers OK (or the retry budget or abort ends it)."""
+        self.tried.clear()
+        self.backoffs = 0
+        stop = tenacity.stop_never
+        if self.options.max_attempts:
+            stop = tenacity.stop_after_attempt(self.options.max_attempts)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_retriable),
+            stop=stop,
+            wait=_Wait(self),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=self._count_retry,
+        )
+        try:
+            retrying(self._attempt, events)
+        except ShipperError as exc:
+            if exc.retriable:
+                raise GaveUp(f"gave up after {self.options.max_attempts} attempts: {exc}") from exc
+            raise
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0 and self.abort.wait(seconds):
+            raise Aborted()
+
+    def _count_retry(self, retry_state: tenacity.RetryCallState) -> None:
+        if self.telemetry:
+            self.telemetry.retried()
+
+    def _attempt(self, events: Sequence[bytes]) -> None:
+        if self.abort.is_set():
+            raise Aborted()
+        i = self.pool.choose(frozenset(self.tried))
+        self.tried.add(i)
+        client = self._clients[i]
+        if client is None:
+            client = self._clients[i] = self._make_client(self.pool.addresses[i])
+        started = time.monotonic()
+        try:
+            client.append_batch(events)
+        except BaseException as exc:
+            if is_retriable(exc):
+                self.pool.failure(i, exc)
+            raise
+        self.pool.success(i, time.monotonic() - started, len(events))
+
+    def close(self) -> None:
+        for client in self._clients:
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # closing is best effort; the socket is gone either way
+                    pass
