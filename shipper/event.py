@@ -19,9 +19,9 @@ from shipper.avroipc.avro import (
     AvroDecodeError,
     Reader,
     encode_bytes,
-    encode_long,
     encode_string_map,
 )
+from shipper.avroipc.records import encode_batch_param, read_event_array
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +51,7 @@ def encode_event(body: bytes, headers: Mapping[str, str] | None = None) -> bytes
 
 def encode_batch(encoded_events: Sequence[bytes]) -> bytes:
     """The ``appendBatch`` parameter: an array of already-encoded events, in one block."""
-    if not encoded_events:
-        return b"\x00"
-    return encode_long(len(encoded_events)) + b"".join(encoded_events) + b"\x00"
+    return encode_batch_param(encoded_events)
 
 
 def read_event(reader: Reader) -> Event:
@@ -72,12 +70,9 @@ def decode_event(data: bytes) -> Event:
 
 
 def read_batch(reader: Reader) -> list[Event]:
-    events: list[Event] = []
-    # An event is at least 2 bytes: an empty map and an empty body.
-    for count in reader.block_counts(2):
-        for _ in range(count):
-            events.append(read_event(reader))
-    return events
+    # The collector's tight loop (shipper.avroipc.records), wrapped into Event objects.
+    pairs, reader.pos = read_event_array(reader.buf, reader.pos)
+    return [Event(body=body, headers=headers) for headers, body in pairs]
 
 
 def decode_batch(data: bytes) -> list[Event]:

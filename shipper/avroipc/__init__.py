@@ -2,6 +2,75 @@
 
 Bytes in, events out; events in, bytes out. Nothing here opens sockets, reads clocks or starts
 threads, and nothing here imports from the rest of ``shipper``: the transport layers
-(``shipper.net``, ``shipper.collector``) drive these state machines. The wire format followed
-is described in docs/protocol.md.
+(``shipper.net``, ``shipper.client``, ``shipper.collector``) drive these state machines. The
+wire format followed is avro-rpc-wire.md; the project's own notes are docs/protocol.md.
+
+Typical client use::
+
+    conn = ClientConnection()
+    serial = conn.send_append_batch(encoded_events)
+    sock.sendall(conn.data_to_send())
+    while (event := conn.next_event()) is None:     # None: more bytes are needed
+        conn.receive_data(sock.recv(65536))
+        ... also send conn.data_to_send() (a NONE handshake re-queues the call)
 """
+
+from shipper.avroipc.client import ClientConnection
+from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, ZlibDecoder, ZlibEncoder
+from shipper.avroipc.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from shipper.avroipc.events import (
+    CallFailed,
+    CallReceived,
+    CallSucceeded,
+    ConnectionClosed,
+    Event,
+    HandshakeCompleted,
+    HandshakeRetry,
+)
+from shipper.avroipc.framing import (
+    DEFAULT_MAX_BUFFERS,
+    DEFAULT_MAX_FRAME_BYTES,
+    Frame,
+    FrameDecoder,
+    encode_frame,
+)
+from shipper.avroipc.protocol import (
+    PROTOCOL_HASH,
+    PROTOCOL_HASH_1_11_1,
+    PROTOCOL_TEXT,
+    PROTOCOL_TEXT_1_11_1,
+    Status,
+    protocol_hash,
+)
+from shipper.avroipc.server import DEFAULT_MAX_EVENTS_PER_CALL, ProtocolCache, ServerConnection
+
+__all__ = [
+    "CallFailed",
+    "CallReceived",
+    "CallSucceeded",
+    "ClientConnection",
+    "ConnectionClosed",
+    "DEFAULT_MAX_BUFFERS",
+    "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_MAX_EVENTS_PER_CALL",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "Event",
+    "Frame",
+    "FrameDecoder",
+    "HandshakeCompleted",
+    "HandshakeRetry",
+    "LocalProtocolError",
+    "PROTOCOL_HASH",
+    "PROTOCOL_HASH_1_11_1",
+    "PROTOCOL_TEXT",
+    "PROTOCOL_TEXT_1_11_1",
+    "ProtocolCache",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ServerConnection",
+    "Status",
+    "ZlibDecoder",
+    "ZlibEncoder",
+    "encode_frame",
+    "protocol_hash",
+]

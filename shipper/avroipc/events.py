@@ -1,0 +1,62 @@
+"""Events the connection state machines hand to the transport (frozen, slotted dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shipper.avroipc.protocol import Status
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    """The server answered BOTH or CLIENT: the connection is established.
+
+    ``server_hash`` is the hash now in use for the server (the one we sent, for BOTH; the
+    server's, for CLIENT); a transport may remember it per address, as Java does, and pass it as
+    ``server_hash`` to the next connection. ``server_protocol`` is the text the server sent, if any.
+    """
+
+    match: str  # "BOTH" | "CLIENT"
+    server_hash: bytes | None
+    server_protocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRetry:
+    """The server answered NONE; the call was queued again with our protocol text."""
+
+    server_hash: bytes
+    server_protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallSucceeded:
+    """The server answered the call with a Status (OK or not: check ``status``)."""
+
+    serial: int
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    """The server answered the call with an Avro system error (error flag 1)."""
+
+    serial: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallReceived:
+    """Server side: a decoded call; answer it with respond() or respond_error()."""
+
+    serial: int
+    message: str  # "append" | "appendBatch"
+    events: list[tuple[dict[str, str], bytes]] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """receive_data(b"") was called: the peer closed its side."""
+
+
+Event = HandshakeCompleted | HandshakeRetry | CallSucceeded | CallFailed | CallReceived | ConnectionClosed

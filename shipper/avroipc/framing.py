@@ -1,0 +1,183 @@
+"""Netty framing of Avro RPC (Avro's ``NettyTransportCodec`` "data packs"); see avro-rpc-wire.md §2.
+
+Byte layout of one frame, every integer a signed 32-bit big-endian::
+
+    serial:int32  count:int32  ( len:int32  bytes[len] ) * count
+
+There is no total length and no terminator. Buffer boundaries carry no meaning: a receiver joins
+the buffers and decodes the result as one message. Java never sends ``count = 0`` (a Java reader
+would then take the next frame's serial as a buffer length and lose sync), so neither do we: an
+empty message is sent as one empty buffer. Zero-length buffers are legal and Java servers send
+them in every response once a connection is established.
+
+Java puts no limit on ``count`` or ``len`` and simply waits for the bytes. We do impose limits
+(``max_buffers``, ``max_frame_bytes``), checked as soon as the header or a length arrives and
+before anything is reserved for it: a hostile header claiming 2 GiB is refused after 12 bytes.
+The decoder only ever holds bytes that actually arrived.
+
+Java's split of a message into buffers (Avro's ``ByteBufferOutputStream`` fills 8192-byte
+chunks) is reproduced by :func:`chunks` so that frames are byte-identical to Java's:
+
+* request  = chunks(handshake + metadata + message name) + chunks(parameters)
+* response = chunks(handshake response, or nothing) + chunks(metadata) + chunks(flag + value)
+
+where ``chunks(b"")`` is one empty buffer.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Sequence
+
+from shipper.avroipc.errors import LocalProtocolError, RemoteProtocolError
+
+DEFAULT_MAX_BUFFERS = 65536
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+JAVA_CHUNK = 8192
+
+_INT = struct.Struct(">i")
+_HEADER = struct.Struct(">ii")
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame: the serial and its buffers (join them to get the message)."""
+
+    serial: int
+    buffers: tuple[bytes, ...]
+
+    def payload(self) -> bytes:
+        bufs = self.buffers
+        return bufs[0] if len(bufs) == 1 else b"".join(bufs)
+
+
+def chunks(segment: bytes | bytearray | memoryview) -> list:
+    """Cut a segment the way Java's ByteBufferOutputStream does: 8192-byte pieces + the rest.
+
+    Memoryview slices are returned for long segments to avoid copying before the final join.
+    """
+    n = len(segment)
+    if n <= JAVA_CHUNK:
+        return [segment]
+    view = memoryview(segment)
+    return [view[i : i + JAVA_CHUNK] for i in range(0, n, JAVA_CHUNK)]
+
+
+def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> bytes:
+    """The bytes of one frame. An empty buffer list is sent as one empty buffer (never count 0)."""
+    if not _INT32_MIN <= serial <= _INT32_MAX:
+        raise LocalProtocolError(f"serial {serial} does not fit in a signed 32-bit int")
+    if not buffers:
+        buffers = (b"",)
+    pack = _INT.pack
+    parts: list = [_HEADER.pack(serial, len(buffers))]
+    for buf in buffers:
+        parts.append(pack(len(buf)))
+        parts.append(buf)
+    return b"".join(parts)
+
+
+class FrameDecoder:
+    """Incremental frame parser: feed it bytes as they come, get complete frames back.
+
+    State survives between calls, so feeding one byte at a time costs no re-parsing. Once it has
+    raised, the stream is out of sync and the decoder refuses any further input.
+    """
+
+    __slots__ = (
+        "max_buffers",
+        "max_frame_bytes",
+        "_buf",
+        "_serial",
+        "_count",
+        "_buffers",
+        "_need",
+        "_frame_bytes",
+        "_failed",
+    )
+
+    def __init__(
+        self, max_buffers: int = DEFAULT_MAX_BUFFERS, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    ) -> None:
+        if max_buffers < 1 or max_frame_bytes < 0:
+            raise ValueError("max_buffers must be >= 1 and max_frame_bytes >= 0")
+        self.max_buffers = max_buffers
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._serial = 0
+        self._count = -1  # -1: waiting for a frame header
+        self._buffers: list[bytes] = []
+        self._need = -1  # -1: waiting for a buffer length; else the length of the current buffer
+        self._frame_bytes = 0
+        self._failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as part of a frame."""
+        return len(self._buf) + self._frame_bytes
+
+    @property
+    def in_frame(self) -> bool:
+        """True when a frame has started but is not complete (EOF now would truncate it)."""
+        return self._count >= 0 or bool(self._buf)
+
+    def _fail(self, message: str) -> RemoteProtocolError:
+        self._failed = True
+        self._buf = bytearray()
+        self._buffers = []
+        return RemoteProtocolError(message)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        if self._failed:
+            raise RemoteProtocolError("the frame stream is already out of sync")
+        buf = self._buf
+        buf += data
+        frames: list[Frame] = []
+        pos = 0
+        avail = len(buf)
+        while True:
+            if self._count < 0:
+                if avail - pos < 8:
+                    break
+                serial, count = _HEADER.unpack_from(buf, pos)
+                pos += 8
+                if count <= 0:
+                    raise self._fail(f"frame with buffer count {count}")
+                if count > self.max_buffers:
+                    raise self._fail(f"frame with {count} buffers, over the cap of {self.max_buffers}")
+                self._serial = serial
+                self._count = count
+                self._buffers = []
+                self._frame_bytes = 0
+                self._need = -1
+            if self._need < 0:
+                if avail - pos < 4:
+                    break
+                (need,) = _INT.unpack_from(buf, pos)
+                pos += 4
+                if need < 0:
+                    raise self._fail(f"buffer with negative length {need}")
+                if self._frame_bytes + need > self.max_frame_bytes:
+                    raise self._fail(
+                        f"frame of more than {self.max_frame_bytes} bytes"
+                        f" (a buffer of {need} after {self._frame_bytes})"
+                    )
+                self._need = need
+            need = self._need
+            if avail - pos < need:
+                break
+            self._buffers.append(bytes(buf[pos : pos + need]))
+            pos += need
+            self._frame_bytes += need
+            self._need = -1
+            if len(self._buffers) == self._count:
+                frames.append(Frame(self._serial, tuple(self._buffers)))
+                self._count = -1
+                self._buffers = []
+                self._frame_bytes = 0
+        if pos:
+            del buf[:pos]
+        return frames
