@@ -65,6 +65,34 @@ def fail(err: ShipperError) -> "typer.Exit":
     return typer.Exit(err.exit_code)
 
 
+# --- `flume-ship channel ...`: inspect the durable channel (shipper.channel) ---------------------
+
+channel_app = typer.Typer(help="Inspect the durable channel in the state directory.", no_args_is_help=True)
+app.add_typer(channel_app, name="channel")
+
+
+@channel_app.command("verify")
+def channel_verify(
+    state_dir: Optional[str] = typer.Option(
+        None, "--state-dir", help="State directory (default: /var/lib/flume-ship for root, else "
+        "$XDG_STATE_HOME/flume-ship or ~/.local/state/flume-ship)."
+    ),
+) -> None:
+    """Run the full integrity check on the channel, read-only (safe while an agent runs).
+
+    Exit 0 when healthy, 5 when the database is corrupt or unusable.
+    """
+    from shipper.channel import verify
+    from shipper.errors import EXIT_STATE
+    from shipper.statedir import default_state_dir
+
+    report = verify(state_dir or default_state_dir())
+    for line in report.lines():
+        typer.echo(line)
+    if not report.healthy:
+        raise typer.Exit(EXIT_STATE)
+
+
 def main() -> None:
     """Run the app; a ShipperError becomes one line on stderr and its exit code."""
     try:

@@ -1,0 +1,855 @@
+"""The durable channel: events and tail offsets in one SQLite database, shipped at least once.
+
+Theory of operation (the full design note, with the reasoning, is docs/channel.md)
+-------------------------------------------------------------------------------------
+
+The tail source calls ``put(events, offsets)``: ONE SQLite transaction (WAL journal,
+``synchronous=FULL``) appends the batch, already encoded as AvroFlumeEvent bytes, and upserts the
+source's offset records. When ``put`` returns, a power cut loses neither; before it returns,
+neither is visible. So after any crash the offsets name exactly the lines the channel holds.
+
+Sink threads call ``take`` for a *lease*: the oldest events that no other lease holds, in order.
+``ack`` deletes the leased rows in one durable transaction; ``nack`` only forgets the lease, so the
+events are the first ones taken again. Leases live in memory: when the process dies they vanish and
+every unacknowledged event is taken again after restart (at-least-once, never lost).
+
+Invariants
+  I1. Sequence numbers (``seq``) are assigned in put order, strictly increasing, never reused
+      (AUTOINCREMENT keeps the high-water mark across restarts and empty channels).
+  I2. A lease is a contiguous run ``first_seq..last_seq`` of stored rows holding no row of any
+      other lease; ``ack`` deletes exactly ``seq BETWEEN first_seq AND last_seq``.
+  I3. ``take`` always starts at the lowest unleased ``seq``, so a nacked lease is taken again
+      before anything newer, in its original order.
+  I4. The in-memory counters (events, bytes, leased) equal the database's; they change only
+      after a COMMIT succeeded (and are recounted after an I/O error reopened the database).
+
+Schema (format version 1, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` is
+0x666C7368, "flsh", so a foreign SQLite file is refused rather than used)::
+
+    events(seq INTEGER PRIMARY KEY AUTOINCREMENT, put_at REAL, crc INTEGER, body BLOB)
+    offsets(key TEXT PRIMARY KEY, value BLOB, crc INTEGER)
+    quarantine(seq INTEGER PRIMARY KEY, put_at REAL, crc INTEGER, body BLOB, found_at REAL)
+
+``crc`` is zlib.crc32 of the body (for offsets: of the UTF-8 key, then the value). SQLite's own
+checks catch broken pages; the CRC catches a damaged payload inside a well-formed page, so a
+garbage event is set aside in ``quarantine`` instead of being sent (and rejected) forever.
+
+Back-pressure: ``put`` blocks while the events would exceed ``capacity_events``/``capacity_bytes``
+(a batch is always accepted into an empty channel), or while the state directory's filesystem has
+less than ``min_free_bytes`` free; the tailed files stay the buffer. Each wait is logged once when
+it starts and once when it ends, and counted in ``stats().put_wait_seconds``.
+
+Write errors: a failed COMMIT (ENOSPC = SQLITE_FULL, or an I/O error) is rolled back and raised as
+ChannelIOError; the WAL's commit frame is what makes a transaction exist, so a failed one leaves
+everything committed before untouched. After an I/O error (not after a plain "disk full") the
+connection is reopened and the counters recounted, since SQLite may have written a valid commit
+frame before the failing fsync: such a batch reappears after restart, and its retry then gives a
+duplicate, never a loss.
+
+Space: deleted pages go to SQLite's freelist and are reused by later puts, so steady traffic keeps
+the file at its high-water size. With ``auto_vacuum=INCREMENTAL``, acks also hand surplus free
+pages back to the filesystem in bounded steps once the channel has drained well below its peak;
+``journal_size_limit`` bounds the WAL file after each checkpoint.
+
+Recovery: opening runs ``PRAGMA quick_check``. A corrupt database (or one SQLite will not open) is
+renamed aside (``channel.db.corrupt-<UTC time>``, with its -wal and -shm) and never deleted; every
+row that still reads back with a good CRC is copied into a fresh database, and the counts are
+logged as a warning. ``verify()`` (``flume-ship channel verify``) runs the full integrity check
+read-only, without the lock, so it works beside a running agent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+from shipper.errors import ChannelIOError, StateError
+from shipper.statedir import StateLock, fsync_dir, prepare_state_dir
+
+log = logging.getLogger("flume-ship.channel")
+
+FORMAT_VERSION = 1
+APPLICATION_ID = 0x666C7368  # "flsh"
+DB_NAME = "channel.db"
+SIDE_FILES = ("-wal", "-shm")
+
+DISK_POLL_SECONDS = 1.0  # nothing signals "space came back": re-check this often while waiting
+RECLAIM_STEP_PAGES = 2048  # at most this many pages handed back to the filesystem per ack
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
+MAX_SEQ = (1 << 63) - 1
+
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
+
+SCHEMA = f"""
+CREATE TABLE events (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    put_at REAL    NOT NULL,
+    crc    INTEGER NOT NULL,
+    body   BLOB    NOT NULL
+);
+CREATE TABLE offsets (
+    key   TEXT    PRIMARY KEY,
+    value BLOB    NOT NULL,
+    crc   INTEGER NOT NULL
+);
+CREATE TABLE quarantine (
+    seq      INTEGER PRIMARY KEY,
+    put_at   REAL    NOT NULL,
+    crc      INTEGER NOT NULL,
+    body     BLOB    NOT NULL,
+    found_at REAL    NOT NULL
+);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {FORMAT_VERSION};
+"""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Lease:
+    """Events handed to one sink; ``ack`` or ``nack`` it exactly once (compared by identity)."""
+
+    id: int
+    events: list[bytes]
+    nbytes: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    events: int  # stored and not yet acknowledged (leased ones included)
+    bytes: int
+    leased_events: int
+    leased_bytes: int
+    oldest_event_age: float | None  # seconds since the oldest stored event was put; None if empty
+    put_wait_seconds: float  # total time put() spent blocked (full channel or low disk), ever
+    put_blocked: str | None  # "full" or "disk" while a put is waiting right now, else None
+    capacity_events: int
+    capacity_bytes: int
+    min_free_bytes: int
+    disk_free_bytes: int | None
+    file_bytes: int  # database plus WAL on disk
+    quarantined: int  # events set aside for a bad checksum since open
+
+
+def offset_crc(key: str, value: bytes) -> int:
+    return zlib.crc32(value, zlib.crc32(key.encode("utf-8")))
+
+
+def _code(exc: BaseException) -> int:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    return _code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def _disk_free(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _file_bytes(db: Path) -> int:
+    total = 0
+    for name in (db, Path(f"{db}-wal")):
+        try:
+            total += name.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+class _Corrupt(Exception):
+    """Internal: the database must be salvaged; the message says what SQLite reported."""
+
+
+def _open_db(db: Path) -> sqlite3.Connection:
+    """Open (creating if new) a channel database read-write; raise _Corrupt or StateError."""
+    try:
+        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open channel database {db}: {exc}") from exc
+    try:
+        _check_format(conn, db)
+        # Only takes effect on a new, empty file; must precede the first table.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StateError(f"channel database {db}: the filesystem does not support SQLite's WAL mode")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'events'").fetchone()[0] == 0:
+            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        return conn
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.Error):
+            if _is_corrupt(exc):
+                raise _Corrupt(str(exc)) from exc
+            raise StateError(f"cannot open channel database {db}: {exc}") from exc
+        raise
+
+
+def _check_format(conn: sqlite3.Connection, db: Path) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID):
+        raise StateError(f"{db} is an SQLite database but not a flume-ship channel; use another --state-dir")
+    if version > FORMAT_VERSION:
+        raise StateError(
+            f"channel database {db} has format version {version}, written by a newer flume-ship "
+            f"(this one reads up to {FORMAT_VERSION}); upgrade flume-ship or use another --state-dir"
+        )
+    if app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise StateError(f"{db} is an SQLite database but not a flume-ship channel; use another --state-dir")
+
+
+class Channel:
+    """See the module docstring. Thread-safe: one lock guards the connection and the counters."""
+
+    def __init__(self, state_dir: Path, lock: StateLock, capacity_bytes: int, capacity_events: int,
+                 min_free_bytes: int):
+        self.state_dir = state_dir
+        self.db_path = state_dir / DB_NAME
+        self.capacity_bytes = capacity_bytes
+        self.capacity_events = capacity_events
+        self.min_free_bytes = min_free_bytes
+        self.reclaim_floor = min(64 << 20, max(1 << 20, capacity_bytes // 4))
+        self._lock = lock
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._leases: dict[int, Lease] = {}
+        self._lease_ids = itertools.count(1)
+        self._leased_events = self._leased_bytes = 0
+        self._wait_total = 0.0
+        self._wait_started: float | None = None
+        self._blocked: str | None = None
+        self._failing = False  # a write failed and has not succeeded since: log once per streak
+        self.quarantined = 0
+        self.salvage: SalvageReport | None = None
+        self._conn = self._open_checked()
+        self._recount()
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike, *, capacity_bytes: int = 1 << 30,
+             capacity_events: int = 10_000_000, min_free_bytes: int = 500 * 1024 * 1024) -> "Channel":
+        """Create the directory if needed, take its lock (StateLocked), open or salvage the database."""
+        path = prepare_state_dir(state_dir)
+        lock = StateLock(path)
+        try:
+            return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes)
+        except BaseException:
+            lock.release()
+            raise
+
+    # --- opening and recovery -----------------------------------------------------------------
+
+    def _open_checked(self) -> sqlite3.Connection:
+        new = not self.db_path.exists()
+        try:
+            conn = _open_db(self.db_path)
+            problem = self._quick_check(conn)
+            if problem is None:
+                if new:
+                    fsync_dir(self.state_dir)
+                return conn
+            conn.close()
+        except _Corrupt as exc:
+            problem = str(exc)
+        self.salvage = salvage(self.db_path, problem)
+        log.warning("%s", self.salvage.summary())
+        return _open_db(self.db_path)
+
+    @staticmethod
+    def _quick_check(conn: sqlite3.Connection) -> str | None:
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        return None if rows == ["ok"] else "; ".join(rows)
+
+    def _recount(self) -> None:
+        conn = self._conn
+        n, nbytes, top = conn.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0), coalesce(max(seq), 0) FROM events").fetchone()
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        self._events, self._bytes = n, nbytes
+        self._next_seq = max(top, row[0] if row else 0) + 1
+        self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _write(self, what: str, fn, *args) -> None:
+        """Run fn(conn, *args) in one IMMEDIATE transaction; translate failures (lock held)."""
+        if self._conn is None:
+            self._reopen(what)
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            fn(conn, *args)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite may have rolled back already; the reopen below settles it
+            raise self._write_failed(what, exc) from exc
+        if self._failing:
+            self._failing = False
+            log.info("channel writes work again (%s)", what)
+
+    def _write_failed(self, what: str, exc: sqlite3.Error) -> Exception:
+        if _is_corrupt(exc):
+            return StateError(f"channel database {self.db_path} is corrupt ({exc}); "
+                              "restart flume-ship to salvage it")
+        level = logging.DEBUG if self._failing else logging.WARNING
+        self._failing = True
+        reason = "the disk is full" if _code(exc) == SQLITE_FULL else f"{exc}"
+        log.log(level, "channel %s failed: %s; nothing committed was lost, will retry", what, reason)
+        if _code(exc) != SQLITE_FULL:
+            # An I/O error (a failed fsync, say) may leave a commit frame SQLite cannot vouch for:
+            # read the WAL afresh and recount, instead of trusting this connection's view.
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+            try:
+                self._reopen(what)
+            except ChannelIOError:
+                pass
+        return ChannelIOError(f"channel {what} failed in {self.state_dir}: {reason}; "
+                              "nothing committed was lost, retry later")
+
+    def _reopen(self, what: str) -> None:
+        try:
+            self._conn = _open_db(self.db_path)
+            self._recount()
+        except (sqlite3.Error, StateError, _Corrupt) as exc:
+            self._conn = None
+            raise ChannelIOError(f"channel {what}: cannot reopen {self.db_path}: {exc}") from exc
+
+    def put(self, events: Sequence[bytes], offsets: Mapping[str, bytes | None] | None = None,
+            timeout: float | None = None) -> bool:
+        """Store events and offset records in one transaction; False if no room before timeout."""
+        events = list(events)
+        nbytes = sum(map(len, events))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if self._closed:
+                return False
+            if events and not self._wait_for_room(len(events), nbytes, deadline):
+                return False
+            now = time.time()
+            seq0 = self._next_seq
+            rows = [(seq0 + i, now, zlib.crc32(body), body) for i, body in enumerate(events)]
+            self._write("put", _put_txn, rows, offsets or {})
+            self._next_seq += len(rows)
+            self._events += len(rows)
+            self._bytes += nbytes
+            if rows:
+                self._cond.notify_all()
+        return True
+
+    def _room_problem(self, n: int, nbytes: int) -> str | None:
+        if self._events and (self._events + n > self.capacity_events or self._bytes + nbytes > self.capacity_bytes):
+            return "full"
+        if self.min_free_bytes > 0:
+            free = _disk_free(self.state_dir)
+            if free is not None and free < self.min_free_bytes:
+                return "disk"
+        return None
+
+    def _wait_for_room(self, n: int, nbytes: int, deadline: float | None) -> bool:
+        problem = self._room_problem(n, nbytes)
+        if problem is None:
+            return True
+        started = time.monotonic()
+        self._wait_started = started
+        try:
+            while problem is not None and not self._closed:
+                if problem != self._blocked:
+                    self._blocked = problem
+                    self._log_blocked(problem)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                if problem == "disk":
+                    left = DISK_POLL_SECONDS if left is None else min(left, DISK_POLL_SECONDS)
+                self._cond.wait(left)
+                problem = self._room_problem(n, nbytes)
+            if problem is None:
+                log.info("channel accepts events again after waiting %.1fs", time.monotonic() - started)
+            return problem is None
+        finally:
+            self._wait_total += time.monotonic() - started
+            self._wait_started = None
+            self._blocked = None
+
+    def _log_blocked(self, problem: str) -> None:
+        if problem == "full":
+            log.warning("channel full (%d events, %d bytes; capacity %d events, %d bytes): "
+                        "reading paused until the sinks catch up",
+                        self._events, self._bytes, self.capacity_events, self.capacity_bytes)
+        else:
+            log.warning("free space for %s is %s bytes, under the %d-byte minimum: reading paused "
+                        "until space returns", self.state_dir, _disk_free(self.state_dir), self.min_free_bytes)
+
+    # --- taking -------------------------------------------------------------------------------
+
+    def take(self, max_events: int, max_bytes: int) -> Lease | None:
+        """Lease the oldest events no other lease holds (at least one, even if over max_bytes)."""
+        if max_events <= 0:
+            return None
+        with self._cond:
+            if self._closed or self._events <= self._leased_events:
+                return None
+            if self._conn is None:
+                self._reopen("take")
+            spans = sorted((l.first_seq, l.last_seq) for l in self._leases.values())
+            start, i = 0, 0
+            while True:
+                while i < len(spans) and spans[i][0] <= start:
+                    start = max(start, spans[i][1] + 1)
+                    i += 1
+                limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
+                picked = self._read_run(start, limit, max_events, max_bytes)
+                if picked:
+                    break
+                if i >= len(spans):
+                    return None
+                start = spans[i][1] + 1
+                i += 1
+            events = [body for _, body in picked]
+            lease = Lease(next(self._lease_ids), events, sum(map(len, events)), picked[0][0], picked[-1][0])
+            self._leases[lease.id] = lease
+            self._leased_events += len(events)
+            self._leased_bytes += lease.nbytes
+            return lease
+
+    def _read_run(self, start: int, limit: int, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """Rows start..limit in order, within the limits; a row with a bad CRC ends the run."""
+        while True:
+            picked: list[tuple[int, bytes]] = []
+            nbytes, bad = 0, None
+            try:
+                cur = self._conn.execute(
+                    "SELECT seq, crc, body FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                    (start, limit, max_events))
+                try:
+                    for seq, crc, body in cur:
+                        if zlib.crc32(body) != crc:
+                            bad = seq
+                            break
+                        if picked and nbytes + len(body) > max_bytes:
+                            break
+                        picked.append((seq, body))
+                        nbytes += len(body)
+                finally:
+                    cur.close()
+            except sqlite3.DatabaseError as exc:
+                if _is_corrupt(exc):
+                    raise StateError(f"channel database {self.db_path} is corrupt ({exc}); "
+                                     "restart flume-ship to salvage it") from exc
+                raise ChannelIOError(f"channel take failed in {self.state_dir}: {exc}") from exc
+            if bad is None or picked:
+                return picked  # a bad row right after the run is dealt with by the next take
+            self._quarantine(bad)
+            start = bad + 1
+
+    def _quarantine(self, seq: int) -> None:
+        def txn(conn):
+            conn.execute("INSERT OR REPLACE INTO quarantine SELECT seq, put_at, crc, body, ? FROM events "
+                         "WHERE seq = ?", (time.time(), seq))
+            conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+
+        size = self._conn.execute("SELECT length(body) FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        self._write("quarantine", txn)
+        self._events -= 1
+        self._bytes -= size
+        self.quarantined += 1
+        log.error("event %d in %s failed its checksum: moved to the quarantine table, not sent", seq, self.db_path)
+
+    def ack(self, lease: Lease) -> None:
+        """Delete the leased events durably. On ChannelIOError the lease stays open: ack again later."""
+        with self._cond:
+            if self._closed:
+                return  # the rows stay; they are sent again after restart (at-least-once)
+            if self._leases.get(lease.id) is not lease:
+                raise ValueError(f"lease {lease.id} is not open (acked or nacked already?)")
+            self._write("ack", _ack_txn, lease.first_seq, lease.last_seq)
+            self._forget(lease)
+            self._events -= len(lease.events)
+            self._bytes -= lease.nbytes
+            self._cond.notify_all()
+            self._reclaim()
+
+    def nack(self, lease: Lease) -> None:
+        """Give the events back; they are the next ones taken, in their original order."""
+        with self._cond:
+            if self._closed or self._leases.get(lease.id) is not lease:
+                return
+            self._forget(lease)
+            self._cond.notify_all()
+
+    def _forget(self, lease: Lease) -> None:
+        del self._leases[lease.id]
+        self._leased_events -= len(lease.events)
+        self._leased_bytes -= lease.nbytes
+
+    def _reclaim(self) -> None:
+        """Hand surplus free pages back to the filesystem, a bounded step per ack."""
+        try:
+            free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free_pages * self._page_size > max(self.reclaim_floor, 2 * self._bytes):
+                self._conn.execute(f"PRAGMA incremental_vacuum({RECLAIM_STEP_PAGES})").fetchall()
+        except sqlite3.Error as exc:  # only space is at stake; the next ack tries again
+            log.debug("channel: reclaiming free pages failed: %s", exc)
+
+    # --- reading state ------------------------------------------------------------------------
+
+    def wait_for_events(self, timeout: float) -> bool:
+        """Block until an event is takeable (True) or the timeout passes / the channel closes."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._events > self._leased_events, timeout)
+            return not self._closed and self._events > self._leased_events
+
+    def offsets(self) -> dict[str, bytes]:
+        with self._cond:
+            if self._closed:
+                raise StateError("the channel is closed")
+            if self._conn is None:
+                self._reopen("read offsets")
+            return {k: bytes(v) for k, v in self._conn.execute("SELECT key, value FROM offsets")}
+
+    def stats(self) -> ChannelStats:
+        with self._cond:
+            age = None
+            if self._events and not self._closed and self._conn is not None:
+                try:
+                    row = self._conn.execute("SELECT put_at FROM events ORDER BY seq LIMIT 1").fetchone()
+                    age = max(0.0, time.time() - row[0]) if row else None
+                except sqlite3.Error:
+                    pass
+            waiting = time.monotonic() - self._wait_started if self._wait_started is not None else 0.0
+            return ChannelStats(
+                events=self._events, bytes=self._bytes, leased_events=self._leased_events,
+                leased_bytes=self._leased_bytes, oldest_event_age=age,
+                put_wait_seconds=self._wait_total + waiting, put_blocked=self._blocked,
+                capacity_events=self.capacity_events, capacity_bytes=self.capacity_bytes,
+                min_free_bytes=self.min_free_bytes, disk_free_bytes=_disk_free(self.state_dir),
+                file_bytes=_file_bytes(self.db_path), quarantined=self.quarantined)
+
+    def close(self) -> None:
+        """Checkpoint, close and release the lock; open leases are dropped (sent again next run)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            if self._conn is not None:
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.debug("channel: final checkpoint failed: %s", exc)
+                self._conn.close()
+                self._conn = None
+            self._lock.release()
+
+    def __enter__(self) -> "Channel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes | None]) -> None:
+    if rows:
+        conn.executemany("INSERT INTO events (seq, put_at, crc, body) VALUES (?, ?, ?, ?)", rows)
+    for key, value in offsets.items():
+        if value is None:
+            conn.execute("DELETE FROM offsets WHERE key = ?", (key,))
+        else:
+            value = bytes(value)
+            conn.execute("INSERT INTO offsets (key, value, crc) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                         "SET value = excluded.value, crc = excluded.crc", (key, value, offset_crc(key, value)))
+
+
+def _ack_txn(conn: sqlite3.Connection, first: int, last: int) -> None:
+    conn.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+
+
+# --- salvage ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SalvageReport:
+    reason: str
+    aside: Path
+    events: int = 0
+    bytes: int = 0
+    offsets: int = 0
+    damaged: int = 0  # rows read back with a bad CRC (dropped)
+    unreadable_regions: int = 0  # stretches of the table SQLite could not read
+    seq_gaps: int = 0  # missing sequence numbers between salvaged events: an upper bound on loss
+
+    def summary(self) -> str:
+        return (f"channel database was corrupt ({self.reason}); moved aside to {self.aside} (kept, not deleted); "
+                f"salvaged {self.events} events ({self.bytes} bytes) and {self.offsets} offset records; "
+                f"dropped {self.damaged} damaged events; {self.unreadable_regions} unreadable regions; "
+                f"up to {self.seq_gaps} events lost between the salvaged ones")
+
+
+def _move_aside(db: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = db.with_name(f"{db.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = db.with_name(f"{db.name}.corrupt-{stamp}-{n}")
+    for suffix in ("", *SIDE_FILES):
+        src = Path(f"{db}{suffix}")
+        if src.exists():
+            os.rename(src, f"{aside}{suffix}")
+    fsync_dir(db.parent)
+    return aside
+
+
+def _scan(conn: sqlite3.Connection, sql: str, probe: str, stats: SalvageReport | None = None) -> Iterator[tuple]:
+    """Yield every readable row of ``sql`` (ordered by its first column, a rowid), skipping
+    over regions SQLite cannot read. ``sql`` and ``probe`` take one parameter: the lowest key."""
+    resume = -1
+    while True:
+        last = None
+        try:
+            for row in conn.execute(sql, (resume,)):
+                last = row[0]
+                yield row
+            return
+        except sqlite3.DatabaseError:
+            pass
+        if stats is not None:
+            stats.unreadable_regions += 1
+        lo = max(resume, last + 1 if last is not None else resume)
+        nxt = _next_readable(conn, probe, lo)
+        if nxt is None:
+            return
+        resume = nxt
+
+
+def _next_readable(conn: sqlite3.Connection, probe: str, lo: int) -> int | None:
+    """The smallest key k > lo from which reading works again (exponential, then binary search)."""
+
+    def ok(k: int) -> bool:
+        try:
+            conn.execute(probe, (k,)).fetchone()
+            return True
+        except sqlite3.DatabaseError:
+            return False
+
+    step, bad = 1, lo
+    while lo + step <= MAX_SEQ:
+        if ok(lo + step):
+            good = lo + step
+            while good - bad > 1:
+                mid = (bad + good) // 2
+                if ok(mid):
+                    good = mid
+                else:
+                    bad = mid
+            return good
+        bad = lo + step
+        step *= 2
+    return None
+
+
+def salvage(db: Path, reason: str) -> SalvageReport:
+    """Move a corrupt database aside and copy every readable, checksum-valid row into a new one."""
+    aside = _move_aside(db)
+    report = SalvageReport(reason=reason, aside=aside)
+    try:
+        src = sqlite3.connect(f"file:{aside}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        src = None
+    dst = _open_db(db)
+    try:
+        if src is not None:
+            _copy_events(src, dst, report)
+            _copy_offsets(src, dst, report)
+    finally:
+        if src is not None:
+            src.close()
+        dst.close()
+    fsync_dir(db.parent)
+    return report
+
+
+def _copy_events(src, dst, report: SalvageReport) -> None:
+    rows = _scan(src, "SELECT seq, put_at, crc, body FROM events WHERE seq >= ? ORDER BY seq",
+                 "SELECT seq FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", report)
+    batch, prev = [], None
+    for seq, put_at, crc, body in _guard(rows):
+        if not isinstance(body, bytes) or zlib.crc32(body) != crc:
+            report.damaged += 1
+            continue
+        if prev is not None:
+            report.seq_gaps += seq - prev - 1
+        prev = seq
+        batch.append((seq, put_at, crc, body))
+        report.events += 1
+        report.bytes += len(body)
+        if len(batch) >= 1000:
+            _insert(dst, "INSERT INTO events (seq, put_at, crc, body) VALUES (?, ?, ?, ?)", batch)
+            batch = []
+    _insert(dst, "INSERT INTO events (seq, put_at, crc, body) VALUES (?, ?, ?, ?)", batch)
+    try:  # keep sequence numbers unique even past events that were lost at the end
+        row = src.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        if row and row[0] > (prev or 0):
+            dst.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (row[0],))
+            dst.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'events', ? WHERE changes() = 0", (row[0],))
+    except sqlite3.Error:
+        pass
+
+
+def _copy_offsets(src, dst, report: SalvageReport) -> None:
+    rows = _scan(src, "SELECT rowid, key, value, crc FROM offsets WHERE rowid >= ? ORDER BY rowid",
+                 "SELECT rowid FROM offsets WHERE rowid >= ? ORDER BY rowid LIMIT 1")
+    good = []
+    for _, key, value, crc in _guard(rows):
+        if isinstance(key, str) and isinstance(value, bytes) and offset_crc(key, value) == crc:
+            good.append((key, value, crc))
+    _insert(dst, "INSERT OR REPLACE INTO offsets (key, value, crc) VALUES (?, ?, ?)", good)
+    report.offsets = len(good)
+
+
+def _guard(rows: Iterator[tuple]) -> Iterator[tuple]:
+    """Rows of the wrong shape (a damaged record can decode as anything) are skipped by the caller;
+    a schema SQLite cannot even compile ends the scan quietly."""
+    try:
+        yield from rows
+    except sqlite3.Error:
+        return
+
+
+def _insert(dst: sqlite3.Connection, sql: str, rows: list) -> None:
+    if rows:
+        dst.execute("BEGIN IMMEDIATE")
+        dst.executemany(sql, rows)
+        dst.execute("COMMIT")
+
+
+# --- verify (read-only, no lock) -------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    db_path: Path
+    healthy: bool = True
+    problems: list[str] = field(default_factory=list)
+    format_version: int | None = None
+    events: int = 0
+    bytes: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    oldest_put_at: float | None = None
+    offsets: int = 0
+    quarantined: int = 0
+    file_bytes: int = 0
+    set_aside: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"database: {self.db_path} ({self.file_bytes} bytes with WAL)"]
+        if self.format_version is not None:
+            out.append(f"format version: {self.format_version}")
+        out.append(f"events: {self.events} ({self.bytes} bytes)"
+                   + (f", seq {self.first_seq}..{self.last_seq}" if self.first_seq is not None else ""))
+        if self.oldest_put_at is not None:
+            out.append(f"oldest event: {max(0.0, time.time() - self.oldest_put_at):.0f}s old")
+        out.append(f"offset records: {self.offsets}")
+        if self.quarantined:
+            out.append(f"quarantined events: {self.quarantined}")
+        for name in self.set_aside:
+            out.append(f"set aside earlier: {name}")
+        out.extend(f"PROBLEM: {p}" for p in self.problems)
+        out.append("healthy" if self.healthy else "CORRUPT or unusable: the next start salvages what it can "
+                   "(the damaged file is kept aside)")
+        return out
+
+
+def verify(state_dir: str | os.PathLike) -> VerifyReport:
+    """Full integrity check plus CRC scan, read-only; safe beside a running agent."""
+    state_dir = Path(state_dir).expanduser()
+    db = state_dir / DB_NAME
+    report = VerifyReport(db_path=db)
+    if not db.exists():
+        raise StateError(f"no channel database at {db}; check --state-dir")
+    report.file_bytes = _file_bytes(db)
+    report.set_aside = sorted(p.name for p in state_dir.glob(f"{DB_NAME}.corrupt-*")
+                              if not p.name.endswith(SIDE_FILES))
+
+    def problem(text: str) -> None:
+        report.healthy = False
+        report.problems.append(text)
+
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open {db} read-only: {exc}") from exc
+    try:
+        conn.execute("BEGIN")  # one snapshot for every check below
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        report.format_version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            problem("not a flume-ship channel database (application_id mismatch)")
+            return report
+        if report.format_version > FORMAT_VERSION:
+            problem(f"format version {report.format_version} is newer than this flume-ship reads "
+                    f"({FORMAT_VERSION}); upgrade flume-ship")
+            return report
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check(100)")]
+        if rows != ["ok"]:
+            for r in rows:
+                problem(f"integrity_check: {r}")
+        _verify_rows(conn, report, problem)
+        conn.execute("ROLLBACK")
+    except sqlite3.DatabaseError as exc:
+        problem(f"SQLite: {exc}")
+    finally:
+        conn.close()
+    return report
+
+
+def _verify_rows(conn: sqlite3.Connection, report: VerifyReport, problem) -> None:
+    damaged = []
+    for seq, put_at, crc, body in conn.execute("SELECT seq, put_at, crc, body FROM events ORDER BY seq"):
+        if zlib.crc32(body) != crc:
+            damaged.append(seq)
+            continue
+        if report.first_seq is None:
+            report.first_seq, report.oldest_put_at = seq, put_at
+        report.last_seq = seq
+        report.events += 1
+        report.bytes += len(body)
+    if damaged:
+        problem(f"{len(damaged)} events fail their checksum (first seq {damaged[0]})")
+    bad_offsets = 0
+    for key, value, crc in conn.execute("SELECT key, value, crc FROM offsets"):
+        if offset_crc(key, value) != crc:
+            bad_offsets += 1
+        report.offsets += 1
+    if bad_offsets:
+        problem(f"{bad_offsets} offset records fail their checksum")
+    report.quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]

@@ -1,0 +1,112 @@
+"""The state directory: where it is by default, and the lock that gives it to one agent.
+
+Everything flume-ship must remember across restarts lives in one directory (``--state-dir``):
+the channel database (events plus the tail offsets, see :mod:`shipper.channel`) and a lock file.
+
+Default location (:func:`default_state_dir`):
+
+* root: ``/var/lib/flume-ship`` (the FHS place for a daemon's state);
+* any other user: ``$XDG_STATE_HOME/flume-ship`` when that variable holds an absolute path,
+  else ``~/.local/state/flume-ship`` (the XDG Base Directory default for state).
+
+The lock (:class:`StateLock`) is ``flock(LOCK_EX | LOCK_NB)`` on ``<dir>/lock``. flock, not
+fcntl record locks, because flock belongs to the open file: a second opener conflicts even inside
+the same process, and closing some unrelated descriptor on the file never drops it. The kernel
+releases it when the holder dies, so a crash never leaves a stale lock behind; the pid written
+into the file is only there to name the holder in the error message.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from shipper.errors import StateError, StateLocked
+
+LOCK_NAME = "lock"
+
+
+def default_state_dir() -> Path:
+    """The state directory to use when ``--state-dir`` is not given."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/flume-ship")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore a relative value
+        return Path(xdg) / "flume-ship"
+    return Path.home() / ".local" / "state" / "flume-ship"
+
+
+def prepare_state_dir(path: str | os.PathLike) -> Path:
+    """Create the directory (private: it holds log lines) and check that we can write in it."""
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(
+            f"cannot create state directory {path}: {exc.strerror or exc}; choose another with --state-dir"
+        ) from exc
+    if not path.is_dir():
+        raise StateError(f"state directory {path} is not a directory; choose another with --state-dir")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StateError(f"state directory {path} is not writable by this user; choose another with --state-dir")
+    return path
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make file creations and renames inside ``path`` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StateLock:
+    """An exclusive, non-blocking lock on a state directory, held until :meth:`release`."""
+
+    def __init__(self, state_dir: str | os.PathLike):
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / LOCK_NAME
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open lock file {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = self._holder()
+            os.close(self._fd)
+            self._fd = None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f"another flume-ship (pid {holder})" if holder else "another flume-ship"
+                raise StateLocked(
+                    f"state directory {self.state_dir} is in use by {who}; stop it, "
+                    f"or give this agent its own --state-dir"
+                ) from exc
+            raise StateError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
+        # Only a hint for the message above; written after we hold the lock.
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _holder(self) -> str:
+        try:
+            return os.pread(self._fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return ""
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    def __enter__(self) -> "StateLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
