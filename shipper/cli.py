@@ -93,6 +93,261 @@ def channel_verify(
         raise typer.Exit(EXIT_STATE)
 
 
+# --- `flume-ship collect`, `send`, `ping`: the Avro RPC transport (shipper.collector, shipper.client) --
+
+_TRANSPORT_HELP = "Transport"
+_OPT_COMPRESS = typer.Option(
+    "none", "--compress", help="Compression on the wire: none or deflate (Flume's compression-type). "
+    "Both ends must agree: nothing on the wire negotiates it.", rich_help_panel=_TRANSPORT_HELP
+)
+_OPT_LAYERING = typer.Option(
+    "zlib-outside", "--tls-layering", help="With TLS and deflate together: zlib-outside (zlib carries TLS, "
+    "Flume >= 1.10) or tls-outside (TLS carries zlib, Flume <= 1.9).", rich_help_panel=_TRANSPORT_HELP
+)
+_OPT_TLS = typer.Option(False, "--tls", help="Use TLS and verify the collector's certificate (system CA store "
+                        "unless --tls-ca).", rich_help_panel=_TRANSPORT_HELP)
+_OPT_TLS_CA = typer.Option(None, "--tls-ca", help="CA bundle (PEM) to verify the collector's certificate "
+                           "with; implies --tls.", rich_help_panel=_TRANSPORT_HELP)
+_OPT_TLS_INSECURE = typer.Option(False, "--tls-insecure", help="Use TLS WITHOUT verifying the certificate "
+                                 "(like Flume's trust-all-certs); implies --tls. For tests only.",
+                                 rich_help_panel=_TRANSPORT_HELP)
+_OPT_TLS_NAME = typer.Option(None, "--tls-server-name", help="Name to verify in the certificate and send as "
+                             "SNI (default: the host of the address).", rich_help_panel=_TRANSPORT_HELP)
+_OPT_CONNECT_TIMEOUT = typer.Option(5.0, "--connect-timeout", help="Seconds for the TCP connect and the TLS "
+                                    "handshake.", rich_help_panel=_TRANSPORT_HELP)
+_OPT_REQUEST_TIMEOUT = typer.Option(20.0, "--request-timeout", help="Seconds for each call's reply; the first "
+                                    "call of a connection includes the Avro handshake.",
+                                    rich_help_panel=_TRANSPORT_HELP)
+_OPT_LEVEL = typer.Option(6, "--compression-level", help="zlib level 0-9 for --compress deflate.",
+                          rich_help_panel=_TRANSPORT_HELP)
+
+
+def _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
+    from shipper.net import ClientOptions, TLSOptions
+
+    tls_options = None
+    if tls or tls_ca or tls_insecure:
+        tls_options = TLSOptions(ca_file=tls_ca, insecure=tls_insecure, server_name=tls_name)
+    return ClientOptions(
+        connect_timeout=connect_timeout,
+        request_timeout=request_timeout,
+        compress=_compression(compress),
+        compression_level=level,
+        tls=tls_options,
+        tls_layering=layering,
+    )
+
+
+def _compression(text: str) -> Optional[str]:
+    value = text.lower()
+    if value not in ("none", "deflate"):
+        raise typer.BadParameter("use none or deflate", param_hint="--compress")
+    return None if value == "none" else value
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in units else (raw, "")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size like 64M or 1G", param_hint="--roll-size") from None
+    if value <= 0:
+        raise typer.BadParameter("must be greater than 0", param_hint="--roll-size")
+    return value
+
+
+@app.command()
+def collect(
+    listen: str = typer.Option(..., "--listen", help="HOST:PORT to listen on (port 0: any free port; the log "
+                               "line 'listening on HOST:PORT' names the real one)."),
+    out: str = typer.Option(..., "--out", help="Directory for the output files (created if missing)."),
+    fmt: str = typer.Option("text", "--format", help="text: each event's body and a newline (files *.log); "
+                            "jsonl: one JSON object per event with headers and body (files *.jsonl)."),
+    roll_size: str = typer.Option("128M", "--roll-size", help="Start a new file when the current one would "
+                                  "grow past this size (K, M, G suffixes)."),
+    roll_interval: float = typer.Option(3600.0, "--roll-interval", help="Start a new file after this many "
+                                        "seconds (0: never roll by time)."),
+    fsync: bool = typer.Option(True, "--fsync/--no-fsync", help="fsync each batch before answering OK "
+                               "(--no-fsync: answer once the data is in the OS page cache)."),
+    compress: str = _OPT_COMPRESS,
+    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="Serve TLS with this certificate chain "
+                                           "(PEM); needs --tls-key.", rich_help_panel=_TRANSPORT_HELP),
+    tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Private key (PEM) for --tls-cert.",
+                                          rich_help_panel=_TRANSPORT_HELP),
+    layering: str = _OPT_LAYERING,
+) -> None:
+    """Receive events from Flume AvroSinks (or flume-ship) and write them to rolling files.
+
+    Answers OK for a batch only once it is written (and fsynced), FAILED when it cannot be
+    written. Stops cleanly on SIGTERM or SIGINT: the batches being written are finished and
+    answered, files are closed, exit 0 (a second signal exits 130 at once).
+    """
+    import os
+    import signal
+
+    from shipper.collector import Collector, CollectorOptions
+    from shipper.errors import ConfigError
+    from shipper.net import Address, TLSOptions
+    from shipper.outfile import FORMATS, RollingWriter
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter("use text or jsonl", param_hint="--format")
+    if roll_interval < 0:
+        raise typer.BadParameter("must be 0 (off) or more", param_hint="--roll-interval")
+    if bool(tls_cert) != bool(tls_key):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise fail(ConfigError(f"cannot use --out {out}: {err.strerror}")) from None
+    writer = RollingWriter(out, fmt=fmt, roll_bytes=_size(roll_size), roll_seconds=roll_interval, fsync=fsync)
+    options = CollectorOptions(
+        listen=Address.parse(listen),
+        compress=_compression(compress),
+        tls=TLSOptions(cert_file=tls_cert, key_file=tls_key) if tls_cert else None,
+        tls_layering=layering,
+    )
+    collector = Collector(options, writer)
+    address = collector.bind()
+    signals = 0
+
+    def on_signal(signum, _frame):
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(130)
+        log.info("%s: stopping after the batches in progress", signal.Signals(signum).name)
+        collector.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("listening on %s (writing to %s, format %s, compression %s, tls %s)", address, out, fmt,
+             options.compress or "none", "on" if options.tls else "off")
+    collector.serve_forever()
+    log.info("stopped; %d events written", writer.events_written)
+
+
+@app.command()
+def send(
+    file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
+    to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect)."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
+    header: list[str] = typer.Option([], "--header", help="K=V header added to every event (repeatable)."),
+    compress: str = _OPT_COMPRESS,
+    level: int = _OPT_LEVEL,
+    tls: bool = _OPT_TLS,
+    tls_ca: Optional[str] = _OPT_TLS_CA,
+    tls_insecure: bool = _OPT_TLS_INSECURE,
+    tls_name: Optional[str] = _OPT_TLS_NAME,
+    layering: str = _OPT_LAYERING,
+    connect_timeout: float = _OPT_CONNECT_TIMEOUT,
+    request_timeout: float = _OPT_REQUEST_TIMEOUT,
+) -> None:
+    """Send a file's lines once, one event per line (like flume-ng avro-client).
+
+    Lines are sent as raw bytes without their newline (and a carriage return before it).
+    Exit 0 only when every line was acknowledged OK; 3 when the collector is unreachable or
+    did not accept a batch; 7 when the file cannot be read.
+    """
+    from shipper.client import CollectorClient, send_lines, split_lines
+    from shipper.errors import InputError
+    from shipper.net import Address
+
+    headers = {}
+    for item in header:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not K=V", param_hint="--header")
+        headers[key] = value
+    options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
+                              connect_timeout, request_timeout)
+    address = Address.parse(to)
+    try:
+        stream = sys.stdin.buffer if file == "-" else open(file, "rb")
+    except OSError as err:
+        raise fail(InputError(f"cannot read {file}: {err.strerror}")) from None
+    progress = _Progress(file) if sys.stderr.isatty() else None
+    client = CollectorClient(address, options)
+    try:
+        sent = send_lines(client, split_lines(stream), batch_size=batch_size, headers=headers,
+                          progress=progress.update if progress else None)
+    except OSError as err:
+        raise fail(InputError(f"cannot read {file}: {err.strerror}")) from None
+    except ShipperError as err:
+        if progress:
+            progress.done()
+        acked = getattr(err, "acknowledged", 0)
+        typer.echo(f"flume-ship: error: {err} ({acked} lines were acknowledged before this)", err=True)
+        raise typer.Exit(err.exit_code) from None
+    finally:
+        client.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if progress:
+        progress.done()
+    log.info("sent %d lines to %s", sent, address)
+
+
+class _Progress:
+    """A one-line counter on a terminal's stderr, redrawn at most ten times a second."""
+
+    def __init__(self, label: str) -> None:
+        import time
+
+        self.label, self.count, self._clock, self._last = label, 0, time.monotonic, 0.0
+
+    def update(self, n: int) -> None:
+        self.count += n
+        now = self._clock()
+        if now - self._last >= 0.1:
+            self._last = now
+            sys.stderr.write(f"\r{self.label}: {self.count} lines acknowledged")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write(f"\r{self.label}: {self.count} lines acknowledged\n")
+        sys.stderr.flush()
+
+
+@app.command()
+def ping(
+    address: str = typer.Argument(..., help="Collector HOST:PORT."),
+    compress: str = _OPT_COMPRESS,
+    level: int = _OPT_LEVEL,
+    tls: bool = _OPT_TLS,
+    tls_ca: Optional[str] = _OPT_TLS_CA,
+    tls_insecure: bool = _OPT_TLS_INSECURE,
+    tls_name: Optional[str] = _OPT_TLS_NAME,
+    layering: str = _OPT_LAYERING,
+    connect_timeout: float = _OPT_CONNECT_TIMEOUT,
+    request_timeout: float = _OPT_REQUEST_TIMEOUT,
+) -> None:
+    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake, an empty appendBatch.
+
+    Prints each step with its time, and a plain verdict on the first failure.
+
+    Use it after "Handshake timed out": it tells a refused port from a silent one, a TLS or
+    compression mismatch from a middlebox. Exit 0 only when the collector is healthy, else 3.
+    """
+    from shipper.client import probe
+    from shipper.errors import EXIT_UNAVAILABLE
+    from shipper.net import Address
+
+    target = Address.parse(address)
+    options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
+                              connect_timeout, request_timeout)
+    report = probe(target, options)
+    typer.echo(f"ping {target}")
+    for step in report.steps:
+        took = f"  ({step.seconds * 1000:.1f} ms)" if step.seconds is not None else ""
+        typer.echo(f"  {step.name:<12} {'ok' if step.ok else 'FAIL':<5} {step.detail}{took}")
+    typer.echo(f"verdict: {report.verdict}")
+    if not report.healthy:
+        raise typer.Exit(EXIT_UNAVAILABLE)
+
+
 def main() -> None:
     """Run the app; a ShipperError becomes one line on stderr and its exit code."""
     try:
