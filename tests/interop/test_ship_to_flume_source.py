@@ -1,0 +1,133 @@
+"""flume-ship as a client of a real Flume AvroSource (send, ping), Flume 1.11.0 and 1.9.0.
+
+One agent per Flume version hosts one pipeline per transport (AvroSource -> memory channel ->
+file_roll): plain, deflate, TLS, TLS with deflate. Every case in this module shares it (a JVM start
+is the cost worth saving); a case reads only the bytes its own sending added to a pipeline's file.
+
+The file_roll sink writes each event's body and "\\n", so for input lines without "\\r" the output
+must equal the input file byte for byte, in order.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.interop import flume
+from tests.support import Proc, free_port
+
+pytestmark = pytest.mark.interop
+
+MODES = ("plain", "deflate", "tls", "tls+deflate")
+
+
+class Pipelines:
+    """The shared agent's pipelines: where to send for a transport, and what each one wrote."""
+
+    def __init__(self, version, agent, ports, outs, tls):
+        self.version, self.agent, self.ports, self.outs, self.tls = version, agent, ports, outs, tls
+
+    def addr(self, mode: str) -> str:
+        return f"127.0.0.1:{self.ports[mode]}"
+
+    def flags(self, mode: str) -> list[str]:
+        """The flume-ship transport flags matching the AvroSource of ``mode``."""
+        flags: list[str] = []
+        if "deflate" in mode:
+            flags += ["--compress", "deflate"]
+        if "tls" in mode:
+            flags += ["--tls-ca", str(self.tls.cert_pem)]
+        if mode == "tls+deflate":
+            # Flume >= 1.10: zlib carries TLS; Flume <= 1.9 (Netty 3): TLS carries zlib.
+            flags += ["--tls-layering", "tls-outside" if self.version.startswith("1.9") else "zlib-outside"]
+        return flags
+
+    def written(self, mode: str) -> int:
+        return len(flume.read_dir(self.outs[mode]))
+
+    def since(self, mode: str, offset: int, expected_len: int) -> bytes:
+        data = flume.wait_for_bytes(self.outs[mode], offset + expected_len, who=self.agent)
+        return data[offset:]
+
+
+@pytest.fixture(scope="module", params=flume.VERSIONS)
+def pipelines(request, flume_classpath, tls, tmp_path_factory):
+    version = request.param
+    base = tmp_path_factory.mktemp(f"flume-{version}-sources")
+    source_opts = {
+        "plain": {},
+        "deflate": {"compression-type": "deflate"},
+        "tls": tls.source_props(),
+        "tls+deflate": {**tls.source_props(), "compression-type": "deflate"},
+    }
+    ports = {mode: free_port() for mode in MODES}
+    outs = {mode: base / "out" / mode.replace("+", "-") for mode in MODES}
+    props: dict = {}
+    for mode in MODES:
+        props.update(flume.avro_to_file_roll(mode.replace("+", "_"), ports[mode], outs[mode], source=source_opts[mode]))
+    agent = flume.Agent(flume_classpath(version), base, props, version=version)
+    try:
+        agent.wait_listening(*ports.values())
+        yield Pipelines(version, agent, ports, outs, tls)
+    finally:
+        agent.stop()
+
+
+def awkward_lines(tag: str, n: int = 2000) -> bytes:
+    """Lines a log file really holds: UTF-8, Latin-1 bytes, tabs, empty lines, a long line."""
+    lines = []
+    for i in range(n):
+        if i % 97 == 0:
+            lines.append(b"")
+        elif i % 89 == 0:
+            lines.append(b"x" * 1500 + f" {tag} long {i}".encode())
+        elif i % 7 == 0:
+            lines.append(f"{tag} {i}\tcaf\u00e9 \u65e5\u672c \U0001f600".encode())
+        elif i % 11 == 0:
+            lines.append(f"{tag} {i} latin-1 ".encode() + bytes([0xE9, 0xFF, 0x80]))
+        else:
+            lines.append(f"{tag} line {i:06d} GET /index.html 200".encode())
+    return b"".join(line + b"\n" for line in lines)
+
+
+def run_send(path, pipes, mode, *extra) -> Proc:
+    proc = Proc("send", str(path), "--to", pipes.addr(mode), *pipes.flags(mode), *extra)
+    rc = proc.popen.wait(120)
+    proc.stop()
+    assert rc == 0, f"send to Flume {pipes.version} {mode} exited {rc}:\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_send_lines_arrive_byte_for_byte_in_order(mode, pipelines, tmp_path):
+    data = awkward_lines(f"send-{mode}")
+    src = tmp_path / "app.log"
+    src.write_bytes(data)
+    before = pipelines.written(mode)
+
+    run_send(src, pipelines, mode, "--batch-size", "300")
+
+    assert pipelines.since(mode, before, len(data)) == data
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ping_reports_a_healthy_flume_source(mode, pipelines):
+    proc = Proc("ping", pipelines.addr(mode), *pipelines.flags(mode))
+    rc = proc.popen.wait(60)
+    proc.stop()
+    out = "\n".join(proc.out)
+    assert rc == 0, f"ping exited {rc}:\n{out}\n{proc.stderr}"
+    assert "verdict" in out
+
+
+@pytest.mark.parametrize("source_mode, ping_flags", [
+    ("deflate", []),                         # the source inflates, ping speaks plain
+    ("plain", ["--compress", "deflate"]),    # the source is plain, ping deflates
+])
+def test_ping_names_a_deflate_mismatch(source_mode, ping_flags, pipelines):
+    proc = Proc("ping", pipelines.addr(source_mode), *ping_flags)
+    rc = proc.popen.wait(60)
+    proc.stop()
+    out = "\n".join(proc.out + proc.lines)
+    assert rc == 3, f"ping exited {rc}:\n{out}"
+    verdict = [line for line in proc.out if line.startswith("verdict")]
+    assert verdict and "compression mismatch" in verdict[0], out
