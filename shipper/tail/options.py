@@ -1,0 +1,76 @@
+"""Typed options of the tail source, and the per-file status it reports.
+
+Options are validated once, here, so the source never meets a nonsensical value; a bad value
+raises :class:`shipper.errors.ConfigError` naming the option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from shipper.errors import ConfigError
+
+MiB = 1024 * 1024
+
+LONG_LINE_POLICIES = ("split", "truncate")
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    """What to tail and how. Sizes are bytes, times are seconds."""
+
+    paths: list[str]
+    from_end: bool = False  # files present at the first scan with no stored offset start at their end
+    max_line_bytes: int = 2 * MiB  # a longer line is split (or truncated) and counted
+    long_lines: str = "split"  # "split": every byte is shipped in pieces; "truncate": the rest is dropped
+    partial_line_timeout: float = 5.0  # an incomplete last line idle this long is shipped as it is
+    rescan_interval: float = 5.0  # glob and directory rescan: the safety net under watchdog
+    read_chunk: int = 256 * 1024  # one pread
+    max_bytes_per_file_turn: int = 4 * MiB  # fairness: a busy file yields after this much
+    batch_max_events: int = 2000  # one channel transaction holds at most this many events...
+    batch_max_bytes: int = 2 * MiB  # ...and about this many body bytes
+    close_inactive: float = 60.0  # close the descriptor of a file unchanged this long (reopened on change)
+    rotate_wait: float = 5.0  # keep a rotated file open this long after its last growth
+    headers: Mapping[str, str] = field(default_factory=dict)  # static --header K=V
+    add_timestamp: bool = True  # "timestamp": ms since the epoch when the line was read
+    add_host: bool = True  # "host": this machine's name
+    add_file: bool = True  # "file": the path the file is tailed as (its name before rotation)
+    add_event_id: bool = False  # "id": "<generation>:<byte offset>", stable across re-reads
+    host: str | None = None  # overrides the host name
+    watch: bool = True  # use watchdog (inotify); False relies on rescans alone
+    put_timeout: float = 0.5  # how long one put may block before the stop flag is checked again
+
+    def __post_init__(self) -> None:
+        if not self.paths:
+            raise ConfigError("tail: give at least one path or glob")
+        if self.long_lines not in LONG_LINE_POLICIES:
+            raise ConfigError(f"tail: long_lines must be one of {', '.join(LONG_LINE_POLICIES)}")
+        for name in ("max_line_bytes", "read_chunk", "max_bytes_per_file_turn", "batch_max_events",
+                     "batch_max_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tail: {name} must be at least 1")
+        for name in ("partial_line_timeout", "rescan_interval", "close_inactive", "rotate_wait",
+                     "put_timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"tail: {name} must not be negative")
+        for key in self.headers:
+            if key in ("timestamp", "host", "file", "id", "split", "truncated"):
+                raise ConfigError(f"tail: header {key!r} is set by the source itself")
+
+
+@dataclass(frozen=True, slots=True)
+class FileStatus:
+    """One tailed file, as `flume-ship status` shows it."""
+
+    path: str  # where the file is now
+    origin: str  # the name it is tailed as (differs after rotation)
+    identity: str  # the offset record's key: "file:<dev>:<inode>"
+    generation: str  # changes on truncation, in-place rewrite or inode reuse
+    offset: int  # bytes consumed into events (committed or about to be)
+    size: int  # size at the last look
+    state: str  # reading, idle, rotated, deleted, unreadable
+
+    @property
+    def behind(self) -> int:
+        return max(0, self.size - self.offset)

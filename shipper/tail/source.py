@@ -1,0 +1,824 @@
+"""The tail source: globs to tracked files to line events, put into the channel with their offsets.
+
+Theory of operation
+-------------------
+*Discovery* (:meth:`TailSource._discover`, at start, on watchdog's create/move events, and every
+``rescan_interval`` as the safety net) expands the globs, then lists the directory of every
+tracked file. A directory entry is a candidate if its inode is one we know, or its name looks like
+a rotation of a tracked name (``app.log.1``, ``app.log-2024``). Each candidate is matched by
+identity (``shipper.tail.identity``): a tracked file under a new name was rotated by rename (its
+path is updated, its offset kept); a stored record is adopted if the fingerprint still matches;
+a glob match never seen before is new (read from 0, or from its end with ``from_end`` at the first
+scan). An unknown rotation-named file that was written after the last state we stored for its
+family is a file rotated away while we were not looking (stopped across rotations, or several
+rotations between two looks): it is read from 0, before the current file. A rotation-named file
+whose head matches a tracked file's fingerprint is a copy (copytruncate) and is skipped, except to
+recover the lines a truncation would otherwise lose (see below).
+
+*Families*: the files tailed as one name (``origin``): the current file and its rotated
+predecessors. Within a family, rotated files are served first, oldest first, and the current file
+is not read while a rotated one still has bytes left in this pass: lines enter the channel in the
+order they were written.
+
+*Service* (:meth:`TailSource._service`): fstat through the open descriptor (so renamed and deleted
+files are read to their end), check identity when size or mtime changed (truncated or rewritten:
+new generation, restart at 0, counted and logged), then pread blocks of ``read_chunk`` up to
+``max_bytes_per_file_turn`` (fairness) and cut them into events (``shipper.tail.reader``). At the
+end of the data, an incomplete last line is shipped if the file was rotated or deleted, or has been
+idle for ``partial_line_timeout``. A deleted file is released at its end; a rotated one after
+``rotate_wait`` without growth; any other after ``close_inactive`` (reopened when it changes), so
+quiet files hold no descriptor.
+
+*Commit*: events are gathered into a batch of at most ``batch_max_events`` (about
+``batch_max_bytes``); one ``channel.put(events, offsets)`` stores them together with the offset
+record of every file that advanced, so a crash can neither lose a line nor store one twice.
+
+*Wake-ups*: watchdog (inotify) watches the static prefix directory of each glob (recursively
+when the wildcard is not in the last component), one watch per directory rather than per file.
+``run`` sleeps until a notification, the next rescan, or the next partial-line deadline; quiet
+files cost nothing between rescans. If notifications are unavailable (inotify limits), rescans
+alone carry on, at most a second apart.
+
+*copytruncate*: when a truncation (or rewrite) is detected, a rotation-named file next to it whose
+head matches the old fingerprint and that is longer than the old offset is the copy; its bytes
+from the old offset on are read first (same generation, so event ids continue). What is still
+lost: lines written between the copy and the truncation, which exist in neither file
+(docs/tail.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import logging
+import os
+import stat
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from shipper.errors import ChannelIOError
+from shipper.tail.identity import (
+    COMPRESSED_SUFFIXES,
+    FP_MAX,
+    KEY_PREFIX,
+    ROTATED_SUFFIX_SEPARATORS,
+    Record,
+    Verdict,
+    file_key,
+    fingerprint,
+    judge,
+    new_generation,
+    read_head,
+)
+from shipper.tail.options import FileStatus, TailOptions
+from shipper.tail.reader import Cursor, Encoder, LineCutter
+
+log = logging.getLogger("flume-ship.tail")
+
+_WILDCARDS = set("*?[")
+_MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most this often
+_COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
+_MAX_SLEEP = 0.5  # the stop flag is looked at least this often
+_NO_WATCH_RESCAN = 1.0  # rescan interval when notifications are unavailable
+_MAX_WATCHES = 64  # watchdog starts a thread and an inotify instance per watched directory
+
+
+class _Stopped(Exception):
+    """The stop flag was set while a put was blocked; the batch is still uncommitted."""
+
+
+@dataclass(eq=False, slots=True)
+class _File:
+    key: str
+    dev: int
+    ino: int
+    gen: str
+    path: str
+    origin: str
+    order: int
+    cur: Cursor = field(default_factory=Cursor)
+    fp: str = fingerprint(b"")
+    fp_len: int = 0
+    size: int = 0  # at the last look
+    mtime: float = 0.0
+    fd: int | None = None
+    last_growth: float = 0.0  # monotonic
+    gone: bool = False  # no longer found by discovery (moved away or deleted)
+    deleted: bool = False  # link count 0: read to the end, then released
+    unreadable: str | None = None
+
+    @property
+    def rotated(self) -> bool:
+        return self.path != self.origin or self.gone or self.deleted
+
+    def record(self) -> Record:
+        return Record(self.dev, self.ino, self.gen, self.path, self.origin, self.cur.offset,
+                      self.fp, self.fp_len, self.size, self.mtime)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = None
+
+
+def _rotation_base(name: str, bases: set[str]) -> str | None:
+    """The tracked name ``name`` is a rotation of, if any (app.log.1 -> app.log)."""
+    if name.lower().endswith(COMPRESSED_SUFFIXES):
+        return None
+    for i, ch in enumerate(name):
+        if ch in ROTATED_SUFFIX_SEPARATORS and i and name[:i] in bases:
+            return name[:i]
+    return None
+
+
+def _watch_dirs(patterns: Iterable[str]) -> dict[str, bool]:
+    """Directory -> recursive?, for the static prefix of each pattern."""
+    out: dict[str, bool] = {}
+    for pat in patterns:
+        parts = pat.split(os.sep)
+        first = next((i for i, p in enumerate(parts) if _WILDCARDS & set(p)), None)
+        if first is None or first == len(parts) - 1:
+            d, recursive = os.path.dirname(pat), False
+        else:
+            d, recursive = os.sep.join(parts[:first]) or os.sep, True
+        out[d] = out.get(d, False) or recursive
+    # A directory under a recursively watched one needs no watch of its own.
+    rec = [d for d, r in out.items() if r]
+    return {d: r for d, r in out.items()
+            if not any(d != p and d.startswith(p.rstrip(os.sep) + os.sep) for p in rec)}
+
+
+class TailSource:
+    """Tails files matched by ``options.paths`` into ``channel`` (see the module docstring)."""
+
+    def __init__(self, options: TailOptions, channel) -> None:
+        self.o = options
+        self.channel = channel
+        self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
+        self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
+        self._enc = Encoder(options.add_event_id)
+        static = dict(options.headers)
+        if options.add_host:
+            static["host"] = options.host or os.uname().nodename
+        self._static = static
+        self.counters: Counter[str] = Counter()
+
+        self._files: dict[str, _File] = {}
+        self._by_path: dict[str, str] = {}  # path -> key, read by the watchdog thread too
+        self._records: dict[str, Record] | None = None  # stored, not (yet) tracked
+        self._order = 0
+        self._first_scan = True
+        self._next_rescan = 0.0
+        self._last_discover = -1e9
+        self._hot: set[str] = set()  # files with bytes left after their turn
+        self._partial: set[str] = set()  # files holding an incomplete last line
+        self._eof_flush = False  # run_once: ship incomplete lines at the end of the data
+
+        self._events: list[bytes] = []
+        self._batch_bytes = 0
+        self._dirty: dict[str, bool] = {}  # key -> write the record (True) or delete it (False)
+        self._stop: threading.Event | None = None
+        self._deadline: float | None = None  # final flush at shutdown gives up at this time
+        self._io_error_logged = False
+
+        self._lock = threading.Lock()  # guards the two fields below, shared with watchdog's thread
+        self._due_paths: set[str] = set()
+        self._discover_due = True
+        self._wake = threading.Event()
+        self._observer = None
+        self._watching = False
+
+    # ----- public API -----
+
+    def run(self, stop: threading.Event) -> None:
+        """Tail until ``stop`` is set; commit what was read before returning."""
+        self._stop = stop
+        self._start_watch()
+        try:
+            while not stop.is_set():
+                try:
+                    put = self._pass()
+                except _Stopped:
+                    break
+                if put or self._hot:
+                    continue
+                timeout = min(self._next_deadline() - time.monotonic(), _MAX_SLEEP)
+                if timeout > 0 and self._wake.wait(timeout):
+                    self._wake.clear()
+                    stop.wait(_COALESCE)
+        finally:
+            self._deadline = time.monotonic() + max(2.0, self.o.put_timeout)
+            try:
+                self._flush()
+            except (_Stopped, ChannelIOError):
+                log.warning("tail: %d events not committed at shutdown; they will be read again",
+                            len(self._events))
+                self._reset()
+            finally:
+                self._deadline = None
+                self._stop_watch()
+                self._close_all()
+
+    def run_once(self) -> None:
+        """Read every matched file to its current end (incomplete last lines included) and commit."""
+        self._eof_flush = True
+        try:
+            self._pass(force_full=True)
+            while self._hot:
+                self._pass()
+        finally:
+            self._eof_flush = False
+            self._close_all()
+
+    def poll(self) -> int:
+        """One pass over every file (discovery included), then commit. Returns the events put."""
+        return self._pass(force_full=True)
+
+    def _pass(self, force_full: bool = False) -> int:
+        """Discover if due, serve the files that need it, commit. Returns the events put."""
+        self._load()
+        now = time.monotonic()
+        with self._lock:
+            paths, self._due_paths = self._due_paths, set()
+            discover, self._discover_due = self._discover_due, False
+        full = force_full or now >= self._next_rescan
+        if full or (discover and now - self._last_discover >= _MIN_DISCOVER_GAP):
+            self._discover()
+            self._last_discover = now
+            if full:
+                interval = self.o.rescan_interval if self._watching or not self.o.watch else min(
+                    self.o.rescan_interval, _NO_WATCH_RESCAN)
+                self._next_rescan = now + interval
+        elif discover:
+            with self._lock:
+                self._discover_due = True
+        if full:
+            due = set(self._files)
+        else:
+            due = set(self._hot)
+            for p in paths:
+                key = self._by_path.get(p)
+                if key is not None:
+                    due.add(key)
+            for key in self._partial:
+                f = self._files.get(key)
+                if f is not None and now - f.last_growth >= self.o.partial_line_timeout:
+                    due.add(key)
+        put_before = self.counters["events"]
+        if due:
+            self._serve(due, idle_close=full)
+        self._flush()
+        return self.counters["events"] - put_before
+
+    def status(self) -> list[FileStatus]:
+        out = []
+        for f in sorted(self._files.values(), key=lambda f: (f.origin, not f.rotated, f.order)):
+            state = ("unreadable" if f.unreadable else "deleted" if f.deleted else
+                     "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
+            out.append(FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, state))
+        return out
+
+    def wakeup(self) -> None:
+        """Make ``run`` look at the files now (e.g. after setting the stop flag)."""
+        self._wake.set()
+
+    # ----- state -----
+
+    def _load(self) -> None:
+        if self._records is not None:
+            return
+        records: dict[str, Record] = {}
+        for key, value in self.channel.offsets().items():
+            if not key.startswith(KEY_PREFIX):
+                continue
+            try:
+                rec = Record.decode(value)
+            except ValueError as exc:
+                log.warning("tail: ignoring unreadable offset record %s (%s)", key, exc)
+                continue
+            if rec.key == key:
+                records[key] = rec
+        self._records = records
+
+    def _reset(self) -> None:
+        """Forget everything in memory; the next poll starts again from the committed records."""
+        self._close_all()
+        self._files.clear()
+        self._by_path.clear()
+        self._records = None
+        self._events = []
+        self._batch_bytes = 0
+        self._dirty.clear()
+        self._hot.clear()
+        self._partial.clear()
+        self._next_rescan = 0.0
+
+    def _close_all(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+    # ----- discovery -----
+
+    def _discover(self) -> None:
+        first, self._first_scan = self._first_scan, False
+        records = self._records
+        assert records is not None
+        cands: dict[str, tuple[str, os.stat_result, bool]] = {}
+        for pat in self._patterns:
+            for p in glob.iglob(pat, recursive=True):
+                if p.lower().endswith(COMPRESSED_SUFFIXES):
+                    continue
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, st, True))
+
+        # Families as they stood before this scan: origin -> newest mtime we know for it.
+        family_mtime: dict[str, float] = {}
+        for item in (*self._files.values(), *records.values()):
+            family_mtime[item.origin] = max(family_mtime.get(item.origin, 0.0), item.mtime)
+        bases: dict[str, set[str]] = {}
+        for path in (*family_mtime, *(c[0] for c in cands.values())):
+            d, b = os.path.split(path)
+            bases.setdefault(d, set()).add(b)
+        for item in (*self._files.values(), *records.values()):
+            bases.setdefault(os.path.dirname(item.path), set())
+        known_inodes = {f.ino for f in self._files.values()} | {r.ino for r in records.values()}
+        globbed = {c[0] for c in cands.values()}
+        rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
+        for d, bs in bases.items():
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                if e.path in globbed:
+                    continue
+                try:
+                    known = e.inode() in known_inodes
+                    base = None if known else _rotation_base(e.name, bs)
+                    if not known and base is None:
+                        continue
+                    st = os.stat(e.path)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                key = file_key(st.st_dev, st.st_ino)
+                if key not in cands:
+                    cands[key] = (e.path, st, False)
+                    if base is not None:
+                        rotation_origin[e.path] = os.path.join(d, base)
+
+        seen: set[str] = set()
+        for key, (path, st, from_glob) in cands.items():
+            seen.add(key)
+            f = self._files.get(key)
+            if f is not None:
+                f.gone = False
+                if f.path != path:
+                    self._move(f, path)
+                continue
+            rec = records.pop(key, None)
+            if rec is not None and self._adopt(rec, path, st, from_glob):
+                continue
+            if from_glob:
+                at_end = self.o.from_end and first and path not in family_mtime
+                self._track(path, st, origin=path, at_end=at_end)
+                continue
+            origin = rotation_origin.get(path)
+            if origin is None or origin not in family_mtime or st.st_mtime <= family_mtime[origin]:
+                continue  # older than anything we know of the family: not ours to read
+            if self._copy_of(path, origin) is not None:
+                continue  # a copytruncate copy of a file we read
+            log.info("tail: %s: rotated from %s while not watched; reading it first", path, origin)
+            self.counters["rotated_found"] += 1
+            self._track(path, st, origin=origin, at_end=False)
+
+        for f in list(self._files.values()):
+            if f.key not in seen:
+                if f.fd is not None:
+                    f.gone = True  # moved out of sight or deleted: finish through the descriptor
+                else:
+                    self._drop(f)
+        for key in [k for k in records if k not in seen]:
+            del records[key]
+            self._dirty[key] = False
+
+    def _adopt(self, rec: Record, path: str, st: os.stat_result, from_glob: bool) -> bool:
+        """Resume a stored file if it is still the same; False if it is not."""
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                if os.fstat(fh.fileno()).st_ino != rec.ino:
+                    return False  # replaced since the stat: the next scan sees the new one
+                head = read_head(fh.fileno(), rec.fp_len)
+        except OSError:
+            # Unreadable now: keep the stored offset; the open error is reported when served.
+            verdict = Verdict.SAME if st.st_size >= rec.offset else Verdict.TRUNCATED
+        else:
+            verdict = judge(offset=rec.offset, last_size=rec.size, fp=rec.fp, fp_len=rec.fp_len,
+                            size=st.st_size, head=head)
+        if verdict is Verdict.SAME:
+            f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen)
+            f.cur.offset = rec.offset
+            f.fp, f.fp_len, f.size, f.mtime = rec.fp, rec.fp_len, rec.size, rec.mtime
+            if path != rec.origin:
+                log.info("tail: %s: found as %s (rotated while stopped); finishing it", rec.origin, path)
+                self.counters["rotations"] += 1
+            return True
+        if not from_glob:
+            self._dirty[rec.key] = False
+            return False
+        self._new_generation_log(path, verdict, rec.offset, st.st_size, while_stopped=True)
+        self._track(path, st, origin=path, at_end=False)
+        return True
+
+    def _track(self, path: str, st: os.stat_result, *, origin: str, at_end: bool,
+               gen: str | None = None) -> _File:
+        key = file_key(st.st_dev, st.st_ino)
+        self._order += 1
+        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order)
+        f.last_growth = time.monotonic()
+        if at_end and self._open(f):
+            f.cur.offset = self._line_end_before(f.fd, st.st_size)
+            head = read_head(f.fd, min(FP_MAX, f.cur.offset))
+            f.fp, f.fp_len, f.size, f.mtime = fingerprint(head), len(head), st.st_size, st.st_mtime
+        self._files[key] = f
+        self._by_path[path] = key
+        self._dirty[key] = True
+        return f
+
+    @staticmethod
+    def _line_end_before(fd: int, size: int) -> int:
+        """The offset just after the last newline before ``size`` (``--from-end`` starts there)."""
+        n = min(size, 64 * 1024)
+        tail = os.pread(fd, n, size - n)
+        i = tail.rfind(b"\n")
+        return size if i < 0 else size - n + i + 1
+
+    def _move(self, f: _File, path: str) -> None:
+        if self._by_path.get(f.path) == f.key:
+            del self._by_path[f.path]
+        was_rotated = f.path != f.origin
+        f.path = path
+        self._by_path[path] = f.key
+        self._dirty[f.key] = True
+        if path != f.origin and not was_rotated:
+            self.counters["rotations"] += 1
+            log.info("tail: %s: rotated to %s; reading it to its end", f.origin, path)
+
+    def _drop(self, f: _File) -> None:
+        f.close()
+        self._files.pop(f.key, None)
+        if self._by_path.get(f.path) == f.key:
+            del self._by_path[f.path]
+        self._hot.discard(f.key)
+        self._partial.discard(f.key)
+        self._dirty[f.key] = False
+
+    def _copy_of(self, path: str, origin: str) -> _File | None:
+        """The tracked file of ``origin``'s family whose head ``path`` repeats, if any."""
+        for f in self._files.values():
+            if f.origin != origin or f.fp_len == 0:
+                continue
+            try:
+                with open(path, "rb", buffering=0) as fh:
+                    head = read_head(fh.fileno(), f.fp_len)
+            except OSError:
+                return None
+            if len(head) == f.fp_len and fingerprint(head) == f.fp:
+                return f
+        return None
+
+    # ----- service -----
+
+    def _serve(self, due: set[str], idle_close: bool) -> None:
+        origins = {self._files[k].origin for k in due if k in self._files}
+        families: dict[str, list[_File]] = {}
+        for f in self._files.values():
+            if f.origin in origins:
+                families.setdefault(f.origin, []).append(f)
+        now = time.monotonic()
+        for members in families.values():
+            members.sort(key=lambda f: (not f.rotated, f.mtime, f.order))
+            for f in members:
+                if f.key not in self._files:
+                    continue
+                if f.key not in due and not f.rotated and f.fd is None:
+                    continue
+                more = self._service(f)
+                if more:
+                    self._hot.add(f.key)
+                else:
+                    self._hot.discard(f.key)
+                if f.key in self._files and f.rotated and more:
+                    break  # the current file waits until its predecessors are read
+            if idle_close:
+                for f in members:
+                    if (f.fd is not None and not f.cur.pending and f.key not in self._hot
+                            and now - f.last_growth >= self.o.close_inactive):
+                        f.close()
+
+    def _open(self, f: _File) -> bool:
+        try:
+            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if f.unreadable is None:
+                log.warning("tail: %s: cannot read (%s); retrying every %gs, other files carry on",
+                            f.path, exc.strerror, self.o.rescan_interval)
+                self.counters["unreadable"] += 1
+            f.unreadable = exc.strerror or str(exc)
+            if exc.errno in (errno.ENOENT,):
+                f.gone = True
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (f.dev, f.ino):
+            os.close(fd)  # the name now holds another file: discovery sorts it out
+            with self._lock:
+                self._discover_due = True
+            return False
+        if f.unreadable is not None:
+            log.info("tail: %s: readable again", f.path)
+            f.unreadable = None
+        f.fd = fd
+        return True
+
+    def _service(self, f: _File) -> bool:
+        """Read one turn of ``f``. True if it has bytes left (its turn ran out)."""
+        if f.fd is None and not self._open(f):
+            return False
+        try:
+            st = os.fstat(f.fd)
+        except OSError:
+            f.close()
+            return False
+        if st.st_nlink == 0 and not f.deleted:
+            f.deleted = True
+            log.info("tail: %s: deleted; reading it to its end", f.path)
+        cur = f.cur
+        if st.st_size != f.size or st.st_mtime != f.mtime:
+            head = read_head(f.fd, f.fp_len) if f.fp_len else b""
+            verdict = judge(offset=cur.read_pos, last_size=f.size, fp=f.fp, fp_len=f.fp_len,
+                            size=st.st_size, head=head)
+            f.size, f.mtime = st.st_size, st.st_mtime
+            if verdict is not Verdict.SAME and self._restart(f, verdict, st.st_size):
+                return True  # its copy is read first, on the next pass
+
+        headers = dict(self._static)
+        if self.o.add_file:
+            headers["file"] = f.origin
+        if self.o.add_timestamp:
+            headers["timestamp"] = str(time.time_ns() // 1_000_000)
+        enc = self._enc
+        enc.begin(headers, f.gen)
+        cutter = self._cutter
+        budget = self.o.max_bytes_per_file_turn
+        got = False
+        more = False
+        while True:
+            if (len(self._events) >= self.o.batch_max_events
+                    or self._batch_bytes >= self.o.batch_max_bytes):
+                self._flush()
+            if cur.leftover:
+                buf = cur.pending
+            else:
+                if budget <= 0:
+                    more = st.st_size > cur.read_pos or os.fstat(f.fd).st_size > cur.read_pos
+                    break
+                data = os.pread(f.fd, min(self.o.read_chunk, budget), cur.read_pos)
+                if not data:
+                    break
+                budget -= len(data)
+                got = True
+                buf = cur.pending + data if cur.pending else data
+            before = cur.offset
+            events = cutter.consume(cur, buf, self.o.batch_max_events - len(self._events), enc)
+            if events or cur.offset != before:
+                self._events += events
+                self.counters["events"] += len(events)
+                self._batch_bytes += cur.offset - before
+                self._dirty[f.key] = True
+
+        now = time.monotonic()
+        if got:
+            f.last_growth = now
+            if f.fp_len < FP_MAX and cur.read_pos > f.fp_len:
+                head = read_head(f.fd, min(FP_MAX, cur.read_pos))
+                f.fp, f.fp_len = fingerprint(head), len(head)
+                self._dirty[f.key] = True
+        if cur.pending and not more:
+            if (f.rotated or self._eof_flush
+                    or now - f.last_growth >= self.o.partial_line_timeout):
+                if len(self._events) >= self.o.batch_max_events:
+                    self._flush()
+                events = cutter.flush_partial(cur, enc)
+                self._events += events
+                self.counters["events"] += len(events)
+                self.counters["partial_lines"] += len(events)
+                self._dirty[f.key] = True
+                self._partial.discard(f.key)
+            else:
+                self._partial.add(f.key)
+        else:
+            self._partial.discard(f.key)
+        if not more and not cur.pending:
+            if f.deleted:
+                self._drop(f)
+            elif f.rotated and now - f.last_growth >= self.o.rotate_wait:
+                f.close()
+        return more
+
+    def _restart(self, f: _File, verdict: Verdict, size: int) -> bool:
+        """A truncated or rewritten file: recover what a copy holds, then read it again from 0.
+
+        True if a copy was found (it must be read before this file goes on)."""
+        self._new_generation_log(f.path, verdict, f.cur.offset, size, while_stopped=False)
+        copy = self._find_copy(f)
+        if copy is not None:
+            path, st = copy
+            c = self._track(path, st, origin=f.origin, at_end=False, gen=f.gen)
+            c.cur.offset = f.cur.offset
+            c.fp, c.fp_len = f.fp, f.fp_len
+            c.mtime = -1.0  # served before the truncated file in this family
+            self.counters["copytruncate_recovered"] += 1
+            log.info("tail: %s: reading the copy %s from byte %d first", f.path, path, f.cur.offset)
+        f.gen = new_generation()
+        f.cur = Cursor()
+        f.fp, f.fp_len = fingerprint(b""), 0
+        self._partial.discard(f.key)
+        self._dirty[f.key] = True
+        return copy is not None
+
+    def _new_generation_log(self, path: str, verdict: Verdict, offset: int, size: int,
+                            while_stopped: bool) -> None:
+        when = " while stopped" if while_stopped else ""
+        if verdict is Verdict.TRUNCATED:
+            self.counters["truncations"] += 1
+            log.warning("tail: %s: truncated%s (%d bytes, was read to %d); reading it again from "
+                        "the start (lines written just before a copytruncate can be lost)",
+                        path, when, size, offset)
+        else:
+            self.counters["rewrites"] += 1
+            log.warning("tail: %s: its first bytes changed%s (rewritten in place, or a new file "
+                        "under a reused inode); reading it from the start", path, when)
+
+    def _find_copy(self, f: _File) -> tuple[str, os.stat_result] | None:
+        """A not-yet-tracked rotation-named file next to ``f`` that starts like it and is longer."""
+        if f.fp_len == 0 or f.cur.offset == 0:
+            return None
+        d, base = os.path.split(f.origin)
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            return None
+        for e in entries:
+            if _rotation_base(e.name, {base}) is None:
+                continue
+            try:
+                st = os.stat(e.path)
+                if (not stat.S_ISREG(st.st_mode) or st.st_size <= f.cur.offset
+                        or file_key(st.st_dev, st.st_ino) in self._files):
+                    continue
+                with open(e.path, "rb", buffering=0) as fh:
+                    head = read_head(fh.fileno(), f.fp_len)
+            except OSError:
+                continue
+            if len(head) == f.fp_len and fingerprint(head) == f.fp:
+                return e.path, st
+        return None
+
+    # ----- commit -----
+
+    def _flush(self) -> None:
+        if not self._events and not self._dirty:
+            return
+        offsets: dict[str, bytes | None] = {}
+        for key, keep in self._dirty.items():
+            f = self._files.get(key)
+            offsets[key] = f.record().encode() if keep and f is not None else None
+        self._put(self._events, offsets)
+        self.counters["batches"] += 1
+        self._events = []
+        self._batch_bytes = 0
+        self._dirty = {}
+
+    def _put(self, events: list[bytes], offsets: dict[str, bytes | None]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                if self.channel.put(events, offsets, timeout=self.o.put_timeout):
+                    if self._io_error_logged:
+                        log.info("tail: the channel accepts writes again")
+                        self._io_error_logged = False
+                    return
+            except ChannelIOError as exc:
+                if not self._io_error_logged:
+                    log.warning("tail: channel write failed (%s); retrying, nothing is lost", exc)
+                    self._io_error_logged = True
+                self.counters["put_errors"] += 1
+                if self._stop is not None:
+                    self._stop.wait(delay)
+                else:
+                    time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            if self._deadline is not None:
+                if time.monotonic() >= self._deadline:
+                    raise _Stopped()
+            elif self._stop is not None:
+                if self._stop.is_set():
+                    raise _Stopped()
+            else:
+                time.sleep(0.01)  # no stop flag (poll, run_once): block until the channel takes it
+
+    # ----- notifications -----
+
+    def _next_deadline(self) -> float:
+        t = self._next_rescan
+        for key in self._partial:
+            f = self._files.get(key)
+            if f is not None:
+                t = min(t, f.last_growth + self.o.partial_line_timeout)
+        return t
+
+    def _notify(self, kind: str, src: str, dest: str) -> None:
+        if kind == "modified":
+            if src not in self._by_path:
+                return
+            with self._lock:
+                self._due_paths.add(src)
+        else:
+            with self._lock:
+                self._discover_due = True
+                self._due_paths.add(src)
+                if dest:
+                    self._due_paths.add(dest)
+        self._wake.set()
+
+    def _start_watch(self) -> None:
+        self._watching = False
+        if not self.o.watch:
+            return
+        try:
+            from watchdog.events import (
+                DirCreatedEvent, DirMovedEvent, FileAttribEvent, FileCreatedEvent,
+                FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEventHandler,
+            )
+            from watchdog.observers import Observer
+        except ImportError as exc:  # pragma: no cover - a dependency
+            log.warning("tail: file notifications unavailable (%s); rescanning every %gs",
+                        exc, _NO_WATCH_RESCAN)
+            return
+
+        source = self
+
+        class Handler(FileSystemEventHandler):
+            def dispatch(self, event):  # noqa: D401 - watchdog's hook
+                src = event.src_path if isinstance(event.src_path, str) else os.fsdecode(event.src_path)
+                dest = getattr(event, "dest_path", "") or ""
+                source._notify(event.event_type, src, dest if isinstance(dest, str) else os.fsdecode(dest))
+
+        filt = [FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent,
+                FileAttribEvent, DirCreatedEvent, DirMovedEvent]
+        dirs = _watch_dirs(self._patterns)
+        observer = Observer()
+        try:
+            observer.start()
+        except OSError as exc:
+            log.warning("tail: file notifications unavailable (%s); rescanning every %gs",
+                        exc, _NO_WATCH_RESCAN)
+            return
+        self._observer = observer
+        ok = 0
+        for d, recursive in list(dirs.items())[:_MAX_WATCHES]:
+            if not os.path.isdir(d):
+                continue
+            try:
+                observer.schedule(Handler(), d, recursive=recursive, event_filter=filt)
+                ok += 1
+            except OSError as exc:
+                log.warning("tail: cannot watch %s (%s); it is rescanned every %gs instead",
+                            d, exc, _NO_WATCH_RESCAN)
+                self._next_rescan = 0.0
+                return
+        if len(dirs) > _MAX_WATCHES:
+            log.warning("tail: %d directories to watch; notifications cover the first %d, "
+                        "the rest are rescanned", len(dirs), _MAX_WATCHES)
+            return
+        self._watching = ok == len(dirs)
+
+    def _stop_watch(self) -> None:
+        observer, self._observer = self._observer, None
+        self._watching = False
+        if observer is not None:
+            try:
+                observer.stop()
+                observer.join(timeout=5)
+            except Exception:  # noqa: BLE001 - shutting down; nothing to do about it
+                log.debug("tail: stopping the file watcher failed", exc_info=True)
