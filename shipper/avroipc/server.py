@@ -68,15 +68,21 @@ class ProtocolCache:
     bound Java does not have; it keeps a hostile client from growing the cache without end).
     """
 
-    def __init__(self, server_protocol: str = PROTOCOL_TEXT, *, max_learned: int = DEFAULT_MAX_CACHED_PROTOCOLS):
+    def __init__(
+        self,
+        server_protocol: str = PROTOCOL_TEXT,
+        *,
+        preregister: bool = True,
+        max_learned: int = DEFAULT_MAX_CACHED_PROTOCOLS,
+    ) -> None:
         self.server_protocol = server_protocol
         self.server_hash = protocol_hash(server_protocol)
         self.max_learned = max_learned
-        self._known: dict[bytes, str] = {
-            PROTOCOL_HASH: PROTOCOL_TEXT,
-            PROTOCOL_HASH_1_11_1: PROTOCOL_TEXT_1_11_1,
-            self.server_hash: server_protocol,
-        }
+        # preregister=False behaves like a Java Responder, which knows only its own protocol.
+        self._known: dict[bytes, str] = {self.server_hash: server_protocol}
+        if preregister:
+            self._known.setdefault(PROTOCOL_HASH, PROTOCOL_TEXT)
+            self._known.setdefault(PROTOCOL_HASH_1_11_1, PROTOCOL_TEXT_1_11_1)
         self._learned = 0
 
     def get(self, client_hash: bytes) -> str | None:
