@@ -109,6 +109,7 @@ class _File:
     gone: bool = False  # no longer found by discovery (moved away or deleted)
     deleted: bool = False  # link count 0: read to the end, then released
     unreadable: str | None = None
+    age: tuple = (1, 0.0)  # family order: (known before this run's scan? 0 : 1, mtime when found)
 
     @property
     def rotated(self) -> bool:
@@ -178,6 +179,7 @@ class TailSource:
         self._hot: set[str] = set()  # files with bytes left after their turn
         self._partial: set[str] = set()  # files holding an incomplete last line
         self._eof_flush = False  # run_once: ship incomplete lines at the end of the data
+        self._old_heads: dict[str, list[tuple[int, str]]] = {}  # origin -> heads of past generations
 
         self._events: list[bytes] = []
         self._batch_bytes = 0
@@ -282,6 +284,11 @@ class TailSource:
                      "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
             out.append(FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, state))
         return out
+
+    def close(self) -> None:
+        """Release every descriptor (``run`` and ``run_once`` do this themselves)."""
+        self._stop_watch()
+        self._close_all()
 
     def wakeup(self) -> None:
         """Make ``run`` look at the files now (e.g. after setting the stop flag)."""
@@ -394,9 +401,9 @@ class TailSource:
                 self._track(path, st, origin=path, at_end=at_end)
                 continue
             origin = rotation_origin.get(path)
-            if origin is None or origin not in family_mtime or st.st_mtime <= family_mtime[origin]:
+            if origin is None or origin not in family_mtime or st.st_mtime < family_mtime[origin]:
                 continue  # older than anything we know of the family: not ours to read
-            if self._copy_of(path, origin) is not None:
+            if self._is_copy(path, origin):
                 continue  # a copytruncate copy of a file we read
             log.info("tail: %s: rotated from %s while not watched; reading it first", path, origin)
             self.counters["rotated_found"] += 1
@@ -429,6 +436,7 @@ class TailSource:
             f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen)
             f.cur.offset = rec.offset
             f.fp, f.fp_len, f.size, f.mtime = rec.fp, rec.fp_len, rec.size, rec.mtime
+            f.age = (0, rec.mtime)  # known before anything found unknown next to it
             if path != rec.origin:
                 log.info("tail: %s: found as %s (rotated while stopped); finishing it", rec.origin, path)
                 self.counters["rotations"] += 1
@@ -446,6 +454,7 @@ class TailSource:
         self._order += 1
         f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order)
         f.last_growth = time.monotonic()
+        f.age = (1, st.st_mtime)
         if at_end and self._open(f):
             f.cur.offset = self._line_end_before(f.fd, st.st_size)
             head = read_head(f.fd, min(FP_MAX, f.cur.offset))
@@ -483,19 +492,23 @@ class TailSource:
         self._partial.discard(f.key)
         self._dirty[f.key] = False
 
-    def _copy_of(self, path: str, origin: str) -> _File | None:
-        """The tracked file of ``origin``'s family whose head ``path`` repeats, if any."""
-        for f in self._files.values():
-            if f.origin != origin or f.fp_len == 0:
-                continue
-            try:
-                with open(path, "rb", buffering=0) as fh:
-                    head = read_head(fh.fileno(), f.fp_len)
-            except OSError:
-                return None
-            if len(head) == f.fp_len and fingerprint(head) == f.fp:
-                return f
-        return None
+    def _family_heads(self, origin: str) -> set[tuple[int, str]]:
+        """(fp_len, fp) of every generation of ``origin``'s family we know (current and recent)."""
+        heads = {(f.fp_len, f.fp) for f in self._files.values() if f.origin == origin and f.fp_len}
+        heads.update(self._old_heads.get(origin, ()))
+        return heads
+
+    def _is_copy(self, path: str, origin: str) -> bool:
+        """Does the file at ``path`` start like a file of ``origin``'s family that we read?"""
+        heads = self._family_heads(origin)
+        if not heads:
+            return False
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                head = read_head(fh.fileno(), max(n for n, _ in heads))
+        except OSError:
+            return False
+        return any(len(head) >= n and fingerprint(head[:n]) == fp for n, fp in heads)
 
     # ----- service -----
 
@@ -507,7 +520,7 @@ class TailSource:
                 families.setdefault(f.origin, []).append(f)
         now = time.monotonic()
         for members in families.values():
-            members.sort(key=lambda f: (not f.rotated, f.mtime, f.order))
+            members.sort(key=lambda f: (not f.rotated, f.age, f.order))
             for f in members:
                 if f.key not in self._files:
                     continue
@@ -568,8 +581,12 @@ class TailSource:
             verdict = judge(offset=cur.read_pos, last_size=f.size, fp=f.fp, fp_len=f.fp_len,
                             size=st.st_size, head=head)
             f.size, f.mtime = st.st_size, st.st_mtime
-            if verdict is not Verdict.SAME and self._restart(f, verdict, st.st_size):
-                return True  # its copy is read first, on the next pass
+            if verdict is not Verdict.SAME:
+                if self._restart(f, verdict, st.st_size):
+                    return True  # its copy is read first, on the next pass
+                if f.key not in self._files:
+                    return False
+            cur = f.cur  # a restart replaced it
 
         headers = dict(self._static)
         if self.o.add_file:
@@ -639,6 +656,17 @@ class TailSource:
         """A truncated or rewritten file: recover what a copy holds, then read it again from 0.
 
         True if a copy was found (it must be read before this file goes on)."""
+        if f.fp_len:
+            old = self._old_heads.setdefault(f.origin, [])
+            old.append((f.fp_len, f.fp))
+            del old[:-4]
+        if f.rotated and self._is_copy(f.path, f.origin):
+            # A rotated name rewritten with a copy of what we read (copytruncate onto an existing
+            # app.log.1): its bytes are already shipped, or are being read from the live file.
+            # Forget it: discovery then sees an unknown file that repeats a known head, and skips it.
+            log.info("tail: %s: overwritten with a copy of %s; not read again", f.path, f.origin)
+            self._drop(f)
+            return False
         self._new_generation_log(f.path, verdict, f.cur.offset, size, while_stopped=False)
         copy = self._find_copy(f)
         if copy is not None:
@@ -646,7 +674,7 @@ class TailSource:
             c = self._track(path, st, origin=f.origin, at_end=False, gen=f.gen)
             c.cur.offset = f.cur.offset
             c.fp, c.fp_len = f.fp, f.fp_len
-            c.mtime = -1.0  # served before the truncated file in this family
+            c.age = (-1, 0.0)  # served before the truncated file in this family
             self.counters["copytruncate_recovered"] += 1
             log.info("tail: %s: reading the copy %s from byte %d first", f.path, path, f.cur.offset)
         f.gen = new_generation()
