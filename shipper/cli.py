@@ -234,6 +234,8 @@ def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
     to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
+    in_flight: int = typer.Option(4, "--in-flight", min=1, help="Calls sent before waiting for their "
+                                  "answers (1: one call at a time, like Flume's client)."),
     header: list[str] = typer.Option([], "--header", help="K=V header added to every event (repeatable)."),
     compress: str = _OPT_COMPRESS,
     level: int = _OPT_LEVEL,
@@ -272,7 +274,7 @@ def send(
     client = CollectorClient(address, options)
     try:
         sent = send_lines(client, split_lines(stream), batch_size=batch_size, headers=headers,
-                          progress=progress.update if progress else None)
+                          window=in_flight, progress=progress.update if progress else None)
     except OSError as err:
         raise fail(InputError(f"cannot read {file}: {err.strerror}")) from None
     except ShipperError as err:

@@ -8,7 +8,9 @@ the batch is written and, with ``fsync`` on (the default), on stable storage: th
 OK after that and never before. If the write fails (disk full, file too large, I/O error, the
 directory gone), the file is cut back to where the batch began, so a FAILED batch leaves no
 partial line behind, and the error is raised for the collector to answer FAILED; the client
-sends the batch again later, to us or to another collector.
+sends the batch again later, to us or to another collector. (When several calls are written as
+one unit, those before the failing one stay in the file and are answered FAILED too: their
+resend duplicates them, which at-least-once allows.)
 
 Group commit: each write takes a sequence number; the fsync happens outside the write lock, and
 one fsync covers every batch written before it started, so concurrent connections share fsyncs
@@ -111,23 +113,24 @@ class RollingWriter:
         chunks = []
         count = 0
         for events in batches:
-            chunks.append(self.format(events))
-            count += len(events)
-        data = b"".join(chunks)
-        if not data:
+            if events:
+                chunks.append(self.format(events))
+                count += len(events)
+        if not chunks:
             return 0
         with self._lock:
-            if self._fd is not None and self._due(len(data)):
-                self._close_current()
-            if self._fd is None:
-                self._open_new()
-            start = self._size
-            try:
-                _write_all(self._fd, data)
-            except OSError:
-                self._cut_back(start)
-                raise
-            self._size = start + len(data)
+            for data in chunks:  # a roll may fall between two batches, never inside one
+                if self._fd is not None and self._due(len(data)):
+                    self._close_current()
+                if self._fd is None:
+                    self._open_new()
+                start = self._size
+                try:
+                    _write_all(self._fd, data)
+                except OSError:
+                    self._cut_back(start)
+                    raise
+                self._size = start + len(data)
             self._written_seq += 1
             seq = self._written_seq
         if self.fsync:
