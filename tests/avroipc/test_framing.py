@@ -1,0 +1,118 @@
+"""Netty framing (avro-rpc-wire.md §2, P9): serial, count, length-prefixed buffers; caps; chunking."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import pytest
+
+from shipper.avroipc import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Frame,
+    FrameDecoder,
+    LocalProtocolError,
+    RemoteProtocolError,
+    encode_frame,
+)
+from shipper.avroipc.framing import chunks
+from tests.avroipc import vectors as v
+
+
+def test_empty_message_is_one_empty_buffer_never_count_zero():
+    assert encode_frame(7, []) == bytes.fromhex("00000007 00000001 00000000")
+    assert encode_frame(7, [b""]) == bytes.fromhex("00000007 00000001 00000000")
+
+
+def test_negative_serial_round_trips():
+    frame = encode_frame(-5, [b"ab"])
+    assert FrameDecoder().feed(frame) == [Frame(-5, (b"ab",))]
+
+
+def test_serial_outside_int32_is_our_mistake():
+    with pytest.raises(LocalProtocolError):
+        encode_frame(2**31, [b""])
+
+
+@pytest.mark.parametrize("mode", v.FEED_MODES)
+def test_java_chunked_frame_with_zero_length_buffers_decodes(mode):
+    frame = encode_frame(3, [b"", b"\x00", b"x" * 8192, b"y" * 8192, b"z" * 5])
+    dec = FrameDecoder()
+    got = []
+    for p in v.pieces(frame, mode, encode_frame(4, [b"next"])):
+        got += dec.feed(p)
+    assert got == [Frame(3, (b"", b"\x00", b"x" * 8192, b"y" * 8192, b"z" * 5))]
+    assert got[0].payload() == b"\x00" + b"x" * 8192 + b"y" * 8192 + b"zzzzz"
+    assert dec.in_frame == (mode == "trailing")
+
+
+def test_many_frames_in_one_read():
+    data = b"".join(encode_frame(i, [bytes([i])] * (i + 1)) for i in range(1, 20))
+    frames = FrameDecoder().feed(data)
+    assert [f.serial for f in frames] == list(range(1, 20))
+    assert frames[5].buffers == (b"\x06",) * 7
+
+
+def test_chunks_cut_like_java_byte_buffer_output_stream():
+    assert [len(c) for c in chunks(bytes(20006))] == [8192, 8192, 3622]
+    assert [len(c) for c in chunks(bytes(8192))] == [8192]
+    assert [len(c) for c in chunks(bytes(8193))] == [8192, 1]
+    assert chunks(b"") == [b""]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        struct.pack(">ii", 1, 0),  # count 0: Java would lose sync
+        struct.pack(">ii", 1, -1),
+        struct.pack(">ii", 1, -1291780095),  # a TLS ClientHello read as a frame header
+        struct.pack(">iii", 1, 1, -4),  # negative buffer length
+    ],
+)
+def test_bad_counts_and_lengths_are_remote_errors(header):
+    dec = FrameDecoder()
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(header)
+    with pytest.raises(RemoteProtocolError):  # and the stream stays refused
+        dec.feed(encode_frame(1, [b""]))
+
+
+def test_deflate_header_read_as_plain_frame_is_refused_early():
+    # A deflate client against a plain server: 78 9c 62 60 | 60 60 64 60 -> count 1616929888.
+    with pytest.raises(RemoteProtocolError, match="over the cap"):
+        FrameDecoder().feed(bytes.fromhex("789c6260606064606060026283"))
+
+
+def test_buffer_count_cap():
+    dec = FrameDecoder(max_buffers=4)
+    assert dec.feed(encode_frame(1, [b""] * 4))
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(encode_frame(2, [b""] * 5)[:8])
+
+
+def test_frame_byte_cap_counts_all_buffers():
+    dec = FrameDecoder(max_frame_bytes=100)
+    assert dec.feed(encode_frame(1, [b"a" * 50, b"b" * 50]))
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(encode_frame(2, [b"a" * 50, b"b" * 51]))
+
+
+def test_header_claiming_2_gib_is_refused_after_12_bytes():
+    dec = FrameDecoder()
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(struct.pack(">iii", 1, 1, 2**31 - 1))
+    assert DEFAULT_MAX_FRAME_BYTES < 2**31 - 1
+
+
+def test_header_claiming_2_gib_under_a_raised_cap_waits_without_allocating():
+    dec = FrameDecoder(max_frame_bytes=2**32)
+    tracemalloc.start()
+    try:
+        assert dec.feed(struct.pack(">iii", 1, 1, 2**31 - 1)) == []
+        for _ in range(16):
+            assert dec.feed(bytes(65536)) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert dec.in_frame and dec.buffered == 16 * 65536
+    assert peak < 8 * 1024 * 1024  # only what arrived (1 MiB), never the claimed 2 GiB
