@@ -350,6 +350,135 @@ def ping(
         raise typer.Exit(EXIT_UNAVAILABLE)
 
 
+# --------------------------------------------------------------------------- tail (the main job)
+
+
+def _headers(pairs: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not K=V", param_hint="--header")
+        headers[key] = value
+    return headers
+
+
+def _bytes(text: str, flag: str) -> int:
+    try:
+        return _size(text)
+    except typer.BadParameter as err:
+        raise typer.BadParameter(err.message, param_hint=flag) from None
+
+
+_DELIVERY_HELP = "Delivery"
+_SOURCE_HELP = "Files and events"
+
+
+@app.command("tail")
+def tail_cmd(
+    paths: list[str] = typer.Argument(..., help="Files or globs to tail (`*`, `**`); quote globs so the shell "
+                                      "leaves them to flume-ship, which also finds files created later."),
+    to: str = typer.Option(..., "--to", help="Collectors as HOST:PORT[,HOST:PORT...]: Flume AvroSources or "
+                           "flume-ship collect.", rich_help_panel=_DELIVERY_HELP),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
+                                            help="Where the channel and file offsets live (locked: one agent "
+                                            "per directory). Default: /var/lib/flume-ship as root, else "
+                                            "$XDG_STATE_HOME/flume-ship or ~/.local/state/flume-ship."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Most events in one appendBatch.",
+                                   rich_help_panel=_DELIVERY_HELP),
+    batch_bytes: str = typer.Option("4M", "--batch-bytes", help="Most event bytes in one appendBatch.",
+                                    rich_help_panel=_DELIVERY_HELP),
+    linger: float = typer.Option(0.2, "--linger", min=0.0, help="Seconds a partial batch waits for more "
+                                 "events before it is sent.", rich_help_panel=_DELIVERY_HELP),
+    sinks: int = typer.Option(1, "--sinks", min=1, max=64, help="Batches in flight at once (with more than 1, "
+                              "batches may arrive out of order).", rich_help_panel=_DELIVERY_HELP),
+    balance: str = typer.Option("failover", "--balance", help="failover (listed order, the first healthy "
+                                "collector takes all), round_robin or random.", rich_help_panel=_DELIVERY_HELP),
+    max_penalty: float = typer.Option(30.0, "--max-penalty", min=0.0, help="Longest time in seconds a failing "
+                                      "collector is skipped: min(this, 2^failures).",
+                                      rich_help_panel=_DELIVERY_HELP),
+    backoff_max: float = typer.Option(30.0, "--backoff-max", min=0.1, help="Cap in seconds on the wait "
+                                      "between retries while no collector is healthy (exponential, full "
+                                      "jitter; retries never stop).", rich_help_panel=_DELIVERY_HELP),
+    compress: str = _OPT_COMPRESS,
+    level: int = _OPT_LEVEL,
+    tls: bool = _OPT_TLS,
+    tls_ca: Optional[str] = _OPT_TLS_CA,
+    tls_insecure: bool = _OPT_TLS_INSECURE,
+    tls_name: Optional[str] = _OPT_TLS_NAME,
+    layering: str = _OPT_LAYERING,
+    connect_timeout: float = _OPT_CONNECT_TIMEOUT,
+    request_timeout: float = _OPT_REQUEST_TIMEOUT,
+    header: list[str] = typer.Option([], "--header", help="K=V header added to every event (repeatable).",
+                                     rich_help_panel=_SOURCE_HELP),
+    no_timestamp: bool = typer.Option(False, "--no-timestamp-header", help="Leave out the `timestamp` header "
+                                      "(ms since the epoch).", rich_help_panel=_SOURCE_HELP),
+    no_host: bool = typer.Option(False, "--no-host-header", help="Leave out the `host` header.",
+                                 rich_help_panel=_SOURCE_HELP),
+    no_file: bool = typer.Option(False, "--no-file-header", help="Leave out the `file` header (the path).",
+                                 rich_help_panel=_SOURCE_HELP),
+    event_id: bool = typer.Option(False, "--event-id", help="Add an `id` header made of the file identity and "
+                                  "byte offset: stable across re-sends, for receiver-side dedup.",
+                                  rich_help_panel=_SOURCE_HELP),
+    from_end: bool = typer.Option(False, "--from-end", help="Start files seen for the first time at their end "
+                                  "(default: at their beginning).", rich_help_panel=_SOURCE_HELP),
+    max_line: str = typer.Option("2M", "--max-line-bytes", help="A longer line is split into events of this "
+                                 "size, marked with a `split` header, and counted.", rich_help_panel=_SOURCE_HELP),
+    capacity: str = typer.Option("1G", "--capacity", help="Channel capacity in bytes; when full, reading pauses "
+                                 "(the files are the buffer)."),
+    min_free: str = typer.Option("500M", "--min-free", help="Pause reading while the state directory's "
+                                 "filesystem has less free space than this."),
+    drain_timeout: float = typer.Option(10.0, "--drain-timeout", min=0.0, help="On SIGTERM/SIGINT, seconds to "
+                                        "finish in-flight batches before giving them back to the channel."),
+    once: bool = typer.Option(False, "--once", help="Read every file to its current end, ship everything, "
+                              "then exit 0 (for cron)."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", min=0.1, help="With --once: exit 6 if "
+                                             "delivery has not finished after this many seconds."),
+) -> None:
+    """Tail files into the durable channel and ship them to Flume Avro collectors (the main job).
+
+    Runs until SIGTERM/SIGINT, then finishes the batches in flight and exits 0 (a second signal
+    exits 130 at once; nothing unacknowledged is lost either way). With --once, exits 0 when
+    everything read is acknowledged, 6 when --deadline passes first. While no collector accepts,
+    events wait in the channel and delivery is retried for ever. Exit 4 when another flume-ship
+    uses the same --state-dir.
+    """
+    from pathlib import Path
+
+    from shipper.agent import Agent, AgentOptions
+    from shipper.net import parse_addresses
+    from shipper.policy import Balance
+    from shipper.sink import SinkOptions
+    from shipper.statedir import default_state_dir
+    from shipper.tail import TailOptions
+
+    try:
+        balance_mode = Balance(balance)
+    except ValueError:
+        raise typer.BadParameter("use failover, round_robin or random", param_hint="--balance") from None
+    if deadline is not None and not once:
+        raise typer.BadParameter("only makes sense with --once", param_hint="--deadline")
+    options = AgentOptions(
+        state_dir=Path(state_dir) if state_dir else default_state_dir(),
+        collectors=parse_addresses(to),
+        tail=TailOptions(
+            paths=list(paths), from_end=from_end, max_line_bytes=_bytes(max_line, "--max-line-bytes"),
+            headers=_headers(header), add_timestamp=not no_timestamp, add_host=not no_host,
+            add_file=not no_file, add_event_id=event_id,
+        ),
+        client=_client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
+                               connect_timeout, request_timeout),
+        sink=SinkOptions(batch_size=batch_size, batch_bytes=_bytes(batch_bytes, "--batch-bytes"),
+                         linger=linger, backoff_max=backoff_max),
+        balance=balance_mode, max_penalty=max_penalty, sinks=sinks, drain_timeout=drain_timeout,
+        once=once, deadline=deadline, capacity_bytes=_bytes(capacity, "--capacity"),
+        min_free_bytes=_bytes(min_free, "--min-free"),
+    )
+    agent = Agent(options)
+    agent.install_signal_handlers()
+    raise typer.Exit(agent.run())
+
+
 def main() -> None:
     """Run the app; a ShipperError becomes one line on stderr and its exit code."""
     try:
