@@ -462,6 +462,7 @@ class TailSource:
         self._files[key] = f
         self._by_path[path] = key
         self._dirty[key] = True
+        self._hot.add(key)  # served in the next pass, whatever woke it
         return f
 
     @staticmethod
@@ -479,6 +480,7 @@ class TailSource:
         f.path = path
         self._by_path[path] = f.key
         self._dirty[f.key] = True
+        self._hot.add(f.key)
         if path != f.origin and not was_rotated:
             self.counters["rotations"] += 1
             log.info("tail: %s: rotated to %s; reading it to its end", f.origin, path)
