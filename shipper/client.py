@@ -236,7 +236,7 @@ def probe(address: Address, options: ClientOptions) -> ProbeReport:
 
 def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -> None:
     steps = report.steps
-    tls_ctx = client_tls_context(options.tls) if options.tls is not None else None
+    client = CollectorClient(address, options)  # loads the TLS context once (config errors first)
     started = time.monotonic()
     try:
         infos = resolve(address)
@@ -267,9 +267,8 @@ def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -
     peer = sock.getpeername()
     steps.append(Step("tcp", True, f"connected to {Address(peer[0], peer[1])}", time.monotonic() - started))
 
-    client = CollectorClient(address, options)
     try:
-        stream = Stream(sock, client_pipeline(address, options, tls_ctx), address)
+        stream = Stream(sock, client_pipeline(address, options, client._tls_ctx), address)
         if options.tls is not None:
             started = time.monotonic()
             try:

@@ -365,6 +365,7 @@ class Stream:
         self.sock = sock
         self.pipeline = pipeline
         self.address = address
+        self._eof = False  # EOF or a TLS close_notify seen: the stream has ended
 
     def tls_handshake(self, deadline: float) -> None:
         """Complete the TLS handshake before ``deadline`` (ConnectTimeout otherwise)."""
@@ -397,13 +398,14 @@ class Stream:
 
     def recv(self, deadline: float) -> bytes:
         """Frame bytes as they arrive; ``b""`` once the collector ended the stream."""
-        while True:
+        while not self._eof:
             raw = self._recv_raw(deadline, RequestTimeout)
-            data, reply, eof = self._up(raw)
+            data, reply, self._eof = self._up(raw)
             if reply:
                 self._send_raw(reply, deadline, RequestTimeout)
-            if data or eof:
-                return data if data else b""
+            if data:
+                return data
+        return b""
 
     def close(self) -> None:
         try:

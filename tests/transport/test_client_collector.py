@@ -225,3 +225,25 @@ def test_reconnects_after_the_collector_restarts_on_the_same_port(tmp_path):
         client.close()
         second.stop()
     assert second.output() == b"one\ntwo\n"
+
+
+@pytest.mark.parametrize("compress", [None, "deflate"])
+def test_pipelined_batches_are_all_acknowledged_in_order(start_collector, compress):
+    col = start_collector(compress=compress)
+    data = batches(50, 40, tag="p")
+    acks: list[int] = []
+    with CollectorClient(col.address, ClientOptions(compress=compress, **FAST)) as client:
+        n = client.append_batches(([encode_event(b) for b in bodies] for bodies in data), window=8, on_ack=acks.append)
+    assert n == sum(acks) == 50 * 40
+    assert col.output() == b"".join(b + b"\n" for bodies in data for b in bodies)
+
+
+def test_pipelined_failure_reports_what_was_acknowledged(start_collector):
+    col = start_collector()
+    shutil.rmtree(col.out)
+    col.out.write_bytes(b"")  # cannot write: every batch is answered FAILED
+    client = CollectorClient(col.address, ClientOptions(**FAST))
+    with pytest.raises(CollectorRejected) as info:
+        client.append_batches(([encode_event(b"x")] for _ in range(10)), window=4)
+    assert info.value.acknowledged == 0
+    assert not client.connected
