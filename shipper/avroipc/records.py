@@ -63,14 +63,28 @@ def _read_headers(buf: bytes, pos: int, end: int) -> tuple[dict[str, str], int]:
         if count * 2 > end - pos:
             raise AvroDecodeError(f"map block count {count} exceeds the bytes left")
         for _ in range(count):
-            n, pos = _read_long(buf, pos)
-            if n < 0 or n > end - pos:
-                raise AvroDecodeError(f"header key length {n} out of range")
+            n = buf[pos]
+            if n < 0x80 and not n & 1:  # the usual short key: a one-byte, non-negative length
+                n >>= 1
+                pos += 1
+            else:
+                n, pos = _read_long(buf, pos)
+                if n < 0:
+                    raise AvroDecodeError("negative header key length")
+            if n > end - pos:
+                raise AvroDecodeError(f"header key length {n} exceeds the bytes left")
             key = buf[pos : pos + n].decode("utf-8")
             pos += n
-            n, pos = _read_long(buf, pos)
-            if n < 0 or n > end - pos:
-                raise AvroDecodeError(f"header value length {n} out of range")
+            n = buf[pos]
+            if n < 0x80 and not n & 1:
+                n >>= 1
+                pos += 1
+            else:
+                n, pos = _read_long(buf, pos)
+                if n < 0:
+                    raise AvroDecodeError("negative header value length")
+            if n > end - pos:
+                raise AvroDecodeError(f"header value length {n} exceeds the bytes left")
             headers[key] = buf[pos : pos + n].decode("utf-8")
             pos += n
 
@@ -101,6 +115,11 @@ def read_event_array(
     events: list[tuple[dict[str, str], bytes]] = []
     append = events.append
     limit = end if max_events is None else max_events
+    # Events of one batch mostly share their headers (one tailed file, one set of static
+    # headers). Avro encodings are prefix-free, so when the bytes at ``pos`` start with the
+    # previous event's encoded map, that is this event's map: copy the dict, skip the parse.
+    last_raw = b"\x00"
+    last_headers: dict[str, str] = {}
     try:
         while True:
             b = buf[pos]
@@ -121,12 +140,17 @@ def read_event_array(
             if len(events) + count > limit:
                 raise AvroDecodeError(f"more than {limit} events in one call")
             for _ in range(count):
-                b = buf[pos]
-                if b == 0:
+                if buf[pos] == 0:
                     headers: dict[str, str] = {}
                     pos += 1
+                elif buf.startswith(last_raw, pos):
+                    headers = last_headers.copy()
+                    pos += len(last_raw)
                 else:
+                    start = pos
                     headers, pos = _read_headers(buf, pos, end)
+                    last_raw = buf[start:pos]
+                    last_headers = headers
                 b = buf[pos]
                 if b < 0x80:
                     if b & 1:
