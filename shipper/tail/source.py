@@ -260,7 +260,10 @@ class TailSource:
             with self._lock:
                 self._discover_due = True
         if full:
-            due = set(self._files)
+            # Open files are fstat'ed; closed ones only if discovery saw them change (then hot),
+            # or to retry an open that failed.
+            due = {k for k, f in self._files.items() if f.fd is not None or f.unreadable}
+            due |= self._hot
         else:
             due = set(self._hot)
             for p in paths:
@@ -392,6 +395,8 @@ class TailSource:
                 f.gone = False
                 if f.path != path:
                     self._move(f, path)
+                elif f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
+                    self._hot.add(key)  # a closed file changed: open and serve it
                 continue
             rec = records.pop(key, None)
             if rec is not None and self._adopt(rec, path, st, from_glob):
@@ -526,8 +531,8 @@ class TailSource:
             for f in members:
                 if f.key not in self._files:
                     continue
-                if f.key not in due and not f.rotated and f.fd is None:
-                    continue
+                if f.key not in due and f.fd is None:
+                    continue  # closed and unchanged (a closed file is at its end)
                 more = self._service(f)
                 if more:
                     self._hot.add(f.key)
