@@ -281,8 +281,10 @@ class TailSource:
         return self.counters["events"] - put_before
 
     def status(self) -> list[FileStatus]:
+        """Per file: where, which identity and generation, offset against size (safe from any thread)."""
         out = []
-        for f in sorted(self._files.values(), key=lambda f: (f.origin, not f.rotated, f.order)):
+        files = list(self._files.values())  # one atomic copy: run() may be changing the dict
+        for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order)):
             state = ("unreadable" if f.unreadable else "deleted" if f.deleted else
                      "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
             out.append(FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, state))
