@@ -57,7 +57,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from shipper.errors import ChannelIOError
 from shipper.tail.identity import (
@@ -75,15 +74,14 @@ from shipper.tail.identity import (
 )
 from shipper.tail.options import FileStatus, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
+from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
+from shipper.tail.watch import start_watching
 
 log = logging.getLogger("flume-ship.tail")
 
-_WILDCARDS = set("*?[")
 _MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most this often
 _COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
 _MAX_SLEEP = 0.5  # the stop flag is looked at least this often
-_NO_WATCH_RESCAN = 1.0  # rescan interval when notifications are unavailable
-_MAX_WATCHES = 64  # watchdog starts a thread and an inotify instance per watched directory
 
 
 class _Stopped(Exception):
@@ -135,23 +133,6 @@ def _rotation_base(name: str, bases: set[str]) -> str | None:
         if ch in ROTATED_SUFFIX_SEPARATORS and i and name[:i] in bases:
             return name[:i]
     return None
-
-
-def _watch_dirs(patterns: Iterable[str]) -> dict[str, bool]:
-    """Directory -> recursive?, for the static prefix of each pattern."""
-    out: dict[str, bool] = {}
-    for pat in patterns:
-        parts = pat.split(os.sep)
-        first = next((i for i, p in enumerate(parts) if _WILDCARDS & set(p)), None)
-        if first is None or first == len(parts) - 1:
-            d, recursive = os.path.dirname(pat), False
-        else:
-            d, recursive = os.sep.join(parts[:first]) or os.sep, True
-        out[d] = out.get(d, False) or recursive
-    # A directory under a recursively watched one needs no watch of its own.
-    rec = [d for d, r in out.items() if r]
-    return {d: r for d, r in out.items()
-            if not any(d != p and d.startswith(p.rstrip(os.sep) + os.sep) for p in rec)}
 
 
 class TailSource:
@@ -799,56 +780,11 @@ class TailSource:
         self._wake.set()
 
     def _start_watch(self) -> None:
-        self._watching = False
-        if not self.o.watch:
-            return
-        try:
-            from watchdog.events import (
-                DirCreatedEvent, DirMovedEvent, FileAttribEvent, FileCreatedEvent,
-                FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEventHandler,
-            )
-            from watchdog.observers import Observer
-        except ImportError as exc:  # pragma: no cover - a dependency
-            log.warning("tail: file notifications unavailable (%s); rescanning every %gs",
-                        exc, _NO_WATCH_RESCAN)
-            return
-
-        source = self
-
-        class Handler(FileSystemEventHandler):
-            def dispatch(self, event):  # noqa: D401 - watchdog's hook
-                src = event.src_path if isinstance(event.src_path, str) else os.fsdecode(event.src_path)
-                dest = getattr(event, "dest_path", "") or ""
-                source._notify(event.event_type, src, dest if isinstance(dest, str) else os.fsdecode(dest))
-
-        filt = [FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent,
-                FileAttribEvent, DirCreatedEvent, DirMovedEvent]
-        dirs = _watch_dirs(self._patterns)
-        observer = Observer()
-        try:
-            observer.start()
-        except OSError as exc:
-            log.warning("tail: file notifications unavailable (%s); rescanning every %gs",
-                        exc, _NO_WATCH_RESCAN)
-            return
-        self._observer = observer
-        ok = 0
-        for d, recursive in list(dirs.items())[:_MAX_WATCHES]:
-            if not os.path.isdir(d):
-                continue
-            try:
-                observer.schedule(Handler(), d, recursive=recursive, event_filter=filt)
-                ok += 1
-            except OSError as exc:
-                log.warning("tail: cannot watch %s (%s); it is rescanned every %gs instead",
-                            d, exc, _NO_WATCH_RESCAN)
+        self._observer, self._watching = None, False
+        if self.o.watch:
+            self._observer, self._watching = start_watching(self._patterns, self._notify)
+            if not self._watching:
                 self._next_rescan = 0.0
-                return
-        if len(dirs) > _MAX_WATCHES:
-            log.warning("tail: %d directories to watch; notifications cover the first %d, "
-                        "the rest are rescanned", len(dirs), _MAX_WATCHES)
-            return
-        self._watching = ok == len(dirs)
 
     def _stop_watch(self) -> None:
         observer, self._observer = self._observer, None
