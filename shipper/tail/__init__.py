@@ -1,7 +1,7 @@
 """The tail source: files -> complete lines -> events, with file identity, rotation and offsets.
 
 ``identity`` (which stored offset belongs to which file), ``reader`` (bytes to line events, the
-hot path), ``source`` (discovery, rotation, service, commit), ``options`` (typed options and the
+hot path), ``source`` (discovery, rotation, service, commit), ``watch`` (watchdog wake-ups), ``options`` (typed options and the
 status rows). The design, and what copytruncate can lose, is in docs/tail.md.
 """
 
