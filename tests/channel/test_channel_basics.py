@@ -1,0 +1,222 @@
+"""Scenarios for the channel's contract: leases across threads, back-pressure, the state directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from shipper.channel import DB_NAME, Channel
+from shipper.errors import EXIT_LOCKED, EXIT_STATE, StateError, StateLocked
+from shipper.statedir import default_state_dir
+from tests.support import cli_argv
+
+
+def open_ch(path, **kw):
+    kw.setdefault("min_free_bytes", 0)
+    return Channel.open(path, **kw)
+
+
+def test_parallel_leases_never_overlap_and_nack_comes_back_first(tmp_path):
+    with open_ch(tmp_path) as ch:
+        ch.put([b"%d" % i for i in range(10)])
+        a = ch.take(3, 1 << 20)
+        b = ch.take(3, 1 << 20)
+        c = ch.take(3, 1 << 20)
+        assert [a.events, b.events, c.events] == [[b"0", b"1", b"2"], [b"3", b"4", b"5"], [b"6", b"7", b"8"]]
+        ch.nack(b)
+        ch.ack(a)
+        # b's events come back before the newer 9, and the lease stops at c's events
+        assert ch.take(10, 1 << 20).events == [b"3", b"4", b"5"]
+        assert ch.take(10, 1 << 20).events == [b"9"]
+        assert ch.take(10, 1 << 20) is None
+
+
+def test_a_lease_holds_at_least_one_event_even_over_max_bytes(tmp_path):
+    with open_ch(tmp_path) as ch:
+        ch.put([b"x" * 100, b"y"])
+        assert ch.take(10, 10).events == [b"x" * 100]
+        assert ch.take(10, 10).events == [b"y"]
+
+
+def test_acking_a_lease_twice_is_an_error(tmp_path):
+    with open_ch(tmp_path) as ch:
+        ch.put([b"a"])
+        lease = ch.take(1, 100)
+        ch.ack(lease)
+        with pytest.raises(ValueError):
+            ch.ack(lease)
+
+
+def test_many_sink_threads_deliver_every_event_exactly_once_without_crash(tmp_path):
+    total, got, lock, failed_once = 3000, [], threading.Lock(), set()
+    with open_ch(tmp_path, capacity_events=500) as ch:
+        done = threading.Event()
+
+        def sink():
+            while not (done.is_set() and ch.stats().events == 0):
+                lease = ch.take(37, 1 << 20)
+                if lease is None:
+                    ch.wait_for_events(0.1)
+                    continue
+                with lock:
+                    fail = lease.first_seq % 5 == 0 and lease.first_seq not in failed_once
+                    failed_once.add(lease.first_seq)
+                if fail:
+                    ch.nack(lease)  # some batches fail once and go back
+                    continue
+                with lock:
+                    got.extend(lease.events)
+                ch.ack(lease)
+
+        threads = [threading.Thread(target=sink) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for i in range(0, total, 50):
+            assert ch.put([b"%d" % n for n in range(i, i + 50)], {"f": b"%d" % (i + 50)})
+        done.set()
+        for t in threads:
+            t.join(60)
+        assert sorted(got, key=int) == [b"%d" % n for n in range(total)]
+        assert ch.stats().events == 0 and ch.offsets() == {"f": b"%d" % total}
+
+
+def test_full_channel_blocks_put_until_an_ack_makes_room_and_reports_the_wait(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="flume-ship.channel")
+    with open_ch(tmp_path, capacity_events=4) as ch:
+        assert ch.put([b"1", b"2", b"3"])
+        assert ch.put([b"4", b"5"], timeout=0.05) is False  # would exceed 4 events
+        result = []
+        t = threading.Thread(target=lambda: result.append(ch.put([b"4", b"5"], {"f": b"5"})))
+        t.start()
+        deadline = time.monotonic() + 30
+        while ch.stats().put_blocked != "full" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ch.stats().put_blocked == "full"
+        assert ch.offsets() == {}  # nothing of the waiting put is visible
+        ch.ack(ch.take(2, 1 << 20))
+        t.join(30)
+        assert result == [True]
+        s = ch.stats()
+        assert s.events == 3 and s.put_blocked is None and s.put_wait_seconds > 0
+        assert "channel full" in caplog.text and "accepts events again" in caplog.text
+
+
+def test_a_batch_larger_than_the_capacity_is_accepted_into_an_empty_channel(tmp_path):
+    with open_ch(tmp_path, capacity_events=2, capacity_bytes=10) as ch:
+        assert ch.put([b"x" * 50] * 5, timeout=0)
+        assert ch.put([b"y"], timeout=0) is False
+
+
+def test_free_disk_guard_pauses_puts_but_not_offset_updates(tmp_path, caplog):
+    with Channel.open(tmp_path, min_free_bytes=1 << 62) as ch:  # more than any disk has
+        assert ch.put([b"a"], timeout=0.05) is False
+        assert ch.stats().events == 0
+        assert ch.put([], {"f": b"1"}, timeout=0)
+        assert ch.offsets() == {"f": b"1"}
+    assert "under the" in caplog.text
+
+
+def test_close_wakes_a_blocked_put_and_waiting_sinks(tmp_path):
+    ch = open_ch(tmp_path, capacity_events=1)
+    ch.put([b"a"])
+    ch.take(1, 10)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ch.put([b"b"]))),
+               threading.Thread(target=lambda: results.append(ch.wait_for_events(60)))]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    ch.close()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [False, False]
+
+
+def test_second_opener_is_refused_with_state_locked(tmp_path):
+    with open_ch(tmp_path):
+        with pytest.raises(StateLocked, match=str(os.getpid())) as err:
+            open_ch(tmp_path)
+        assert err.value.exit_code == EXIT_LOCKED
+    open_ch(tmp_path).close()  # released on close
+
+
+def test_lock_is_released_when_the_holder_is_killed(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from shipper.channel import Channel; "
+         f"Channel.open({str(tmp_path)!r}, min_free_bytes=0); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"ok"
+        with pytest.raises(StateLocked, match=f"pid {child.pid}"):
+            open_ch(tmp_path)
+    finally:
+        child.kill()
+        child.wait()
+    open_ch(tmp_path).close()
+
+
+def test_database_from_a_newer_format_is_refused_clearly(tmp_path):
+    open_ch(tmp_path).close()
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StateError, match="newer flume-ship") as err:
+        open_ch(tmp_path)
+    assert err.value.exit_code == EXIT_STATE
+    assert (tmp_path / DB_NAME).exists()  # refused, not salvaged
+    r = subprocess.run(cli_argv("channel", "verify", "--state-dir", str(tmp_path)), capture_output=True, text=True)
+    assert r.returncode == EXIT_STATE and "newer" in r.stdout
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path):
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(StateError, match="not a flume-ship channel"):
+        open_ch(tmp_path)
+
+
+def test_state_dir_that_cannot_be_created_is_a_state_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StateError, match="cannot create state directory"):
+        open_ch(tmp_path / "file" / "sub")
+
+
+def test_default_state_dir_for_root_and_for_a_user(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert str(default_state_dir()) == "/var/lib/flume-ship"
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_state_dir() == tmp_path / "flume-ship"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_state_dir() == tmp_path / ".local" / "state" / "flume-ship"
+
+
+def test_verify_runs_beside_an_open_channel(tmp_path):
+    with open_ch(tmp_path) as ch:
+        ch.put([b"a", b"b"], {"f": b"2"})
+        r = subprocess.run(cli_argv("channel", "verify", "--state-dir", str(tmp_path)),
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "events: 2" in r.stdout and "offset records: 1" in r.stdout and "healthy" in r.stdout
+        ch.put([b"c"])  # the agent keeps working
+        assert ch.stats().events == 3
+
+
+def test_a_damaged_event_is_quarantined_not_sent(tmp_path):
+    with open_ch(tmp_path) as ch:
+        ch.put([b"good1", b"bad", b"good2"])
+    with sqlite3.connect(tmp_path / DB_NAME) as db:  # a payload flipped inside a well-formed page
+        db.execute("UPDATE events SET body = X'00' WHERE body = X'626164'")
+    r = subprocess.run(cli_argv("channel", "verify", "--state-dir", str(tmp_path)), capture_output=True, text=True)
+    assert r.returncode == EXIT_STATE and "fail their checksum" in r.stdout
+    with open_ch(tmp_path) as ch:
+        assert ch.take(10, 1 << 20).events == [b"good1"]
+        assert ch.take(10, 1 << 20).events == [b"good2"]
+        assert ch.stats().quarantined == 1 and ch.stats().events == 2
