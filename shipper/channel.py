@@ -66,6 +66,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,6 +217,28 @@ def _check_format(conn: sqlite3.Connection, db: Path) -> None:
         raise StateError(f"{db} is an SQLite database but not a flume-ship channel; use another --state-dir")
 
 
+def _ro_uri(db: Path) -> str:
+    return "file:" + urllib.parse.quote(str(db)) + "?mode=ro"
+
+
+def _precheck(db: Path) -> str | None:
+    """Format check plus ``PRAGMA quick_check``, read-only; the problem found, or None."""
+    try:
+        conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open channel database {db}: {exc}") from exc
+    try:
+        _check_format(conn, db)
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+        return None if rows == ["ok"] else "; ".join(rows)
+    except sqlite3.DatabaseError as exc:
+        if _is_corrupt(exc):
+            return str(exc)
+        raise StateError(f"cannot open channel database {db}: {exc}") from exc
+    finally:
+        conn.close()
+
+
 class Channel:
     """See the module docstring. Thread-safe: one lock guards the connection and the counters."""
 
@@ -258,27 +281,20 @@ class Channel:
 
     def _open_checked(self) -> sqlite3.Connection:
         new = not self.db_path.exists()
-        try:
-            conn = _open_db(self.db_path)
-            problem = self._quick_check(conn)
-            if problem is None:
+        # Check through a read-only connection first: closing a read-write connection may write
+        # to the file, and a corrupt file must be set aside exactly as it was found.
+        problem = None if new else _precheck(self.db_path)
+        if problem is None:
+            try:
+                conn = _open_db(self.db_path)
                 if new:
                     fsync_dir(self.state_dir)
                 return conn
-            conn.close()
-        except _Corrupt as exc:
-            problem = str(exc)
+            except _Corrupt as exc:
+                problem = str(exc)
         self.salvage = salvage(self.db_path, problem)
         log.warning("%s", self.salvage.summary())
         return _open_db(self.db_path)
-
-    @staticmethod
-    def _quick_check(conn: sqlite3.Connection) -> str | None:
-        try:
-            rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
-        except sqlite3.DatabaseError as exc:
-            return str(exc)
-        return None if rows == ["ok"] else "; ".join(rows)
 
     def _recount(self) -> None:
         conn = self._conn
@@ -681,7 +697,7 @@ def salvage(db: Path, reason: str) -> SalvageReport:
     aside = _move_aside(db)
     report = SalvageReport(reason=reason, aside=aside)
     try:
-        src = sqlite3.connect(f"file:{aside}?mode=ro", uri=True, isolation_level=None)
+        src = sqlite3.connect(_ro_uri(aside), uri=True, isolation_level=None)
     except sqlite3.Error:
         src = None
     dst = _open_db(db)
@@ -805,7 +821,7 @@ def verify(state_dir: str | os.PathLike) -> VerifyReport:
         report.problems.append(text)
 
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
+        conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
     except sqlite3.Error as exc:
         raise StateError(f"cannot open {db} read-only: {exc}") from exc
     try:
