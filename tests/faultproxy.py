@@ -16,7 +16,10 @@ after the switch, and ``blackhole`` also freezes connections already open):
                 without a FIN: a half-open connection).
 * ``delay``     forward, but hold each response for ``delay`` seconds.
 
-Run it as a process too: ``python -m tests.faultproxy LISTEN_PORT UPSTREAM_HOST:PORT MODE``.
+Run it as a process too: ``python -m tests.faultproxy LISTEN_PORT UPSTREAM_HOST:PORT MODE``. It prints
+``proxy on HOST:PORT -> UPSTREAM mode MODE`` and then reads one command a line on stdin, answering each
+on stdout: a mode name (answer ``mode MODE``), ``drop`` (reset every open connection; ``dropped``),
+``delay SECONDS`` (``delay SECONDS``), ``stats`` (``connections N``: connections accepted so far).
 """
 
 from __future__ import annotations
@@ -215,6 +218,12 @@ def main(argv: list[str]) -> None:
             print(f"mode {word}", flush=True)
         elif word == "drop":
             proxy.drop_all()
+            print("dropped", flush=True)
+        elif word.startswith("delay "):
+            proxy.delay = float(word.split()[1])
+            print(f"delay {proxy.delay}", flush=True)
+        elif word == "stats":
+            print(f"connections {proxy.connections}", flush=True)
 
 
 if __name__ == "__main__":
