@@ -132,7 +132,7 @@ class ChannelStats:
     leased_bytes: int
     oldest_event_age: float | None  # seconds since the oldest stored event was put; None if empty
     put_wait_seconds: float  # total time put() spent blocked (full channel or low disk), ever
-    put_blocked: str | None  # "full" or "disk" while a put is waiting right now, else None
+    put_blocked: str | None  # "full" or "disk" while puts are paused for lack of room, else None
     capacity_events: int
     capacity_bytes: int
     min_free_bytes: int
@@ -258,7 +258,9 @@ class Channel:
         self._leased_events = self._leased_bytes = 0
         self._wait_total = 0.0
         self._wait_started: float | None = None
-        self._blocked: str | None = None
+        self._blocked: str | None = None  # why puts are paused right now: "full", "disk" or None
+        self._paused_since: float | None = None
+        self._pending = (0, 0)  # size of the batch that found no room
         self._failing = False  # a write failed and has not succeeded since: log once per streak
         self.quarantined = 0
         self.salvage: SalvageReport | None = None
@@ -390,15 +392,19 @@ class Channel:
         return None
 
     def _wait_for_room(self, n: int, nbytes: int, deadline: float | None) -> bool:
+        """Wait until the batch fits. A pause is an episode that may span several put calls
+        (a source that uses timeouts calls again): it is logged when it starts and when it ends."""
         problem = self._room_problem(n, nbytes)
         if problem is None:
+            self._end_pause()
             return True
         started = time.monotonic()
         self._wait_started = started
         try:
             while problem is not None and not self._closed:
                 if problem != self._blocked:
-                    self._blocked = problem
+                    self._blocked, self._pending = problem, (n, nbytes)
+                    self._paused_since = self._paused_since or started
                     self._log_blocked(problem)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -408,12 +414,17 @@ class Channel:
                 self._cond.wait(left)
                 problem = self._room_problem(n, nbytes)
             if problem is None:
-                log.info("channel accepts events again after waiting %.1fs", time.monotonic() - started)
+                self._end_pause()
             return problem is None
         finally:
             self._wait_total += time.monotonic() - started
             self._wait_started = None
-            self._blocked = None
+
+    def _end_pause(self) -> None:
+        if self._paused_since is not None:
+            log.info("channel accepts events again after a %.1fs pause", time.monotonic() - self._paused_since)
+        self._paused_since = None
+        self._blocked = None
 
     def _log_blocked(self, problem: str) -> None:
         if problem == "full":
@@ -527,11 +538,18 @@ class Channel:
         self._leased_bytes -= lease.nbytes
 
     def _reclaim(self) -> None:
-        """Hand surplus free pages back to the filesystem, a bounded step per ack."""
+        """Hand surplus free pages back to the filesystem, a bounded step per ack. Starts when
+        free pages exceed max(floor, 2 x live bytes) and stops at max(floor, live bytes), so a
+        steady flow reuses its pages instead of shrinking and growing the file over and over."""
         try:
             free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
-            if free_pages * self._page_size > max(self.reclaim_floor, 2 * self._bytes):
-                self._conn.execute(f"PRAGMA incremental_vacuum({RECLAIM_STEP_PAGES})").fetchall()
+            if free_pages * self._page_size <= max(self.reclaim_floor, 2 * self._bytes):
+                return
+            keep = max(self.reclaim_floor, self._bytes) // self._page_size
+            step = min(RECLAIM_STEP_PAGES, free_pages - keep)
+            # executescript, because incremental_vacuum yields one (empty) row per page freed and
+            # Cursor.execute() stops a statement without result columns after its first step.
+            self._conn.executescript(f"PRAGMA incremental_vacuum({step});")
         except sqlite3.Error as exc:  # only space is at stake; the next ack tries again
             log.debug("channel: reclaiming free pages failed: %s", exc)
 
@@ -564,7 +582,8 @@ class Channel:
             return ChannelStats(
                 events=self._events, bytes=self._bytes, leased_events=self._leased_events,
                 leased_bytes=self._leased_bytes, oldest_event_age=age,
-                put_wait_seconds=self._wait_total + waiting, put_blocked=self._blocked,
+                put_wait_seconds=self._wait_total + waiting,
+                put_blocked=self._blocked if self._blocked and self._room_problem(*self._pending) else None,
                 capacity_events=self.capacity_events, capacity_bytes=self.capacity_bytes,
                 min_free_bytes=self.min_free_bytes, disk_free_bytes=_disk_free(self.state_dir),
                 file_bytes=_file_bytes(self.db_path), quarantined=self.quarantined)
