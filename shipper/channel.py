@@ -318,13 +318,15 @@ class Channel:
             conn.execute("BEGIN IMMEDIATE")
             fn(conn, *args)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # SQLite may have rolled back already; the reopen below settles it
-            raise self._write_failed(what, exc) from exc
+            if isinstance(exc, sqlite3.Error):
+                raise self._write_failed(what, exc) from exc
+            raise  # a caller's mistake (say, a str where bytes belong): nothing was written
         if self._failing:
             self._failing = False
             log.info("channel writes work again (%s)", what)
@@ -365,6 +367,10 @@ class Channel:
         """Store events and offset records in one transaction; False if no room before timeout."""
         events = list(events)
         nbytes = sum(map(len, events))
+        offsets = dict(offsets or {})
+        for key, value in offsets.items():
+            if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
+                raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._closed:
@@ -374,7 +380,7 @@ class Channel:
             now = time.time()
             seq0 = self._next_seq
             rows = [(seq0 + i, now, zlib.crc32(body), body) for i, body in enumerate(events)]
-            self._write("put", _put_txn, rows, offsets or {})
+            self._write("put", _put_txn, rows, offsets)
             self._next_seq += len(rows)
             self._events += len(rows)
             self._bytes += nbytes

@@ -220,3 +220,12 @@ def test_a_damaged_event_is_quarantined_not_sent(tmp_path):
         assert ch.take(10, 1 << 20).events == [b"good1"]
         assert ch.take(10, 1 << 20).events == [b"good2"]
         assert ch.stats().quarantined == 1 and ch.stats().events == 2
+
+
+def test_a_bad_offset_value_fails_the_put_and_leaves_the_channel_usable(tmp_path):
+    with open_ch(tmp_path) as ch:
+        with pytest.raises(TypeError):
+            ch.put([b"a"], {"f": 12})  # offsets are bytes
+        assert ch.stats().events == 0 and ch.offsets() == {}
+        assert ch.put([b"b"], {"f": b"1"})
+        assert ch.take(10, 100).events == [b"b"]
