@@ -363,23 +363,99 @@ def _headers(pairs: list[str]) -> dict[str, str]:
     return headers
 
 
-def _bytes(text: str, flag: str) -> int:
-    try:
-        return _size(text)
-    except typer.BadParameter as err:
-        raise typer.BadParameter(err.message, param_hint=flag) from None
-
-
 _DELIVERY_HELP = "Delivery"
 _SOURCE_HELP = "Files and events"
+_OPS_HELP = "Operations"
+_OPT_CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="TOML configuration file "
+                           "(docs/configuration.md) [default: /etc/flume-ship/flume-ship.toml when it exists]. "
+                           "Flags given on the command line override it.", rich_help_panel=_OPS_HELP)
+
+# tail's flag parameters -> where they go in the configuration (section, key, how to convert).
+_AGENT_FLAGS = {
+    "state_dir": ("channel", "state_dir", None),
+    "capacity": ("channel", "capacity", None),
+    "min_free": ("channel", "min_free", None),
+    "to": ("delivery", "collectors", lambda v: [p.strip() for p in v.split(",") if p.strip()]),
+    "batch_size": ("delivery", "batch_size", None),
+    "batch_bytes": ("delivery", "batch_bytes", None),
+    "linger": ("delivery", "linger", None),
+    "sinks": ("delivery", "sinks", None),
+    "balance": ("delivery", "balance", None),
+    "max_penalty": ("delivery", "max_penalty", None),
+    "backoff_max": ("delivery", "backoff_max", None),
+    "compress": ("delivery", "compress", str.lower),
+    "level": ("delivery", "compression_level", None),
+    "tls": ("delivery", "tls", None),
+    "tls_ca": ("delivery", "tls_ca", None),
+    "tls_insecure": ("delivery", "tls_insecure", None),
+    "tls_name": ("delivery", "tls_server_name", None),
+    "layering": ("delivery", "tls_layering", None),
+    "connect_timeout": ("delivery", "connect_timeout", None),
+    "request_timeout": ("delivery", "request_timeout", None),
+    "drain_timeout": ("agent", "drain_timeout", None),
+    "metrics_listen": ("agent", "metrics_listen", None),
+    "stall_timeout": ("agent", "stall_timeout", None),
+    "status_interval": ("agent", "status_interval", None),
+}
+_SOURCE_FLAGS = {
+    "from_end": ("from_end", None),
+    "max_line": ("max_line_bytes", None),
+    "no_timestamp": ("timestamp_header", lambda v: not v),
+    "no_host": ("host_header", lambda v: not v),
+    "no_file": ("file_header", lambda v: not v),
+    "event_id": ("event_id", None),
+}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)  # compared by name: typer may carry its own click
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _flag_of(ctx: typer.Context, name: str) -> str:
+    for p in ctx.command.params:
+        if p.name == name:
+            return max(p.opts, key=len) if p.opts else name
+    return name
+
+
+def _overlay(ctx: typer.Context, paths: Optional[list[str]]):
+    """The flags the user gave (not typer's defaults), as an overlay on the config file."""
+    from shipper.config import Overlay
+
+    overlay = Overlay()
+    params = ctx.params
+    for name, (section, key, conv) in _AGENT_FLAGS.items():
+        if _given(ctx, name):
+            value = params[name]
+            overlay.set(section, key, conv(value) if conv else value, _flag_of(ctx, name))
+    for name, (key, conv) in _SOURCE_FLAGS.items():
+        if _given(ctx, name):
+            value = params[name]
+            overlay.set_source(key, conv(value) if conv else value, _flag_of(ctx, name))
+    if params.get("header"):
+        overlay.extra_headers = _headers(params["header"])
+    if paths:
+        overlay.paths = list(paths)
+    return overlay
+
+
+def _print_problems(err) -> "typer.Exit":
+    for problem in getattr(err, "problems", None) or [err]:
+        typer.echo(f"flume-ship: error: {problem}", err=True)
+    return typer.Exit(err.exit_code)
 
 
 @app.command("tail")
 def tail_cmd(
-    paths: list[str] = typer.Argument(..., help="Files or globs to tail (`*`, `**`); quote globs so the shell "
-                                      "leaves them to flume-ship, which also finds files created later."),
-    to: str = typer.Option(..., "--to", help="Collectors as HOST:PORT[,HOST:PORT...]: Flume AvroSources or "
-                           "flume-ship collect.", rich_help_panel=_DELIVERY_HELP),
+    ctx: typer.Context,
+    paths: Optional[list[str]] = typer.Argument(None, help="Files or globs to tail (`*`, `**`); quote globs so "
+                                                "the shell leaves them to flume-ship, which also finds files created "
+                                                "later. Given here, they replace the config file's sources."),
+    config: Optional[str] = _OPT_CONFIG,
+    to: Optional[str] = typer.Option(None, "--to", help="Collectors as HOST:PORT[,HOST:PORT...]: Flume AvroSources "
+                                     "or flume-ship collect (or delivery.collectors in the config file).",
+                                     rich_help_panel=_DELIVERY_HELP),
     state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
                                             help="Where the channel and file offsets live (locked: one agent "
                                             "per directory). Default: /var/lib/flume-ship as root, else "
@@ -434,49 +510,112 @@ def tail_cmd(
                               "then exit 0 (for cron)."),
     deadline: Optional[float] = typer.Option(None, "--deadline", min=0.1, help="With --once: exit 6 if "
                                              "delivery has not finished after this many seconds."),
+    metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", help="HOST:PORT to serve Prometheus "
+                                                 "/metrics and /health on (port 0: any free port, logged).",
+                                                 rich_help_panel=_OPS_HELP),
+    stall_timeout: float = typer.Option(300.0, "--stall-timeout", min=0.1, help="/health answers 503 when events "
+                                        "are queued and nothing was acknowledged for this many seconds.",
+                                        rich_help_panel=_OPS_HELP),
+    status_interval: float = typer.Option(2.0, "--status-interval", min=0.1, help="Seconds between rewrites of "
+                                          "status.json in the state directory (read by flume-ship status).",
+                                          rich_help_panel=_OPS_HELP),
 ) -> None:
     """Tail files into the durable channel and ship them to Flume Avro collectors (the main job).
 
     Runs until SIGTERM/SIGINT, then finishes the batches in flight and exits 0 (a second signal
-    exits 130 at once; nothing unacknowledged is lost either way). With --once, exits 0 when
-    everything read is acknowledged, 6 when --deadline passes first. While no collector accepts,
-    events wait in the channel and delivery is retried for ever. Exit 4 when another flume-ship
-    uses the same --state-dir.
+    exits 130 at once; nothing unacknowledged is lost either way). SIGHUP re-reads the --config
+    file (sources and collectors added, changed or removed) without losing or repeating events.
+    With --once, exits 0 when everything read is acknowledged, 6 when --deadline passes first.
+    While no collector accepts, events wait in the channel and delivery is retried for ever.
+    Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
     """
-    from pathlib import Path
+    from shipper.agent import Agent
+    from shipper.config import ConfigFileError, default_config_path, load
 
-    from shipper.agent import Agent, AgentOptions
-    from shipper.net import parse_addresses
-    from shipper.policy import Balance
-    from shipper.sink import SinkOptions
-    from shipper.statedir import default_state_dir
-    from shipper.tail import TailOptions
-
-    try:
-        balance_mode = Balance(balance)
-    except ValueError:
-        raise typer.BadParameter("use failover, round_robin or random", param_hint="--balance") from None
     if deadline is not None and not once:
         raise typer.BadParameter("only makes sense with --once", param_hint="--deadline")
-    options = AgentOptions(
-        state_dir=Path(state_dir) if state_dir else default_state_dir(),
-        collectors=parse_addresses(to),
-        tail=TailOptions(
-            paths=list(paths), from_end=from_end, max_line_bytes=_bytes(max_line, "--max-line-bytes"),
-            headers=_headers(header), add_timestamp=not no_timestamp, add_host=not no_host,
-            add_file=not no_file, add_event_id=event_id,
-        ),
-        client=_client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
-                               connect_timeout, request_timeout),
-        sink=SinkOptions(batch_size=batch_size, batch_bytes=_bytes(batch_bytes, "--batch-bytes"),
-                         linger=linger, backoff_max=backoff_max),
-        balance=balance_mode, max_penalty=max_penalty, sinks=sinks, drain_timeout=drain_timeout,
-        once=once, deadline=deadline, capacity_bytes=_bytes(capacity, "--capacity"),
-        min_free_bytes=_bytes(min_free, "--min-free"),
-    )
-    agent = Agent(options)
+    path = config if config is not None else default_config_path()
+    overlay = _overlay(ctx, paths)
+    try:
+        cfg = load(path or None, overlay)
+    except ConfigFileError as err:
+        raise _print_problems(err) from None
+    agent = Agent(cfg, reload=lambda: load(path or None, overlay), once=once, deadline=deadline)
     agent.install_signal_handlers()
     raise typer.Exit(agent.run())
+
+
+@app.command("validate")
+def validate_cmd(
+    config: Optional[str] = typer.Argument(None, help="The TOML file to check [default: --config, "
+                                           "$FLUME_SHIP_CONFIG, or /etc/flume-ship/flume-ship.toml]."),
+    config_opt: Optional[str] = typer.Option(None, "--config", help="Same as the argument."),
+) -> None:
+    """Check a configuration file: every key, type and value, collector addresses, overlapping sources.
+
+    Prints each problem as FILE: KEY: WHY and exits 2, or a summary of what would run and exits 0.
+    Nothing is started and no collector is contacted (use flume-ship ping for that).
+    """
+    from shipper.config import ConfigFileError, default_config_path, load
+
+    path = config or config_opt or default_config_path()
+    if not path:
+        typer.echo("flume-ship: error: no configuration file: give one, or create "
+                   "/etc/flume-ship/flume-ship.toml", err=True)
+        raise typer.Exit(2)
+    try:
+        cfg = load(path)
+    except ConfigFileError as err:
+        raise _print_problems(err) from None
+    typer.echo(f"{path}: OK")
+    typer.echo(f"  state dir: {cfg.state_path()}")
+    typer.echo(f"  collectors ({cfg.delivery.balance}): {', '.join(cfg.delivery.collectors)}")
+    for s in cfg.sources:
+        headers = ", ".join(f"{k}={v}" for k, v in s.headers)
+        typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))
+    if cfg.agent.metrics_listen:
+        typer.echo(f"  metrics: http://{cfg.agent.metrics_listen}/metrics")
+
+
+@app.command("status")
+def status_cmd(
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
+                                            help="The agent's state directory [default: channel.state_dir of "
+                                            "the config file, else the default of tail]."),
+    config: Optional[str] = _OPT_CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Print the whole status document as JSON (for scripts)."),
+) -> None:
+    """Show per-file offsets and bytes behind, the channel's depth, and each collector's state.
+
+    Works while the agent runs (from the status file it rewrites every few seconds) and when it
+    is stopped (from the channel database, read-only, and the files themselves). Exit 0, or 5
+    when the state directory holds no channel.
+    """
+    import json as _json
+
+    from shipper.status import collect, render
+
+    directory = state_dir or _state_dir_from_config(config)
+    doc = collect(directory)
+    if as_json:
+        typer.echo(_json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        typer.echo(render(doc), nl=False)
+
+
+def _state_dir_from_config(config: Optional[str]) -> str:
+    from shipper.config import ConfigFileError, default_config_path, load_raw
+    from shipper.statedir import default_state_dir
+
+    path = config or default_config_path()
+    if path:
+        try:
+            value = load_raw(path).get("channel", {}).get("state_dir")
+        except ConfigFileError as err:
+            raise _print_problems(err) from None
+        if isinstance(value, str) and value:
+            return value
+    return str(default_state_dir())
 
 
 def main() -> None:

@@ -1,0 +1,523 @@
+"""The agent's configuration: typed dataclasses, read from TOML, overridden by command-line flags.
+
+Theory of operation
+-------------------
+One TOML file (``--config``, default ``/etc/flume-ship/flume-ship.toml`` when it exists) holds every
+option of ``flume-ship tail``. Its shape::
+
+    [agent]      drain_timeout, metrics_listen, stall_timeout, status_interval
+    [channel]    state_dir, capacity, min_free
+    [delivery]   collectors = ["host:port", ...], batching, balance, timeouts, compression, TLS
+    [sources.NAME]   paths = [globs], headers = {k = "v"}, per-source tailing options (one or more)
+
+Loading is two steps. :func:`load_raw` parses the file into plain dicts (``tomllib``); the command
+line then lays its flags over that dict (:func:`overlay`), remembering which keys came from which
+flag; :func:`build` turns the result into a frozen :class:`Config`, checking every key. Every problem
+found is collected (not just the first) as a :class:`Problem` ``(where, key, why)``, where ``where``
+is the file or the flag, and raised together as one :class:`ConfigFileError` (exit 2). Unknown keys
+are errors: a typo must not silently fall back to a default.
+
+Sources and offsets: each ``[sources.NAME]`` becomes its own tail source sharing the one channel.
+Their offset records are kept apart by a per-source prefix (see ``shipper.agent``), except for the
+source named ``default``, which is what the command line's PATHS make: renaming a source therefore
+starts its files afresh. Two sources that match the same file would ship it twice, so
+:func:`check_overlaps` refuses identical patterns and any file that two sources match right now.
+
+The field metadata (``help``, ``flag``, ``kind``) is the single description of each option: the
+reference page docs/configuration.md is generated from it (:func:`reference_markdown`), and a test
+fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from shipper.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/flume-ship/flume-ship.toml"
+DEFAULT_SOURCE = "default"  # the source the command line's PATHS make; its offset keys have no prefix
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+RESERVED_HEADERS = ("timestamp", "host", "file", "id", "split", "truncated")
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, kind: str | None = None,
+        choices: tuple = (), lo: float | None = None, factory: Any = dataclasses.MISSING):
+    """A config field with the metadata the loader and the generated reference read."""
+    meta = {"help": help, "flag": flag, "kind": kind, "choices": choices, "lo": lo}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- the typed config
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    drain_timeout: float = opt(10.0, "On SIGTERM/SIGINT (and SIGHUP reloads), seconds to finish in-flight "
+                               "batches before giving them back to the channel.", flag="--drain-timeout", lo=0)
+    metrics_listen: str | None = opt(None, "HOST:PORT for the HTTP endpoint serving Prometheus `/metrics` and "
+                                     "`/health` (unset: no endpoint). Port 0 picks a free port (logged).",
+                                     flag="--metrics-listen")
+    stall_timeout: float = opt(300.0, "`/health` answers 503 when events are queued and nothing has been "
+                               "acknowledged for this many seconds.", flag="--stall-timeout", lo=0.1)
+    status_interval: float = opt(2.0, "Seconds between rewrites of `status.json` in the state directory "
+                                 "(read by `flume-ship status`).", flag="--status-interval", lo=0.1)
+
+
+@dataclass(frozen=True)
+class ChannelSection:
+    state_dir: str | None = opt(None, "Where the channel and file offsets live (locked: one agent per "
+                                "directory). Unset: /var/lib/flume-ship as root, else $XDG_STATE_HOME/flume-ship "
+                                "or ~/.local/state/flume-ship. Not reloadable.", flag="--state-dir")
+    capacity: int = opt(1 << 30, "Channel capacity in bytes; when full, reading pauses (the files are the "
+                        "buffer). Not reloadable.", flag="--capacity", kind="size", lo=1)
+    min_free: int = opt(500 * 1024 * 1024, "Pause reading while the state directory's filesystem has less "
+                        "free space than this. Not reloadable.", flag="--min-free", kind="size", lo=0)
+
+
+@dataclass(frozen=True)
+class DeliverySection:
+    collectors: tuple[str, ...] = opt(help="Collectors as a list of \"HOST:PORT\" (Flume AvroSources or "
+                                      "flume-ship collect). Required.", flag="--to", factory=tuple)
+    balance: str = opt("failover", "failover (listed order, the first healthy collector takes all), "
+                       "round_robin or random.", flag="--balance", choices=("failover", "round_robin", "random"))
+    max_penalty: float = opt(30.0, "Longest time in seconds a failing collector is skipped: "
+                             "min(this, 2^failures).", flag="--max-penalty", lo=0)
+    backoff_max: float = opt(30.0, "Cap in seconds on the wait between retries while no collector is healthy.",
+                             flag="--backoff-max", lo=0.1)
+    batch_size: int = opt(1000, "Most events in one appendBatch.", flag="--batch-size", lo=1)
+    batch_bytes: int = opt(4 << 20, "Most event bytes in one appendBatch.", flag="--batch-bytes", kind="size", lo=1)
+    linger: float = opt(0.2, "Seconds a partial batch waits for more events before it is sent.", flag="--linger",
+                        lo=0)
+    sinks: int = opt(1, "Batches in flight at once (with more than 1, batches may arrive out of order).",
+                     flag="--sinks", lo=1)
+    connect_timeout: float = opt(5.0, "Seconds for the TCP connect and the TLS handshake.",
+                                 flag="--connect-timeout", lo=0.001)
+    request_timeout: float = opt(20.0, "Seconds for each call's reply; the first call of a connection "
+                                 "includes the Avro handshake.", flag="--request-timeout", lo=0.001)
+    compress: str = opt("none", "none or deflate (must match the collector's compression-type).",
+                        flag="--compress", choices=("none", "deflate"))
+    compression_level: int = opt(6, "zlib level 0-9 with compress = \"deflate\".", flag="--compression-level",
+                                 lo=0)
+    tls: bool = opt(False, "Use TLS and verify the collector's certificate.", flag="--tls")
+    tls_ca: str | None = opt(None, "CA bundle (PEM) to verify the collector's certificate with; implies tls.",
+                             flag="--tls-ca")
+    tls_insecure: bool = opt(False, "TLS without verifying the certificate (testing only); implies tls.",
+                             flag="--tls-insecure")
+    tls_server_name: str | None = opt(None, "Name to verify in the certificate and send as SNI (default: the "
+                                      "collector's host).", flag="--tls-server-name")
+    tls_layering: str = opt("zlib-outside", "With TLS and deflate together: zlib-outside (Flume >= 1.10) or "
+                            "tls-outside (Flume <= 1.9).", flag="--tls-layering",
+                            choices=("zlib-outside", "tls-outside"))
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    name: str = opt(DEFAULT_SOURCE, "The table name (`[sources.NAME]`); also the prefix of the source's "
+                    "offset records, so renaming a source reads its files afresh.", kind="name")
+    paths: tuple[str, ...] = opt(help="Files or globs (`*`, `**`) to tail. Required.", flag="PATHS",
+                                 factory=tuple)
+    headers: tuple[tuple[str, str], ...] = opt(help="Static headers added to every event of this source, "
+                                               "as a table `{ key = \"value\" }`.", flag="--header",
+                                               kind="headers", factory=tuple)
+    from_end: bool = opt(False, "Start files seen for the first time at their end.", flag="--from-end")
+    max_line_bytes: int = opt(2 << 20, "A longer line is split into events of this size (marked with a "
+                              "`split` header), or truncated.", flag="--max-line-bytes", kind="size", lo=1)
+    long_lines: str = opt("split", "split (ship every byte in pieces) or truncate (drop the rest).",
+                          choices=("split", "truncate"))
+    timestamp_header: bool = opt(True, "Add the `timestamp` header (ms since the epoch).",
+                                 flag="--no-timestamp-header")
+    host_header: bool = opt(True, "Add the `host` header.", flag="--no-host-header")
+    file_header: bool = opt(True, "Add the `file` header (the path).", flag="--no-file-header")
+    event_id: bool = opt(False, "Add an `id` header (file generation and byte offset) for receiver-side "
+                         "dedup.", flag="--event-id")
+    host: str | None = opt(None, "Value of the `host` header (default: this machine's name).")
+    partial_line_timeout: float = opt(5.0, "An incomplete last line idle this long is shipped as it is.", lo=0)
+    rescan_interval: float = opt(5.0, "Seconds between glob rescans (the safety net under inotify).", lo=0)
+    close_inactive: float = opt(60.0, "Close a file unchanged this long (reopened when it changes).", lo=0)
+    rotate_wait: float = opt(5.0, "Keep a rotated file open this long after its last growth.", lo=0)
+
+    def tail_options(self):
+        from shipper.tail import TailOptions
+
+        return TailOptions(
+            paths=list(self.paths), from_end=self.from_end, max_line_bytes=self.max_line_bytes,
+            long_lines=self.long_lines, partial_line_timeout=self.partial_line_timeout,
+            rescan_interval=self.rescan_interval, close_inactive=self.close_inactive, rotate_wait=self.rotate_wait,
+            headers=dict(self.headers), add_timestamp=self.timestamp_header, add_host=self.host_header,
+            add_file=self.file_header, add_event_id=self.event_id, host=self.host,
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    agent: AgentSection = field(default_factory=AgentSection)
+    channel: ChannelSection = field(default_factory=ChannelSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    sources: tuple[SourceSection, ...] = ()
+    file: str | None = None  # the file it was read from, if any
+
+    def state_path(self) -> Path:
+        from shipper.statedir import default_state_dir
+
+        return Path(self.channel.state_dir).expanduser() if self.channel.state_dir else default_state_dir()
+
+    def addresses(self) -> list:
+        from shipper.net import Address
+
+        return [Address.parse(c) for c in self.delivery.collectors]
+
+    def client_options(self):
+        from shipper.net import ClientOptions, TLSOptions
+
+        d = self.delivery
+        tls = None
+        if d.tls or d.tls_ca or d.tls_insecure:
+            tls = TLSOptions(ca_file=d.tls_ca, insecure=d.tls_insecure, server_name=d.tls_server_name)
+        return ClientOptions(connect_timeout=d.connect_timeout, request_timeout=d.request_timeout,
+                             compress=None if d.compress == "none" else d.compress,
+                             compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
+
+    def sink_options(self):
+        from shipper.sink import SinkOptions
+
+        d = self.delivery
+        return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
+                           backoff_max=d.backoff_max)
+
+
+SECTIONS = {"agent": AgentSection, "channel": ChannelSection, "delivery": DeliverySection}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # the file, or "command line"
+    key: str  # dotted TOML key, or the flag
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.key}: {self.why}"
+
+
+class ConfigFileError(ConfigError):
+    """One or more configuration problems; ``problems`` lists each with its file or flag and key."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        first = str(self.problems[0]) if self.problems else "invalid configuration"
+        more = f" (and {len(self.problems) - 1} more problems; run flume-ship validate)" if len(self.problems) > 1 else ""
+        super().__init__(first + more)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def default_config_path() -> str | None:
+    """``$FLUME_SHIP_CONFIG``, else the system file when it exists, else None."""
+    env = os.environ.get("FLUME_SHIP_CONFIG")
+    if env:
+        return env
+    return DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None
+
+
+def load_raw(path: str) -> dict:
+    """Parse a TOML file into dicts; a missing or malformed file is a ConfigFileError naming it."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigFileError([Problem(path, "-", "no such file (give --config an existing file)")]) from None
+    except OSError as exc:
+        raise ConfigFileError([Problem(path, "-", f"cannot read: {exc.strerror or exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError([Problem(path, "-", f"not valid TOML: {exc}")]) from None
+
+
+@dataclass
+class Overlay:
+    """Command-line values laid over the file's: ``(section, key) -> value`` plus the flag that set it."""
+
+    values: dict[tuple[str, str], Any] = field(default_factory=dict)
+    flags: dict[tuple[str, str], str] = field(default_factory=dict)
+    paths: list[str] | None = None  # PATHS given: they replace the file's sources with one "default"
+    source_values: dict[str, Any] = field(default_factory=dict)  # applied to every source
+    source_flags: dict[str, str] = field(default_factory=dict)
+    extra_headers: dict[str, str] = field(default_factory=dict)  # --header, merged into every source's
+
+    def set(self, section: str, key: str, value: Any, flag: str) -> None:
+        self.values[(section, key)] = value
+        self.flags[(section, key)] = flag
+
+    def set_source(self, key: str, value: Any, flag: str) -> None:
+        self.source_values[key] = value
+        self.source_flags[key] = flag
+
+
+def load(path: str | None, overlay: Overlay | None = None) -> Config:
+    """The whole pipeline: file (if any) + flags -> checked Config, or ConfigFileError with every problem."""
+    raw = load_raw(path) if path else {}
+    return build(raw, path, overlay or Overlay())
+
+
+def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
+    where = path or "command line"
+    problems: list[Problem] = []
+    origin: dict[str, str] = {}  # dotted key -> flag, for values that came from the command line
+
+    def bad(key: str, why: str) -> None:
+        problems.append(Problem("command line" if key in origin else where, origin.get(key, key), why))
+
+    for key in raw:
+        if key not in (*SECTIONS, "sources"):
+            bad(key, f"unknown section (known: {', '.join([*SECTIONS, 'sources'])})")
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            bad(name, "must be a table ([%s])" % name)
+            table = {}
+        table = dict(table)
+        for (sec, key), value in overlay.values.items():
+            if sec == name:
+                table[key] = value
+                origin[f"{name}.{key}"] = overlay.flags[(sec, key)]
+        sections[name] = _build_section(cls, table, name, bad)
+
+    sources = _build_sources(raw, overlay, bad, origin)
+    if not sections["delivery"].collectors and not any(p.key in ("delivery.collectors", "--to") for p in problems):
+        problems.append(Problem(where, "delivery.collectors", "no collector given: set collectors = "
+                                "[\"host:port\"] or pass --to HOST:PORT"))
+    if not sources and not any(p.key.startswith("sources") for p in problems):
+        problems.append(Problem(where, "sources", "nothing to tail: add a [sources.NAME] table with paths, "
+                                "or give PATHS on the command line"))
+    _check_combinations(sections, sources, bad)
+    if problems:
+        raise ConfigFileError(problems)
+    return Config(agent=sections["agent"], channel=sections["channel"], delivery=sections["delivery"],
+                  sources=tuple(sources), file=path)
+
+
+def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> list[SourceSection]:
+    if overlay.paths is not None:
+        tables = {DEFAULT_SOURCE: {"paths": list(overlay.paths)}}
+        origin[f"sources.{DEFAULT_SOURCE}.paths"] = "PATHS"
+    else:
+        tables = raw.get("sources", {})
+        if not isinstance(tables, dict):
+            bad("sources", "must be tables: [sources.NAME]")
+            return []
+    out = []
+    for name, table in tables.items():
+        prefix = f"sources.{name}"
+        if not isinstance(table, dict):
+            bad(prefix, "must be a table ([sources.NAME] with paths = [...])")
+            continue
+        if not SOURCE_NAME.match(name):
+            bad(prefix, "a source name may hold only letters, digits, '_', '-' and '.' (at most 64)")
+            continue
+        table = dict(table)
+        if "name" in table:
+            bad(f"{prefix}.name", "the name is the table's own name; remove this key")
+            continue
+        for key, value in overlay.source_values.items():
+            table[key] = value
+            origin[f"{prefix}.{key}"] = overlay.source_flags[key]
+        if overlay.extra_headers:
+            headers = table.get("headers", {})
+            if isinstance(headers, dict):
+                table["headers"] = {**headers, **overlay.extra_headers}
+                if "headers" not in raw.get("sources", {}).get(name, {}):
+                    origin[f"{prefix}.headers"] = "--header"
+        table["name"] = name
+        src = _build_section(SourceSection, table, prefix, bad)
+        if not src.paths and f"{prefix}.paths" not in origin:
+            bad(f"{prefix}.paths", "required: a list of files or globs")
+        out.append(src)
+    return out
+
+
+def _build_section(cls, table: dict, prefix: str, bad):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in table.items():
+        f = fields.get(key)
+        if f is None:
+            near = [n for n in fields if n != "name" and (n.startswith(key[:3]) or key in n)]
+            hint = f" (did you mean {' or '.join(near[:2])}?)" if near else ""
+            bad(f"{prefix}.{key}", f"unknown key{hint}")
+            continue
+        try:
+            kwargs[key] = _convert(f, value)
+        except ValueError as exc:
+            bad(f"{prefix}.{key}", str(exc))
+    return cls(**kwargs)
+
+
+def _convert(f: dataclasses.Field, value: Any) -> Any:
+    meta, default = f.metadata, f.default
+    kind, choices, lo = meta.get("kind"), meta.get("choices"), meta.get("lo")
+    ftype = str(f.type)
+    if kind == "size":
+        value = parse_size(value)
+    elif kind == "headers":
+        if not isinstance(value, dict):
+            raise ValueError("must be a table of strings, like { env = \"prod\" }")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise ValueError(f"header {k!r} must be a string, not {type(v).__name__}")
+            if k in RESERVED_HEADERS:
+                raise ValueError(f"header {k!r} is set by the source itself (see the *_header options)")
+        value = tuple(sorted(value.items()))
+    elif kind == "name":
+        return value
+    elif ftype.startswith("tuple"):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ValueError("must be a non-empty list of strings")
+        value = tuple(value)
+    elif ftype == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {value!r}")
+    elif ftype == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number, not {value!r}")
+    elif ftype == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number of seconds, not {value!r}")
+        value = float(value)
+    elif "str" in ftype:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, not {value!r}")
+    if choices and value not in choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+    if lo is not None and isinstance(value, (int, float)) and value < lo:
+        raise ValueError(f"must be at least {lo:g}")
+    del default
+    return value
+
+
+def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> None:
+    from shipper.net import Address
+
+    d: DeliverySection = sections["delivery"]
+    for i, text in enumerate(d.collectors):
+        try:
+            Address.parse(text)
+        except ConfigError as exc:
+            bad("delivery.collectors", str(exc))
+    if d.compression_level > 9:
+        bad("delivery.compression_level", "must be 0 to 9")
+    if len(set(d.collectors)) != len(d.collectors):
+        bad("delivery.collectors", "a collector is listed twice")
+    listen = sections["agent"].metrics_listen
+    if listen:
+        try:
+            Address.parse(listen)
+        except ConfigError as exc:
+            bad("agent.metrics_listen", str(exc))
+    seen: dict[str, str] = {}
+    for src in sources:
+        for pat in src.paths:
+            full = os.path.abspath(os.path.expanduser(pat))
+            if full in seen and seen[full] != src.name:
+                bad(f"sources.{src.name}.paths", f"{pat!r} is also in sources.{seen[full]}: a file tailed by "
+                    "two sources is shipped twice")
+            seen.setdefault(full, src.name)
+    for a, b, path in overlaps(sources):
+        bad(f"sources.{b}.paths", f"{path} is matched by sources.{a} too: a file tailed by two sources is "
+            "shipped twice; narrow one of the globs")
+
+
+def overlaps(sources: Iterable[SourceSection]) -> list[tuple[str, str, str]]:
+    """Files that two sources' globs match right now: (first source, second source, path)."""
+    owner: dict[tuple[int, int], str] = {}
+    out = []
+    for src in sources:
+        mine: set[tuple[int, int]] = set()
+        for pat in src.paths:
+            for p in glob.iglob(os.path.abspath(os.path.expanduser(pat)), recursive=True):
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if ident in mine:
+                    continue
+                mine.add(ident)
+                if ident in owner and owner[ident] != src.name:
+                    out.append((owner[ident], src.name, p))
+                owner.setdefault(ident, src.name)
+    return out
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value: Any) -> int:
+    """4096, "64K", "500M", "1G", "1GiB", "2MB" (binary units) -> bytes; ValueError saying why."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size like 4096, \"64K\" or \"1G\"")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a size like 4096, \"64K\" or \"1G\", not {value!r}")
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
+    if not m:
+        raise ValueError(f"{value!r} is not a size (examples: 4096, 64K, 500M, 1G)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+# --------------------------------------------------------------------------- the generated reference
+
+REFERENCE_BEGIN = "<!-- BEGIN GENERATED REFERENCE: python3 -m shipper.config > this block -->"
+REFERENCE_END = "<!-- END GENERATED REFERENCE -->"
+
+
+def _show_default(f: dataclasses.Field) -> str:
+    if f.default is dataclasses.MISSING:
+        return "(required)" if "Required" in f.metadata.get("help", "") else "(none)"
+    value = f.default
+    if value is None:
+        return "(unset)"
+    if f.metadata.get("kind") == "size":
+        for unit, n in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+            if value % n == 0:
+                return f'`"{value // n}{unit}"`'
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+
+
+def reference_markdown() -> str:
+    """The option tables of docs/configuration.md, one per section, from the dataclasses."""
+    out = [REFERENCE_BEGIN, ""]
+    tables = [(f"[{name}]", cls) for name, cls in SECTIONS.items()] + [("[sources.NAME]", SourceSection)]
+    for title, cls in tables:
+        out += [f"### `{title}`", "", "| key | default | flag | meaning |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("kind") == "name":
+                continue
+            flag = f.metadata.get("flag")
+            out.append(f"| `{f.name}` | {_show_default(f)} | {f'`{flag}`' if flag else ''} | "
+                       f"{f.metadata['help']} |")
+        out.append("")
+    out.append(REFERENCE_END)
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the reference block
+    print(reference_markdown(), end="")

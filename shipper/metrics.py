@@ -1,0 +1,181 @@
+"""The HTTP endpoint of a running agent: Prometheus ``/metrics`` and a ``/health`` check.
+
+``/metrics`` is rendered by prometheus-client from one :meth:`Agent.snapshot` taken at scrape time
+(a custom collector), so nothing is counted twice and a scrape costs one channel ``stats()`` plus a
+walk over the tracked files. Names (all prefixed ``flume_ship_``):
+
+=============================================  =========  ==========================================
+events_read_total{source}                      counter    lines cut into events by the tail source
+events_put_total{source}                       counter    events committed into the channel
+events_sent_total{collector}                   counter    events a collector answered OK to
+events_acked_total                             counter    events acknowledged and removed from the channel
+send_failures_total{collector}                 counter    failed attempts (refused, timeout, FAILED...)
+retries_total                                  counter    batch retries (failover or backoff)
+bytes_behind{source}                           gauge      bytes in the files not yet read
+channel_events, channel_bytes                  gauge      queued in the channel (in flight included)
+channel_oldest_event_age_seconds               gauge      age of the oldest queued event (0 when empty)
+channel_put_blocked                            gauge      1 while reading is paused (full or low disk)
+collector_up{collector}                        gauge      1 unless the collector's last attempt failed
+collector_consecutive_failures{collector}      gauge
+collector_penalty_seconds{collector}           gauge      time left in the penalty box
+collector_latency_seconds{collector}           histogram  reply time of successful appendBatch calls
+last_ack_timestamp_seconds                     gauge      wall clock of the last acknowledgement
+healthy                                        gauge      1 unless stalled (see /health)
+=============================================  =========  ==========================================
+
+``/health`` answers ``200`` with a JSON body while the agent delivers (or has nothing to deliver)
+and ``503`` when it is stalled: events queued and nothing acknowledged for ``stall_timeout``
+(``shipper.telemetry.stall_verdict``). It turns back to 200 with the next acknowledgement.
+
+The server is the standard library's threading HTTP server on a daemon thread; it answers only
+GET on those two paths (404 otherwise) and never logs per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from shipper.errors import ConfigError
+from shipper.telemetry import LATENCY_BUCKETS
+
+log = logging.getLogger("flume-ship.metrics")
+
+P = "flume_ship_"
+
+
+class AgentCollector:
+    """A prometheus-client collector that reads the agent's snapshot at each scrape."""
+
+    def __init__(self, agent):
+        self.agent = agent
+
+    def collect(self):
+        snap = self.agent.snapshot()
+        yield from families(snap)
+
+
+def families(snap: dict):
+    def counter(name, doc, labels=()):
+        return CounterMetricFamily(P + name, doc, labels=list(labels))
+
+    def gauge(name, doc, labels=()):
+        return GaugeMetricFamily(P + name, doc, labels=list(labels))
+
+    read = counter("events_read", "Lines cut into events by the tail source.", ["source"])
+    put = counter("events_put", "Events committed into the channel.", ["source"])
+    behind = gauge("bytes_behind", "Bytes in the tailed files not yet read.", ["source"])
+    for s in snap["sources"]:
+        read.add_metric([s["name"]], s.get("events_read", 0))
+        put.add_metric([s["name"]], s.get("events_put", 0))
+        behind.add_metric([s["name"]], s.get("bytes_behind", 0))
+    yield from (read, put, behind)
+
+    t = snap["totals"]
+    acked = counter("events_acked", "Events acknowledged by a collector and removed from the channel.")
+    acked.add_metric([], t["events_acked"])
+    acked_bytes = counter("bytes_acked", "Event bytes acknowledged and removed from the channel.")
+    acked_bytes.add_metric([], t["bytes_acked"])
+    retries = counter("retries", "Batch retries (failover to another collector, or after a backoff).")
+    retries.add_metric([], t["retries"])
+    yield from (acked, acked_bytes, retries)
+
+    ch = snap["channel"]
+    for name, doc, value in (
+        ("channel_events", "Events queued in the channel (in flight included).", ch["events"]),
+        ("channel_bytes", "Event bytes queued in the channel.", ch["bytes"]),
+        ("channel_oldest_event_age_seconds", "Age of the oldest queued event (0 when empty).",
+         ch["oldest_event_age"] or 0.0),
+        ("channel_put_blocked", "1 while reading is paused: channel full or disk low.", 1 if ch["put_blocked"] else 0),
+        ("channel_capacity_bytes", "Channel capacity.", ch["capacity_bytes"]),
+    ):
+        g = gauge(name, doc)
+        g.add_metric([], value)
+        yield g
+
+    sent = counter("events_sent", "Events a collector answered OK to.", ["collector"])
+    failed = counter("send_failures", "Failed delivery attempts.", ["collector"])
+    up = gauge("collector_up", "1 unless the collector's last attempt failed.", ["collector"])
+    fails = gauge("collector_consecutive_failures", "Failed attempts in a row.", ["collector"])
+    penalty = gauge("collector_penalty_seconds", "Time left in the penalty box.", ["collector"])
+    latency = HistogramMetricFamily(P + "collector_latency_seconds", "Reply time of successful appendBatch calls.",
+                                    labels=["collector"])
+    for c in snap["collectors"]:
+        a = [c["address"]]
+        sent.add_metric(a, c["events_ok"])
+        failed.add_metric(a, c["failures"])
+        up.add_metric(a, 0 if c["consecutive_failures"] else 1)
+        fails.add_metric(a, c["consecutive_failures"])
+        penalty.add_metric(a, c["penalty_seconds"])
+        counts = c.get("latency_buckets") or [0] * len(LATENCY_BUCKETS)
+        buckets = [(repr(b), n) for b, n in zip(LATENCY_BUCKETS, counts)] + [("+Inf", c.get("latency_count", 0))]
+        latency.add_metric(a, buckets, c.get("latency_sum", 0.0))
+    yield from (sent, failed, up, fails, penalty, latency)
+
+    last = gauge("last_ack_timestamp_seconds", "Wall clock of the last acknowledged batch (0: none yet).")
+    last.add_metric([], t.get("last_ack") or 0)
+    healthy = gauge("healthy", "1 unless events are queued and nothing was acknowledged for stall_timeout.")
+    healthy.add_metric([], 1 if snap["health"]["healthy"] else 0)
+    yield from (last, healthy)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "flume-ship"
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        path = self.path.split("?", 1)[0]
+        agent = self.server.agent
+        try:
+            if path == "/metrics":
+                body, ctype, code = generate_latest(self.server.registry), CONTENT_TYPE_LATEST, 200
+            elif path == "/health":
+                snap = agent.snapshot()
+                h = snap["health"]
+                ch = snap["channel"]
+                doc = {"healthy": h["healthy"], "reason": h["reason"], "queued": ch["events"],
+                       "oldest_event_age": ch["oldest_event_age"], "last_ack": snap["totals"]["last_ack"],
+                       "state": snap["state"]}
+                body, ctype, code = (json.dumps(doc) + "\n").encode(), "application/json", 200 if h["healthy"] else 503
+            else:
+                body, ctype, code = b"not found: try /metrics or /health\n", "text/plain", 404
+        except Exception as exc:  # a scrape must never kill the agent
+            log.debug("metrics request failed: %s", exc)
+            body, ctype, code = f"error: {exc}\n".encode(), "text/plain", 500
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # no line per request
+        pass
+
+
+class MetricsServer:
+    def __init__(self, agent, listen: str):
+        from shipper.net import Address
+
+        address = Address.parse(listen)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(AgentCollector(agent))
+        try:
+            self.httpd = ThreadingHTTPServer((address.host, address.port), _Handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on --metrics-listen {listen}: {exc.strerror or exc}") from exc
+        self.httpd.daemon_threads = True
+        self.httpd.agent = agent
+        self.httpd.registry = registry
+        host, port = self.httpd.server_address[:2]
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

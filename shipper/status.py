@@ -1,0 +1,272 @@
+"""`flume-ship status`: what the agent is doing, whether it runs or not.
+
+Two ways to know, and the command picks the better one:
+
+* **Running agent**: it rewrites ``<state dir>/status.json`` every ``status_interval`` seconds (and
+  once more when it stops), atomically: written to ``status.json.tmp-<pid>`` then renamed over the
+  old one, so a reader sees a whole file or the previous one, never half. The document is
+  :meth:`shipper.agent.Agent.snapshot` (files, channel, collectors, totals, health).
+* **Stopped agent** (or a status file older than a few intervals): the truth is in the channel. The
+  database is opened read-only (SQLite WAL readers never block the writer, as ``channel verify``
+  does), for the queued events and the age of the oldest, and the tail offset records; each
+  record's file is stat'ed now for its size, so "bytes behind" is what the next start will read.
+  Collector figures come from the last status file, labelled as such.
+
+Whether the agent runs is read from the kernel, not guessed: ``/proc/locks`` lists the holder of the
+flock on ``<state dir>/lock`` (an unrelated process that got the same pid after a crash is not
+mistaken for it, and no lock is taken, so an agent starting at that moment is never disturbed).
+Without ``/proc/locks``, the pid written in the lock file is probed with signal 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from shipper.errors import StateError
+
+STATUS_NAME = "status.json"
+STALE_INTERVALS = 5  # a status file older than this many intervals (and 10 s) is not trusted
+
+
+# --------------------------------------------------------------------------- writing (the agent)
+
+
+def write_status(state_dir: Path, doc: dict) -> None:
+    """Replace ``status.json`` atomically; errors are ignored (status is advice, shipping goes on)."""
+    final = Path(state_dir) / STATUS_NAME
+    tmp = final.with_name(f"{STATUS_NAME}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, separators=(",", ":"))
+        os.replace(tmp, final)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid holding the state directory's lock, or None when no agent runs."""
+    from shipper.statedir import LOCK_NAME
+
+    lock = Path(state_dir) / LOCK_NAME
+    try:
+        ino = os.stat(lock).st_ino
+    except OSError:
+        return None
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        lines = None
+    if lines is not None:
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":
+                continue
+            try:
+                if int(parts[5].rsplit(":", 1)[1]) == ino:
+                    return int(parts[4])
+            except (ValueError, IndexError):
+                continue
+        return None
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def read_status_file(state_dir: Path) -> dict | None:
+    try:
+        with open(Path(state_dir) / STATUS_NAME, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        return doc if isinstance(doc, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def collect(state_dir: str | os.PathLike) -> dict:
+    """The status document for ``state_dir``: the live one, or one rebuilt from the channel."""
+    state_dir = Path(state_dir).expanduser()
+    if not state_dir.is_dir():
+        raise StateError(f"no state directory at {state_dir}; check --state-dir")
+    holder = lock_holder(state_dir)
+    last = read_status_file(state_dir)
+    now = time.time()
+    if holder is not None and last is not None and last.get("pid") == holder:
+        interval = float(last.get("status_interval") or 2.0)
+        age = now - float(last.get("written_at") or 0)
+        if age <= max(10.0, STALE_INTERVALS * interval):
+            last["agent"] = {"running": True, "pid": holder, "source": "status file",
+                             "status_age": round(age, 1)}
+            return last
+    doc = offline(state_dir)
+    note = None
+    if holder is not None:
+        note = (f"agent pid {holder} holds the state directory but its status file is missing or stale; "
+                "figures read from the channel")
+    doc["agent"] = {"running": holder is not None, "pid": holder, "source": "channel", "note": note}
+    if last is not None:
+        doc["collectors"] = last.get("collectors", [])
+        doc["collectors_as_of"] = last.get("written_at")
+        doc["totals"] = last.get("totals", {})
+        doc["last_state"] = last.get("state")
+    return doc
+
+
+def offline(state_dir: Path) -> dict:
+    """Channel depth and per-file offsets straight from the database (read-only) and the files."""
+    from shipper.channel import DB_NAME
+    from shipper.tail.identity import KEY_PREFIX, Record
+
+    db = state_dir / DB_NAME
+    if not db.exists():
+        raise StateError(f"no channel database at {db}; check --state-dir (has an agent ever run here?)")
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open {db} read-only: {exc}") from exc
+    try:
+        conn.execute("BEGIN")
+        events, nbytes, oldest = conn.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0), min(put_at) FROM events").fetchone()
+        rows = conn.execute("SELECT key, value FROM offsets").fetchall()
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read {db}: {exc} (try flume-ship channel verify)") from exc
+    finally:
+        conn.close()
+    sources: dict[str, list[dict]] = {}
+    for key, value in rows:
+        name, sep, ident = key.partition("/") if key.startswith("src:") else ("src:default", "/", key)
+        if not sep or not ident.startswith(KEY_PREFIX):
+            continue
+        try:
+            rec = Record.decode(bytes(value))
+        except ValueError:
+            continue
+        size, state = rec.size, "stopped"
+        try:
+            st = os.stat(rec.path)
+            if (st.st_dev, st.st_ino) == (rec.dev, rec.ino):
+                size = st.st_size
+            else:
+                state = "moved"  # the next start looks for it by identity next to its old name
+        except OSError:
+            state = "missing"
+        sources.setdefault(name[4:], []).append({
+            "path": rec.path, "origin": rec.origin, "identity": ident, "generation": rec.gen,
+            "offset": rec.offset, "size": size, "behind": max(0, size - rec.offset), "state": state})
+    return {
+        "state": "stopped", "written_at": time.time(), "state_dir": str(state_dir),
+        "channel": {"events": events, "bytes": nbytes,
+                    "oldest_event_age": max(0.0, time.time() - oldest) if oldest is not None else None},
+        "sources": [{"name": n, "files": sorted(fs, key=lambda f: f["path"]),
+                     "bytes_behind": sum(f["behind"] for f in fs)} for n, fs in sorted(sources.items())],
+        "collectors": [],
+        "totals": {},
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [fmt(header), *(fmt(r) for r in rows)]
+
+
+def render(doc: dict) -> str:
+    now = time.time()
+    agent = doc.get("agent", {})
+    out = []
+    if agent.get("running"):
+        up = _age(now - doc["started_at"]) if doc.get("started_at") else "?"
+        out.append(f"agent: running (pid {agent.get('pid')}, up {up}, status {agent.get('status_age', '?')}s old)"
+                   f"  state dir: {doc.get('state_dir')}")
+    else:
+        out.append(f"agent: not running  state dir: {doc.get('state_dir')}")
+    if agent.get("note"):
+        out.append(f"note: {agent['note']}")
+    health = doc.get("health")
+    if health and agent.get("running"):
+        out.append(f"health: {'ok' if health['healthy'] else 'UNHEALTHY'} ({health['reason']})")
+    out.append("")
+    rows = []
+    for src in doc.get("sources", []):
+        for f in src.get("files", []):
+            rows.append([src["name"], f["path"], f["identity"], f["offset"], f["size"], f["behind"], f["state"]])
+    if rows:
+        out += _table(["SOURCE", "FILE", "IDENTITY", "OFFSET", "SIZE", "BEHIND", "STATE"], rows)
+    else:
+        out.append("no files tracked yet")
+    behind = sum(s.get("bytes_behind", 0) for s in doc.get("sources", []))
+    out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
+    out.append("")
+    ch = doc.get("channel", {})
+    line = f"channel: {ch.get('events', 0)} events ({_bytes(ch.get('bytes'))}) queued"
+    line += f", oldest {_age(ch.get('oldest_event_age'))} old" if ch.get("events") else ""
+    if ch.get("leased_events"):
+        line += f", {ch['leased_events']} in flight"
+    if ch.get("put_blocked"):
+        line += f"; reading PAUSED ({ch['put_blocked']})"
+    out.append(line)
+    out.append("")
+    cols = doc.get("collectors", [])
+    if cols:
+        if doc.get("collectors_as_of"):
+            out.append(f"collectors as of {_age(now - doc['collectors_as_of'])} ago (when the agent last wrote "
+                       "its status):")
+        rows = []
+        for c in cols:
+            last = _age(now - c["last_success"]) + " ago" if c.get("last_success") else "never"
+            rows.append([c["address"], c["state"], last, c["consecutive_failures"],
+                         f"{c['penalty_seconds']:.1f}s" if c.get("penalty_seconds") else "-",
+                         (c.get("last_error") or "-")[:60] if c.get("consecutive_failures") else "-"])
+        out += _table(["COLLECTOR", "STATE", "LAST SUCCESS", "FAILURES", "PENALTY", "LAST ERROR"], rows)
+    t = doc.get("totals") or {}
+    if t:
+        out.append("")
+        out.append(f"totals: read {t.get('events_read', 0)}, put {t.get('events_put', 0)}, acknowledged "
+                   f"{t.get('events_acked', 0)}, retries {t.get('retries', 0)}, failed attempts "
+                   f"{t.get('send_failures', 0)}")
+    return "\n".join(out) + "\n"
