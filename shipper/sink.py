@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import tenacity
 
-from shipper.errors import ShipperError
+from shipper.errors import ChannelIOError, ShipperError
 from shipper.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
@@ -172,7 +172,7 @@ class SinkWorker:
                 except BaseException:
                     self.channel.nack(lease)
                     raise
-                self.channel.ack(lease)
+                self._ack(lease)
                 self.delivered_events += len(lease.events)
                 if self.telemetry:
                     self.telemetry.acked(len(lease.events), lease.nbytes)
@@ -185,9 +185,36 @@ class SinkWorker:
         finally:
             self.close()
 
+    def _ack(self, lease) -> None:
+        """Ack until the channel takes it: a write error here must not drop the worker.
+
+        Should the process stop before the ack lands, the batch is sent again at the next start
+        (a duplicate, never a loss).
+        """
+        failures = 0
+        while True:
+            try:
+                self.channel.ack(lease)
+                return
+            except ChannelIOError as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("%s: cannot acknowledge a delivered batch in the channel: %s; retrying",
+                                self.name, exc)
+                if self.abort.wait(min(5.0, 0.2 * 2**failures)):
+                    return
+
+    def _take(self, max_events: int, max_bytes: int):
+        try:
+            return self.channel.take(max_events, max_bytes)
+        except ChannelIOError as exc:
+            log.warning("%s: cannot read the channel: %s; retrying", self.name, exc)
+            self.abort.wait(1.0)
+            return None
+
     def _next_lease(self):
         opts = self.options
-        lease = self.channel.take(opts.batch_size, opts.batch_bytes)
+        lease = self._take(opts.batch_size, opts.batch_bytes)
         if lease is None:
             self.channel.wait_for_events(0.5)
             return None
@@ -197,7 +224,7 @@ class SinkWorker:
                 self.channel.nack(lease)
                 if self.stopping.wait(opts.linger) or self.abort.is_set():
                     return None
-                lease = self.channel.take(opts.batch_size, opts.batch_bytes)
+                lease = self._take(opts.batch_size, opts.batch_bytes)
         return lease
 
     # --- one batch ------------------------------------------------------------------------
