@@ -211,6 +211,13 @@ class Agent(Jvm):
                     raise AssertionError(f"{self.label} not listening on {port} after {timeout:.0f}s:\n"
                                          + self.log_tail())
                 time.sleep(0.1)
+        self.check_configuration()
+
+    def check_configuration(self) -> None:
+        """Fail if Flume dropped a component of the config: it logs an ERROR and runs the rest."""
+        for line in self.log().splitlines():
+            if " ERROR " in line and ("ConfigurationProvider" in line or "FlumeConfiguration" in line):
+                raise AssertionError(f"{self.label} rejected part of {self.conf_path}:\n{self.log_tail()}")
 
 
 class AvroCli(Jvm):
@@ -318,7 +325,7 @@ def wait_for_bytes(out_dir: Path, expected_len: int, timeout: float = 60.0, who:
 
 
 def avro_to_file_roll(tag: str, port: int, out_dir: Path, source: dict | None = None,
-                      channel: dict | None = None) -> dict[str, object]:
+                      channel: dict | None = None, sink: dict | None = None) -> dict[str, object]:
     """One pipeline: AvroSource on 127.0.0.1:``port`` -> memory channel -> file_roll into ``out_dir``.
 
     ``sink.rollInterval = 0`` keeps one output file; the sink flushes after every batch, so the test
@@ -341,4 +348,5 @@ def avro_to_file_roll(tag: str, port: int, out_dir: Path, source: dict | None = 
     }
     props.update({f"sources.{src}.{key}": v for key, v in (source or {}).items()})
     props.update({f"channels.{ch}.{key}": v for key, v in (channel or {}).items()})
+    props.update({f"sinks.{k}.{key}": v for key, v in (sink or {}).items()})
     return props

@@ -95,6 +95,7 @@ def setup(request, flume_classpath, tls, tmp_path_factory):
             props.update({f"sinks.{k}.{key}": v for key, v in client_props(mode, tls, version).items()})
         agent = flume.Agent(classpath, base / "agent", props, version=version)
         agent.wait_log("started", timeout=60)
+        agent.check_configuration()
         yield Setup(version, classpath, tls, base, collects, spools, agent)
     finally:
         if agent:

@@ -59,11 +59,20 @@ def pipelines(request, flume_classpath, tls, tmp_path_factory):
         "tls": tls.source_props(),
         "tls+deflate": {**tls.source_props(), "compression-type": "deflate"},
     }
-    ports = {mode: free_port() for mode in MODES}
-    outs = {mode: base / "out" / mode.replace("+", "-") for mode in MODES}
+    ports = {mode: free_port() for mode in (*MODES, "full")}
+    outs = {mode: base / "out" / mode.replace("+", "-") for mode in (*MODES, "full")}
     props: dict = {}
     for mode in MODES:
         props.update(flume.avro_to_file_roll(mode.replace("+", "_"), ports[mode], outs[mode], source=source_opts[mode]))
+    # "full": a channel of 100 events whose file_roll sink cannot write until the test lets it
+    # (a regular file stands where its directory should be, so every process() fails before it
+    # takes anything and the SinkRunner retries every 5 s). keep-alive 1: a put into the full
+    # channel gives up after 1 s, and the AvroSource answers FAILED.
+    props.update(flume.avro_to_file_roll("full", ports["full"], outs["full"],
+                                         channel={"capacity": 100, "transactionCapacity": 50, "keep-alive": 1},
+                                         sink={"sink.batchSize": 50}))
+    outs["full"].rmdir()
+    outs["full"].write_text("not a directory yet\n")
     agent = flume.Agent(flume_classpath(version), base, props, version=version)
     try:
         agent.wait_listening(*ports.values())
@@ -149,3 +158,26 @@ def test_ping_names_a_deflate_mismatch(source_mode, ping_flags, pipelines):
     assert rc == 3, f"ping exited {rc}:\n{out}"
     verdict = [line for line in proc.out if line.startswith("verdict")]
     assert verdict and "compression mismatch" in verdict[0], out
+
+
+def test_tail_keeps_retrying_a_full_flume_channel_until_it_drains(pipelines, tmp_path):
+    data = awkward_lines("full-channel", 1000)
+    log = tmp_path / "app.log"
+    log.write_bytes(data)
+    out = pipelines.outs["full"]
+
+    tail = Proc("tail", str(log), "--to", pipelines.addr("full"), "--state-dir", str(tmp_path / "state"),
+                "--batch-size", "50", "--backoff-max", "2", "--max-penalty", "2", "--once", "--deadline", "120")
+    try:
+        # The channel holds 2 batches; the third put fails and AvroSource answers FAILED.
+        pipelines.agent.wait_log("r_full: Unable to process event batch", timeout=60)
+        assert tail.popen.poll() is None, f"tail gave up on FAILED (exit {tail.popen.returncode}):\n{tail.stderr}"
+
+        out.unlink()
+        out.mkdir()  # the sink can write now: the channel drains and the AvroSource accepts again
+
+        rc = tail.popen.wait(150)
+        assert rc == 0, f"tail --once exited {rc}:\n{tail.stderr}"
+    finally:
+        tail.kill()
+    assert flume.wait_for_bytes(out, len(data), who=pipelines.agent) == data
