@@ -181,3 +181,38 @@ def test_tail_keeps_retrying_a_full_flume_channel_until_it_drains(pipelines, tmp
     finally:
         tail.kill()
     assert flume.wait_for_bytes(out, len(data), who=pipelines.agent) == data
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tail_once_lines_arrive_byte_for_byte_in_order(mode, pipelines, tmp_path):
+    data = awkward_lines(f"tail-{mode}")
+    log = tmp_path / "app.log"
+    log.write_bytes(data)
+    before = pipelines.written(mode)
+
+    tail = Proc("tail", str(log), "--to", pipelines.addr(mode), *pipelines.flags(mode),
+                "--state-dir", str(tmp_path / "state"), "--batch-size", "300", "--once", "--deadline", "120")
+    rc = tail.popen.wait(150)
+    tail.stop()
+    assert rc == 0, f"tail --once exited {rc}:\n{tail.stderr}"
+
+    assert pipelines.since(mode, before, len(data)) == data
+
+
+def test_tail_follows_a_growing_file_into_flume(pipelines, tmp_path):
+    mode = "tls+deflate"
+    log = tmp_path / "app.log"
+    first, second = awkward_lines("follow-1", 500), awkward_lines("follow-2", 700)
+    log.write_bytes(first)
+    before = pipelines.written(mode)
+
+    tail = Proc("tail", str(log), "--to", pipelines.addr(mode), *pipelines.flags(mode),
+                "--state-dir", str(tmp_path / "state"))
+    try:
+        assert pipelines.since(mode, before, len(first)) == first
+        with open(log, "ab") as f:
+            f.write(second)
+        assert pipelines.since(mode, before, len(first) + len(second)) == first + second
+    finally:
+        rc = tail.stop()
+    assert rc == 0, f"tail exited {rc} on SIGTERM:\n{tail.stderr}"
