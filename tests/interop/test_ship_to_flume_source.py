@@ -160,6 +160,20 @@ def test_ping_names_a_deflate_mismatch(source_mode, ping_flags, pipelines):
     assert verdict and "compression mismatch" in verdict[0], out
 
 
+def test_ping_fails_on_the_wrong_tls_deflate_layering(pipelines):
+    # The layering nothing on the wire announces: Flume 1.11 (zlib carries TLS) answers garbage to a
+    # bare ClientHello and fails at once; Flume 1.9 (TLS carries zlib) waits for a TLS record that
+    # never comes, so the handshake times out (docs/interop.md).
+    wrong = "zlib-outside" if pipelines.version.startswith("1.9") else "tls-outside"
+    proc = Proc("ping", pipelines.addr("tls+deflate"), "--tls-ca", str(pipelines.tls.cert_pem),
+                "--compress", "deflate", "--tls-layering", wrong, "--connect-timeout", "3")
+    rc = proc.popen.wait(60)
+    proc.stop()
+    out = "\n".join(proc.out + proc.lines)
+    verdict = [line for line in proc.out if line.startswith("verdict")]
+    assert rc == 3, f"ping exited {rc}:\n{out}"
+    assert verdict and "TLS" in verdict[0], out
+
 def test_tail_keeps_retrying_a_full_flume_channel_until_it_drains(pipelines, tmp_path):
     data = awkward_lines("full-channel", 1000)
     log = tmp_path / "app.log"
