@@ -414,6 +414,7 @@ class Agent:
         # 1. Stop sources that go away or change: each commits what it read, with its offsets.
         for name, runner in list(self.sources.items()):
             if wanted.get(name) != runner.config:
+                self.notifier.watchdog()  # a long reload must not look like a hang
                 runner.stop(drain + 5)
                 self._retire_counts(runner)
                 del self.sources[name]
@@ -421,6 +422,7 @@ class Agent:
         # 2. Replace the sink workers if the delivery settings changed.
         if new.delivery != old.delivery:
             old_delivery = self.delivery
+            self.notifier.watchdog()
             if not old_delivery.stop(drain):
                 self._retired.append(old_delivery)
             self.telemetry.keep_collectors(new.addresses())

@@ -510,7 +510,7 @@ def tail_cmd(
                               "then exit 0 (for cron)."),
     deadline: Optional[float] = typer.Option(None, "--deadline", min=0.1, help="With --once: exit 6 if "
                                              "delivery has not finished after this many seconds."),
-    metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", help="HOST:PORT to serve Prometheus "
+    metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", envvar="FLUME_SHIP_METRICS_LISTEN", help="HOST:PORT to serve Prometheus "
                                                  "/metrics and /health on (port 0: any free port, logged).",
                                                  rich_help_panel=_OPS_HELP),
     stall_timeout: float = typer.Option(300.0, "--stall-timeout", min=0.1, help="/health answers 503 when events "
