@@ -350,8 +350,9 @@ def record(scenario: str, t: Tally | None, dup_bound: int | None, recover_s: flo
     else:
         lost_note = f"{t.allowed_lost} lost in copytruncate windows; " if t.allowed_lost else ""
         reorder_note = f"{t.cross_file_reorders} lines before an older file's; " if t.cross_file_reorders else ""
+        gave_up = f"gave up: {t.logs.splitlines()[0]}; " if t.stalled else ""
         row = Row(scenario, t.written, t.lost + t.allowed_lost, t.duplicated, dup_bound,
-                  None if t.stalled else recover_s, lost_note + reorder_note + note)
+                  None if t.stalled else recover_s, gave_up + lost_note + reorder_note + note)
     REPORT.append(row)
     return row
 
