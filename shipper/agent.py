@@ -494,9 +494,9 @@ class Agent:
         tele = self.telemetry.snapshot()
         healthy, why = self.health(stats)
         sources = []
-        names = set(self.sources) | set(self._retired_counts)
-        for name in sorted(names):
-            runner = self.sources.get(name)
+        running = dict(self.sources)  # one atomic copy: a reload may be changing the dict
+        for name in sorted(set(running) | set(self._retired_counts)):
+            runner = running.get(name)
             counts = dict(self._retired_counts.get(name, {}))
             if runner is not None:
                 for k, v in runner.counts().items():

@@ -145,8 +145,14 @@ def offline(state_dir: Path) -> dict:
         raise StateError(f"cannot open {db} read-only: {exc}") from exc
     try:
         conn.execute("BEGIN")
-        events, nbytes, oldest = conn.execute(
-            "SELECT count(*), coalesce(sum(length(body)), 0), min(put_at) FROM events").fetchone()
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        # The schema belongs to shipper.channel (format 2 stores chunks of events, format 1 one row
+        # per event); only the counts, the oldest put time and the offset records are read here.
+        if "chunks" in tables:
+            sql = "SELECT coalesce(sum(count), 0), coalesce(sum(nbytes), 0), min(put_at) FROM chunks"
+        else:
+            sql = "SELECT count(*), coalesce(sum(length(body)), 0), min(put_at) FROM events"
+        events, nbytes, oldest = conn.execute(sql).fetchone()
         rows = conn.execute("SELECT key, value FROM offsets").fetchall()
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
