@@ -1,0 +1,173 @@
+"""Shared pieces of the end-to-end benchmarks: data, processes, and what they cost.
+
+* **Data.** :func:`make_lines` writes N lines of a given mean size (log-like text, a sequence number
+  in each line, sizes varying by a few bytes). The collector writes every body back followed by a
+  newline (``--format text``), so "everything arrived" is "the output directory holds as many bytes
+  as the input file": :func:`wait_bytes` polls sizes, never contents, and costs nothing measurable.
+* **Cost of a process.** :class:`Meter` reads ``/proc/PID/stat`` (user + system CPU ticks) and
+  ``/proc/PID/status`` (``VmHWM``: the peak resident set, kept by the kernel, so no sample can miss
+  the peak) for the process and its threads, including a JVM.
+* **Machine.** :func:`machine` describes CPU, memory, kernel, Python, Java and the file system,
+  plus the load average at the moment of the call (the machine is shared: figures are noisy).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shipper", *args]
+
+
+def make_lines(path: Path, n: int, size: int = 100) -> int:
+    """``n`` lines of about ``size`` bytes (newline included); returns the file's size."""
+    filler = (b"abcdefghijklmnopqrstuvwxyz0123456789-" * (size // 30 + 4))
+    head_len = len(b"2024-05-01T12:00:00.000Z INFO app[0000000]: request served in 000 ms ")
+    with path.open("wb", buffering=1 << 20) as f:
+        for i in range(n):
+            pad = max(1, size - head_len - 1 - (i % 7) + 3)
+            f.write(b"2024-05-01T12:00:00.000Z INFO app[%07d]: request served in %3d ms " % (i, i % 997))
+            f.write(filler[(i % 13):(i % 13) + pad] + b"\n")
+    return path.stat().st_size
+
+
+def dir_bytes(d: Path) -> int:
+    total = 0
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_file() and not e.name.startswith("."):
+                    total += e.stat().st_size
+    except FileNotFoundError:
+        pass
+    return total
+
+
+def wait_bytes(d: Path, expected: int, timeout: float, procs=(), poll: float = 0.05) -> tuple[float, float]:
+    """Poll until ``d`` holds ``expected`` bytes; (time of the first byte, time of the last) in
+    ``time.monotonic()``. Raises if a process in ``procs`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while True:
+        n = dir_bytes(d)
+        now = time.monotonic()
+        if n and first is None:
+            first = now
+        if n >= expected:
+            return first or now, now
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[:4]} exited {p.returncode} with {n} of {expected} bytes delivered")
+        if now > deadline:
+            raise RuntimeError(f"only {n} of {expected} bytes arrived in {timeout:.0f}s")
+        time.sleep(poll)
+
+
+class Meter:
+    """CPU seconds and peak RSS of one process (all its threads), read from /proc."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.cpu0 = self.cpu()
+
+    def cpu(self) -> float:
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+        except (FileNotFoundError, ProcessLookupError):
+            return float("nan")
+
+    def status(self, key: str) -> int:
+        """A kB field of /proc/PID/status (VmHWM, VmRSS), in bytes."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1]) * 1024
+        except FileNotFoundError:
+            pass
+        return 0
+
+    @property
+    def peak_rss(self) -> int:
+        return self.status("VmHWM")
+
+    def cpu_since_start(self) -> float:
+        return self.cpu() - self.cpu0
+
+
+def start_collect(out: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(cli("collect", "--listen", "127.0.0.1:0", "--out", str(out), *extra),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT)
+    for raw in iter(proc.stderr.readline, b""):
+        m = re.search(rb"listening on (\S+:\d+)", raw)
+        if m:
+            # Keep draining its log so a full pipe never blocks it.
+            import threading
+            threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+            return proc, m.group(1).decode()
+    raise SystemExit("collect did not start")
+
+
+def stop(proc: subprocess.Popen, sig: int = 15, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def fs_type(path: Path) -> str:
+    best, kind = "", "?"
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, kind = parts[1], parts[2]
+    return kind
+
+
+def machine(workdir: Path) -> dict[str, str]:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} logical CPUs",
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "java": _first_line(["java", "-version"]) if shutil.which("java") else "not installed",
+        "filesystem": f"{fs_type(workdir)} ({workdir})",
+        "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
