@@ -197,8 +197,8 @@ class Delivery:
             penalty = max(0.0, h.penalty_until - now)
             if h.failures:
                 state = "down" if penalty > 0 else "retrying"
-            elif h.last_success is not None:
-                state = "up"
+            elif h.last_success is not None or t.get("last_success") is not None:
+                state = "up"  # telemetry remembers a success from before a reload
             else:
                 state = "standby"
             out.append({
