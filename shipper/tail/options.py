@@ -33,10 +33,6 @@ class TailOptions:
     close_inactive: float = 60.0  # close the descriptor of a file unchanged this long (reopened on change)
     rotate_wait: float = 5.0  # keep a rotated file open this long after its last growth
     headers: Mapping[str, str] = field(default_factory=dict)  # static --header K=V
-    # Extra static headers per pattern (a pattern exactly as given in ``paths``): how several
-    # configured sources share one TailSource, and so one owner of the channel's ``file:`` keys.
-    # A file takes the headers of the first pattern that matches its original name.
-    path_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     add_timestamp: bool = True  # "timestamp": ms since the epoch when the line was read
     add_host: bool = True  # "host": this machine's name
     add_file: bool = True  # "file": the path the file is tailed as (its name before rotation)
@@ -58,10 +54,7 @@ class TailOptions:
                      "put_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tail: {name} must not be negative")
-        for pattern, extra in self.path_headers.items():
-            if pattern not in self.paths:
-                raise ConfigError(f"tail: headers given for {pattern!r}, which is not among the paths")
-        for key in [*self.headers, *(k for extra in self.path_headers.values() for k in extra)]:
+        for key in self.headers:
             if key in ("timestamp", "host", "file", "id", "split", "truncated"):
                 raise ConfigError(f"tail: header {key!r} is set by the source itself")
 

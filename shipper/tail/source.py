@@ -49,7 +49,6 @@ lost: lines written between the copy and the truncation, which exist in neither 
 from __future__ import annotations
 
 import errno
-import fnmatch
 import glob
 import logging
 import os
@@ -149,11 +148,6 @@ class TailSource:
         if options.add_host:
             static["host"] = options.host or os.uname().nodename
         self._static = static
-        self._pattern_headers = [
-            (os.path.abspath(os.path.expanduser(p)), {**static, **extra})
-            for p, extra in options.path_headers.items()
-        ]
-        self._origin_headers: dict[str, dict[str, str]] = {}
         self.counters: Counter[str] = Counter()
 
         self._files: dict[str, _File] = {}
@@ -320,18 +314,6 @@ class TailSource:
     def _close_all(self) -> None:
         for f in self._files.values():
             f.close()
-
-    def _headers_for(self, origin: str) -> dict[str, str]:
-        """The static headers of the first pattern matching a file's original name."""
-        headers = self._origin_headers.get(origin)
-        if headers is None:
-            headers = self._static
-            for pattern, extra in self._pattern_headers:
-                if origin == pattern or fnmatch.fnmatchcase(origin, pattern):
-                    headers = extra
-                    break
-            self._origin_headers[origin] = headers
-        return headers
 
     # ----- discovery -----
 
@@ -596,7 +578,7 @@ class TailSource:
                     return False
             cur = f.cur  # a restart replaced it
 
-        headers = dict(self._headers_for(f.origin))
+        headers = dict(self._static)
         if self.o.add_file:
             headers["file"] = f.origin
         if self.o.add_timestamp:

@@ -347,33 +347,3 @@ def test_headers_and_event_ids_stable_across_a_reread(tmp_path):
     finally:
         ch.close()
     assert [x.headers["id"] for x in again] == [x.headers["id"] for x in first[2:]]
-
-
-def test_two_sources_with_their_own_headers_share_one_channel(tmp_path, channel):
-    (tmp_path / "web").mkdir()
-    (tmp_path / "db").mkdir()
-    (tmp_path / "web" / "access.log").write_bytes(lines("w", 0, 50))
-    (tmp_path / "db" / "query.log").write_bytes(lines("d", 0, 50))
-    web, db = str(tmp_path / "web" / "*.log"), str(tmp_path / "db" / "*.log")
-    src = make_source(channel, web, db, headers={"dc": "eu"},
-                      path_headers={web: {"service": "web"}, db: {"service": "db", "dc": "us"}})
-    poll_until_quiet(src)
-    os.rename(tmp_path / "web" / "access.log", tmp_path / "web" / "access.log.1")
-    (tmp_path / "web" / "access.log").write_bytes(lines("w", 50, 60))
-    poll_until_quiet(src)
-    events = drain(channel)
-    by_service = {}
-    for e in events:
-        by_service.setdefault((e.headers["service"], e.headers["dc"]), []).append(e.body)
-    assert by_service[("web", "eu")] == expected("w", 0, 60)  # the rotated file keeps its source's headers
-    assert by_service[("db", "us")] == expected("d", 0, 50)
-    # Both sources' offsets survive in the one channel.
-    assert len(records(channel)) == 3
-
-
-def test_headers_for_a_pattern_that_is_not_tailed_are_refused():
-    from shipper.errors import ConfigError
-    from shipper.tail import TailOptions
-
-    with pytest.raises(ConfigError, match="not among the paths"):
-        TailOptions(paths=["/var/log/a.log"], path_headers={"/var/log/b.log": {"k": "v"}})
