@@ -8,31 +8,51 @@ The tail source calls ``put(events, offsets)``: ONE SQLite transaction (WAL jour
 source's offset records. When ``put`` returns, a power cut loses neither; before it returns,
 neither is visible. So after any crash the offsets name exactly the lines the channel holds.
 
-Sink threads call ``take`` for a *lease*: the oldest events that no other lease holds, in order.
+Events are stored in CHUNKS, not one row per event: a put of N events writes
+ceil(N / chunk_events) rows (fewer than ``chunk_bytes`` each, unless one event alone is bigger),
+each holding its events back to back in one BLOB plus their lengths. A row costs SQLite the same
+whether it holds one event or a thousand, so this is what makes the channel cheap per event; and
+since an encoded AvroFlumeEvent is self-delimiting, a chunk's body is already the middle of an
+``appendBatch`` parameter: the sink sends stored bytes with no per-event work.
+
+Sink threads call ``take`` for a *lease*: the oldest whole chunks that no other lease holds, in
+order (at least one chunk, then more while the lease stays within max_events and max_bytes).
 ``ack`` deletes the leased rows in one durable transaction; ``nack`` only forgets the lease, so the
-events are the first ones taken again. Leases live in memory: when the process dies they vanish and
-every unacknowledged event is taken again after restart (at-least-once, never lost).
+chunks are the first ones taken again. Leases live in memory: when the process dies they vanish
+and every unacknowledged event is taken again after restart (at-least-once, never lost).
 
 Invariants
-  I1. Sequence numbers (``seq``) are assigned in put order, strictly increasing, never reused
-      (AUTOINCREMENT keeps the high-water mark across restarts and empty channels).
-  I2. A lease is a contiguous run ``first_seq..last_seq`` of stored rows holding no row of any
-      other lease; ``ack`` deletes exactly ``seq BETWEEN first_seq AND last_seq``.
-  I3. ``take`` always starts at the lowest unleased ``seq``, so a nacked lease is taken again
+  I1. Every event gets a sequence number (``seq``) in put order, strictly increasing, never
+      reused. A chunk row is keyed by the seq of its LAST event (``last_seq``) and holds
+      ``last_seq - count + 1 .. last_seq``; AUTOINCREMENT then keeps the high-water mark of
+      event seqs across restarts and empty channels.
+  I2. A lease is a contiguous run of stored chunks ``first_seq..last_seq`` holding no chunk of any
+      other lease; ``ack`` deletes exactly ``last_seq BETWEEN first_seq AND last_seq``.
+  I3. ``take`` always starts at the lowest unleased chunk, so a nacked lease is taken again
       before anything newer, in its original order.
-  I4. The in-memory counters (events, bytes, leased) equal the database's; they change only
-      after a COMMIT succeeded (and are recounted after an I/O error reopened the database).
+  I4. The in-memory counters (events, bytes, leased) count EVENTS, not rows, and equal the
+      database's; they change only after a COMMIT succeeded (and are recounted after an I/O error
+      reopened the database).
 
-Schema (format version 1, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` is
+Schema (format version 2, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` is
 0x666C7368, "flsh", so a foreign SQLite file is refused rather than used)::
 
-    events(seq INTEGER PRIMARY KEY AUTOINCREMENT, put_at REAL, crc INTEGER, body BLOB)
+    chunks(last_seq INTEGER PRIMARY KEY AUTOINCREMENT, count, nbytes, put_at, crc, lens, body)
     offsets(key TEXT PRIMARY KEY, value BLOB, crc INTEGER)
-    quarantine(seq INTEGER PRIMARY KEY, put_at REAL, crc INTEGER, body BLOB, found_at REAL)
+    quarantine(last_seq INTEGER PRIMARY KEY, count, nbytes, put_at, crc, lens, body, found_at)
 
-``crc`` is zlib.crc32 of the body (for offsets: of the UTF-8 key, then the value). SQLite's own
-checks catch broken pages; the CRC catches a damaged payload inside a well-formed page, so a
-garbage event is set aside in ``quarantine`` instead of being sent (and rejected) forever.
+Chunk byte layout: ``body`` is the encoded events back to back (``nbytes`` long); ``lens`` is
+``count`` unsigned 32-bit little-endian integers, the events' lengths in order; ``crc`` is
+``zlib.crc32(lens, zlib.crc32(body))``. The small columns come first and the body last, so reading
+a row's metadata never touches its overflow pages. For offsets, ``crc`` is crc32 of the UTF-8 key,
+then the value. SQLite's own checks catch broken pages; the CRC (plus ``count``/``nbytes`` agreeing
+with ``lens``) catches a damaged payload inside a well-formed page, so a garbage chunk is set aside
+whole in ``quarantine`` instead of being sent (and rejected) forever.
+
+Format 1 (one row per event, ``events(seq, put_at, crc, body)``) is converted in place when a
+database is opened: one transaction regroups runs of consecutive events into chunks (seqs kept),
+moves rows whose CRC fails into the quarantine, and sets ``user_version = 2``. A crash during it
+leaves format 1 as it was, and the next start converts again.
 
 Back-pressure: ``put`` blocks while the events would exceed ``capacity_events``/``capacity_bytes``
 (a batch is always accepted into an empty channel), or while the state directory's filesystem has
@@ -53,9 +73,9 @@ pages back to the filesystem in bounded steps once the channel has drained well 
 
 Recovery: opening runs ``PRAGMA quick_check``. A corrupt database (or one SQLite will not open) is
 renamed aside (``channel.db.corrupt-<UTC time>``, with its -wal and -shm) and never deleted; every
-row that still reads back with a good CRC is copied into a fresh database, and the counts are
-logged as a warning. ``verify()`` (``flume-ship channel verify``) runs the full integrity check
-read-only, without the lock, so it works beside a running agent.
+chunk (or format-1 event) that still reads back with a good CRC is copied into a fresh database,
+and the counts are logged as a warning. ``verify()`` (``flume-ship channel verify``) runs the full
+integrity check read-only, without the lock, so it works beside a running agent.
 """
 
 from __future__ import annotations
@@ -64,24 +84,29 @@ import itertools
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import urllib.parse
 import zlib
+from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from shipper.errors import ChannelIOError, StateError
 from shipper.statedir import StateLock, fsync_dir, prepare_state_dir
 
 log = logging.getLogger("flume-ship.channel")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 APPLICATION_ID = 0x666C7368  # "flsh"
 DB_NAME = "channel.db"
 SIDE_FILES = ("-wal", "-shm")
 
+CHUNK_EVENTS = 1000  # default: at most this many events per stored row ...
+CHUNK_BYTES = 1 << 20  # ... and at most this many bytes (unless one event alone is bigger)
 DISK_POLL_SECONDS = 1.0  # nothing signals "space came back": re-check this often while waiting
 RECLAIM_STEP_PAGES = 2048  # at most this many pages handed back to the filesystem per ack
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
@@ -89,39 +114,170 @@ MAX_SEQ = (1 << 63) - 1
 
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
 
-SCHEMA = f"""
-CREATE TABLE events (
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    put_at REAL    NOT NULL,
-    crc    INTEGER NOT NULL,
-    body   BLOB    NOT NULL
+_U32 = "I"
+assert array(_U32).itemsize == 4, "the lens column needs 32-bit unsigned array items"
+_SWAP = sys.byteorder != "little"  # lens are stored little-endian whatever the machine
+
+CHUNK_COLUMNS = "last_seq, count, nbytes, put_at, crc, lens, body"
+_CHUNKS_TABLE = """
+CREATE TABLE chunks (
+    last_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    count    INTEGER NOT NULL,
+    nbytes   INTEGER NOT NULL,
+    put_at   REAL    NOT NULL,
+    crc      INTEGER NOT NULL,
+    lens     BLOB    NOT NULL,
+    body     BLOB    NOT NULL
 );
+"""
+# No NOT NULL here: a damaged row must be storable whatever it decodes as.
+_QUARANTINE_TABLE = """
+CREATE TABLE {name} (
+    last_seq INTEGER PRIMARY KEY,
+    count, nbytes, put_at, crc, lens, body,
+    found_at REAL
+);
+"""
+SCHEMA = _CHUNKS_TABLE + """
 CREATE TABLE offsets (
     key   TEXT    PRIMARY KEY,
     value BLOB    NOT NULL,
     crc   INTEGER NOT NULL
 );
-CREATE TABLE quarantine (
-    seq      INTEGER PRIMARY KEY,
-    put_at   REAL    NOT NULL,
-    crc      INTEGER NOT NULL,
-    body     BLOB    NOT NULL,
-    found_at REAL    NOT NULL
-);
+""" + _QUARANTINE_TABLE.format(name="quarantine") + f"""
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {FORMAT_VERSION};
 """
+_INSERT_CHUNK = f"INSERT INTO chunks ({CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+def encode_lens(lengths: Iterable[int]) -> bytes:
+    """The ``lens`` column: each length as a little-endian uint32."""
+    a = array(_U32, lengths)
+    if _SWAP:
+        a.byteswap()
+    return a.tobytes()
+
+
+def decode_lens(lens: bytes) -> array:
+    a = array(_U32)
+    a.frombytes(lens)
+    if _SWAP:
+        a.byteswap()
+    return a
+
+
+def chunk_crc(body: bytes, lens: bytes) -> int:
+    return zlib.crc32(lens, zlib.crc32(body))
+
+
+def chunk_ok(count, nbytes, crc, lens, body) -> bool:
+    """A stored chunk is intact: types, CRC, and count/nbytes agree with the lengths."""
+    if not (isinstance(body, bytes) and isinstance(lens, bytes) and isinstance(count, int)
+            and isinstance(nbytes, int) and isinstance(crc, int)):
+        return False
+    if count < 1 or len(lens) != 4 * count or len(body) != nbytes or chunk_crc(body, lens) != crc:
+        return False
+    return sum(decode_lens(lens)) == nbytes
+
+
+def split_points(lengths: Sequence[int], max_events: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Cut a run of events into (lo, hi) index ranges of at most max_events events and max_bytes
+    bytes each (a range holds at least one event, however big). Costs O(ranges x log n)."""
+    n = len(lengths)
+    if n == 0:
+        return []
+    ends = list(itertools.accumulate(lengths))  # ends[i] = bytes up to and including event i
+    if n <= max_events and ends[-1] <= max_bytes:
+        return [(0, n)]
+    out, lo, base = [], 0, 0
+    while lo < n:
+        hi = min(n, lo + max_events, bisect_right(ends, base + max_bytes, lo))
+        hi = max(hi, lo + 1)
+        out.append((lo, hi))
+        base, lo = ends[hi - 1], hi
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One stored row: ``count`` events, their lengths, and their bytes back to back."""
+
+    count: int
+    lens: bytes
+    body: bytes
+
+    def events(self) -> list[bytes]:
+        body, pos, out = self.body, 0, []
+        for n in decode_lens(self.lens):
+            out.append(body[pos:pos + n])
+            pos += n
+        return out
+
+    def split(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """(count, bytes) pieces of at most max_events events and max_bytes bytes (or one event)."""
+        lengths = decode_lens(self.lens)
+        if self.count <= max_events and len(self.body) <= max_bytes:
+            return [(self.count, self.body)]
+        out, pos = [], 0
+        for lo, hi in split_points(lengths, max_events, max_bytes):
+            size = sum(lengths[lo:hi])
+            out.append((hi - lo, self.body[pos:pos + size]))
+            pos += size
+        return out
+
+
 class Lease:
-    """Events handed to one sink; ``ack`` or ``nack`` it exactly once (compared by identity)."""
+    """Whole chunks handed to one sink; ``ack`` or ``nack`` it exactly once (compared by identity).
 
-    id: int
-    events: list[bytes]
-    nbytes: int
-    first_seq: int
-    last_seq: int
+    ``payload`` is every event back to back, ready to go between an appendBatch parameter's
+    count and its terminator; ``events`` splits it into single events (computed on each access:
+    the sink never needs it)."""
+
+    __slots__ = ("id", "chunks", "count", "nbytes", "first_seq", "last_seq", "_payload")
+
+    def __init__(self, id: int, chunks: list[Chunk], first_seq: int, last_seq: int):
+        self.id = id
+        self.chunks = chunks
+        self.count = sum(c.count for c in chunks)
+        self.nbytes = sum(len(c.body) for c in chunks)
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+        self._payload: bytes | None = None
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            bodies = [c.body for c in self.chunks]
+            self._payload = bodies[0] if len(bodies) == 1 else b"".join(bodies)
+        return self._payload
+
+    @property
+    def events(self) -> list[bytes]:
+        return [e for c in self.chunks for e in c.events()]
+
+    def batches(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """The lease as (count, payload) pieces of at most max_events events and max_bytes bytes
+        (a single bigger event goes alone): whole chunks joined while they fit, and a chunk that
+        alone is too big cut at event boundaries. In order; together exactly ``payload``."""
+        out: list[tuple[int, bytes]] = []
+        parts: list[bytes] = []
+        n = nb = 0
+        for chunk in self.chunks:
+            for count, body in chunk.split(max_events, max_bytes):
+                if parts and (n + count > max_events or nb + len(body) > max_bytes):
+                    out.append((n, parts[0] if len(parts) == 1 else b"".join(parts)))
+                    parts, n, nb = [], 0, 0
+                parts.append(body)
+                n += count
+                nb += len(body)
+        if parts:
+            out.append((n, parts[0] if len(parts) == 1 else b"".join(parts)))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Lease(id={self.id}, count={self.count}, nbytes={self.nbytes}, "
+                f"seq={self.first_seq}..{self.last_seq}, chunks={len(self.chunks)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +294,7 @@ class ChannelStats:
     min_free_bytes: int
     disk_free_bytes: int | None
     file_bytes: int  # database plus WAL on disk
-    quarantined: int  # events set aside for a bad checksum since open
+    quarantined: int  # events (as their chunks' counts say) set aside for a bad checksum since open
 
 
 def offset_crc(key: str, value: bytes) -> int:
@@ -191,8 +347,12 @@ def _open_db(db: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         conn.execute("PRAGMA temp_store = MEMORY")
-        if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'events'").fetchone()[0] == 0:
-            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "chunks" not in tables:
+            if "events" in tables:
+                _migrate_v1(conn, db)
+            else:
+                conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
         return conn
     except BaseException as exc:
         conn.close()
@@ -201,6 +361,85 @@ def _open_db(db: Path) -> sqlite3.Connection:
                 raise _Corrupt(str(exc)) from exc
             raise StateError(f"cannot open channel database {db}: {exc}") from exc
         raise
+
+
+def _regroup(events: Iterable[tuple[int, float, bytes]]) -> Iterator[tuple]:
+    """Chunk rows from single events (seq, put_at, body) in seq order: runs of consecutive seqs,
+    within the default chunk limits, so each chunk still covers last_seq - count + 1 .. last_seq."""
+    run: list[bytes] = []
+    first_put = 0.0
+    last = nbytes = -1
+
+    def row():
+        body, lens = b"".join(run), encode_lens(map(len, run))
+        return (last, len(run), len(body), first_put, chunk_crc(body, lens), lens, body)
+
+    for seq, put_at, body in events:
+        if run and (seq != last + 1 or len(run) >= CHUNK_EVENTS or nbytes + len(body) > CHUNK_BYTES):
+            yield row()
+            run = []
+        if not run:
+            first_put, nbytes = put_at, 0
+        run.append(body)
+        nbytes += len(body)
+        last = seq
+    if run:
+        yield row()
+
+
+def _migrate_v1(conn: sqlite3.Connection, db: Path) -> None:
+    """Convert a format-1 database (one row per event) to chunks, in place, in one transaction.
+    Seqs, offsets and the seq high-water mark are kept; events that fail their CRC go to the
+    quarantine. Until the COMMIT nothing changes, so a crash here just means converting again."""
+    started = time.monotonic()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_CHUNKS_TABLE)
+        conn.execute(_QUARANTINE_TABLE.format(name="quarantine_v2"))
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        high = row[0] if row else 0
+        now = time.time()
+        bad = []
+        stats = {"events": 0, "chunks": 0}
+
+        def good_events():
+            for seq, put_at, crc, body in conn.execute("SELECT seq, put_at, crc, body FROM events ORDER BY seq"):
+                if isinstance(body, bytes) and zlib.crc32(body) == crc:
+                    stats["events"] += 1
+                    yield seq, put_at, body
+                else:
+                    bad.append(seq)
+
+        batch = []
+        for chunk in _regroup(good_events()):
+            batch.append(chunk)
+            high = max(high, chunk[0])
+            stats["chunks"] += 1
+            if len(batch) >= 100:
+                conn.executemany(_INSERT_CHUNK, batch)
+                batch = []
+        if batch:
+            conn.executemany(_INSERT_CHUNK, batch)
+        for seq in bad:
+            conn.execute("INSERT INTO quarantine_v2 SELECT seq, 1, length(body), put_at, crc, NULL, body, ? "
+                         "FROM events WHERE seq = ?", (now, seq))
+        old_q = [(seq, put_at, crc, body, found) for seq, put_at, crc, body, found
+                 in conn.execute("SELECT seq, put_at, crc, body, found_at FROM quarantine")]
+        conn.executemany("INSERT OR REPLACE INTO quarantine_v2 VALUES (?1, 1, length(?4), ?2, ?3, NULL, ?4, ?5)", old_q)
+        conn.execute("DROP TABLE events")
+        conn.execute("DROP TABLE quarantine")
+        conn.execute("ALTER TABLE quarantine_v2 RENAME TO quarantine")
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'chunks'", (high,))
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'chunks', ? WHERE changes() = 0", (high,))
+        conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    log.info("channel database %s converted from format 1 to %d: %d events in %d chunks, %d damaged events "
+             "quarantined (%.1fs)", db, FORMAT_VERSION, stats["events"], stats["chunks"], len(bad),
+             time.monotonic() - started)
 
 
 def _check_format(conn: sqlite3.Connection, db: Path) -> None:
@@ -243,8 +482,12 @@ class Channel:
     """See the module docstring. Thread-safe: one lock guards the connection and the counters."""
 
     def __init__(self, state_dir: Path, lock: StateLock, capacity_bytes: int, capacity_events: int,
-                 min_free_bytes: int):
+                 min_free_bytes: int, chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES):
+        if chunk_events < 1 or chunk_bytes < 1:
+            raise ValueError("chunk_events and chunk_bytes must be at least 1")
         self.state_dir = state_dir
+        self.chunk_events = chunk_events
+        self.chunk_bytes = chunk_bytes
         self.db_path = state_dir / DB_NAME
         self.capacity_bytes = capacity_bytes
         self.capacity_events = capacity_events
@@ -269,12 +512,14 @@ class Channel:
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, capacity_bytes: int = 1 << 30,
-             capacity_events: int = 10_000_000, min_free_bytes: int = 500 * 1024 * 1024) -> "Channel":
-        """Create the directory if needed, take its lock (StateLocked), open or salvage the database."""
+             capacity_events: int = 10_000_000, min_free_bytes: int = 500 * 1024 * 1024,
+             chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES) -> "Channel":
+        """Create the directory if needed, take its lock (StateLocked), open, convert or salvage
+        the database. ``chunk_events``/``chunk_bytes`` bound the rows new puts write."""
         path = prepare_state_dir(state_dir)
         lock = StateLock(path)
         try:
-            return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes)
+            return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes)
         except BaseException:
             lock.release()
             raise
@@ -301,8 +546,8 @@ class Channel:
     def _recount(self) -> None:
         conn = self._conn
         n, nbytes, top = conn.execute(
-            "SELECT count(*), coalesce(sum(length(body)), 0), coalesce(max(seq), 0) FROM events").fetchone()
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            "SELECT coalesce(sum(count), 0), coalesce(sum(nbytes), 0), coalesce(max(last_seq), 0) FROM chunks").fetchone()
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
         self._events, self._bytes = n, nbytes
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -365,12 +610,15 @@ class Channel:
     def put(self, events: Sequence[bytes], offsets: Mapping[str, bytes | None] | None = None,
             timeout: float | None = None) -> bool:
         """Store events and offset records in one transaction; False if no room before timeout."""
-        events = list(events)
-        nbytes = sum(map(len, events))
+        if not isinstance(events, list):
+            events = list(events)
         offsets = dict(offsets or {})
         for key, value in offsets.items():
             if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
                 raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
+        # The chunks are built before taking the lock: joining and checksumming is the CPU part.
+        chunks = self._chunks(events)
+        nbytes = sum(c[1] for c in chunks)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._closed:
@@ -378,15 +626,29 @@ class Channel:
             if events and not self._wait_for_room(len(events), nbytes, deadline):
                 return False
             now = time.time()
-            seq0 = self._next_seq
-            rows = [(seq0 + i, now, zlib.crc32(body), body) for i, body in enumerate(events)]
+            last = self._next_seq - 1
+            rows = []
+            for count, size, crc, lens, body in chunks:
+                last += count
+                rows.append((last, count, size, now, crc, lens, body))
             self._write("put", _put_txn, rows, offsets)
-            self._next_seq += len(rows)
-            self._events += len(rows)
+            self._next_seq += len(events)
+            self._events += len(events)
             self._bytes += nbytes
             if rows:
                 self._cond.notify_all()
         return True
+
+    def _chunks(self, events: list[bytes]) -> list[tuple[int, int, int, bytes, bytes]]:
+        """(count, nbytes, crc, lens, body) per chunk of ``events``."""
+        out = []
+        lengths = list(map(len, events))
+        for lo, hi in split_points(lengths, self.chunk_events, self.chunk_bytes):
+            part = events if hi - lo == len(events) else events[lo:hi]
+            body = b"".join(part)
+            lens = encode_lens(lengths[lo:hi])
+            out.append((hi - lo, len(body), chunk_crc(body, lens), lens, body))
+        return out
 
     def _room_problem(self, n: int, nbytes: int) -> str | None:
         if self._events and (self._events + n > self.capacity_events or self._bytes + nbytes > self.capacity_bytes):
@@ -444,7 +706,8 @@ class Channel:
     # --- taking -------------------------------------------------------------------------------
 
     def take(self, max_events: int, max_bytes: int) -> Lease | None:
-        """Lease the oldest events no other lease holds (at least one, even if over max_bytes)."""
+        """Lease the oldest whole chunks no other lease holds: at least one chunk (even if it alone
+        is over max_events or max_bytes), then more while the lease stays within both."""
         if max_events <= 0:
             return None
         with self._cond:
@@ -466,58 +729,69 @@ class Channel:
                     return None
                 start = spans[i][1] + 1
                 i += 1
-            events = [body for _, body in picked]
-            lease = Lease(next(self._lease_ids), events, sum(map(len, events)), picked[0][0], picked[-1][0])
+            (first, first_chunk), last = picked[0], picked[-1][0]
+            lease = Lease(next(self._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last)
             self._leases[lease.id] = lease
-            self._leased_events += len(events)
+            self._leased_events += lease.count
             self._leased_bytes += lease.nbytes
             return lease
 
-    def _read_run(self, start: int, limit: int, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
-        """Rows start..limit in order, within the limits; a row with a bad CRC ends the run."""
+    def _read_run(self, start: int, limit: int, max_events: int, max_bytes: int) -> list[tuple[int, Chunk]]:
+        """Chunks keyed start..limit in order, within the limits; a damaged chunk ends the run."""
         while True:
-            picked: list[tuple[int, bytes]] = []
-            nbytes, bad = 0, None
+            picked: list[tuple[int, Chunk]] = []
+            bad = None
             try:
-                cur = self._conn.execute(
-                    "SELECT seq, crc, body FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-                    (start, limit, max_events))
-                try:
-                    for seq, crc, body in cur:
-                        if zlib.crc32(body) != crc:
-                            bad = seq
-                            break
-                        if picked and nbytes + len(body) > max_bytes:
-                            break
-                        picked.append((seq, body))
-                        nbytes += len(body)
-                finally:
-                    cur.close()
+                # First the small columns only (no overflow pages read), to choose the run ...
+                keys, n, nbytes = [], 0, 0
+                for key, count, size in self._conn.execute(
+                        "SELECT last_seq, count, nbytes FROM chunks WHERE last_seq BETWEEN ? AND ? "
+                        "ORDER BY last_seq LIMIT ?", (start, limit, max_events)):
+                    if keys and (not isinstance(count, int) or not isinstance(size, int)
+                                 or n + count > max_events or nbytes + size > max_bytes):
+                        break
+                    keys.append(key)
+                    if isinstance(count, int) and isinstance(size, int):
+                        n, nbytes = n + count, nbytes + size
+                # ... then the bodies of exactly those chunks.
+                if keys:
+                    cur = self._conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq BETWEEN ? AND ? "
+                                             "ORDER BY last_seq", (keys[0], keys[-1]))
+                    try:
+                        for key, count, size, _, crc, lens, body in cur:
+                            if not chunk_ok(count, size, crc, lens, body):
+                                bad = key
+                                break
+                            picked.append((key, Chunk(count, lens, body)))
+                    finally:
+                        cur.close()
             except sqlite3.DatabaseError as exc:
                 if _is_corrupt(exc):
                     raise StateError(f"channel database {self.db_path} is corrupt ({exc}); "
                                      "restart flume-ship to salvage it") from exc
                 raise ChannelIOError(f"channel take failed in {self.state_dir}: {exc}") from exc
             if bad is None or picked:
-                return picked  # a bad row right after the run is dealt with by the next take
+                return picked  # a bad chunk right after the run is dealt with by the next take
             self._quarantine(bad)
             start = bad + 1
 
-    def _quarantine(self, seq: int) -> None:
+    def _quarantine(self, key: int) -> None:
         def txn(conn):
-            conn.execute("INSERT OR REPLACE INTO quarantine SELECT seq, put_at, crc, body, ? FROM events "
-                         "WHERE seq = ?", (time.time(), seq))
-            conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            conn.execute(f"INSERT OR REPLACE INTO quarantine SELECT {CHUNK_COLUMNS}, ? FROM chunks "
+                         "WHERE last_seq = ?", (time.time(), key))
+            conn.execute("DELETE FROM chunks WHERE last_seq = ?", (key,))
 
-        size = self._conn.execute("SELECT length(body) FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        count, size = self._conn.execute("SELECT count, nbytes FROM chunks WHERE last_seq = ?", (key,)).fetchone()
+        count, size = (count, size) if isinstance(count, int) and isinstance(size, int) else (0, 0)
         self._write("quarantine", txn)
-        self._events -= 1
+        self._events -= count
         self._bytes -= size
-        self.quarantined += 1
-        log.error("event %d in %s failed its checksum: moved to the quarantine table, not sent", seq, self.db_path)
+        self.quarantined += count
+        log.error("chunk %d (%d events) in %s failed its checksum: moved to the quarantine table, not sent",
+                  key, count, self.db_path)
 
     def ack(self, lease: Lease) -> None:
-        """Delete the leased events durably. On ChannelIOError the lease stays open: ack again later."""
+        """Delete the leased chunks durably. On ChannelIOError the lease stays open: ack again later."""
         with self._cond:
             if self._closed:
                 return  # the rows stay; they are sent again after restart (at-least-once)
@@ -525,13 +799,13 @@ class Channel:
                 raise ValueError(f"lease {lease.id} is not open (acked or nacked already?)")
             self._write("ack", _ack_txn, lease.first_seq, lease.last_seq)
             self._forget(lease)
-            self._events -= len(lease.events)
+            self._events -= lease.count
             self._bytes -= lease.nbytes
             self._cond.notify_all()
             self._reclaim()
 
     def nack(self, lease: Lease) -> None:
-        """Give the events back; they are the next ones taken, in their original order."""
+        """Give the chunks back; they are the next ones taken, in their original order."""
         with self._cond:
             if self._closed or self._leases.get(lease.id) is not lease:
                 return
@@ -540,7 +814,7 @@ class Channel:
 
     def _forget(self, lease: Lease) -> None:
         del self._leases[lease.id]
-        self._leased_events -= len(lease.events)
+        self._leased_events -= lease.count
         self._leased_bytes -= lease.nbytes
 
     def _reclaim(self) -> None:
@@ -580,7 +854,7 @@ class Channel:
             age = None
             if self._events and not self._closed and self._conn is not None:
                 try:
-                    row = self._conn.execute("SELECT put_at FROM events ORDER BY seq LIMIT 1").fetchone()
+                    row = self._conn.execute("SELECT put_at FROM chunks ORDER BY last_seq LIMIT 1").fetchone()
                     age = max(0.0, time.time() - row[0]) if row else None
                 except sqlite3.Error:
                     pass
@@ -619,7 +893,7 @@ class Channel:
 
 def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes | None]) -> None:
     if rows:
-        conn.executemany("INSERT INTO events (seq, put_at, crc, body) VALUES (?, ?, ?, ?)", rows)
+        conn.executemany(_INSERT_CHUNK, rows)
     for key, value in offsets.items():
         if value is None:
             conn.execute("DELETE FROM offsets WHERE key = ?", (key,))
@@ -630,7 +904,7 @@ def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes |
 
 
 def _ack_txn(conn: sqlite3.Connection, first: int, last: int) -> None:
-    conn.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+    conn.execute("DELETE FROM chunks WHERE last_seq BETWEEN ? AND ?", (first, last))
 
 
 # --- salvage ----------------------------------------------------------------------------------
@@ -643,14 +917,14 @@ class SalvageReport:
     events: int = 0
     bytes: int = 0
     offsets: int = 0
-    damaged: int = 0  # rows read back with a bad CRC (dropped)
+    damaged: int = 0  # chunks (format-1 files: events) read back with a bad CRC (dropped)
     unreadable_regions: int = 0  # stretches of the table SQLite could not read
     seq_gaps: int = 0  # missing sequence numbers between salvaged events: an upper bound on loss
 
     def summary(self) -> str:
         return (f"channel database was corrupt ({self.reason}); moved aside to {self.aside} (kept, not deleted); "
                 f"salvaged {self.events} events ({self.bytes} bytes) and {self.offsets} offset records; "
-                f"dropped {self.damaged} damaged events; {self.unreadable_regions} unreadable regions; "
+                f"dropped {self.damaged} damaged chunks; {self.unreadable_regions} unreadable regions; "
                 f"up to {self.seq_gaps} events lost between the salvaged ones")
 
 
@@ -739,30 +1013,53 @@ def salvage(db: Path, reason: str) -> SalvageReport:
 
 
 def _copy_events(src, dst, report: SalvageReport) -> None:
-    rows = _scan(src, "SELECT seq, put_at, crc, body FROM events WHERE seq >= ? ORDER BY seq",
-                 "SELECT seq FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", report)
+    """Copy intact chunks (or, from a format-1 file, intact events regrouped into chunks)."""
+    try:
+        tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        tables = {"chunks"}  # the catalogue is unreadable: try the current layout
+    v1 = "chunks" not in tables and "events" in tables
+    if v1:
+        rows = _chunks_from_v1(_scan(src, "SELECT seq, put_at, crc, body FROM events WHERE seq >= ? ORDER BY seq",
+                                     "SELECT seq FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", report), report)
+    else:
+        rows = _scan(src, f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq >= ? ORDER BY last_seq",
+                     "SELECT last_seq FROM chunks WHERE last_seq >= ? ORDER BY last_seq LIMIT 1", report)
     batch, prev = [], None
-    for seq, put_at, crc, body in _guard(rows):
-        if not isinstance(body, bytes) or zlib.crc32(body) != crc:
+    for row in _guard(rows):
+        last, count, nbytes, put_at, crc, lens, body = row
+        if not chunk_ok(count, nbytes, crc, lens, body) or not isinstance(put_at, (int, float)):
             report.damaged += 1
             continue
         if prev is not None:
-            report.seq_gaps += seq - prev - 1
-        prev = seq
-        batch.append((seq, put_at, crc, body))
-        report.events += 1
-        report.bytes += len(body)
-        if len(batch) >= 1000:
-            _insert(dst, "INSERT INTO events (seq, put_at, crc, body) VALUES (?, ?, ?, ?)", batch)
+            report.seq_gaps += max(0, last - count - prev)
+        prev = last
+        batch.append(row)
+        report.events += count
+        report.bytes += nbytes
+        if len(batch) >= 100:
+            _insert(dst, _INSERT_CHUNK, batch)
             batch = []
-    _insert(dst, "INSERT INTO events (seq, put_at, crc, body) VALUES (?, ?, ?, ?)", batch)
+    _insert(dst, _INSERT_CHUNK, batch)
     try:  # keep sequence numbers unique even past events that were lost at the end
-        row = src.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        if row and row[0] > (prev or 0):
-            dst.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (row[0],))
-            dst.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'events', ? WHERE changes() = 0", (row[0],))
+        row = src.execute("SELECT max(seq) FROM sqlite_sequence WHERE name IN ('chunks', 'events')").fetchone()
+        if row and row[0] is not None and row[0] > (prev or 0):
+            dst.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'chunks'", (row[0],))
+            dst.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'chunks', ? WHERE changes() = 0", (row[0],))
     except sqlite3.Error:
         pass
+
+
+def _chunks_from_v1(rows: Iterator[tuple], report: SalvageReport) -> Iterator[tuple]:
+    def good():
+        for row in _guard(rows):
+            seq, put_at, crc, body = row
+            if isinstance(body, bytes) and zlib.crc32(body) == crc and isinstance(put_at, (int, float)):
+                yield seq, put_at, body
+            else:
+                report.damaged += 1
+
+    return _regroup(good())
 
 
 def _copy_offsets(src, dst, report: SalvageReport) -> None:
@@ -803,6 +1100,7 @@ class VerifyReport:
     format_version: int | None = None
     events: int = 0
     bytes: int = 0
+    chunks: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
     oldest_put_at: float | None = None
@@ -814,8 +1112,10 @@ class VerifyReport:
     def lines(self) -> list[str]:
         out = [f"database: {self.db_path} ({self.file_bytes} bytes with WAL)"]
         if self.format_version is not None:
-            out.append(f"format version: {self.format_version}")
-        out.append(f"events: {self.events} ({self.bytes} bytes)"
+            out.append(f"format version: {self.format_version}" + (
+                f" (converted to {FORMAT_VERSION} at the next start)" if self.format_version < FORMAT_VERSION else ""))
+        out.append(f"events: {self.events} ({self.bytes} bytes"
+                   + (f" in {self.chunks} chunks)" if self.format_version != 1 else ")")
                    + (f", seq {self.first_seq}..{self.last_seq}" if self.first_seq is not None else ""))
         if self.oldest_put_at is not None:
             out.append(f"oldest event: {max(0.0, time.time() - self.oldest_put_at):.0f}s old")
@@ -874,18 +1174,28 @@ def verify(state_dir: str | os.PathLike) -> VerifyReport:
 
 
 def _verify_rows(conn: sqlite3.Connection, report: VerifyReport, problem) -> None:
+    if report.format_version == 1:
+        rows = ((seq, 1, len(body) if isinstance(body, bytes) else 0, put_at,
+                 isinstance(body, bytes) and zlib.crc32(body) == crc)
+                for seq, put_at, crc, body in conn.execute("SELECT seq, put_at, crc, body FROM events ORDER BY seq"))
+    else:
+        rows = ((last, count, nbytes, put_at, chunk_ok(count, nbytes, crc, lens, body))
+                for last, count, nbytes, put_at, crc, lens, body
+                in conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks ORDER BY last_seq"))
     damaged = []
-    for seq, put_at, crc, body in conn.execute("SELECT seq, put_at, crc, body FROM events ORDER BY seq"):
-        if zlib.crc32(body) != crc:
-            damaged.append(seq)
+    for last, count, nbytes, put_at, ok in rows:
+        if not ok:
+            damaged.append(last)
             continue
         if report.first_seq is None:
-            report.first_seq, report.oldest_put_at = seq, put_at
-        report.last_seq = seq
-        report.events += 1
-        report.bytes += len(body)
+            report.first_seq, report.oldest_put_at = last - count + 1, put_at
+        report.last_seq = last
+        report.events += count
+        report.bytes += nbytes
+        report.chunks += 1
     if damaged:
-        problem(f"{len(damaged)} events fail their checksum (first seq {damaged[0]})")
+        what = "events" if report.format_version == 1 else "chunks"
+        problem(f"{len(damaged)} {what} fail their checksum (first at seq {damaged[0]})")
     bad_offsets = 0
     for key, value, crc in conn.execute("SELECT key, value, crc FROM offsets"):
         if offset_crc(key, value) != crc:
@@ -893,4 +1203,5 @@ def _verify_rows(conn: sqlite3.Connection, report: VerifyReport, problem) -> Non
         report.offsets += 1
     if bad_offsets:
         problem(f"{bad_offsets} offset records fail their checksum")
-    report.quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    report.quarantined = conn.execute("SELECT count(*) FROM quarantine" if report.format_version == 1 else
+                                      "SELECT coalesce(sum(count), 0) FROM quarantine").fetchone()[0]

@@ -25,7 +25,8 @@ from shipper.channel import Channel
 def main() -> None:
     state, reports, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rng = random.Random(seed)
-    ch = Channel.open(state, min_free_bytes=0, capacity_events=1500)
+    # Small chunks, so one put spans several and leases of whole chunks vary in size.
+    ch = Channel.open(state, min_free_bytes=0, capacity_events=1500, chunk_events=16)
     fds = {name: os.open(os.path.join(reports, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
            for name in ("committed", "intent", "acked")}
 

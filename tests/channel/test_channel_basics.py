@@ -24,8 +24,8 @@ def open_ch(path, **kw):
 
 
 def test_parallel_leases_never_overlap_and_nack_comes_back_first(tmp_path):
-    with open_ch(tmp_path) as ch:
-        ch.put([b"%d" % i for i in range(10)])
+    with open_ch(tmp_path, chunk_events=3) as ch:
+        ch.put([b"%d" % i for i in range(10)])  # chunks 0-2, 3-5, 6-8, 9
         a = ch.take(3, 1 << 20)
         b = ch.take(3, 1 << 20)
         c = ch.take(3, 1 << 20)
@@ -39,10 +39,57 @@ def test_parallel_leases_never_overlap_and_nack_comes_back_first(tmp_path):
 
 
 def test_a_lease_holds_at_least_one_event_even_over_max_bytes(tmp_path):
-    with open_ch(tmp_path) as ch:
-        ch.put([b"x" * 100, b"y"])
+    with open_ch(tmp_path, chunk_bytes=50) as ch:
+        ch.put([b"x" * 100, b"y"])  # the big event is a chunk of its own
         assert ch.take(10, 10).events == [b"x" * 100]
         assert ch.take(10, 10).events == [b"y"]
+
+
+def test_a_put_is_stored_as_chunks_and_take_returns_whole_chunks(tmp_path):
+    events = [b"%04d" % i + b"." * (i % 7) for i in range(25)]
+    with open_ch(tmp_path, chunk_events=10, chunk_bytes=1 << 20) as ch:
+        ch.put(events, {"f": b"25"})
+        first = ch.take(3, 1 << 20)  # a chunk is never split: the whole first chunk, over max_events
+        assert first.count == 10 and first.events == events[:10]
+        assert first.payload == b"".join(events[:10]) and first.nbytes == len(first.payload)
+        rest = ch.take(14, 1 << 20)  # chunk 10-19 fits, 20-24 would make 10 + 5 > 14
+        assert rest.events == events[10:20] and rest.count == 10
+        assert ch.take(100, 1 << 20).events == events[20:]
+        s = ch.stats()
+        assert s.events == 25 and s.leased_events == 25 and s.bytes == sum(map(len, events))
+        ch.nack(rest)
+        both = ch.take(100, 1 << 20)  # gives back 10-19 only: the open lease 20-24 ends the run
+        assert both.events == events[10:20]
+        for lease in (first, both):
+            ch.ack(lease)
+        assert ch.stats().events == 5
+
+
+def test_chunks_are_bounded_by_bytes_too(tmp_path):
+    events = [bytes([65 + i]) * 30 for i in range(10)]
+    with open_ch(tmp_path, chunk_events=1000, chunk_bytes=100) as ch:
+        ch.put(events)
+        sizes = []
+        while lease := ch.take(1, 1):
+            sizes.append(lease.count)
+            assert lease.events == events[sum(sizes) - lease.count:sum(sizes)]
+        assert sizes == [3, 3, 3, 1]
+
+
+def test_lease_batches_cut_a_chunk_at_event_boundaries_and_join_small_ones(tmp_path):
+    with open_ch(tmp_path, chunk_events=7) as ch:
+        ch.put([b"a%d" % i for i in range(7)])
+        ch.put([b"b%d" % i for i in range(2)])
+        ch.put([b"c%d" % i for i in range(3)])
+        lease = ch.take(1000, 1 << 20)
+        assert [c.count for c in lease.chunks] == [7, 2, 3]
+        batches = lease.batches(3, 1 << 20)
+        assert [n for n, _ in batches] == [3, 3, 3, 3]  # 7 cut as 3+3+1, the 1 joined with b0 b1
+        assert b"".join(p for _, p in batches) == lease.payload
+        assert batches[2] == (3, b"a6b0b1")
+        assert lease.batches(100, 5) == [(2, b"a0a1"), (2, b"a2a3"), (2, b"a4a5"), (1, b"a6"), (2, b"b0b1"),
+                                         (2, b"c0c1"), (1, b"c2")]
+        assert lease.batches(1000, 1 << 20) == [(12, lease.payload)]
 
 
 def test_acking_a_lease_twice_is_an_error(tmp_path):
@@ -56,7 +103,7 @@ def test_acking_a_lease_twice_is_an_error(tmp_path):
 
 def test_many_sink_threads_deliver_every_event_exactly_once_without_crash(tmp_path):
     total, got, lock, failed_once = 3000, [], threading.Lock(), set()
-    with open_ch(tmp_path, capacity_events=500) as ch:
+    with open_ch(tmp_path, capacity_events=500, chunk_events=20) as ch:
         done = threading.Event()
 
         def sink():
@@ -89,7 +136,7 @@ def test_many_sink_threads_deliver_every_event_exactly_once_without_crash(tmp_pa
 
 def test_full_channel_blocks_put_until_an_ack_makes_room_and_reports_the_wait(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="flume-ship.channel")
-    with open_ch(tmp_path, capacity_events=4) as ch:
+    with open_ch(tmp_path, capacity_events=4, chunk_events=1) as ch:
         assert ch.put([b"1", b"2", b"3"])
         assert ch.put([b"4", b"5"], timeout=0.05) is False  # would exceed 4 events
         result = []
@@ -211,15 +258,16 @@ def test_verify_runs_beside_an_open_channel(tmp_path):
 
 def test_a_damaged_event_is_quarantined_not_sent(tmp_path):
     with open_ch(tmp_path) as ch:
-        ch.put([b"good1", b"bad", b"good2"])
+        for batch in ([b"good1"], [b"bad", b"bad"], [b"good2"]):
+            ch.put(batch)
     with sqlite3.connect(tmp_path / DB_NAME) as db:  # a payload flipped inside a well-formed page
-        db.execute("UPDATE events SET body = X'00' WHERE body = X'626164'")
+        db.execute("UPDATE chunks SET body = X'626164626165' WHERE body = X'626164626164'")
     r = subprocess.run(cli_argv("channel", "verify", "--state-dir", str(tmp_path)), capture_output=True, text=True)
     assert r.returncode == EXIT_STATE and "fail their checksum" in r.stdout
     with open_ch(tmp_path) as ch:
         assert ch.take(10, 1 << 20).events == [b"good1"]
         assert ch.take(10, 1 << 20).events == [b"good2"]
-        assert ch.stats().quarantined == 1 and ch.stats().events == 2
+        assert ch.stats().quarantined == 2 and ch.stats().events == 2  # the whole chunk went
 
 
 def test_a_bad_offset_value_fails_the_put_and_leaves_the_channel_usable(tmp_path):

@@ -69,8 +69,10 @@ def test_put_on_a_full_disk_fails_cleanly_and_works_again_when_space_returns(tin
             assert ch.put(events(n, 100), {"f": b"%d" % (n + 100)})
             committed += events(n, 100)
             n += 100
-        ch.ack(ch.take(150, 1 << 20))  # some history: deletes as well as inserts
-        committed = committed[150:]
+        lease = ch.take(250, 1 << 20)  # whole chunks (one per put here): 200 events
+        assert lease.count == 200
+        ch.ack(lease)  # some history: deletes as well as inserts
+        committed = committed[200:]
 
         fill(tiny_fs / "ballast")
         failure = None

@@ -1,9 +1,12 @@
 """Model-based test: any sequence of put / take / ack / nack / reopen against an in-memory reference.
 
-The reference is a list of stored events in channel order, each marked with the lease holding it.
-take leases the first run of unleased events that no other lease interrupts, within max_events and
-max_bytes (always at least one event); ack removes a lease's events; nack unmarks them; reopen drops
-every lease (a restart); put with timeout=0 is accepted exactly when the capacity rules say so.
+The reference is a list of stored chunks in channel order, each a list of events marked with the
+lease holding it. put cuts its events into chunks of at most CHUNK_EVENTS events and CHUNK_BYTES
+bytes (a chunk holds at least one event); take leases the first run of unleased chunks that no
+other lease interrupts: always the first chunk, then more while the lease stays within max_events
+and max_bytes; ack removes a lease's chunks; nack unmarks them; reopen drops every lease (a
+restart); put with timeout=0 is accepted exactly when the capacity rules (counted in events and
+bytes) say so. Every lease's payload and its batches() pieces must be its events back to back.
 """
 
 from __future__ import annotations
@@ -19,8 +22,19 @@ from shipper.channel import Channel
 
 CAP_EVENTS = 12
 CAP_BYTES = 400
+CHUNK_EVENTS = 3
+CHUNK_BYTES = 70
 
 bodies = st.binary(min_size=0, max_size=60)
+
+
+def reference_chunks(events: list[bytes]) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = []
+    for e in events:
+        if not chunks or len(chunks[-1]) == CHUNK_EVENTS or sum(map(len, chunks[-1])) + len(e) > CHUNK_BYTES:
+            chunks.append([])
+        chunks[-1].append(e)
+    return chunks
 
 
 class ChannelModel(RuleBasedStateMachine):
@@ -28,17 +42,24 @@ class ChannelModel(RuleBasedStateMachine):
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="chmodel-", dir="/dev/shm")
         self.ch = self._open()
-        self.stored: list[list] = []  # [body, lease_id or None] in channel order
+        self.stored: list[list] = []  # [events of one chunk, lease_id or None] in channel order
         self.leases = {}  # lease id -> Lease
         self.offsets: dict[str, bytes] = {}
         self.counter = 0
 
     def _open(self):
-        return Channel.open(self.dir, capacity_events=CAP_EVENTS, capacity_bytes=CAP_BYTES, min_free_bytes=0)
+        return Channel.open(self.dir, capacity_events=CAP_EVENTS, capacity_bytes=CAP_BYTES, min_free_bytes=0,
+                            chunk_events=CHUNK_EVENTS, chunk_bytes=CHUNK_BYTES)
 
     def teardown(self):
         self.ch.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _events(self):
+        return sum(len(c[0]) for c in self.stored)
+
+    def _bytes(self):
+        return sum(len(e) for c in self.stored for e in c[0])
 
     @rule(n=st.integers(0, 8), size=st.integers(0, 60), keys=st.lists(st.sampled_from("abc"), max_size=2),
           delete=st.booleans())
@@ -49,38 +70,45 @@ class ChannelModel(RuleBasedStateMachine):
             events.append(str(self.counter).encode().ljust(size, b"."))
         offsets = {k: (None if delete and k in self.offsets else str(self.counter).encode()) for k in keys}
         nbytes = sum(map(len, events))
-        total = sum(len(e[0]) for e in self.stored)
         fits = not events or not self.stored or (
-            len(self.stored) + n <= CAP_EVENTS and total + nbytes <= CAP_BYTES)
+            self._events() + n <= CAP_EVENTS and self._bytes() + nbytes <= CAP_BYTES)
         accepted = self.ch.put(events, offsets, timeout=0)
         assert accepted == fits
         if accepted:
-            self.stored.extend([e, None] for e in events)
+            self.stored.extend([c, None] for c in reference_chunks(events))
             for k, v in offsets.items():
                 if v is None:
                     self.offsets.pop(k, None)
                 else:
                     self.offsets[k] = v
 
-    @rule(max_events=st.integers(1, 6), max_bytes=st.integers(1, 200))
-    def take(self, max_events, max_bytes):
+    @rule(max_events=st.integers(1, 8), max_bytes=st.integers(1, 200), piece=st.integers(1, 5))
+    def take(self, max_events, max_bytes, piece):
         lease = self.ch.take(max_events, max_bytes)
-        free = [i for i, e in enumerate(self.stored) if e[1] is None]
+        free = [i for i, c in enumerate(self.stored) if c[1] is None]
         if not free:
             assert lease is None
             return
         assert lease is not None
-        expect, nbytes = [], 0
+        expect, n, nbytes = [], 0, 0
         for i in range(free[0], len(self.stored)):
-            body, holder = self.stored[i]
-            if holder is not None or len(expect) == max_events:
+            events, holder = self.stored[i]
+            size = sum(map(len, events))
+            if holder is not None:
                 break
-            if expect and nbytes + len(body) > max_bytes:
+            if expect and (n + len(events) > max_events or nbytes + size > max_bytes):
                 break
             expect.append(i)
-            nbytes += len(body)
-        assert lease.events == [self.stored[i][0] for i in expect]
+            n += len(events)
+            nbytes += size
+        want = [e for i in expect for e in self.stored[i][0]]
+        assert lease.events == want
+        assert lease.count == n == len(want)
         assert lease.nbytes == nbytes
+        assert lease.payload == b"".join(want)
+        pieces = lease.batches(piece, 3 * piece)
+        assert b"".join(p for _, p in pieces) == lease.payload and sum(c for c, _ in pieces) == n
+        assert all(c <= piece for c, _ in pieces)
         for i in expect:
             self.stored[i][1] = lease.id
         self.leases[lease.id] = lease
@@ -90,31 +118,32 @@ class ChannelModel(RuleBasedStateMachine):
     def ack(self, data):
         lid = data.draw(st.sampled_from(sorted(self.leases)))
         self.ch.ack(self.leases.pop(lid))
-        self.stored = [e for e in self.stored if e[1] != lid]
+        self.stored = [c for c in self.stored if c[1] != lid]
 
     @precondition(lambda self: self.leases)
     @rule(data=st.data())
     def nack(self, data):
         lid = data.draw(st.sampled_from(sorted(self.leases)))
         self.ch.nack(self.leases.pop(lid))
-        for e in self.stored:
-            if e[1] == lid:
-                e[1] = None
+        for c in self.stored:
+            if c[1] == lid:
+                c[1] = None
 
     @rule()
     def reopen(self):
         self.ch.close()
         self.ch = self._open()
         self.leases.clear()
-        for e in self.stored:
-            e[1] = None
+        for c in self.stored:
+            c[1] = None
 
     @invariant()
     def counters_and_offsets_match(self):
         s = self.ch.stats()
-        assert s.events == len(self.stored)
-        assert s.bytes == sum(len(e[0]) for e in self.stored)
-        assert s.leased_events == sum(1 for e in self.stored if e[1] is not None)
+        assert s.events == self._events()
+        assert s.bytes == self._bytes()
+        assert s.leased_events == sum(len(c[0]) for c in self.stored if c[1] is not None)
+        assert s.leased_bytes == sum(len(e) for c in self.stored if c[1] is not None for e in c[0])
         assert self.ch.offsets() == self.offsets
 
 
@@ -130,7 +159,8 @@ def test_reopen_rule_reaches_stored_events_after_restart():
     d = tempfile.mkdtemp(dir="/dev/shm")
     try:
         ch = Channel.open(d, min_free_bytes=0)
-        ch.put([b"1", b"2", b"3"], {"f": b"3"})
+        ch.put([b"1", b"2"], {"f": b"2"})
+        ch.put([b"3"], {"f": b"3"})
         lease = ch.take(2, 1000)
         assert lease.events == [b"1", b"2"]
         ch.close()  # lease lost with the "process"
