@@ -85,6 +85,11 @@ class CollectorClient:
         """Deliver one batch; returns only when the collector answered OK for all of it."""
         self.append_batches([encoded_events], window=1)
 
+    def append_payload(self, count: int, payload: bytes) -> None:
+        """Deliver ``count`` encoded events joined in ``payload`` (as the channel stores them) as
+        one appendBatch; returns only when the collector answered OK."""
+        self.append_payloads([(count, payload)], window=1)
+
     def append_batches(
         self,
         batches: Iterable[Sequence[bytes]],
@@ -102,34 +107,58 @@ class CollectorClient:
         error to the events acknowledged OK before it; calls still in flight count as not
         delivered (the collector may hold them anyway: at-least-once).
         """
+        return self._pipeline(
+            ((len(batch), batch) for batch in batches),
+            lambda conn, batch: conn.send_append_batch(batch),
+            window,
+            None if on_ack is None else (lambda _i, n: on_ack(n)),
+        )
+
+    def append_payloads(
+        self,
+        payloads: Iterable[tuple[int, bytes]],
+        *,
+        window: int = 4,
+        on_ack: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Like :meth:`append_batches` for ``(count, payload)`` pairs of pre-joined events; no
+        per-event work. ``on_ack(index, count)`` names the pair (its position in ``payloads``)
+        that was acknowledged OK, so a caller can retry only the others after a failure."""
+        return self._pipeline(((item[0], item) for item in payloads),
+                              lambda conn, item: conn.send_append_batch_payload(*item), window, on_ack)
+
+    def _pipeline(self, items: Iterable, send: Callable, window: int,
+                  on_ack: Callable[[int, int], None] | None) -> int:
+        """The shared loop: ``items`` yields ``(count, x)``; ``send(conn, x)`` queues one call."""
         acked = 0
-        inflight: dict[int, tuple[int, float]] = {}  # serial -> (events, deadline)
-        pending = iter(batches)
+        inflight: dict[int, tuple[int, int, float]] = {}  # serial -> (index, events, deadline)
+        pending = enumerate(items)
         more = True
         try:
             self.connect()
             stream, conn = self._stream, self._conn
             while True:
                 while more and len(inflight) < (window if conn.established else 1):
-                    batch = next(pending, None)
-                    if batch is None:
+                    item = next(pending, None)
+                    if item is None:
                         more = False
                         break
+                    index, (count, x) = item
                     deadline = time.monotonic() + self.options.request_timeout
-                    inflight[conn.send_append_batch(batch)] = (len(batch), deadline)
+                    inflight[send(conn, x)] = (index, count, deadline)
                     stream.send(conn.data_to_send(), deadline)
                 if not inflight:
                     return acked
-                stream_deadline = min(d for _, d in inflight.values())
+                stream_deadline = min(d for _, _, d in inflight.values())
                 conn.receive_data(stream.recv(stream_deadline))
                 while (event := conn.next_event()) is not None:
                     if isinstance(event, (CallSucceeded, CallFailed)) and event.serial in inflight:
-                        count, _ = inflight.pop(event.serial)
+                        index, count, _ = inflight.pop(event.serial)
                         if not (isinstance(event, CallSucceeded) and event.status == Status.OK):
                             raise rejection(self.address, event)
                         acked += count
                         if on_ack is not None:
-                            on_ack(count)
+                            on_ack(index, count)
                     elif isinstance(event, HandshakeCompleted):
                         self._server_hash = event.server_hash
                     elif isinstance(event, ConnectionClosed):

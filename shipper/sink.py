@@ -2,9 +2,17 @@
 
 A sink worker repeats one transaction, Flume's take-send-commit::
 
-    lease = channel.take(batch)            # the oldest events nobody else holds
-    deliver(lease.events)                  # returns only when a collector answered Status OK
+    lease = channel.take(batch)            # the oldest whole chunks nobody else holds
+    deliver(lease)                         # returns only when a collector answered Status OK
     channel.ack(lease)                     # now, and only now, they leave the channel
+
+The channel stores events as chunks of encoded events joined back to back, which is already the
+middle of an appendBatch parameter, so a lease is sent as ``(count, payload)`` with no per-event
+work. A lease within ``batch_size`` events (and ``batch_bytes``) is one call. A bigger one (a
+stored chunk can be bigger than the configured batch) is cut at event boundaries into batches
+of at most ``batch_size`` events that go out as several calls pipelined on one connection, up to
+``window`` in flight; the lease is acked only when every call answered OK. Batches already
+answered OK are not sent again when a later attempt retries the rest.
 
 ``deliver`` is a tenacity retry loop that never gives up by default. Each attempt asks the
 :class:`~shipper.policy.Selector` for a collector (penalty box + balance mode) and sends the stored
@@ -43,6 +51,7 @@ class SinkOptions:
     batch_size: int = 1000
     batch_bytes: int = 4 * 1024 * 1024
     linger: float = 0.2  # how long a partial batch may wait for more events
+    window: int = 4  # calls in flight when a lease is sent as several batches
     backoff_initial: float = 0.5  # first backoff bound (full jitter draws from [0, bound])
     backoff_max: float = 30.0  # the cap on any single wait
     max_attempts: int | None = None  # None = retry forever
@@ -168,14 +177,14 @@ class SinkWorker:
                         return
                     continue
                 try:
-                    self.deliver(lease.events)
+                    self.deliver(lease)
                 except BaseException:
                     self.channel.nack(lease)
                     raise
                 self._ack(lease)
-                self.delivered_events += len(lease.events)
+                self.delivered_events += lease.count
                 if self.telemetry:
-                    self.telemetry.acked(len(lease.events), lease.nbytes)
+                    self.telemetry.acked(lease.count, lease.nbytes)
         except Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
@@ -218,7 +227,7 @@ class SinkWorker:
         if lease is None:
             self.channel.wait_for_events(0.5)
             return None
-        if len(lease.events) < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0:
+        if lease.count < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0:
             if not (self.exit_when_empty.is_set() or self.stopping.is_set()):
                 # A partial batch: give it back and let more events gather for `linger` seconds.
                 self.channel.nack(lease)
@@ -229,8 +238,14 @@ class SinkWorker:
 
     # --- one batch ------------------------------------------------------------------------
 
-    def deliver(self, events: Sequence[bytes]) -> None:
-        """Send one batch until a collector answers OK (or the retry budget or abort ends it)."""
+    def deliver(self, lease) -> None:
+        """Send a lease until a collector answered OK for all of it (or the retry budget or abort
+        ends it). ``lease`` needs ``count``, ``nbytes``, ``payload`` and ``batches(n, b)``."""
+        opts = self.options
+        if lease.count <= opts.batch_size and lease.nbytes <= opts.batch_bytes:
+            parts = [(lease.count, lease.payload)]
+        else:
+            parts = lease.batches(opts.batch_size, opts.batch_bytes)
         self.tried.clear()
         self.backoffs = 0
         stop = tenacity.stop_never
@@ -245,7 +260,7 @@ class SinkWorker:
             before_sleep=self._count_retry,
         )
         try:
-            retrying(self._attempt, events)
+            retrying(self._attempt, parts, set())
         except ShipperError as exc:
             if exc.retriable:
                 raise GaveUp(f"gave up after {self.options.max_attempts} attempts: {exc}") from exc
@@ -259,9 +274,11 @@ class SinkWorker:
         if self.telemetry:
             self.telemetry.retried()
 
-    def _attempt(self, events: Sequence[bytes]) -> None:
+    def _attempt(self, parts: list[tuple[int, bytes]], done: set[int]) -> None:
+        """One collector, the parts not yet answered OK (``done`` holds their indexes)."""
         if self.abort.is_set():
             raise Aborted()
+        todo = [i for i in range(len(parts)) if i not in done]
         i = self.pool.choose(frozenset(self.tried))
         self.tried.add(i)
         client = self._clients[i]
@@ -269,12 +286,17 @@ class SinkWorker:
             client = self._clients[i] = self._make_client(self.pool.addresses[i])
         started = time.monotonic()
         try:
-            client.append_batch(events)
+            if len(todo) == 1:
+                client.append_payload(*parts[todo[0]])
+                done.add(todo[0])
+            else:
+                client.append_payloads([parts[j] for j in todo], window=self.options.window,
+                                       on_ack=lambda k, _n: done.add(todo[k]))
         except BaseException as exc:
             if is_retriable(exc):
                 self.pool.failure(i, exc)
             raise
-        self.pool.success(i, time.monotonic() - started, len(events))
+        self.pool.success(i, time.monotonic() - started, sum(parts[j][0] for j in todo))
 
     def close(self) -> None:
         for client in self._clients:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from shipper.avroipc.avro import AvroDecodeError, Reader, encode_string
+from shipper.avroipc.avro import AvroDecodeError, Reader, encode_long, encode_string
 from shipper.avroipc.errors import LocalProtocolError, RemoteProtocolError
 from shipper.avroipc.events import (
     CallFailed,
@@ -105,6 +105,15 @@ class ClientConnection:
 
     def send_append_batch(self, encoded_events: Sequence[bytes]) -> int:
         return self._start(_NAME_APPEND_BATCH, encode_batch_param(encoded_events))
+
+    def send_append_batch_payload(self, count: int, payload: bytes) -> int:
+        """appendBatch with ``count`` encoded events already joined into ``payload``: the same
+        bytes as :meth:`send_append_batch` of those events, without handling them one by one.
+        The caller vouches that ``payload`` holds exactly ``count`` encoded AvroFlumeEvents."""
+        if count < 0 or (count == 0) != (len(payload) == 0):
+            raise ValueError(f"a payload of {len(payload)} bytes cannot hold {count} events")
+        params = encode_long(count) + payload + b"\x00" if count else b"\x00"
+        return self._start(_NAME_APPEND_BATCH, params)
 
     def send_append(self, encoded_event: bytes) -> int:
         return self._start(_NAME_APPEND, encoded_event)
