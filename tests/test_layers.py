@@ -51,3 +51,15 @@ def test_avroipc_is_sans_io():
         if name.startswith("avroipc"):
             bad = imports_of(path) & {"socket", "ssl", "threading", "asyncio", "time", "selectors"}
             assert not bad, f"{name} imports {bad}"
+
+
+# Sockets belong to the transports (net: the client side; collector: the server side) and to the
+# two operator-facing endpoints: systemd's notify datagram and the metrics HTTP server.
+SOCKET_MODULES = {"net", "collector", "notify", "metrics"}
+
+
+def test_only_the_transports_and_operator_endpoints_touch_sockets():
+    for name, path in modules():
+        if name not in SOCKET_MODULES:
+            bad = imports_of(path) & {"socket", "ssl", "http.server", "socketserver"}
+            assert not bad, f"{name} imports {bad}"
