@@ -74,9 +74,12 @@ app.add_typer(channel_app, name="channel")
 @channel_app.command("verify")
 def channel_verify(
     state_dir: Optional[str] = typer.Option(
-        None, "--state-dir", help="State directory (default: /var/lib/flume-ship for root, else "
-        "$XDG_STATE_HOME/flume-ship or ~/.local/state/flume-ship)."
+        None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR", help="State directory (default: the config "
+        "file's channel.state_dir, else /var/lib/flume-ship for root, else $XDG_STATE_HOME/flume-ship or "
+        "~/.local/state/flume-ship)."
     ),
+    config: Optional[str] = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG",
+                                         help="Config file to take the state directory from."),
 ) -> None:
     """Run the full integrity check on the channel, read-only (safe while an agent runs).
 
@@ -84,9 +87,8 @@ def channel_verify(
     """
     from shipper.channel import verify
     from shipper.errors import EXIT_STATE
-    from shipper.statedir import default_state_dir
 
-    report = verify(state_dir or default_state_dir())
+    report = verify(state_dir or _state_dir_from_config(config))
     for line in report.lines():
         typer.echo(line)
     if not report.healthy:
