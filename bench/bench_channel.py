@@ -3,7 +3,8 @@
     python3 bench/bench_channel.py [--dir DIR] [--events N] [--size BYTES]
 
 For each batch size (100 and 1,000 events of ~100 bytes):
-  * channel, serial:    put(batch) -> take(batch) -> ack(lease), one thread (2 commits per batch);
+  * channel, serial:    put(batch) -> take(batch) -> ack(lease), one thread (2 commits per batch;
+                        each put is one stored chunk, since the default chunk is 1,000 events);
   * channel, pipelined: a writer thread puts while a sink thread takes and acks (as in the agent);
   * raw file:           append the batch (4-byte length + bytes per event) and fsync, per batch.
 All three run in the same directory in the same run (default: a temporary directory under /tmp;
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from shipper.channel import Channel
+from shipper.channel import CHUNK_BYTES, CHUNK_EVENTS, Channel
 
 
 def fs_type(path: str) -> str:
@@ -54,7 +55,7 @@ def channel_pipelined(d: str, batch: list[bytes], rounds: int) -> float:
                     ch.wait_for_events(1.0)
                     continue
                 ch.ack(lease)
-                done += len(lease.events)
+                done += lease.count  # the sink sends lease.payload: no per-event work
 
         t = threading.Thread(target=sink)
         t0 = time.perf_counter()
@@ -86,7 +87,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=100, help="bytes per event")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="bench-channel-", dir=args.dir)
-    print(f"scratch: {base} ({fs_type(os.path.realpath(base))}); {args.events} events of {args.size} bytes each")
+    print(f"scratch: {base} ({fs_type(os.path.realpath(base))}); {args.events} events of {args.size} bytes each; "
+          f"chunks of up to {CHUNK_EVENTS} events / {CHUNK_BYTES} bytes; load average {os.getloadavg()[0]:.2f}")
     print(f"{'batch':>6} {'channel serial':>16} {'channel pipelined':>18} {'raw append+fsync':>17}   (events/s)")
     try:
         for size in (100, 1000):

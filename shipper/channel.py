@@ -232,12 +232,15 @@ class Lease:
 
     ``payload`` is every event back to back, ready to go between an appendBatch parameter's
     count and its terminator; ``events`` splits it into single events (computed on each access:
-    the sink never needs it)."""
+    the sink never needs it). ``full`` says that waiting could not have made the lease bigger:
+    take stopped at a stored chunk that did not fit, or at another lease, not at the end of the
+    data (a sink lingers for more events only when it is False)."""
 
-    __slots__ = ("id", "chunks", "count", "nbytes", "first_seq", "last_seq", "_payload")
+    __slots__ = ("id", "chunks", "count", "nbytes", "first_seq", "last_seq", "full", "_payload")
 
-    def __init__(self, id: int, chunks: list[Chunk], first_seq: int, last_seq: int):
+    def __init__(self, id: int, chunks: list[Chunk], first_seq: int, last_seq: int, full: bool = False):
         self.id = id
+        self.full = full
         self.chunks = chunks
         self.count = sum(c.count for c in chunks)
         self.nbytes = sum(len(c.body) for c in chunks)
@@ -722,7 +725,7 @@ class Channel:
                     start = max(start, spans[i][1] + 1)
                     i += 1
                 limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
-                picked = self._read_run(start, limit, max_events, max_bytes)
+                picked, full = self._read_run(start, limit, max_events, max_bytes)
                 if picked:
                     break
                 if i >= len(spans):
@@ -730,17 +733,20 @@ class Channel:
                 start = spans[i][1] + 1
                 i += 1
             (first, first_chunk), last = picked[0], picked[-1][0]
-            lease = Lease(next(self._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last)
+            lease = Lease(next(self._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last,
+                          full or limit != MAX_SEQ)
             self._leases[lease.id] = lease
             self._leased_events += lease.count
             self._leased_bytes += lease.nbytes
             return lease
 
-    def _read_run(self, start: int, limit: int, max_events: int, max_bytes: int) -> list[tuple[int, Chunk]]:
-        """Chunks keyed start..limit in order, within the limits; a damaged chunk ends the run."""
+    def _read_run(self, start: int, limit: int, max_events: int,
+                  max_bytes: int) -> tuple[list[tuple[int, Chunk]], bool]:
+        """Chunks keyed start..limit in order, within the limits; a damaged chunk ends the run.
+        Also says whether the run stopped at a stored chunk (that did not fit, or was damaged)."""
         while True:
             picked: list[tuple[int, Chunk]] = []
-            bad = None
+            bad, stopped = None, False
             try:
                 # First the small columns only (no overflow pages read), to choose the run ...
                 keys, n, nbytes = [], 0, 0
@@ -749,6 +755,7 @@ class Channel:
                         "ORDER BY last_seq LIMIT ?", (start, limit, max_events)):
                     if keys and (not isinstance(count, int) or not isinstance(size, int)
                                  or n + count > max_events or nbytes + size > max_bytes):
+                        stopped = True
                         break
                     keys.append(key)
                     if isinstance(count, int) and isinstance(size, int):
@@ -771,7 +778,7 @@ class Channel:
                                      "restart flume-ship to salvage it") from exc
                 raise ChannelIOError(f"channel take failed in {self.state_dir}: {exc}") from exc
             if bad is None or picked:
-                return picked  # a bad chunk right after the run is dealt with by the next take
+                return picked, stopped or bad is not None  # a bad chunk after the run: the next take
             self._quarantine(bad)
             start = bad + 1
 

@@ -129,16 +129,21 @@ class CollectorClient:
 
     def _pipeline(self, items: Iterable, send: Callable, window: int,
                   on_ack: Callable[[int, int], None] | None) -> int:
-        """The shared loop: ``items`` yields ``(count, x)``; ``send(conn, x)`` queues one call."""
+        """The shared loop: ``items`` yields ``(count, x)``; ``send(conn, x)`` queues one call.
+
+        A call answered with an error or a status other than OK stops the sending; the answers
+        to the calls already out are still read (the connection is in step), so the ones the
+        collector accepted count as delivered and need not be sent again; then it raises."""
         acked = 0
         inflight: dict[int, tuple[int, int, float]] = {}  # serial -> (index, events, deadline)
         pending = enumerate(items)
         more = True
+        refused: ShipperError | None = None
         try:
             self.connect()
             stream, conn = self._stream, self._conn
             while True:
-                while more and len(inflight) < (window if conn.established else 1):
+                while more and refused is None and len(inflight) < (window if conn.established else 1):
                     item = next(pending, None)
                     if item is None:
                         more = False
@@ -148,6 +153,8 @@ class CollectorClient:
                     inflight[send(conn, x)] = (index, count, deadline)
                     stream.send(conn.data_to_send(), deadline)
                 if not inflight:
+                    if refused is not None:
+                        raise refused
                     return acked
                 stream_deadline = min(d for _, _, d in inflight.values())
                 conn.receive_data(stream.recv(stream_deadline))
@@ -155,7 +162,8 @@ class CollectorClient:
                     if isinstance(event, (CallSucceeded, CallFailed)) and event.serial in inflight:
                         index, count, _ = inflight.pop(event.serial)
                         if not (isinstance(event, CallSucceeded) and event.status == Status.OK):
-                            raise rejection(self.address, event)
+                            refused = refused or rejection(self.address, event)
+                            continue
                         acked += count
                         if on_ack is not None:
                             on_ack(index, count)
@@ -173,6 +181,9 @@ class CollectorClient:
             raise failure from err
         except ShipperError as err:
             self.close()
+            if refused is not None and err is not refused:
+                refused.acknowledged = acked  # the refusal is the news; what followed is noise
+                raise refused from err
             err.acknowledged = acked
             raise
         except BaseException:

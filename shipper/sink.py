@@ -227,9 +227,11 @@ class SinkWorker:
         if lease is None:
             self.channel.wait_for_events(0.5)
             return None
-        if lease.count < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0:
+        if (lease.count < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0
+                and not getattr(lease, "full", False)):
             if not (self.exit_when_empty.is_set() or self.stopping.is_set()):
-                # A partial batch: give it back and let more events gather for `linger` seconds.
+                # A partial batch that more events could still grow (the channel ran out, rather
+                # than its next chunk not fitting): give it back and let events gather for `linger`.
                 self.channel.nack(lease)
                 if self.stopping.wait(opts.linger) or self.abort.is_set():
                     return None
