@@ -10,9 +10,14 @@ The channel stores events as chunks of encoded events joined back to back, which
 middle of an appendBatch parameter, so a lease is sent as ``(count, payload)`` with no per-event
 work. A lease within ``batch_size`` events (and ``batch_bytes``) is one call. A bigger one (a
 stored chunk can be bigger than the configured batch) is cut at event boundaries into batches
-of at most ``batch_size`` events that go out as several calls pipelined on one connection, up to
-``window`` in flight; the lease is acked only when every call answered OK. Batches already
-answered OK are not sent again when a later attempt retries the rest.
+of at most ``batch_size`` events, sent as several calls on one connection; the lease is acked
+only when every call answered OK, and a retry starts at the first call not answered OK.
+
+By default (``window`` 1) those calls go one at a time. That keeps a single worker's delivery in
+order: the calls answered OK are always a prefix, so resuming after them sends the rest in order,
+and at most one batch is in flight to be duplicated. ``window`` > 1 pipelines them, which hides
+round trips but may reorder: Flume 1.10+ runs pipelined calls of one connection on different
+threads (docs/interop.md), and a refused call sent again lands after its accepted successors.
 
 ``deliver`` is a tenacity retry loop that never gives up by default. Each attempt asks the
 :class:`~shipper.policy.Selector` for a collector (penalty box + balance mode) and sends the stored
@@ -51,7 +56,7 @@ class SinkOptions:
     batch_size: int = 1000
     batch_bytes: int = 4 * 1024 * 1024
     linger: float = 0.2  # how long a partial batch may wait for more events
-    window: int = 4  # calls in flight when a lease is sent as several batches
+    window: int = 1  # calls in flight when a lease is sent as several batches (>1 may reorder)
     backoff_initial: float = 0.5  # first backoff bound (full jitter draws from [0, bound])
     backoff_max: float = 30.0  # the cap on any single wait
     max_attempts: int | None = None  # None = retry forever
@@ -277,7 +282,8 @@ class SinkWorker:
             self.telemetry.retried()
 
     def _attempt(self, parts: list[tuple[int, bytes]], done: set[int]) -> None:
-        """One collector, the parts not yet answered OK (``done`` holds their indexes)."""
+        """One collector, the parts not yet answered OK (``done`` holds their indexes; with
+        window 1 they are a prefix, so the rest goes out in order)."""
         if self.abort.is_set():
             raise Aborted()
         todo = [i for i in range(len(parts)) if i not in done]

@@ -120,7 +120,7 @@ def test_delivery_resumes_after_fault(tmp_path, collector, fault):
         # the calls in flight when the fault began (their OK may be cut off), plus those of each
         # connection made during the fault when the fault still forwards requests. The channel's
         # chunks (1,000 events) are bigger than BATCH here, so the sink sends a lease as BATCH-sized
-        # calls with up to WINDOW in flight; calls answered OK are not sent again.
+        # calls, WINDOW (by default 1) at a time; calls answered OK are not sent again.
         max_dups = BATCH * WINDOW * (1 + (attempts if fault in ("reset", "blackhole") else 0))
         dups = check_delivery(lines, expected, max_dups=max_dups)
         print(f"{fault}: {attempts} connections during the fault, {dups} duplicates")
@@ -144,7 +144,7 @@ def test_collector_restart_is_survived(tmp_path, collector):
         time.sleep(2)
         collector(out=out, port=port)
         lines = wait_for_count(out, 5000, procs=[tail])
-        # the calls in flight when the collector died (up to WINDOW per connection), and one more round
+        # the calls in flight when the collector died (WINDOW per connection), and one more round
         check_delivery(lines, [f"line {i:07d} {'x' * 60}".encode() for i in range(5000)],
                        max_dups=BATCH * WINDOW * 2)
     finally:

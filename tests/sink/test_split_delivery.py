@@ -61,8 +61,8 @@ class ScriptedCollector:
         self.listener.close()
 
 
-def worker(ch: Channel, collector: ScriptedCollector, batch_size: int) -> SinkWorker:
-    options = SinkOptions(batch_size=batch_size, linger=0, backoff_initial=0.01, backoff_max=0.05)
+def worker(ch: Channel, collector: ScriptedCollector, batch_size: int, window: int = 1) -> SinkWorker:
+    options = SinkOptions(batch_size=batch_size, linger=0, backoff_initial=0.01, backoff_max=0.05, window=window)
     pool = CollectorPool([collector.address], Selector(1), options)
     return SinkWorker(ch, pool, lambda a: CollectorClient(a, ClientOptions(request_timeout=10)), options,
                       stopping=threading.Event(), abort=threading.Event())
@@ -87,17 +87,35 @@ def test_a_chunk_bigger_than_the_batch_goes_out_as_batch_sized_calls_in_order(tm
     collector.close()
 
 
-def test_a_failed_call_is_retried_alone_and_the_lease_waits_for_it(tmp_path):
-    collector = ScriptedCollector(fail={1})  # the second call of the first attempt fails
+def test_a_refused_call_is_resumed_from_in_order_and_the_lease_waits_for_it(tmp_path):
+    collector = ScriptedCollector(fail={1})  # the second call of the first attempt is refused
     with Channel.open(tmp_path, min_free_bytes=0, chunk_events=1000) as ch:
         ch.put([encode_event(b) for b in bodies(1000)])
         lease = ch.take(250, 1 << 30)
-        w = worker(ch, collector, batch_size=250)
+        w = worker(ch, collector, batch_size=250)  # default window: one call at a time
+        w.deliver(lease)  # returns only once every part was answered OK
+        w.close()
+        assert ch.stats().leased_events == 1000  # delivering does not ack; the caller does
+    # part 0 accepted, part 1 refused; the retry resumes at part 1, so nothing arrives twice or
+    # out of order
+    firsts = [c[0] for c in collector.calls]
+    assert firsts == [b"line 00000", b"line 00250", b"line 00250", b"line 00500", b"line 00750"]
+    assert [b for c in collector.accepted for b in c] == bodies(1000)
+    assert collector.connections == 2  # the refusal closed the connection; the retry made a new one
+    collector.close()
+
+
+def test_pipelined_parts_answered_ok_are_not_sent_again(tmp_path):
+    collector = ScriptedCollector(fail={1})
+    with Channel.open(tmp_path, min_free_bytes=0, chunk_events=1000) as ch:
+        ch.put([encode_event(b) for b in bodies(1000)])
+        lease = ch.take(250, 1 << 30)
+        w = worker(ch, collector, batch_size=250, window=4)
         w.deliver(lease)  # returns only once every part was answered OK
         w.close()
         assert ch.stats().leased_events == 1000  # delivering does not ack; the caller does
     # first attempt: four calls, the second FAILED and the others answered OK (the client still
-    # reads the answers owed after a refusal); the retry sends that part only
+    # reads the answers owed after a refusal); the retry sends that part only (so it lands last)
     assert [c[0] for c in collector.calls[:4]] == [b"line 00000", b"line 00250", b"line 00500", b"line 00750"]
     assert collector.calls[4:] == [bodies(1000)[250:500]]
     assert sorted(b for c in collector.accepted for b in c) == bodies(1000)  # everything, nothing twice
