@@ -230,7 +230,10 @@ class SinkWorker:
         opts = self.options
         lease = self._take(opts.batch_size, opts.batch_bytes)
         if lease is None:
-            self.channel.wait_for_events(0.5)
+            # Nothing will come when --once has read everything and the channel is empty: the
+            # caller exits at once instead of after a wait that nobody would cut short.
+            if not (self.exit_when_empty.is_set() and self.channel.stats().events == 0):
+                self.channel.wait_for_events(0.5)
             return None
         if (lease.count < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0
                 and not getattr(lease, "full", False)):
