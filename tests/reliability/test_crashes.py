@@ -91,8 +91,8 @@ def small_tmpfs(tmp_path, cleanup):
 
 
 @pytest.mark.xfail(reason="product bug: with the state filesystem full, acknowledging a delivered batch needs "
-                          "WAL space too; the ack fails with 'disk is full' and the agent exits 5 instead of "
-                          "retrying; see the reliability report", raises=AssertionError, strict=False)
+                          "WAL space too; the ack fails with 'disk is full' and is retried for ever (earlier "
+                          "builds exited 5), so nothing is freed and delivery stalls; see the reliability report", raises=AssertionError, strict=False)
 def test_enospc_in_the_state_directory(tmp_path, cleanup, small_tmpfs):
     logs = tmp_path / "logs"
     logs.mkdir()
