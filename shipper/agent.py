@@ -270,8 +270,13 @@ class Agent:
         from shipper.channel import Channel
 
         c = self.config.channel
+        d = self.config.delivery
+        # Chunks no bigger than a batch: a lease is then always sent as one call, and a crash
+        # re-sends at most one batch. (A reload that shrinks the batch splits leases instead.)
         self.channel = Channel.open(self.config.state_path(), capacity_bytes=c.capacity,
-                                    min_free_bytes=c.min_free)
+                                    min_free_bytes=c.min_free,
+                                    chunk_events=min(1000, d.batch_size),
+                                    chunk_bytes=min(1 << 20, d.batch_bytes))
         self.telemetry.keep_collectors(self.config.addresses())
         self.delivery = Delivery(self.config, self.channel, self.telemetry)
         self.sources = {s.name: SourceRunner(s, self.channel) for s in self.config.sources}
