@@ -48,6 +48,9 @@ def start_collect(out: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("collect did not start")
 
 
+IN_FLIGHT = 4  # set from --in-flight
+
+
 def run_case(src: Path, size: int, lines: int, batch: int, compress: str, fsync: bool, clients: int = 1) -> None:
     """``clients`` send processes at once, each sending the whole file."""
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
@@ -57,7 +60,8 @@ def run_case(src: Path, size: int, lines: int, batch: int, compress: str, fsync:
             t0 = time.perf_counter()
             senders = [
                 subprocess.Popen(
-                    cli("send", str(src), "--to", addr, "--batch-size", str(batch), "--compress", compress),
+                    cli("send", str(src), "--to", addr, "--batch-size", str(batch), "--compress", compress,
+                        "--in-flight", str(IN_FLIGHT)),
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
                 )
                 for _ in range(clients)
@@ -83,11 +87,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--in-flight", type=int, default=4, help="send --in-flight (calls pipelined)")
     args = ap.parse_args()
+    global IN_FLIGHT
+    IN_FLIGHT = args.in_flight
     with tempfile.TemporaryDirectory(prefix="bench-in-") as tmp:
         src = Path(tmp) / "in.log"
         size = make_lines(src, args.lines)
-        print(f"{args.lines:,} lines, {size / 1e6:.1f} MB, {os.cpu_count()} CPUs; send and collect are separate processes")
+        print(f"{args.lines:,} lines, {size / 1e6:.1f} MB, {os.cpu_count()} CPUs, send --in-flight {IN_FLIGHT}; send and collect are separate processes")
         for compress in ("none", "deflate"):
             run_case(src, size, args.lines, args.batch_size, compress, fsync=True)
         run_case(src, size, args.lines, args.batch_size, "none", fsync=False)

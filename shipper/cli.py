@@ -236,8 +236,10 @@ def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
     to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
-    in_flight: int = typer.Option(4, "--in-flight", min=1, help="Calls sent before waiting for their "
-                                  "answers (1: one call at a time, like Flume's client)."),
+    in_flight: int = typer.Option(1, "--in-flight", min=1, help="Calls sent before waiting for their "
+                                  "answers. 1 (like Flume's client) keeps the order everywhere; more is "
+                                  "faster, and flume-ship collect keeps the order, but a Flume 1.10+ "
+                                  "AvroSource may apply pipelined calls out of order."),
     header: list[str] = typer.Option([], "--header", help="K=V header added to every event (repeatable)."),
     compress: str = _OPT_COMPRESS,
     level: int = _OPT_LEVEL,
