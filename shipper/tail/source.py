@@ -9,7 +9,8 @@ a rotation of a tracked name (``app.log.1``, ``app.log-2024``). Each candidate i
 identity (``shipper.tail.identity``): a tracked file under a new name was rotated by rename (its
 path is updated, its offset kept); a stored record is adopted if the fingerprint still matches;
 a glob match never seen before is new (read from 0, or from its end with ``from_end`` at the first
-scan). An unknown rotation-named file that was written after the last state we stored for its
+scan). A known inode number is not an identity: a file whose stored record fails the check (a new
+file on a reused inode) is judged by its name like any file we never saw. An unknown rotation-named file that was written after the last state we stored for its
 family is a file rotated away while we were not looking (stopped across rotations, or several
 rotations between two looks): it is read from 0, before the current file. A rotation-named file
 whose head matches a tracked file's fingerprint is a copy (copytruncate) and is skipped, except to
@@ -355,9 +356,11 @@ class TailSource:
                 if e.path in globbed:
                     continue
                 try:
-                    known = e.inode() in known_inodes
-                    base = None if known else _rotation_base(e.name, bs)
-                    if not known and base is None:
+                    # The name is judged even when the inode is known: a known inode number is
+                    # only a guess until the record's identity check passes (inodes are reused),
+                    # and a file whose record fails it is judged by its name like any other.
+                    base = _rotation_base(e.name, bs)
+                    if base is None and e.inode() not in known_inodes:
                         continue
                     st = os.stat(e.path)
                 except OSError:
@@ -384,6 +387,8 @@ class TailSource:
             rec = records.pop(key, None)
             if rec is not None and self._adopt(rec, path, st, from_glob):
                 continue
+            # No record, or one that is not this file's (a new file on a reused inode): from here
+            # on the file is one we never saw, and the same rules apply whatever its inode.
             if from_glob:
                 at_end = self.o.from_end and first and path not in family_mtime
                 self._track(path, st, origin=path, at_end=at_end)
@@ -408,11 +413,15 @@ class TailSource:
             self._dirty[key] = False
 
     def _adopt(self, rec: Record, path: str, st: os.stat_result, from_glob: bool) -> bool:
-        """Resume a stored file if it is still the same; False if it is not."""
+        """Resume a stored file if it is still the same; True if ``path`` is dealt with.
+
+        False: the record is not this file's (deleted; the caller judges the file as unknown)."""
         try:
             with open(path, "rb", buffering=0) as fh:
                 if os.fstat(fh.fileno()).st_ino != rec.ino:
-                    return False  # replaced since the stat: the next scan sees the new one
+                    # Replaced since the stat: keep the record and look again at the next scan.
+                    self._records[rec.key] = rec
+                    return True
                 head = read_head(fh.fileno(), rec.fp_len)
         except OSError:
             # Unreadable now: keep the stored offset; the open error is reported when served.

@@ -178,6 +178,63 @@ def test_inode_reuse_with_a_different_first_line(tmp_path):
         ch.close()
 
 
+def take_inode(path, ino: int, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` on the freed inode ``ino`` (ext4 hands it back soon)."""
+    spare = []
+    try:
+        for i in range(200):  # take free inodes until the kernel hands back the old one
+            path.write_bytes(data)
+            if os.stat(path).st_ino == ino:
+                return True
+            spare.append(path.with_name(f"spare{i}"))
+            os.rename(path, spare[-1])
+        os.unlink(path)
+        return False
+    finally:
+        for p in spare:
+            os.unlink(p)
+
+
+def test_rotations_while_stopped_onto_a_reused_inode(tmp_path):
+    """A rotated file sits on the inode of an older rotated file we had read (deleted while stopped).
+
+    Its stored record fails the identity check (another head): it is a file we never saw, rotated
+    away while we were stopped, and must be read like one, not skipped because its inode is known.
+    """
+    log, one, two = tmp_path / "app.log", tmp_path / "app.log.1", tmp_path / "app.log.2"
+    log.write_bytes(lines("e", 0, 50))
+    ch = open_channel(tmp_path / "state")
+    src = make_source(ch, log)
+    poll_until_quiet(src)
+    os.rename(log, one)  # a rotation seen while running: both files have records
+    log.write_bytes(lines("e", 50, 100))
+    poll_until_quiet(src)
+    src.close()
+    first = bodies(drain(ch))
+    old_ino = os.stat(one).st_ino
+    assert len(records(ch)) == 2
+    ch.close()
+    # Stopped: more lines, then two rotations keeping one old file. The first rotation replaces
+    # app.log.1 (its inode is freed); the file created next takes that inode, is written, and is
+    # rotated to app.log.1 by the second rotation.
+    append(log, lines("e", 100, 120))
+    os.rename(log, one)
+    if not take_inode(log, old_ino, lines("e", 120, 170)):
+        pytest.skip("this filesystem did not reuse the inode")
+    os.rename(one, two)
+    os.rename(log, one)
+    log.write_bytes(lines("e", 170, 200))
+    ch = open_channel(tmp_path / "state")
+    try:
+        src = make_source(ch, log)
+        poll_until_quiet(src)
+        got = first + bodies(drain(ch))
+        assert got == expected("e", 0, 200)  # nothing lost, nothing twice, oldest first
+        assert src.counters["rotated_found"] == 1
+    finally:
+        ch.close()
+
+
 def test_two_files_with_the_same_first_line(tmp_path, channel):
     header = b"# log format v1\n"
     for name in ("a", "b"):
