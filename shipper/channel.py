@@ -96,7 +96,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from shipper.errors import ChannelIOError, StateError
-from shipper.statedir import StateLock, fsync_dir, prepare_state_dir
+from shipper.statedir import SpaceReserve, StateLock, fsync_dir, prepare_state_dir
 
 log = logging.getLogger("flume-ship.channel")
 
@@ -110,6 +110,9 @@ CHUNK_BYTES = 1 << 20  # ... and at most this many bytes (unless one event alone
 DISK_POLL_SECONDS = 1.0  # nothing signals "space came back": re-check this often while waiting
 RECLAIM_STEP_PAGES = 2048  # at most this many pages handed back to the filesystem per ack
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
+RESERVE_NAME = "channel.reserve"
+RESERVE_MIN = 256 * 1024  # the space reserve is 1/16 of the filesystem, within these bounds,
+RESERVE_MAX = 8 * 1024 * 1024  # and the WAL is checkpointed every quarter reserve (see _tune)
 MAX_SEQ = (1 << 63) - 1
 
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
@@ -298,6 +301,7 @@ class ChannelStats:
     disk_free_bytes: int | None
     file_bytes: int  # database plus WAL on disk
     quarantined: int  # events (as their chunks' counts say) set aside for a bad checksum since open
+    reserve_bytes: int = 0  # the space reserve held now (0 while it is released: the disk ran full)
 
 
 def offset_crc(key: str, value: bytes) -> int:
@@ -318,6 +322,19 @@ def _disk_free(path: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+def _fs_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_blocks * st.f_frsize
+
+
+def reserve_size(fs_bytes: int) -> int:
+    """The space reserve for a filesystem of ``fs_bytes``: 1/16 of it, 256 KiB .. 8 MiB, whole pages."""
+    return max(RESERVE_MIN, min(RESERVE_MAX, fs_bytes // 16)) // 4096 * 4096
 
 
 def _file_bytes(db: Path) -> int:
@@ -510,8 +527,28 @@ class Channel:
         self._failing = False  # a write failed and has not succeeded since: log once per streak
         self.quarantined = 0
         self.salvage: SalvageReport | None = None
-        self._conn = self._open_checked()
+        self._reserve = SpaceReserve(state_dir / RESERVE_NAME, reserve_size(_fs_bytes(state_dir)))
+        # Give the reserve back before SQLite opens: on a full filesystem that is the room for its
+        # -shm file and the first WAL frames. It is allocated again below when there is room.
+        self._low_space = True
+        self._reserve_held = False
+        self._reserve.release()
+        try:
+            self._conn = self._open_checked()
+        except StateError as exc:
+            free = _disk_free(state_dir)
+            if free is not None and free < self._reserve.size:
+                raise StateError(f"cannot open the channel in {state_dir}: its filesystem is full ({free} bytes "
+                                 f"free; {exc}); free some space there and start again") from exc
+            raise
         self._recount()
+        self._tune()
+        with self._cond:
+            restored = self._restore()
+        if not restored:
+            log.warning("free space for %s is %s bytes: too little to keep the %d-byte space reserve; "
+                        "reading paused until space returns (delivery goes on)",
+                        state_dir, _disk_free(state_dir), self._reserve.size)
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, capacity_bytes: int = 1 << 30,
@@ -555,26 +592,40 @@ class Channel:
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
 
+    def _tune(self) -> None:
+        """Checkpoint every quarter reserve of WAL (SQLite's default is 1000 pages): what the WAL
+        holds beyond the database is what a checkpoint on a full disk must find room for."""
+        pages = max(16, self._reserve.size // 4 // self._page_size)
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+
     # --- writing ------------------------------------------------------------------------------
 
     def _write(self, what: str, fn, *args) -> None:
-        """Run fn(conn, *args) in one IMMEDIATE transaction; translate failures (lock held)."""
+        """Run fn(conn, *args) in one IMMEDIATE transaction; translate failures (lock held).
+
+        On a full disk a put fails, and the next ones wait until space returns; a write that
+        frees space (an ack, a quarantine move) releases the space reserve and is tried once
+        more at once (see _make_room)."""
         if self._conn is None:
             self._reopen(what)
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            fn(conn, *args)
-            conn.execute("COMMIT")
-        except BaseException as exc:
+        for attempt in (1, 2):
+            conn = self._conn
             try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite may have rolled back already; the reopen below settles it
-            if isinstance(exc, sqlite3.Error):
+                conn.execute("BEGIN IMMEDIATE")
+                fn(conn, *args)
+                conn.execute("COMMIT")
+                break
+            except BaseException as exc:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite may have rolled back already; the reopen below settles it
+                if not isinstance(exc, sqlite3.Error):
+                    raise  # a caller's mistake (say, a str where bytes belong): nothing was written
+                if _code(exc) == SQLITE_FULL and self._make_room(what) and what != "put" and attempt == 1:
+                    continue
                 raise self._write_failed(what, exc) from exc
-            raise  # a caller's mistake (say, a str where bytes belong): nothing was written
         if self._failing:
             self._failing = False
             log.info("channel writes work again (%s)", what)
@@ -602,10 +653,80 @@ class Channel:
         return ChannelIOError(f"channel {what} failed in {self.state_dir}: {reason}; "
                               "nothing committed was lost, retry later")
 
+    def _make_room(self, what: str) -> bool:
+        """A write found the disk full: pause puts until space returns and, for a write that
+        shrinks the channel, free what we can. True if a retry may now find room.
+
+        A put never spends the reserve: what it frees would only go to the next put, or to
+        whatever else writes on that filesystem, and be gone when an ack needs it."""
+        if not self._low_space:
+            self._low_space = True
+            log.warning("the filesystem of %s is full (during %s): reading paused until space returns; "
+                        "acknowledgements go on", self.state_dir, what)
+        if what == "put":
+            return False
+        if self._reserve_held:
+            self._reserve_held = False
+            self._reserve.release()
+            log.warning("released the %d-byte space reserve in %s so that the %s can complete",
+                        self._reserve.size, self.state_dir, what)
+            return True
+        # No reserve left: a complete checkpoint lets the next transaction overwrite the WAL from
+        # its start, in blocks the file already has.
+        return self._checkpoint("PASSIVE")
+
+    def _checkpoint(self, mode: str) -> bool:
+        """True if every WAL frame is now in the database (the WAL restarts from its start)."""
+        try:
+            busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("channel: checkpoint (%s) failed: %s", mode, exc)
+            return False
+        return not busy and log_frames == done
+
+    def _restore(self) -> bool:
+        """Once free space is comfortably back (the reserve held, and as much again free beside
+        it for the WAL), end the pause; puts go on once the free-disk guard (min_free_bytes,
+        counted beyond the reserve) agrees too. True when not (or no longer) short of space."""
+        if not self._low_space:
+            return True
+        free = _disk_free(self.state_dir)
+        need = self._reserve.size * (1 if self._reserve_held else 2)
+        if free is not None and free < need:
+            return False
+        if not self._reserve_held:
+            if not self._reserve.create():
+                return False
+            self._reserve_held = True
+        if self._failing or self._blocked:
+            log.info("free space for %s is back (%s bytes): space reserve taken again, reading resumes",
+                     self.state_dir, free)
+        self._low_space = False
+        self._cond.notify_all()
+        return True
+
+    def _shrink(self) -> None:
+        """Short of space: hand every page an ack freed back to the filesystem (a bounded step
+        per ack, no floor), so the reserve can be taken again and puts can resume."""
+        self._checkpoint("PASSIVE")
+        try:
+            free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+            # Moving pages needs WAL room of its own: never ask for more than half of what is free.
+            room = (_disk_free(self.state_dir) or 0) // self._page_size
+            step = min(RECLAIM_STEP_PAGES, free_pages, max(16, room // 2))
+            if step > 0:
+                self._conn.executescript(f"PRAGMA incremental_vacuum({step});")
+        except sqlite3.Error as exc:
+            log.debug("channel: reclaiming free pages on a full disk failed: %s", exc)
+        # The checkpoint after the vacuum cuts the database file down; TRUNCATE also empties the WAL.
+        self._checkpoint("TRUNCATE")
+        self._restore()
+
     def _reopen(self, what: str) -> None:
         try:
             self._conn = _open_db(self.db_path)
             self._recount()
+            self._tune()
         except (sqlite3.Error, StateError, _Corrupt) as exc:
             self._conn = None
             raise ChannelIOError(f"channel {what}: cannot reopen {self.db_path}: {exc}") from exc
@@ -653,7 +774,9 @@ class Channel:
             out.append((hi - lo, len(body), chunk_crc(body, lens), lens, body))
         return out
 
-    def _room_problem(self, n: int, nbytes: int) -> str | None:
+    def _room_problem(self, n: int, nbytes: int, restore: bool = True) -> str | None:
+        if self._low_space and not (restore and self._restore()):
+            return "disk"
         if self._events and (self._events + n > self.capacity_events or self._bytes + nbytes > self.capacity_bytes):
             return "full"
         if self.min_free_bytes > 0:
@@ -698,7 +821,10 @@ class Channel:
         self._blocked = None
 
     def _log_blocked(self, problem: str) -> None:
-        if problem == "full":
+        if problem == "disk" and self._low_space:
+            log.warning("free space for %s is %s bytes: reading paused until there is room for the %d-byte "
+                        "space reserve and more", self.state_dir, _disk_free(self.state_dir), self._reserve.size)
+        elif problem == "full":
             log.warning("channel full (%d events, %d bytes; capacity %d events, %d bytes): "
                         "reading paused until the sinks catch up",
                         self._events, self._bytes, self.capacity_events, self.capacity_bytes)
@@ -809,7 +935,10 @@ class Channel:
             self._events -= lease.count
             self._bytes -= lease.nbytes
             self._cond.notify_all()
-            self._reclaim()
+            if self._low_space:
+                self._shrink()
+            else:
+                self._reclaim()
 
     def nack(self, lease: Lease) -> None:
         """Give the chunks back; they are the next ones taken, in their original order."""
@@ -870,10 +999,11 @@ class Channel:
                 events=self._events, bytes=self._bytes, leased_events=self._leased_events,
                 leased_bytes=self._leased_bytes, oldest_event_age=age,
                 put_wait_seconds=self._wait_total + waiting,
-                put_blocked=self._blocked if self._blocked and self._room_problem(*self._pending) else None,
+                put_blocked=self._blocked if self._blocked and self._room_problem(*self._pending, restore=False) else None,
                 capacity_events=self.capacity_events, capacity_bytes=self.capacity_bytes,
                 min_free_bytes=self.min_free_bytes, disk_free_bytes=_disk_free(self.state_dir),
-                file_bytes=_file_bytes(self.db_path), quarantined=self.quarantined)
+                file_bytes=_file_bytes(self.db_path), quarantined=self.quarantined,
+                reserve_bytes=self._reserve.size if self._reserve_held else 0)
 
     def close(self) -> None:
         """Checkpoint, close and release the lock; open leases are dropped (sent again next run)."""

@@ -13,7 +13,15 @@ The lock (:class:`StateLock`) is ``flock(LOCK_EX | LOCK_NB)`` on ``<dir>/lock``.
 fcntl record locks, because flock belongs to the open file: a second opener conflicts even inside
 the same process, and closing some unrelated descriptor on the file never drops it. The kernel
 releases it when the holder dies, so a crash never leaves a stale lock behind; the pid written
-into the file is only there to name the holder in the error message.
+into the file is only there to name the holder in the error message (on a full filesystem it is
+simply not written).
+
+The space reserve (:class:`SpaceReserve`) is a file of real, allocated blocks (``posix_fallocate``,
+or zeros written where that is not supported; never a sparse file) that the channel keeps beside
+its database. Deleting it is the one way to get room back on a filesystem that something else
+filled: the channel does so when a write fails with ENOSPC, so that acknowledgements (which FREE
+space, but need a few WAL pages first) and the checkpoint that shrinks the database can still run,
+and again before it opens the database, so that SQLite finds room for its ``-shm`` file.
 """
 
 from __future__ import annotations
@@ -86,9 +94,13 @@ class StateLock:
                     f"or give this agent its own --state-dir"
                 ) from exc
             raise StateError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        # Only a hint for the message above; written after we hold the lock.
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        # Only a hint for the message above; written after we hold the lock. A full filesystem
+        # must not stop an agent from starting (and freeing space): the hint is then left out.
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
 
     def _holder(self) -> str:
         try:
@@ -110,3 +122,54 @@ class StateLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class SpaceReserve:
+    """A file of ``size`` allocated bytes at ``path``: :meth:`release` it to get that room back at
+    once, :meth:`create` it again when there is room. Neither ever raises for lack of space."""
+
+    _ZEROS = bytes(64 * 1024)
+
+    def __init__(self, path: str | os.PathLike, size: int):
+        self.path = Path(path)
+        self.size = size
+
+    @property
+    def held(self) -> bool:
+        try:
+            return self.path.stat().st_blocks * 512 >= self.size
+        except OSError:
+            return False
+
+    def release(self) -> bool:
+        """Delete the reserve; True if there was one (its blocks are free now)."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def create(self) -> bool:
+        """Allocate the reserve; False (and nothing left behind) when the filesystem has no room."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        try:
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                self._write_zeros(fd)  # a filesystem without fallocate: real blocks all the same
+        except OSError:
+            os.close(fd)
+            self.release()
+            return False
+        os.close(fd)
+        return True
+
+    def _write_zeros(self, fd: int) -> None:
+        left = self.size
+        while left > 0:
+            left -= os.write(fd, self._ZEROS[:min(left, len(self._ZEROS))])

@@ -1,7 +1,8 @@
 """ENOSPC and the free-disk guard, on a real tiny filesystem (a 4 MiB tmpfs mounted for the test).
 
 Mounting needs root (CAP_SYS_ADMIN); without it the tests skip and say so. A ballast file fills the
-filesystem the way another process would, and removing it is "space returns".
+filesystem the way another process would, and removing it is "space returns"; or the channel
+fills it itself (a collector down for long), and acks are what make room again.
 """
 
 from __future__ import annotations
@@ -92,11 +93,13 @@ def test_put_on_a_full_disk_fails_cleanly_and_works_again_when_space_returns(tin
         assert ch.offsets() == {"f": last_offset}  # the failed put's offset is not visible
         assert ch.stats().events == len(committed)
 
-        with pytest.raises(ChannelIOError):  # still full: still failing, still harmless
-            ch.put(events(n, 200), {"f": b"never"})
+        # Still full: the next put waits for space (the reserve is spent) instead of failing again.
+        assert ch.put(events(n, 200), {"f": b"never"}, timeout=0.3) is False
+        assert ch.stats().put_blocked == "disk"
 
-        os.unlink(tiny_fs / "ballast")  # space returns
-        assert ch.put(events(n, 200), {"f": b"%d" % (n + 200)})
+        os.unlink(tiny_fs / "ballast")  # space returns: the reserve is taken again, puts go on
+        assert ch.put(events(n, 200), {"f": b"%d" % (n + 200)}, timeout=30)
+        assert ch.stats().reserve_bytes > 0
         committed += events(n, 200)
         assert drain_view(ch) == committed
     finally:
@@ -124,3 +127,89 @@ def test_free_disk_guard_pauses_put_until_space_returns_by_itself(tiny_fs):
         assert result == [True]
         assert drain_view(ch) == events(0, 20)
         assert ch.stats().put_wait_seconds > 0
+
+
+def fill_channel(ch, start: int = 0) -> tuple[int, list[bytes]]:
+    """Put 200-event batches until the disk is full; (next event number, what was committed)."""
+    n, committed = start, []
+    for _ in range(10_000):
+        try:
+            ch.put(events(n, 200), {"f": b"%d" % (n + 200)}, timeout=0)
+        except ChannelIOError:
+            return n, committed
+        committed += events(n, 200)
+        n += 200
+    raise AssertionError("the filesystem never filled up")
+
+
+def disk_free(path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@pytest.mark.parametrize("full", ["by the channel", "to the last byte"])
+def test_acks_free_space_on_a_full_disk_while_puts_wait_then_resume(tiny_fs, full):
+    state = tiny_fs / "state"
+    ch = Channel.open(state, min_free_bytes=0)
+    try:
+        assert ch.stats().reserve_bytes > 0
+        n, committed = fill_channel(ch)
+        assert ch.stats().reserve_bytes > 0  # a failed put does not spend it: acks will
+        if full == "to the last byte":
+            fill(tiny_fs / "ballast")  # and something else takes what little was left
+        assert ch.stats().events == len(committed) > 0
+
+        result = []
+        putter = threading.Thread(target=lambda: result.append(ch.put(events(n, 200), {"f": b"%d" % (n + 200)})))
+        putter.start()
+        deadline = time.monotonic() + 30
+        while ch.stats().put_blocked != "disk" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ch.stats().put_blocked == "disk" and result == []  # the put waits, it does not fail
+
+        acked = 0
+        if full == "to the last byte":
+            # Delivery goes on even with zero bytes free: one ack, then the space returns.
+            lease = ch.take(200, 1 << 20)
+            ch.ack(lease)  # no ChannelIOError
+            acked += lease.count
+            os.unlink(tiny_fs / "ballast")
+        low = peak = disk_free(tiny_fs)
+        while ch.stats().put_blocked == "disk":  # deliver until the channel says there is room again
+            lease = ch.take(200, 1 << 20)
+            assert lease is not None, "drained, and still no room for puts"
+            ch.ack(lease)  # every ack succeeds on the full disk, first time
+            acked += lease.count
+            peak = max(peak, disk_free(tiny_fs) + ch.stats().reserve_bytes)
+        putter.join(30)  # no more acks: the waiting put resumes by itself
+        assert result == [True], "the waiting put never resumed"
+        assert ch.stats().reserve_bytes > 0  # the reserve was taken again before puts went on
+        assert peak > low  # the acks gave space back to the filesystem (free, or as the reserve)
+        assert 0 < acked < len(committed)  # puts resumed before the channel was empty
+        committed = committed[acked:] + events(n, 200)
+        assert drain_view(ch) == committed  # nothing committed was lost or reordered
+        assert ch.offsets() == {"f": b"%d" % (n + 200)}
+    finally:
+        ch.close()
+    with Channel.open(state, min_free_bytes=0) as ch:
+        assert drain_view(ch) == committed
+
+
+def test_restart_on_a_completely_full_disk(tiny_fs):
+    state = tiny_fs / "state"
+    with Channel.open(state, min_free_bytes=0) as ch:
+        for n in range(0, 300, 100):
+            assert ch.put(events(n, 100), {"f": b"%d" % (n + 100)})
+    fill(tiny_fs / "ballast")  # not one byte free while the agent is down
+    assert disk_free(tiny_fs) == 0
+    # The kept reserve is released before SQLite opens: room for its -shm file and the WAL.
+    with Channel.open(state, min_free_bytes=0) as ch:
+        assert drain_view(ch) == events(0, 300)
+        assert ch.offsets() == {"f": b"300"}
+        assert ch.put(events(300, 10), timeout=0.3) is False  # no room for a reserve: puts wait
+        lease = ch.take(100, 1 << 20)
+        assert lease.count == 100
+        ch.ack(lease)  # delivery goes on
+        os.unlink(tiny_fs / "ballast")
+        assert ch.put(events(300, 10), {"f": b"310"}, timeout=30)
+        assert drain_view(ch) == events(100, 210)
