@@ -779,11 +779,28 @@ class Channel:
             return "disk"
         if self._events and (self._events + n > self.capacity_events or self._bytes + nbytes > self.capacity_bytes):
             return "full"
-        if self.min_free_bytes > 0:
-            free = _disk_free(self.state_dir)
-            if free is not None and free < self.min_free_bytes:
-                return "disk"
+        free = _disk_free(self.state_dir)
+        if free is not None and (free < self.min_free_bytes or (n and free < self._put_room(n, nbytes))):
+            return "disk"
         return None
+
+    def _put_room(self, n: int, nbytes: int) -> int:
+        """Free bytes a put of ``n`` events (``nbytes``) needs, beyond the reserve: its WAL frames
+        AND the database growth its checkpoint will need (the pages it cannot take from the
+        freelist, plus what the WAL already holds beyond the end of the file). A put admitted on
+        less could commit and leave a WAL that no checkpoint can ever copy back, and then no ack
+        could be written either: the stall this check exists to prevent."""
+        page = self._page_size
+        chunks = n // self.chunk_events + nbytes // self.chunk_bytes + 1
+        pages = nbytes // (page - 64) + 2 * chunks + 4  # overflow and leaf pages, parents, ptrmap, header
+        try:
+            count = self._conn.execute("PRAGMA page_count").fetchone()[0]
+            reusable = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+            on_disk = self.db_path.stat().st_size // page
+        except (sqlite3.Error, OSError, AttributeError):
+            count = reusable = on_disk = 0
+        growth = max(0, count - on_disk) + max(0, pages - reusable)
+        return pages * (page + 24) + growth * page
 
     def _wait_for_room(self, n: int, nbytes: int, deadline: float | None) -> bool:
         """Wait until the batch fits. A pause is an episode that may span several put calls
@@ -828,9 +845,13 @@ class Channel:
             log.warning("channel full (%d events, %d bytes; capacity %d events, %d bytes): "
                         "reading paused until the sinks catch up",
                         self._events, self._bytes, self.capacity_events, self.capacity_bytes)
-        else:
+        elif (_disk_free(self.state_dir) or 0) < self.min_free_bytes:
             log.warning("free space for %s is %s bytes, under the %d-byte minimum: reading paused "
                         "until space returns", self.state_dir, _disk_free(self.state_dir), self.min_free_bytes)
+        else:
+            log.warning("free space for %s is %s bytes, too little for the next batch and its checkpoint "
+                        "(about %d bytes): reading paused until space returns", self.state_dir,
+                        _disk_free(self.state_dir), self._put_room(*self._pending))
 
     # --- taking -------------------------------------------------------------------------------
 

@@ -90,9 +90,6 @@ def small_tmpfs(tmp_path, cleanup):
     return d
 
 
-@pytest.mark.xfail(reason="product bug: with the state filesystem full, acknowledging a delivered batch needs "
-                          "WAL space too; the ack fails with 'disk is full' and is retried for ever (earlier "
-                          "builds exited 5), so nothing is freed and delivery stalls; see the reliability report", raises=AssertionError, strict=False)
 def test_enospc_in_the_state_directory(tmp_path, cleanup, small_tmpfs):
     logs = tmp_path / "logs"
     logs.mkdir()
