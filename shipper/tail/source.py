@@ -108,7 +108,7 @@ class _File:
     gone: bool = False  # no longer found by discovery (moved away or deleted)
     deleted: bool = False  # link count 0: read to the end, then released
     unreadable: str | None = None
-    age: tuple = (1, 0.0)  # family order: (known before this run's scan? 0 : 1, mtime when found)
+    age: tuple = (1, 0.0, 0)  # family order: (known before this run's scan? 0 : 1, mtime, rotation rank)
 
     @property
     def rotated(self) -> bool:
@@ -134,6 +134,21 @@ def _rotation_base(name: str, bases: set[str]) -> str | None:
         if ch in ROTATED_SUFFIX_SEPARATORS and i and name[:i] in bases:
             return name[:i]
     return None
+
+
+def _rotation_rank(path: str) -> int:
+    """A tie-break for rotated files with equal mtimes: app.log.3 is older than app.log.2.
+
+    File systems stamp times coarsely (a few ms), so two rotations in quick succession can leave
+    equal mtimes; a small numeric suffix then says which is older (a higher number, so a lower
+    rank). Date suffixes and anything else rank 0 and keep discovery order.
+    """
+    name = os.path.basename(path)
+    for i in range(len(name) - 1, 0, -1):
+        if name[i] in ROTATED_SUFFIX_SEPARATORS:
+            suffix = name[i + 1 :]
+            return -int(suffix) if suffix.isdigit() and len(suffix) <= 4 else 0
+    return 0
 
 
 class TailSource:
@@ -433,7 +448,7 @@ class TailSource:
             f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen)
             f.cur.offset = rec.offset
             f.fp, f.fp_len, f.size, f.mtime = rec.fp, rec.fp_len, rec.size, rec.mtime
-            f.age = (0, rec.mtime)  # known before anything found unknown next to it
+            f.age = (0, rec.mtime, _rotation_rank(path))  # known before anything found unknown next to it
             if path != rec.origin:
                 log.info("tail: %s: found as %s (rotated while stopped); finishing it", rec.origin, path)
                 self.counters["rotations"] += 1
@@ -451,7 +466,7 @@ class TailSource:
         self._order += 1
         f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order)
         f.last_growth = time.monotonic()
-        f.age = (1, st.st_mtime)
+        f.age = (1, st.st_mtime, _rotation_rank(path))
         if at_end and self._open(f):
             f.cur.offset = self._line_end_before(f.fd, st.st_size)
             head = read_head(f.fd, min(FP_MAX, f.cur.offset))
@@ -673,7 +688,7 @@ class TailSource:
             c = self._track(path, st, origin=f.origin, at_end=False, gen=f.gen)
             c.cur.offset = f.cur.offset
             c.fp, c.fp_len = f.fp, f.fp_len
-            c.age = (-1, 0.0)  # served before the truncated file in this family
+            c.age = (-1, 0.0, 0)  # served before the truncated file in this family
             self.counters["copytruncate_recovered"] += 1
             log.info("tail: %s: reading the copy %s from byte %d first", f.path, path, f.cur.offset)
         f.gen = new_generation()

@@ -85,6 +85,32 @@ def test_two_rotations_while_stopped(tmp_path):
     assert got == expected("c", 0, 200)  # oldest first, nothing twice, the intermediate file too
 
 
+def test_rotations_while_stopped_with_equal_mtimes_are_read_oldest_first(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("r", 0, 10))
+    ch = open_channel(tmp_path / "state")
+    poll_until_quiet(make_source(ch, log))
+    first = bodies(drain(ch))
+    ch.close()
+    # Stopped: three quick rotations (app.log -> .1 -> .2 -> .3); the two files never seen before
+    # get the same mtime, as a coarse file-system clock gives them.
+    for n in range(3):
+        for k in range(n, 0, -1):
+            os.rename(tmp_path / f"app.log.{k}", tmp_path / f"app.log.{k + 1}")
+        os.rename(log, tmp_path / "app.log.1")
+        log.write_bytes(lines("r", 10 * (n + 1), 10 * (n + 2)))
+    stamp = os.stat(tmp_path / "app.log.1").st_mtime + 5
+    for name in ("app.log.1", "app.log.2"):
+        os.utime(tmp_path / name, (stamp, stamp))
+    ch = open_channel(tmp_path / "state")
+    try:
+        poll_until_quiet(make_source(ch, log))
+        got = first + bodies(drain(ch))
+    finally:
+        ch.close()
+    assert got == expected("r", 0, 40)  # .3 (known), then .2 before .1 by their names, then app.log
+
+
 def test_copytruncate_under_steady_writes(tmp_path, channel):
     """logrotate's copytruncate while a writer appends: count what the copy/truncate race loses.
 
