@@ -14,8 +14,6 @@ import shutil
 import threading
 import time
 
-import pytest
-
 from tests.reliability.harness import (
     BATCH, Collector, ProxyProc, Stream, check, record, start_tail, wait_delivered,
 )
