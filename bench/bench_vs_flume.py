@@ -89,23 +89,6 @@ def run_shipper(src: Path, size: int, work: Path, timeout: float) -> dict:
         shutil.rmtree(work / "state-ship", ignore_errors=True)
 
 
-TAILDIR = ("org.apache.flume.flume-ng-sources", "flume-taildir-source")
-
-
-def taildir_jar(version: str) -> str:
-    """The TAILDIR source's jar: not in the interop suite's classpath (flume-ng-node does not depend on
-    it), so fetched on its own with ``mvn dependency:get`` into the local Maven repository."""
-    import subprocess
-
-    group, art = TAILDIR
-    repo = Path.home() / ".m2" / "repository"
-    jar = repo / group.replace(".", "/") / art / version / f"{art}-{version}.jar"
-    if not jar.exists():
-        subprocess.run(["mvn", "-q", "-B", "dependency:get", f"-Dartifact={group}:{art}:{version}",
-                        "-Dtransitive=false"], check=True, timeout=600)
-    return str(jar)
-
-
 def run_flume(src: Path, size: int, work: Path, timeout: float, n: int) -> dict:
     from tests.interop import flume
 
@@ -113,7 +96,7 @@ def run_flume(src: Path, size: int, work: Path, timeout: float, n: int) -> dict:
     col, addr = start_collect(out)
     agent = None
     try:
-        cp = flume.resolve(FLUME_VERSION) + os.pathsep + taildir_jar(FLUME_VERSION)
+        cp = flume.resolve(FLUME_VERSION)  # the interop pom declares flume-taildir-source too
         fdir = work / "flume"
         props = {
             "sources.r1.type": "TAILDIR",
