@@ -59,6 +59,15 @@ Back-pressure: ``put`` blocks while the events would exceed ``capacity_events``/
 less than ``min_free_bytes`` free; the tailed files stay the buffer. Each wait is logged once when
 it starts and once when it ends, and counted in ``stats().put_wait_seconds``.
 
+A full disk pauses reading, never delivery (docs/channel.md, "A full disk"). A put is admitted
+only with free space for its WAL frames AND the database growth its checkpoint will need, so the
+WAL can always be checkpointed and restarted, and an ack then needs only a few pages. Those come
+from a space reserve (``channel.reserve``, allocated blocks, 1/16 of the filesystem within
+256 KiB .. 8 MiB): an ack that meets ENOSPC deletes it and is retried at once. Any write that
+meets ENOSPC pauses puts; acks then also hand freed pages back to the filesystem, and puts resume
+(by themselves) once two reserves are free and the reserve is taken again. The reserve is also
+deleted before every open, so SQLite has room for its -shm file on a completely full disk.
+
 Write errors: a failed COMMIT (ENOSPC = SQLITE_FULL, or an I/O error) is rolled back and raised as
 ChannelIOError; the WAL's commit frame is what makes a transaction exist, so a failed one leaves
 everything committed before untouched. After an I/O error (not after a plain "disk full") the
@@ -112,7 +121,7 @@ RECLAIM_STEP_PAGES = 2048  # at most this many pages handed back to the filesyst
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
 RESERVE_NAME = "channel.reserve"
 RESERVE_MIN = 256 * 1024  # the space reserve is 1/16 of the filesystem, within these bounds,
-RESERVE_MAX = 8 * 1024 * 1024  # and the WAL is checkpointed every quarter reserve (see _tune)
+RESERVE_MAX = 8 * 1024 * 1024  # and the WAL is checkpointed every half reserve (see _tune)
 MAX_SEQ = (1 << 63) - 1
 
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
@@ -593,9 +602,9 @@ class Channel:
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
 
     def _tune(self) -> None:
-        """Checkpoint every quarter reserve of WAL (SQLite's default is 1000 pages): what the WAL
-        holds beyond the database is what a checkpoint on a full disk must find room for."""
-        pages = max(16, self._reserve.size // 4 // self._page_size)
+        """Checkpoint every half reserve of WAL, at most SQLite's default 1000 pages: on a small
+        filesystem, what the WAL holds beyond the database is room a checkpoint must find."""
+        pages = max(16, min(1000, self._reserve.size // 2 // self._page_size))
         self._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
 
     # --- writing ------------------------------------------------------------------------------
