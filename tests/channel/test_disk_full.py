@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from shipper.channel import Channel
-from shipper.errors import ChannelIOError
+from shipper.channel import RESERVE_NAME, Channel
+from shipper.errors import ChannelIOError, StateError
 
 
 @pytest.fixture
@@ -221,3 +221,17 @@ def test_restart_on_a_completely_full_disk(tiny_fs):
         os.unlink(tiny_fs / "ballast")
         assert ch.put(events(300, 10), {"f": b"310"}, timeout=30)
         assert drain_view(ch) == events(100, 210)
+
+
+def test_restart_with_no_reserve_left_and_no_space_says_what_to_do(tiny_fs):
+    state = tiny_fs / "state"
+    with Channel.open(state, min_free_bytes=0) as ch:
+        assert ch.put(events(0, 100), {"f": b"100"})
+    os.unlink(state / RESERVE_NAME)  # spent earlier, and something else took that room too
+    fill(tiny_fs / "ballast")
+    with pytest.raises(StateError, match="its filesystem is full .*free some space there"):
+        Channel.open(state, min_free_bytes=0)
+    os.unlink(tiny_fs / "ballast")
+    with Channel.open(state, min_free_bytes=0) as ch:  # and nothing was harmed
+        assert drain_view(ch) == events(0, 100)
+        assert ch.offsets() == {"f": b"100"}
