@@ -124,7 +124,7 @@ def test_a_conversion_that_fails_part_way_leaves_the_v1_file_as_it_was(tmp_path,
     state = tmp_path / "state"
     survive = make_v1(state)
 
-    original = channel_mod._regroup
+    original = channel_mod.store._regroup
 
     def broken(events):  # the disk fails after two chunks were written (inside the transaction)
         for i, row in enumerate(original(events)):
@@ -132,7 +132,7 @@ def test_a_conversion_that_fails_part_way_leaves_the_v1_file_as_it_was(tmp_path,
                 raise sqlite3.OperationalError("disk I/O error")
             yield row
 
-    monkeypatch.setattr(channel_mod, "_regroup", broken)
+    monkeypatch.setattr(channel_mod.store, "_regroup", broken)
     with pytest.raises(StateError, match="disk I/O error"):
         Channel.open(state, min_free_bytes=0)
     assert user_version(state) == 1
