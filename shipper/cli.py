@@ -261,12 +261,7 @@ def send(
     from shipper.errors import InputError
     from shipper.net import Address
 
-    headers = {}
-    for item in header:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{item!r} is not K=V", param_hint="--header")
-        headers[key] = value
+    headers = _headers(header)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
                               connect_timeout, request_timeout)
     address = Address.parse(to)
