@@ -76,6 +76,7 @@ log = logging.getLogger("flume-ship.channel")
 
 DISK_POLL_SECONDS = 1.0  # nothing signals "space came back": re-check this often while waiting
 RECLAIM_STEP_PAGES = 2048  # at most this many pages handed back to the filesystem per ack
+RECLAIM_INTERVAL = 0.5  # ... and, while events remain, at most one such step this often (s)
 RESERVE_NAME = "channel.reserve"
 RESERVE_MIN = 256 * 1024  # the space reserve is 1/16 of the filesystem, within these bounds,
 RESERVE_MAX = 8 * 1024 * 1024  # and the WAL is checkpointed every half reserve (see _tune)
@@ -191,6 +192,7 @@ class Channel:
         self.capacity_events = capacity_events
         self.min_free_bytes = min_free_bytes
         self.reclaim_floor = min(64 << 20, max(1 << 20, capacity_bytes // 4))
+        self._last_reclaim = 0.0
         self._lock = lock
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
@@ -655,7 +657,15 @@ class Channel:
     def _reclaim(self) -> None:
         """Hand surplus free pages back to the filesystem, a bounded step per ack. Starts when
         free pages exceed max(floor, 2 x live bytes) and stops at max(floor, live bytes), so a
-        steady flow reuses its pages instead of shrinking and growing the file over and over."""
+        steady flow reuses its pages instead of shrinking and growing the file over and over.
+
+        While events remain, a step runs at most every RECLAIM_INTERVAL seconds: moving pages is
+        the dearest part of an ack, and a draining backlog would otherwise pay it on every batch.
+        Once the channel is empty, every ack may take a step."""
+        now = time.monotonic()
+        if self._events and now - self._last_reclaim < RECLAIM_INTERVAL:
+            return
+        self._last_reclaim = now
         try:
             free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
             if free_pages * self._page_size <= max(self.reclaim_floor, 2 * self._bytes):
@@ -667,6 +677,15 @@ class Channel:
             self._conn.executescript(f"PRAGMA incremental_vacuum({step});")
         except sqlite3.Error as exc:  # only space is at stake; the next ack tries again
             log.debug("channel: reclaiming free pages failed: %s", exc)
+
+    def _shrink_idle(self) -> None:
+        """On closing an empty channel, hand back every free page above the floor: nothing is left
+        to move, and the file should not keep a drained backlog's size until the next run."""
+        free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if free_pages * self._page_size > self.reclaim_floor:
+            # VACUUM rebuilds the file from what is live, which is nearly nothing here; much
+            # cheaper than incremental_vacuum walking every free page of a drained backlog.
+            self._conn.execute("VACUUM")
 
     # --- reading state ------------------------------------------------------------------------
 
@@ -713,6 +732,8 @@ class Channel:
             self._cond.notify_all()
             if self._conn is not None:
                 try:
+                    if not self._events:
+                        self._shrink_idle()
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 except sqlite3.Error as exc:
                     log.debug("channel: final checkpoint failed: %s", exc)
