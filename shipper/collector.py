@@ -56,6 +56,10 @@ class CollectorOptions:
     tls: TLSOptions | None = None
     tls_layering: str = "zlib-outside"
     backlog: int = 1024
+    # A client that stops reading our answers fills the socket buffers; past this many seconds
+    # of a blocked send it is disconnected, so it cannot hold a thread for ever. Reads have no
+    # timeout: an idle connection is normal (Flume keeps its connections open).
+    send_timeout: float = 60.0
 
 
 class Collector:
@@ -151,7 +155,7 @@ class Collector:
                 raw = sock.recv(RECV_SIZE)
                 data, reply, eof = pipeline.up(raw)
                 if reply:
-                    sock.sendall(reply)
+                    self._send(sock, reply)
                 if data:
                     conn.receive_data(data)
                 if eof:
@@ -159,7 +163,7 @@ class Collector:
                 closed = self._answer(conn)
                 out = conn.data_to_send()
                 if out:
-                    sock.sendall(pipeline.down(out))
+                    self._send(sock, pipeline.down(out))
                 if closed or eof:
                     break
         except RemoteProtocolError as err:
@@ -167,6 +171,9 @@ class Collector:
             log.warning("client %s: %s", peer, reason)
         except ssl.SSLError as err:
             reason = f"TLS error, disconnected: {err.reason or err}"
+            log.warning("client %s: %s", peer, reason)
+        except TimeoutError as err:
+            reason = f"disconnected: {err}"
             log.warning("client %s: %s", peer, reason)
         except OSError as err:
             reason = f"connection error: {err.strerror or err}"
@@ -179,6 +186,16 @@ class Collector:
                 self._conns.pop(sock, None)
             sock.close()
             log.debug("client %s: %s", peer, reason)
+
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        """sendall, bounded by send_timeout (TimeoutError, an OSError: the connection is dropped)."""
+        sock.settimeout(self.options.send_timeout)
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise TimeoutError(f"the client read nothing for {self.options.send_timeout:g} s") from None
+        finally:
+            sock.settimeout(None)
 
     def _answer(self, conn: ServerConnection) -> bool:
         """Write every call that is complete, then answer each; True when the peer closed."""

@@ -247,3 +247,39 @@ def test_pipelined_failure_reports_what_was_acknowledged(start_collector):
         client.append_batches(([encode_event(b"x")] for _ in range(10)), window=4)
     assert info.value.acknowledged == 0
     assert not client.connected
+
+
+def test_client_that_never_reads_its_answers_is_disconnected_while_another_carries_on(start_collector):
+    col = start_collector(send_timeout=1.0)
+    # Established with a first call, then empty appendBatch calls (wire §8 V5) sent without ever
+    # reading an answer, until the collector's answers fill every buffer on the way back.
+    hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.connect((col.address.host, col.address.port))
+    from shipper.avroipc import ClientConnection
+
+    conn = ClientConnection()
+    conn.send_append_batch([])
+    hog.sendall(conn.data_to_send())
+    answered = False
+    while not answered:
+        conn.receive_data(hog.recv(4096))
+        while (event := conn.next_event()) is not None:
+            answered = answered or hasattr(event, "status")
+    assert conn.established
+    call = bytes.fromhex("00000005" "00000002" "0000000d" "0016617070656e644261746368" "00000001" "00")
+    dropped = threading.Event()
+
+    def flood():
+        try:
+            while True:
+                hog.sendall(call * 2048)
+        except OSError:  # reset or broken pipe once the collector gives up on us
+            dropped.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    with CollectorClient(col.address, ClientOptions(**FAST)) as other:
+        expected = deliver(other, batches(3, 10, "other "))
+    assert dropped.wait(20), "the collector kept a client that reads nothing"
+    hog.close()
+    assert col.output() == expected
