@@ -39,7 +39,7 @@ from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_FRAME_BYTES,
     Frame,
-    FrameDecoder,
+    Inbox,
     chunks,
     encode_frame,
 )
@@ -89,12 +89,8 @@ class ClientConnection:
         self._pending: dict[int, _Call] = {}  # wire serial -> call
         self._handshaking = False  # a handshake-carrying call is out
         self._out: list[bytes] = []
-        self._decoder = FrameDecoder(max_buffers, max_frame_bytes)
-        self._frames: list[Frame] = []
-        self._frame_pos = 0
+        self._inbox = Inbox(max_buffers, max_frame_bytes)
         self._events: list[Event] = []
-        self._error: RemoteProtocolError | None = None
-        self._eof = False
 
     # --- sending ---
 
@@ -122,7 +118,7 @@ class ClientConnection:
         return self._start(_NAME_PING, None)
 
     def _start(self, name: bytes, params: bytes | None) -> int:
-        if self._eof or self._error is not None:
+        if self._inbox.eof or self._inbox.error is not None:
             raise LocalProtocolError("the connection is closed or broken")
         if not self.established and self._handshaking:
             raise LocalProtocolError("a call is already out while the handshake is not finished")
@@ -162,40 +158,21 @@ class ClientConnection:
     # --- receiving ---
 
     def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._eof = True
-            return
-        if self._eof:
-            raise LocalProtocolError("data received after EOF")
-        if self._error is not None:
-            return
-        try:
-            self._frames.extend(self._decoder.feed(data))
-        except RemoteProtocolError as exc:
-            self._error = exc
+        self._inbox.receive_data(data)
 
     def next_event(self) -> Event | None:
+        frames = self._inbox.frames
         while not self._events:
-            if self._frame_pos < len(self._frames):
-                frame = self._frames[self._frame_pos]
-                self._frame_pos += 1
-                if self._frame_pos == len(self._frames):
-                    self._frames.clear()
-                    self._frame_pos = 0
-                self._handle(frame)
-            elif self._error is not None:
-                raise self._error
-            elif self._eof:
+            if frames:
+                self._handle(frames.popleft())
+            elif self._inbox.end():
                 return ConnectionClosed()
             else:
                 return None
         return self._events.pop(0)
 
     def _fail(self, message: str) -> RemoteProtocolError:
-        self._error = RemoteProtocolError(message)
-        self._frames.clear()
-        self._frame_pos = 0
-        return self._error
+        return self._inbox.fail(message)
 
     def _handle(self, frame: Frame) -> None:
         call = self._pending.pop(frame.serial, None)

@@ -27,6 +27,7 @@ where ``chunks(b"")`` is one empty buffer.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -181,3 +182,42 @@ class FrameDecoder:
         if pos:
             del buf[:pos]
         return frames
+
+
+class Inbox:
+    """The receiving half both connection roles share: frames decoded so far, and how the stream
+    ended. ``receive_data(b"")`` marks EOF; a framing error is kept and raised by :meth:`end` once
+    every frame decoded before it has been handled, so a peer's last good answers are not lost."""
+
+    __slots__ = ("_decoder", "frames", "error", "eof")
+
+    def __init__(self, max_buffers: int, max_frame_bytes: int) -> None:
+        self._decoder = FrameDecoder(max_buffers, max_frame_bytes)
+        self.frames: deque[Frame] = deque()
+        self.error: RemoteProtocolError | None = None
+        self.eof = False
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self.eof = True
+            return
+        if self.eof:
+            raise LocalProtocolError("data received after EOF")
+        if self.error is not None:
+            return
+        try:
+            self.frames.extend(self._decoder.feed(data))
+        except RemoteProtocolError as exc:
+            self.error = exc
+
+    def fail(self, message: str) -> RemoteProtocolError:
+        """Break the connection: frames not yet handled are dropped, the error raised from now on."""
+        self.error = RemoteProtocolError(message)
+        self.frames.clear()
+        return self.error
+
+    def end(self) -> bool:
+        """With no frame left: raise the kept error, or return True at EOF (False: wait for data)."""
+        if self.error is not None:
+            raise self.error
+        return self.eof

@@ -28,13 +28,13 @@ import json
 from collections import deque
 
 from shipper.avroipc.avro import AvroDecodeError, Reader, encode_string
-from shipper.avroipc.errors import LocalProtocolError, RemoteProtocolError
+from shipper.avroipc.errors import LocalProtocolError
 from shipper.avroipc.events import CallReceived, ConnectionClosed, Event
 from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_FRAME_BYTES,
     Frame,
-    FrameDecoder,
+    Inbox,
     chunks,
     encode_frame,
 )
@@ -118,12 +118,9 @@ class ServerConnection:
         self.cache = cache
         self.max_events_per_call = max_events_per_call
         self.established = False
-        self._decoder = FrameDecoder(max_buffers, max_frame_bytes)
-        self._frames: deque[Frame] = deque()
+        self._inbox = Inbox(max_buffers, max_frame_bytes)
         self._pending: dict[int, deque[bytes]] = {}  # serial -> handshake prefixes of open calls
         self._out: list[bytes] = []
-        self._error: RemoteProtocolError | None = None
-        self._eof = False
 
     @property
     def pending_calls(self) -> int:
@@ -133,28 +130,15 @@ class ServerConnection:
     # --- receiving ---
 
     def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._eof = True
-            return
-        if self._eof:
-            raise LocalProtocolError("data received after EOF")
-        if self._error is not None:
-            return
-        try:
-            self._frames.extend(self._decoder.feed(data))
-        except RemoteProtocolError as exc:
-            self._error = exc
+        self._inbox.receive_data(data)
 
     def next_event(self) -> Event | None:
-        while self._frames:
-            event = self._handle(self._frames.popleft())
+        frames = self._inbox.frames
+        while frames:
+            event = self._handle(frames.popleft())
             if event is not None:
                 return event
-        if self._error is not None:
-            raise self._error
-        if self._eof:
-            return ConnectionClosed()
-        return None
+        return ConnectionClosed() if self._inbox.end() else None
 
     def _handle(self, frame: Frame) -> CallReceived | None:
         serial = frame.serial
