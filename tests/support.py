@@ -96,3 +96,22 @@ class Proc:
     @property
     def stderr(self) -> str:
         return "\n".join(self.lines)
+
+
+def mount_tmpfs(path: Path, size: str, why: str) -> None:
+    """Mount a small tmpfs on ``path`` for a real ENOSPC, or skip the test saying ``why`` it needs one.
+
+    The caller unmounts it with :func:`umount` (lazily when busy)."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip(f"{why}: mounting a {size} tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"{why}: cannot mount a tmpfs here ({r.stderr.strip()})")
+
+
+def umount(path: Path) -> None:
+    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import threading
 import time
 
@@ -17,22 +16,18 @@ import pytest
 
 from shipper.channel import RESERVE_NAME, Channel
 from shipper.errors import ChannelIOError, StateError
+from tests.support import mount_tmpfs, umount
 
 
 @pytest.fixture
 def tiny_fs(tmp_path):
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a 4 MiB tmpfs for a real ENOSPC")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the ENOSPC test needs one")
+    mount_tmpfs(mnt, "4m", "a real ENOSPC")
     try:
         yield mnt
     finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        umount(mnt)
 
 
 def fill(path) -> None:

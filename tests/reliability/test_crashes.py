@@ -22,7 +22,7 @@ import pytest
 from tests.reliability.harness import (
     BATCH, Collector, ProxyProc, SteadyWriter, Stream, check, record, start_tail, wait_delivered,
 )
-from tests.support import Proc, cli_argv
+from tests.support import Proc, cli_argv, mount_tmpfs, umount
 
 
 def test_kill_9_at_random_points(tmp_path, cleanup, scale):
@@ -81,12 +81,8 @@ def small_tmpfs(tmp_path, cleanup):
     """A 2 MiB tmpfs for the state directory (root and mount(2) needed; skip otherwise)."""
     d = tmp_path / "state"
     d.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("ENOSPC scenario: mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"ENOSPC scenario: cannot mount a tmpfs here ({r.stderr.strip()})")
-    cleanup.append(lambda: subprocess.run(["umount", "-l", str(d)], capture_output=True))
+    mount_tmpfs(d, "2m", "ENOSPC scenario")
+    cleanup.append(lambda: umount(d))
     return d
 
 
