@@ -29,7 +29,7 @@ from collections import deque
 
 from shipper.avroipc.avro import AvroDecodeError, Reader, encode_string
 from shipper.avroipc.errors import LocalProtocolError
-from shipper.avroipc.events import CallReceived, ConnectionClosed, Event
+from shipper.avroipc.events import CallReceived, ConnectionClosed, ConnectionEvent
 from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -132,7 +132,7 @@ class ServerConnection:
     def receive_data(self, data: bytes) -> None:
         self._inbox.receive_data(data)
 
-    def next_event(self) -> Event | None:
+    def next_event(self) -> ConnectionEvent | None:
         frames = self._inbox.frames
         while frames:
             event = self._handle(frames.popleft())

@@ -44,7 +44,7 @@ from shipper.errors import (
     ShipperError,
     TransportError,
 )
-from shipper.event import encode_event_with, encode_headers
+from shipper.avroipc.flume_event import encode_event_with, encode_headers
 from shipper.transport.stream import (
     Address,
     CertificateError,
