@@ -171,12 +171,12 @@ class Config:
         return Path(self.channel.state_dir).expanduser() if self.channel.state_dir else default_state_dir()
 
     def addresses(self) -> list:
-        from shipper.transport.stream import Address
+        from shipper.transport import Address
 
         return [Address.parse(c) for c in self.delivery.collectors]
 
     def client_options(self):
-        from shipper.transport.stream import ClientOptions, TLSOptions
+        from shipper.transport import ClientOptions, TLSOptions
 
         d = self.delivery
         tls = None
@@ -409,7 +409,7 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
 
 
 def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> None:
-    from shipper.transport.stream import Address
+    from shipper.transport import Address
 
     d: DeliverySection = sections["delivery"]
     for i, text in enumerate(d.collectors):

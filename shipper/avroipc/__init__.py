@@ -2,7 +2,7 @@
 
 Bytes in, events out; events in, bytes out. Nothing here opens sockets, reads clocks or starts
 threads, and nothing here imports from the rest of ``shipper``: the transport layers
-(``shipper.transport.stream``, ``shipper.sink.client``, ``shipper.collector.server``) drive these state machines. The
+(``shipper.transport``, ``shipper.sink.client``, ``shipper.collector.server``) drive these state machines. The
 wire format followed is avro-rpc-wire.md; the project's own notes are docs/protocol.md.
 
 Typical client use::

@@ -125,7 +125,7 @@ _OPT_LEVEL = typer.Option(6, "--compression-level", help="zlib level 0-9 for --c
 
 
 def _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
-    from shipper.transport.stream import ClientOptions, TLSOptions
+    from shipper.transport import ClientOptions, TLSOptions
 
     tls_options = None
     if tls or tls_ca or tls_insecure:
@@ -191,7 +191,7 @@ def collect(
 
     from shipper.collector.server import Collector, CollectorOptions
     from shipper.errors import ConfigError
-    from shipper.transport.stream import Address, TLSOptions
+    from shipper.transport import Address, TLSOptions
     from shipper.collector.writer import FORMATS, RollingWriter
 
     if fmt not in FORMATS:
@@ -259,7 +259,7 @@ def send(
     """
     from shipper.sink.client import CollectorClient, send_lines, split_lines
     from shipper.errors import InputError
-    from shipper.transport.stream import Address
+    from shipper.transport import Address
 
     headers = _headers(header)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
@@ -334,7 +334,7 @@ def ping(
     """
     from shipper.sink.client import probe
     from shipper.errors import EXIT_UNAVAILABLE
-    from shipper.transport.stream import Address
+    from shipper.transport import Address
 
     target = Address.parse(address)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,

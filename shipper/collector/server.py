@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 One thread accepts; each connection gets its own thread running the protocol core in the
-server role (``shipper.avroipc.ServerConnection``) under the same layer pipeline as the client
-(``shipper.transport.stream``: plain, deflate, TLS, TLS+deflate in either layering). Threads keep it simple:
+server role (``shipper.avroipc.ServerConnection``) under the same layer stack as the client
+(``shipper.transport.layers``: plain, deflate, TLS, TLS+deflate in either layering). Threads keep it simple:
 the work per connection is "read, decode, write a file, fsync, answer", the fsync and the socket
 calls release the GIL, and a few busy clients are what a collector sees.
 
-Per connection the loop is: read up to 256 KiB, run it up the pipeline, feed the core, gather
+Per connection the loop is: read up to 256 KiB, run it up the layer stack, feed the core, gather
 every complete call it yields, hand all of their events to the :class:`RollingWriter` as ONE
 write (one fsync for all the calls that arrived together), then answer each call: OK only after
 that write returned, FAILED when it raised. Nothing is acknowledged that is not in the file.
@@ -43,7 +43,7 @@ from shipper.avroipc import (
     Status,
 )
 from shipper.errors import ConfigError
-from shipper.transport.stream import RECV_SIZE, Address, TLSOptions, build_pipeline, check_layering, server_tls_context
+from shipper.transport import RECV_SIZE, Address, TLSOptions, build_layer_stack, check_layering, server_tls_context
 from shipper.collector.writer import RollingWriter
 
 log = logging.getLogger("flume-ship.collect")
@@ -145,7 +145,7 @@ class Collector:
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
         log.debug("connection from %s", peer)
-        pipeline = build_pipeline(
+        layers = build_layer_stack(
             self.options.compress, self.options.tls_layering, self.tls_ctx, server_side=True
         )
         conn = ServerConnection(self.cache)
@@ -153,7 +153,7 @@ class Collector:
         try:
             while True:
                 raw = sock.recv(RECV_SIZE)
-                data, reply, eof = pipeline.up(raw)
+                data, reply, eof = layers.up(raw)
                 if reply:
                     self._send(sock, reply)
                 if data:
@@ -163,7 +163,7 @@ class Collector:
                 closed = self._answer(conn)
                 out = conn.data_to_send()
                 if out:
-                    self._send(sock, pipeline.down(out))
+                    self._send(sock, layers.down(out))
                 if closed or eof:
                     break
         except RemoteProtocolError as err:

@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class MetricsServer:
     def __init__(self, agent, listen: str):
-        from shipper.transport.stream import Address
+        from shipper.transport import Address
 
         address = Address.parse(listen)
         registry = CollectorRegistry(auto_describe=False)

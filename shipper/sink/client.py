@@ -45,18 +45,8 @@ from shipper.errors import (
     TransportError,
 )
 from shipper.avroipc.flume_event import encode_event_with, encode_headers
-from shipper.transport.stream import (
-    Address,
-    CertificateError,
-    ClientOptions,
-    PeerClosed,
-    Stream,
-    client_pipeline,
-    client_tls_context,
-    connect_tcp,
-    open_stream,
-    resolve,
-)
+from shipper.transport import Address, ClientOptions, Stream, client_layer_stack, client_tls_context, connect_tcp, open_stream, resolve
+from shipper.transport.stream import CertificateError, PeerClosed
 
 
 class CollectorClient:
@@ -308,7 +298,7 @@ def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -
     steps.append(Step("tcp", True, f"connected to {Address(peer[0], peer[1])}", time.monotonic() - started))
 
     try:
-        stream = Stream(sock, client_pipeline(address, options, client._tls_ctx), address)
+        stream = Stream(sock, client_layer_stack(address, options, client._tls_ctx), address)
         if options.tls is not None:
             started = time.monotonic()
             try:
@@ -324,7 +314,7 @@ def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -
                 steps.append(Step("tls", False, str(err)))
                 report.verdict = _tls_verdict(err)
                 return
-            tls = stream.pipeline.tls
+            tls = stream.layers.tls
             steps.append(Step("tls", True, f"{tls.version()}, server {tls.peer_subject() or '(not verified)'}", time.monotonic() - started))
         client._stream, client._conn = stream, ClientConnection()
 

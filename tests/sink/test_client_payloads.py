@@ -6,7 +6,7 @@ import pytest
 
 from shipper.sink.client import CollectorClient
 from shipper.avroipc.flume_event import encode_event
-from shipper.transport.stream import ClientOptions
+from shipper.transport import ClientOptions
 
 FAST = dict(connect_timeout=5.0, request_timeout=10.0)
 

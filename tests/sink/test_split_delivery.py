@@ -12,7 +12,7 @@ from shipper.avroipc import CallReceived, ProtocolCache, ServerConnection, Statu
 from shipper.channel import Channel
 from shipper.sink.client import CollectorClient
 from shipper.avroipc.flume_event import encode_event
-from shipper.transport.stream import Address, ClientOptions
+from shipper.transport import Address, ClientOptions
 from shipper.sink.policy import Selector
 from shipper.sink.worker import CollectorPool, SinkOptions, SinkWorker
 
