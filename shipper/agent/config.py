@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from shipper.errors import ConfigError
+from shipper.errors import ConfigError, ConfigFileError, Problem
 
 DEFAULT_CONFIG = "/etc/flume-ship/flume-ship.toml"
 DEFAULT_SOURCE = "default"  # the source the command line's PATHS make; its offset keys have no prefix
@@ -195,29 +195,6 @@ class Config:
 
 
 SECTIONS = {"agent": AgentSection, "channel": ChannelSection, "delivery": DeliverySection}
-
-
-# --------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str  # the file, or "command line"
-    key: str  # dotted TOML key, or the flag
-    why: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.key}: {self.why}"
-
-
-class ConfigFileError(ConfigError):
-    """One or more configuration problems; ``problems`` lists each with its file or flag and key."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = list(problems)
-        first = str(self.problems[0]) if self.problems else "invalid configuration"
-        more = f" (and {len(self.problems) - 1} more problems; run flume-ship validate)" if len(self.problems) > 1 else ""
-        super().__init__(first + more)
 
 
 # --------------------------------------------------------------------------- loading

@@ -14,7 +14,10 @@ from typing import Optional
 import typer
 
 from shipper import __version__
-from shipper.errors import ShipperError
+from shipper.errors import (
+    EXIT_INTERRUPTED, EXIT_OK, EXIT_STATE, EXIT_UNAVAILABLE, ConfigError, ConfigFileError, DeliveryError, InputError,
+    ShipperError,
+)
 from shipper.ops.logs import setup_logging
 
 log = logging.getLogger("flume-ship")
@@ -32,7 +35,7 @@ app = typer.Typer(
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"flume-ship {__version__}")
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
@@ -59,9 +62,12 @@ def _root(
     setup_logging(log_level, log_format)
 
 
-def fail(err: ShipperError) -> "typer.Exit":
-    """Print one line for a user-facing error and return the exit to raise."""
-    typer.echo(f"flume-ship: error: {err}", err=True)
+def report(err: ShipperError, note: str = "") -> "typer.Exit":
+    """Tell the user about an error (one line per problem, ``note`` after the last) and return
+    the exit to raise with the error's exit code. Every command reports its errors here."""
+    lines = err.lines()
+    for i, line in enumerate(lines):
+        typer.echo(f"flume-ship: error: {line}{note if i == len(lines) - 1 else ''}", err=True)
     return typer.Exit(err.exit_code)
 
 
@@ -86,7 +92,6 @@ def channel_verify(
     Exit 0 when healthy, 5 when the database is corrupt or unusable.
     """
     from shipper.channel import verify
-    from shipper.errors import EXIT_STATE
 
     report = verify(state_dir or _state_dir_from_config(config))
     for line in report.lines():
@@ -190,7 +195,6 @@ def collect(
     import signal
 
     from shipper.collector.server import Collector, CollectorOptions
-    from shipper.errors import ConfigError
     from shipper.transport import Address, TLSOptions
     from shipper.collector.writer import FORMATS, RollingWriter
 
@@ -203,7 +207,7 @@ def collect(
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as err:
-        raise fail(ConfigError(f"cannot use --out {out}: {err.strerror}")) from None
+        raise report(ConfigError(f"cannot use --out {out}: {err.strerror}")) from None
     writer = RollingWriter(out, fmt=fmt, roll_bytes=_size(roll_size), roll_seconds=roll_interval, fsync=fsync)
     options = CollectorOptions(
         listen=Address.parse(listen),
@@ -258,7 +262,6 @@ def send(
     did not accept a batch; 7 when the file cannot be read.
     """
     from shipper.sink.client import CollectorClient, send_lines, split_lines
-    from shipper.errors import InputError
     from shipper.transport import Address
 
     headers = _headers(header)
@@ -268,20 +271,19 @@ def send(
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
     except OSError as err:
-        raise fail(InputError(f"cannot read {file}: {err.strerror}")) from None
+        raise report(InputError(f"cannot read {file}: {err.strerror}")) from None
     progress = _Progress(file) if sys.stderr.isatty() else None
     client = CollectorClient(address, options)
     try:
         sent = send_lines(client, split_lines(stream), batch_size=batch_size, headers=headers,
                           window=in_flight, progress=progress.update if progress else None)
     except OSError as err:
-        raise fail(InputError(f"cannot read {file}: {err.strerror}")) from None
+        raise report(InputError(f"cannot read {file}: {err.strerror}")) from None
     except ShipperError as err:
         if progress:
             progress.done()
-        acked = getattr(err, "acknowledged", 0)
-        typer.echo(f"flume-ship: error: {err} ({acked} lines were acknowledged before this)", err=True)
-        raise typer.Exit(err.exit_code) from None
+        acked = err.acknowledged if isinstance(err, DeliveryError) else 0
+        raise report(err, f" ({acked} lines were acknowledged before this)") from None
     finally:
         client.close()
         if stream is not sys.stdin.buffer:
@@ -333,7 +335,6 @@ def ping(
     compression mismatch from a middlebox. Exit 0 only when the collector is healthy, else 3.
     """
     from shipper.sink.client import probe
-    from shipper.errors import EXIT_UNAVAILABLE
     from shipper.transport import Address
 
     target = Address.parse(address)
@@ -439,12 +440,6 @@ def _overlay(ctx: typer.Context, paths: Optional[list[str]]):
     return overlay
 
 
-def _print_problems(err) -> "typer.Exit":
-    for problem in getattr(err, "problems", None) or [err]:
-        typer.echo(f"flume-ship: error: {problem}", err=True)
-    return typer.Exit(err.exit_code)
-
-
 @app.command("tail")
 def tail_cmd(
     ctx: typer.Context,
@@ -529,7 +524,7 @@ def tail_cmd(
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
     """
     from shipper.agent.core import Agent
-    from shipper.agent.config import ConfigFileError, default_config_path, load
+    from shipper.agent.config import default_config_path, load
 
     if deadline is not None and not once:
         raise typer.BadParameter("only makes sense with --once", param_hint="--deadline")
@@ -538,7 +533,7 @@ def tail_cmd(
     try:
         cfg = load(path or None, overlay)
     except ConfigFileError as err:
-        raise _print_problems(err) from None
+        raise report(err) from None
     agent = Agent(cfg, reload=lambda: load(path or None, overlay), once=once, deadline=deadline)
     agent.install_signal_handlers()
     raise typer.Exit(agent.run())
@@ -555,17 +550,15 @@ def validate_cmd(
     Prints each problem as FILE: KEY: WHY and exits 2, or a summary of what would run and exits 0.
     Nothing is started and no collector is contacted (use flume-ship ping for that).
     """
-    from shipper.agent.config import ConfigFileError, default_config_path, load
+    from shipper.agent.config import default_config_path, load
 
     path = config or config_opt or default_config_path()
     if not path:
-        typer.echo("flume-ship: error: no configuration file: give one, or create "
-                   "/etc/flume-ship/flume-ship.toml", err=True)
-        raise typer.Exit(2)
+        raise report(ConfigError("no configuration file: give one, or create /etc/flume-ship/flume-ship.toml"))
     try:
         cfg = load(path)
     except ConfigFileError as err:
-        raise _print_problems(err) from None
+        raise report(err) from None
     typer.echo(f"{path}: OK")
     typer.echo(f"  state dir: {cfg.state_path()}")
     typer.echo(f"  collectors ({cfg.delivery.balance}): {', '.join(cfg.delivery.collectors)}")
@@ -603,7 +596,7 @@ def status_cmd(
 
 
 def _state_dir_from_config(config: Optional[str]) -> str:
-    from shipper.agent.config import ConfigFileError, default_config_path, load_raw
+    from shipper.agent.config import default_config_path, load_raw
     from shipper.channel.statedir import default_state_dir
 
     path = config or default_config_path()
@@ -611,7 +604,7 @@ def _state_dir_from_config(config: Optional[str]) -> str:
         try:
             value = load_raw(path).get("channel", {}).get("state_dir")
         except ConfigFileError as err:
-            raise _print_problems(err) from None
+            raise report(err) from None
         if isinstance(value, str) and value:
             return value
     return str(default_state_dir())
@@ -622,10 +615,9 @@ def main() -> None:
     try:
         app()
     except ShipperError as err:
-        typer.echo(f"flume-ship: error: {err}", err=True)
-        sys.exit(err.exit_code)
+        sys.exit(report(err).exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

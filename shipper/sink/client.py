@@ -37,8 +37,10 @@ from shipper.avroipc import (
     Status,
 )
 from shipper.errors import (
+    CertificateError,
     CollectorRejected,
     ConnectTimeout,
+    PeerClosed,
     PeerProtocolError,
     RequestTimeout,
     ShipperError,
@@ -46,7 +48,6 @@ from shipper.errors import (
 )
 from shipper.avroipc.flume_event import encode_event_with, encode_headers
 from shipper.transport import Address, ClientOptions, Stream, client_layer_stack, client_tls_context, connect_tcp, open_stream, resolve
-from shipper.transport.stream import CertificateError, PeerClosed
 
 
 class CollectorClient:

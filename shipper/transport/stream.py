@@ -15,18 +15,12 @@ import time
 from dataclasses import dataclass
 
 from shipper.avroipc import RemoteProtocolError
-from shipper.errors import ConfigError, ConnectTimeout, PeerProtocolError, RequestTimeout, TransportError
+from shipper.errors import (
+    CertificateError, ConfigError, ConnectTimeout, PeerClosed, PeerProtocolError, RequestTimeout, TransportError,
+)
 from shipper.transport.address import Address
 from shipper.transport.layers import RECV_SIZE, LayerStack, build_layer_stack, check_layering
 from shipper.transport.tls import TLSOptions, client_tls_context, reason
-
-
-class PeerClosed(TransportError):
-    """The peer ended the connection (EOF or TLS close) before it answered."""
-
-
-class CertificateError(TransportError):
-    """TLS: the server's certificate did not verify."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from shipper.sink.client import CollectorClient
 from shipper.errors import CollectorRejected, ConnectTimeout, PeerProtocolError, RequestTimeout, TransportError
 from shipper.avroipc.flume_event import encode_event
 from shipper.transport import Address, ClientOptions, TLSOptions
-from shipper.transport.stream import CertificateError
+from shipper.errors import CertificateError
 from tests.conftest import RunningCollector
 
 FAST = dict(connect_timeout=5.0, request_timeout=10.0)
