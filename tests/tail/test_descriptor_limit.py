@@ -161,3 +161,32 @@ def test_budget_bounds_open_files_and_every_file_advances(tmp_path):
     finally:
         src.close()
         ch.close()
+
+
+def test_kill_9_with_more_files_than_descriptors_then_restart(tmp_path):
+    """SIGKILL while files are being read in turns: the restart resumes every file at its offset."""
+    logs = tmp_path / "logs"
+    write_files(logs, FILES, LINES)
+    collect, addr, out = start_collect(tmp_path)
+    argv = ("tail", str(logs / "*.log"), "--to", addr, "--state-dir", str(tmp_path / "state"),
+            "--batch-size", "200", "--linger", "0.05")
+    try:
+        first = Proc(*argv, preexec_fn=limit_open_files(256))
+        deadline = time.monotonic() + 120  # a failure guard, not a measurement
+        while len(collected(out)) < FILES * LINES // 3:
+            assert first.popen.poll() is None and time.monotonic() < deadline, first.stderr[-3000:]
+            time.sleep(0.05)
+        first.kill()
+        second = Proc(*argv, "--once", preexec_fn=limit_open_files(256))
+        assert second.popen.wait(300) == 0, second.stderr[-3000:]
+        second.stop()
+        got = collected(out)
+        # Duplicates: only the batches in flight at the kill (sent, not yet acknowledged).
+        per_line = defaultdict(int)
+        for line in got:
+            per_line[line] += 1
+        dups = sum(n - 1 for n in per_line.values())
+        assert dups <= 2 * 200, f"{dups} duplicates"
+        check_exactly_once(list(per_line), {f: LINES for f in range(FILES)})
+    finally:
+        collect.stop()
