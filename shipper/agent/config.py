@@ -18,7 +18,7 @@ is the file or the flag, and raised together as one :class:`ConfigFileError` (ex
 are errors: a typo must not silently fall back to a default.
 
 Sources and offsets: each ``[sources.NAME]`` becomes its own tail source sharing the one channel.
-Their offset records are kept apart by a per-source prefix (see ``shipper.agent``), except for the
+Their offset records are kept apart by a per-source prefix (see ``shipper.agent.core``), except for the
 source named ``default``, which is what the command line's PATHS make: renaming a source therefore
 starts its files afresh. Two sources that match the same file would ship it twice, so
 :func:`check_overlaps` refuses identical patterns and any file that two sources match right now.
@@ -171,17 +171,17 @@ class Config:
     file: str | None = None  # the file it was read from, if any
 
     def state_path(self) -> Path:
-        from shipper.statedir import default_state_dir
+        from shipper.channel.statedir import default_state_dir
 
         return Path(self.channel.state_dir).expanduser() if self.channel.state_dir else default_state_dir()
 
     def addresses(self) -> list:
-        from shipper.net import Address
+        from shipper.transport.stream import Address
 
         return [Address.parse(c) for c in self.delivery.collectors]
 
     def client_options(self):
-        from shipper.net import ClientOptions, TLSOptions
+        from shipper.transport.stream import ClientOptions, TLSOptions
 
         d = self.delivery
         tls = None
@@ -192,7 +192,7 @@ class Config:
                              compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
 
     def sink_options(self):
-        from shipper.sink import SinkOptions
+        from shipper.sink.worker import SinkOptions
 
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
@@ -414,7 +414,7 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
 
 
 def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> None:
-    from shipper.net import Address
+    from shipper.transport.stream import Address
 
     d: DeliverySection = sections["delivery"]
     for i, text in enumerate(d.collectors):
@@ -486,7 +486,7 @@ def parse_size(value: Any) -> int:
 
 # --------------------------------------------------------------------------- the generated reference
 
-REFERENCE_BEGIN = "<!-- BEGIN GENERATED REFERENCE: python3 -m shipper.config > this block -->"
+REFERENCE_BEGIN = "<!-- BEGIN GENERATED REFERENCE: python3 -m shipper.agent.config > this block -->"
 REFERENCE_END = "<!-- END GENERATED REFERENCE -->"
 
 

@@ -43,12 +43,12 @@ import threading
 import time
 from typing import Callable
 
-from shipper.config import DEFAULT_SOURCE, Config, SourceSection
+from shipper.agent.config import DEFAULT_SOURCE, Config, SourceSection
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, ConfigError, ShipperError
-from shipper.notify import Notifier
-from shipper.policy import Balance, Selector
-from shipper.sink import CollectorPool, SinkWorker
-from shipper.telemetry import Telemetry, stall_verdict
+from shipper.ops.notify import Notifier
+from shipper.sink.policy import Balance, Selector
+from shipper.sink.worker import CollectorPool, SinkWorker
+from shipper.ops.telemetry import Telemetry, stall_verdict
 
 log = logging.getLogger("flume-ship.agent")
 
@@ -153,7 +153,7 @@ class Delivery:
         self.threads: list[threading.Thread] = []
 
         def make_client(address):
-            from shipper.client import CollectorClient
+            from shipper.sink.client import CollectorClient
 
             return CollectorClient(address, client_options)
 
@@ -289,7 +289,7 @@ class Agent:
         listen = self.config.agent.metrics_listen
         if not listen:
             return
-        from shipper.metrics import MetricsServer
+        from shipper.ops.metrics import MetricsServer
 
         self.metrics_server = MetricsServer(self, listen)
         log.info("metrics on http://%s/metrics, health on http://%s/health", self.metrics_server.address,
@@ -475,7 +475,7 @@ class Agent:
         return f"{snap['events_acked']} events acknowledged, {queued} queued"
 
     def _tick_status(self) -> None:
-        from shipper.status import write_status
+        from shipper.ops.status import write_status
 
         try:
             snap = self.snapshot()
@@ -497,7 +497,7 @@ class Agent:
                                 "of the globs", f["path"], other, src["name"])
 
     def health(self, stats=None) -> tuple[bool, str]:
-        """The stall verdict (shipper.telemetry.stall_verdict); progress counts from start or last reload."""
+        """The stall verdict (shipper.ops.telemetry.stall_verdict); progress counts from start or last reload."""
         stats = stats or self.channel.stats()
         since = time.monotonic() - self._progress_base
         last_ack = self.telemetry.last_ack

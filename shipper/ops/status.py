@@ -5,7 +5,7 @@ Two ways to know, and the command picks the better one:
 * **Running agent**: it rewrites ``<state dir>/status.json`` every ``status_interval`` seconds (and
   once more when it stops), atomically: written to ``status.json.tmp-<pid>`` then renamed over the
   old one, so a reader sees a whole file or the previous one, never half. The document is
-  :meth:`shipper.agent.Agent.snapshot` (files, channel, collectors, totals, health).
+  :meth:`shipper.agent.core.Agent.snapshot` (files, channel, collectors, totals, health).
 * **Stopped agent** (or a status file older than a few intervals): the truth is in the channel. The
   database is opened read-only (SQLite WAL readers never block the writer, as ``channel verify``
   does), for the queued events and the age of the oldest, and the tail offset records; each
@@ -55,7 +55,7 @@ def write_status(state_dir: Path, doc: dict) -> None:
 
 def lock_holder(state_dir: Path) -> int | None:
     """The pid holding the state directory's lock, or None when no agent runs."""
-    from shipper.statedir import LOCK_NAME
+    from shipper.channel.statedir import LOCK_NAME
 
     lock = Path(state_dir) / LOCK_NAME
     try:

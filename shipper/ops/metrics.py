@@ -27,7 +27,7 @@ healthy                                        gauge      1 unless stalled (see 
 
 ``/health`` answers ``200`` with a JSON body while the agent delivers (or has nothing to deliver)
 and ``503`` when it is stalled: events queued and nothing acknowledged for ``stall_timeout``
-(``shipper.telemetry.stall_verdict``). It turns back to 200 with the next acknowledgement.
+(``shipper.ops.telemetry.stall_verdict``). It turns back to 200 with the next acknowledgement.
 
 The server is the standard library's threading HTTP server on a daemon thread; it answers only
 GET on those two paths (404 otherwise) and never logs per request.
@@ -45,7 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 
 from shipper.errors import ConfigError
-from shipper.telemetry import LATENCY_BUCKETS
+from shipper.ops.telemetry import LATENCY_BUCKETS
 
 log = logging.getLogger("flume-ship.metrics")
 
@@ -168,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class MetricsServer:
     def __init__(self, agent, listen: str):
-        from shipper.net import Address
+        from shipper.transport.stream import Address
 
         address = Address.parse(listen)
         registry = CollectorRegistry(auto_describe=False)
