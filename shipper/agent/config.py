@@ -5,7 +5,7 @@ Theory of operation
 One TOML file (``--config``, default ``/etc/flume-ship/flume-ship.toml`` when it exists) holds every
 option of ``flume-ship tail``. Its shape::
 
-    [agent]      drain_timeout, metrics_listen, stall_timeout, status_interval
+    [agent]      drain_timeout, metrics_listen, stall_timeout, status_interval, max_open_files
     [channel]    state_dir, capacity, min_free
     [delivery]   collectors = ["host:port", ...], batching, balance, timeouts, compression, TLS
     [sources.NAME]   paths = [globs], headers = {k = "v"}, per-source tailing options (one or more)
@@ -70,6 +70,11 @@ class AgentSection:
                                "acknowledged for this many seconds.", flag="--stall-timeout", lo=0.1)
     status_interval: float = opt(2.0, "Seconds between rewrites of `status.json` in the state directory "
                                  "(read by `flume-ship status`).", flag="--status-interval", lo=0.1)
+    max_open_files: int = opt(0, "Most tailed files open at once, all sources together; files beyond it are "
+                              "read in turns (at their end first, least recently grown next). 0: the open-file "
+                              "limit (the agent raises its soft RLIMIT_NOFILE to the hard limit at start) less "
+                              "a reserve of max(64, limit/8) for the channel, sockets and the metrics endpoint. "
+                              "Not reloadable.", flag="--max-open-files", lo=0)
 
 
 @dataclass(frozen=True)

@@ -93,13 +93,13 @@ class SourceChannel:
 class SourceRunner:
     """One configured source: its TailSource, its thread and its stop flag."""
 
-    def __init__(self, config: SourceSection, channel):
+    def __init__(self, config: SourceSection, channel, budget=None):
         from shipper.tail import TailSource
 
         self.config = config
         self.name = config.name
         self.view = SourceChannel(channel, source_prefix(config.name))
-        self.source = TailSource(config.tail_options(), self.view)
+        self.source = TailSource(config.tail_options(), self.view, budget)
         self.stop_flag = threading.Event()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -121,6 +121,8 @@ class SourceRunner:
         self.source.wakeup()
         if self.thread is not None:
             self.thread.join(timeout)
+        if not self.alive:
+            self.source.close()  # its share of the descriptor budget goes back to the others
 
     @property
     def alive(self) -> bool:
@@ -130,7 +132,8 @@ class SourceRunner:
         c = self.source.counters
         return {"events_read": c.get("events", 0), "events_put": self.view.events_put,
                 "bytes_put": self.view.bytes_put, "rotations": c.get("rotations", 0),
-                "truncations": c.get("truncations", 0)}
+                "truncations": c.get("truncations", 0), "descriptor_waits": c.get("descriptor_waits", 0),
+                "incomplete_scans": c.get("incomplete_scans", 0)}
 
 
 class Delivery:
@@ -232,6 +235,7 @@ class Agent:
         self._reload_requested = False
         self._warned_overlap: set[str] = set()
         self.metrics_server = None
+        self.descriptors = None  # the budget of open tailed files, set at run()
         self.started = time.time()
         self._progress_base = time.monotonic()
         self.state = "starting"
@@ -279,7 +283,7 @@ class Agent:
                                     chunk_bytes=min(1 << 20, d.batch_bytes))
         self.telemetry.keep_collectors(self.config.addresses())
         self.delivery = Delivery(self.config, self.channel, self.telemetry)
-        self.sources = {s.name: SourceRunner(s, self.channel) for s in self.config.sources}
+        self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors) for s in self.config.sources}
 
     def _start_metrics(self) -> None:
         listen = self.config.agent.metrics_listen
@@ -297,8 +301,19 @@ class Agent:
 
     # --- run -------------------------------------------------------------------------------
 
+    def _budget_descriptors(self) -> None:
+        """Raise the open-file limit and set the budget of open tailed files all sources share."""
+        from shipper.tail.descriptors import DescriptorBudget, open_file_budget, raise_open_file_limit
+
+        limit = raise_open_file_limit()
+        budget = open_file_budget(limit, self.config.agent.max_open_files)
+        self.descriptors = DescriptorBudget(budget)
+        log.info("tailing with at most %d open files (open-file limit %d); more files are read in turns",
+                 budget, limit)
+
     def run(self) -> int:
         started = time.monotonic()
+        self._budget_descriptors()
         self._open()
         try:
             self._start_metrics()
@@ -439,7 +454,7 @@ class Agent:
         # 3. Start sources that are new or changed; they resume from their committed offsets.
         for name, section in wanted.items():
             if name not in self.sources:
-                runner = SourceRunner(section, self.channel)
+                runner = SourceRunner(section, self.channel, self.descriptors)
                 runner.start()
                 self.sources[name] = runner
                 log.info("reload: source %s tails %s", name, " ".join(section.paths))
@@ -512,9 +527,12 @@ class Agent:
                     files.append({"path": f.path, "origin": f.origin, "identity": f.identity,
                                   "generation": f.generation, "offset": f.offset, "size": f.size,
                                   "behind": f.behind, "state": f.state})
+            fds = runner.source.descriptor_status() if runner is not None else None
             sources.append({"name": name, "active": runner is not None,
                             "paths": list(runner.config.paths) if runner else [],
-                            "bytes_behind": sum(f["behind"] for f in files), "files": files, **counts})
+                            "bytes_behind": sum(f["behind"] for f in files), "files": files,
+                            "open_files": fds.open if fds else 0, "waiting_files": fds.waiting if fds else 0,
+                            **counts})
         collectors = self.delivery.collectors(tele) if self.delivery else []
         return {
             "version": __version__, "pid": os.getpid(), "state": self.state, "written_at": time.time(),
@@ -528,6 +546,9 @@ class Agent:
                         "disk_free_bytes": stats.disk_free_bytes, "file_bytes": stats.file_bytes,
                         "quarantined": stats.quarantined},
             "sources": sources,
+            "descriptors": {"budget": self.descriptors.limit if self.descriptors else 0,
+                            "open": sum(s["open_files"] for s in sources),
+                            "waiting": sum(s["waiting_files"] for s in sources)},
             "collectors": collectors,
             "totals": {"events_read": sum(s.get("events_read", 0) for s in sources),
                        "events_put": sum(s.get("events_put", 0) for s in sources),

@@ -396,6 +396,7 @@ _AGENT_FLAGS = {
     "metrics_listen": ("agent", "metrics_listen", None),
     "stall_timeout": ("agent", "stall_timeout", None),
     "status_interval": ("agent", "status_interval", None),
+    "max_open_files": ("agent", "max_open_files", None),
 }
 _SOURCE_FLAGS = {
     "from_end": ("from_end", None),
@@ -513,6 +514,9 @@ def tail_cmd(
     status_interval: float = typer.Option(2.0, "--status-interval", min=0.1, help="Seconds between rewrites of "
                                           "status.json in the state directory (read by flume-ship status).",
                                           rich_help_panel=_OPS_HELP),
+    max_open_files: int = typer.Option(0, "--max-open-files", min=0, help="Most tailed files open at once; "
+                                       "the others are read in turns (0: the open-file limit, raised to its "
+                                       "hard maximum at start, less a reserve).", rich_help_panel=_SOURCE_HELP),
 ) -> None:
     """Tail files into the durable channel and ship them to Flume Avro collectors (the main job).
 

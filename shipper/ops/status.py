@@ -247,6 +247,12 @@ def render(doc: dict) -> str:
         out.append("no files tracked yet")
     behind = sum(s.get("bytes_behind", 0) for s in doc.get("sources", []))
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
+    fds = doc.get("descriptors")
+    if fds and agent.get("running"):
+        line = f"open files: {fds.get('open', 0)} of {fds.get('budget', 0)}"
+        if fds.get("waiting"):
+            line += f"; {fds['waiting']} files waiting for a descriptor (read in turns)"
+        out.append(line)
     out.append("")
     ch = doc.get("channel", {})
     line = f"channel: {ch.get('events', 0)} events ({_bytes(ch.get('bytes'))}) queued"
