@@ -21,7 +21,8 @@ def test_configuration_reference_matches_the_typed_config():
 def test_every_flag_named_in_the_config_exists_on_tail():
     import typer.main
 
-    from shipper.cli.app import app, tail_cmd
+    from shipper.cli import app
+    from shipper.cli.tail import tail_cmd
 
     command = typer.main.get_command(app).commands["tail"]
     opts = {o for p in command.params for o in getattr(p, "opts", [])}
