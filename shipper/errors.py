@@ -124,6 +124,13 @@ class CertificateError(TransportError):
 class CollectorRejected(DeliveryError):
     """The collector answered, but not OK: Status FAILED or UNKNOWN, or an Avro system error."""
 
+    status: object = None  # the Status it answered (FAILED, UNKNOWN), or None for an error message
+    message: str | None = None  # the collector's error text, when it answered with one
+
+    def __init__(self, text: str, *, status: object = None, message: str | None = None) -> None:
+        super().__init__(text)
+        self.status, self.message = status, message
+
 
 class PeerProtocolError(DeliveryError):
     """The collector sent bytes that break the protocol (garbage frame, wrong serial, bad handshake)."""

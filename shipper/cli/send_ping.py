@@ -117,7 +117,7 @@ def ping(
     Use it after "Handshake timed out": it tells a refused port from a silent one, a TLS or
     compression mismatch from a middlebox. Exit 0 only when the collector is healthy, else 3.
     """
-    from shipper.sink.client import probe
+    from shipper.sink.probe import probe
     from shipper.transport import Address
 
     target = Address.parse(address)
