@@ -38,6 +38,7 @@ from shipper.agent.config import Config
 from shipper.agent.reload import reload
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
+from shipper.ops.document import StatusDocument
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK
 from shipper.ops.notify import Notifier
 from shipper.ops.telemetry import Telemetry
@@ -259,6 +260,6 @@ class Agent:
         """The stall verdict (shipper.ops.telemetry.stall_verdict); progress counts from start or last reload."""
         return health(self, stats)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> StatusDocument:
         """Everything `flume-ship status` and /metrics show (shipper.agent.snapshot)."""
         return snapshot(self)

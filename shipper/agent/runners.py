@@ -15,6 +15,7 @@ import time
 
 from shipper.agent.config import DEFAULT_SOURCE, Config, SourceSection
 from shipper.errors import ShipperError
+from shipper.ops.document import CollectorStatus
 from shipper.ops.telemetry import Telemetry
 from shipper.sink.policy import Balance, Selector
 from shipper.sink.worker import CollectorPool, SinkWorker
@@ -158,7 +159,7 @@ class Delivery:
     def error(self) -> BaseException | None:
         return next((w.error for w in self.workers if w.error is not None), None)
 
-    def collectors(self, telemetry_snapshot: dict) -> list[dict]:
+    def collectors(self, telemetry_snapshot: dict) -> list[CollectorStatus]:
         now = time.monotonic()
         out = []
         for i, address in enumerate(self.addresses):
@@ -171,13 +172,13 @@ class Delivery:
                 state = "up"  # telemetry remembers a success from before a reload
             else:
                 state = "standby"
-            out.append({
-                "address": str(address), "state": state, "last_success": t.get("last_success"),
-                "consecutive_failures": h.failures, "penalty_seconds": round(penalty, 3),
-                "failures": h.total_failures, "events_ok": t.get("events_ok", 0),
-                "batches_ok": t.get("batches_ok", 0), "last_error": h.last_error,
-                "last_latency": t.get("last_latency"),
-                "latency_buckets": t.get("latency_buckets"), "latency_count": t.get("latency_count", 0),
-                "latency_sum": t.get("latency_sum", 0.0),
-            })
+            out.append(CollectorStatus(
+                address=str(address), state=state, last_success=t.get("last_success"),
+                consecutive_failures=h.failures, penalty_seconds=round(penalty, 3),
+                failures=h.total_failures, events_ok=t.get("events_ok", 0),
+                batches_ok=t.get("batches_ok", 0), last_error=h.last_error,
+                last_latency=t.get("last_latency"),
+                latency_buckets=t.get("latency_buckets"), latency_count=t.get("latency_count", 0),
+                latency_sum=t.get("latency_sum", 0.0),
+            ))
         return out

@@ -13,6 +13,9 @@ import logging
 import os
 import time
 
+from shipper.ops.document import (
+    ChannelStatus, Descriptors, Health, SourceStatus, StatusDocument, Totals, TrackedFile,
+)
 from shipper.ops.telemetry import stall_verdict
 
 log = logging.getLogger("flume-ship.agent")
@@ -39,16 +42,16 @@ def write_snapshot(agent) -> None:
     agent.notifier.status(status_line(agent))
 
 
-def check_overlaps(agent, snap: dict) -> None:
+def check_overlaps(agent, doc: StatusDocument) -> None:
     """Warn once per file tailed by two sources (its lines are shipped twice)."""
     owners: dict[str, str] = {}
-    for src in snap["sources"]:
-        for f in src["files"]:
-            other = owners.setdefault(f["identity"], src["name"])
-            if other != src["name"] and f["identity"] not in agent.warned_overlap:
-                agent.warned_overlap.add(f["identity"])
+    for src in doc.sources:
+        for f in src.files:
+            other = owners.setdefault(f.identity, src.name)
+            if other != src.name and f.identity not in agent.warned_overlap:
+                agent.warned_overlap.add(f.identity)
                 log.warning("%s is tailed by sources %s and %s: its lines are shipped twice; narrow one "
-                            "of the globs", f["path"], other, src["name"])
+                            "of the globs", f.path, other, src.name)
 
 
 def health(agent, stats=None) -> tuple[bool, str]:
@@ -62,8 +65,8 @@ def health(agent, stats=None) -> tuple[bool, str]:
                          stall_timeout=agent.config.agent.stall_timeout)
 
 
-def snapshot(agent) -> dict:
-    """Everything `flume-ship status` and /metrics show, as plain data (JSON-ready)."""
+def snapshot(agent) -> StatusDocument:
+    """Everything `flume-ship status`, /metrics and /health show, as one StatusDocument."""
     from shipper import __version__
 
     stats = agent.channel.stats()
@@ -79,37 +82,36 @@ def snapshot(agent) -> dict:
                 counts[k] = counts.get(k, 0) + v
         files = []
         if runner is not None:
-            for f in runner.source.status():
-                files.append({"path": f.path, "origin": f.origin, "identity": f.identity,
-                              "generation": f.generation, "offset": f.offset, "size": f.size,
-                              "behind": f.behind, "state": f.state})
+            files = [TrackedFile(path=f.path, origin=f.origin, identity=f.identity, generation=f.generation,
+                                 offset=f.offset, size=f.size, behind=f.behind, state=f.state)
+                     for f in runner.source.status()]
         fds = runner.source.descriptor_status() if runner is not None else None
-        sources.append({"name": name, "active": runner is not None,
-                        "paths": list(runner.config.paths) if runner else [],
-                        "bytes_behind": sum(f["behind"] for f in files), "files": files,
-                        "open_files": fds.open if fds else 0, "waiting_files": fds.waiting if fds else 0,
-                        **counts})
+        sources.append(SourceStatus(name=name, active=runner is not None,
+                                    paths=list(runner.config.paths) if runner else [],
+                                    bytes_behind=sum(f.behind for f in files), files=files,
+                                    open_files=fds.open if fds else 0, waiting_files=fds.waiting if fds else 0,
+                                    **counts))
     collectors = agent.delivery.collectors(tele) if agent.delivery else []
-    return {
-        "version": __version__, "pid": os.getpid(), "state": agent.state, "written_at": time.time(),
-        "started_at": agent.started, "config_file": agent.config.file, "reloads": agent.reloads,
-        "status_interval": agent.config.agent.status_interval,
-        "state_dir": str(agent.config.state_path()),
-        "health": {"healthy": healthy, "reason": why, "stall_timeout": agent.config.agent.stall_timeout},
-        "channel": {"events": stats.events, "bytes": stats.bytes, "leased_events": stats.leased_events,
-                    "oldest_event_age": stats.oldest_event_age, "capacity_bytes": stats.capacity_bytes,
-                    "put_blocked": stats.put_blocked, "put_wait_seconds": stats.put_wait_seconds,
-                    "disk_free_bytes": stats.disk_free_bytes, "file_bytes": stats.file_bytes,
-                    "quarantined": stats.quarantined},
-        "sources": sources,
-        "descriptors": {"budget": agent.descriptors.limit if agent.descriptors else 0,
-                        "open": sum(s["open_files"] for s in sources),
-                        "waiting": sum(s["waiting_files"] for s in sources)},
-        "collectors": collectors,
-        "totals": {"events_read": sum(s.get("events_read", 0) for s in sources),
-                   "events_put": sum(s.get("events_put", 0) for s in sources),
-                   "events_acked": tele["events_acked"], "bytes_acked": tele["bytes_acked"],
-                   "batches_acked": tele["batches_acked"], "retries": tele["retries"],
-                   "events_sent": tele["events_sent"], "send_failures": tele["send_failures"],
-                   "last_ack": tele["last_ack"]},
-    }
+    return StatusDocument(
+        version=__version__, pid=os.getpid(), state=agent.state, written_at=time.time(),
+        started_at=agent.started, config_file=agent.config.file, reloads=agent.reloads,
+        status_interval=agent.config.agent.status_interval,
+        state_dir=str(agent.config.state_path()),
+        health=Health(healthy=healthy, reason=why, stall_timeout=agent.config.agent.stall_timeout),
+        channel=ChannelStatus(events=stats.events, bytes=stats.bytes, leased_events=stats.leased_events,
+                              oldest_event_age=stats.oldest_event_age, capacity_bytes=stats.capacity_bytes,
+                              put_blocked=stats.put_blocked, put_wait_seconds=stats.put_wait_seconds,
+                              disk_free_bytes=stats.disk_free_bytes, file_bytes=stats.file_bytes,
+                              quarantined=stats.quarantined),
+        sources=sources,
+        descriptors=Descriptors(budget=agent.descriptors.limit if agent.descriptors else 0,
+                                open=sum(s.open_files for s in sources),
+                                waiting=sum(s.waiting_files for s in sources)),
+        collectors=collectors,
+        totals=Totals(events_read=sum(s.events_read or 0 for s in sources),
+                      events_put=sum(s.events_put or 0 for s in sources),
+                      events_acked=tele["events_acked"], bytes_acked=tele["bytes_acked"],
+                      batches_acked=tele["batches_acked"], retries=tele["retries"],
+                      events_sent=tele["events_sent"], send_failures=tele["send_failures"],
+                      last_ack=tele["last_ack"]),
+    )

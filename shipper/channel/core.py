@@ -65,8 +65,8 @@ from typing import Mapping, Sequence
 
 from shipper.channel.repair import SalvageReport, salvage
 from shipper.channel.store import (
-    _INSERT_CHUNK, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, MAX_SEQ, SQLITE_FULL, Chunk, _code,
-    _Corrupt, _file_bytes, _is_corrupt, _open_db, _precheck, chunk_crc, chunk_ok, encode_lens, offset_crc,
+    _INSERT_CHUNK, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, MAX_SEQ, SQLITE_FULL, Chunk, Peek, _code,
+    _Corrupt, _file_bytes, _is_corrupt, _open_db, _precheck, chunk_crc, chunk_ok, encode_lens, offset_crc, peek,
     split_points,
 )
 from shipper.errors import ChannelIOError, StateError
@@ -229,6 +229,12 @@ class Channel:
             log.warning("free space for %s is %s bytes: too little to keep the %d-byte space reserve; "
                         "reading paused until space returns (delivery goes on)",
                         state_dir, _disk_free(state_dir), self._reserve.size)
+
+    @staticmethod
+    def peek(state_dir: str | os.PathLike) -> Peek:
+        """The queue and the offset records of the channel in ``state_dir``, read-only, without the
+        lock: how ``flume-ship status`` sees a stopped agent (see :func:`shipper.channel.store.peek`)."""
+        return peek(Path(state_dir) / DB_NAME)
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, capacity_bytes: int = 1 << 30,

@@ -26,11 +26,11 @@ def status_cmd(
     """
     import json as _json
 
-    from shipper.ops.status import collect, render
+    from shipper.ops.status import gather, render
 
     directory = state_dir or state_dir_from_config(config)
-    doc = collect(directory)
+    doc = gather(directory)
     if as_json:
-        typer.echo(_json.dumps(doc, indent=2, sort_keys=True))
+        typer.echo(_json.dumps(doc.to_json(), indent=2, sort_keys=True))
     else:
         typer.echo(render(doc), nl=False)
