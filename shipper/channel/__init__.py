@@ -9,17 +9,20 @@ of operation:
 - :mod:`shipper.channel.store`: the on-disk format: schema, chunk encoding and checksums, opening
   a database, the format check, the conversion of format 1, the read-only precheck, and
   ``peek`` (what a stopped agent left: queue size and age, offsets) behind ``Channel.peek``.
-- :mod:`shipper.channel.core`: ``Channel`` (put, take, ack, nack, stats), ``Lease``,
-  ``ChannelStats``; invariants, back-pressure, the free-disk guard, the space reserve, write errors.
+- :mod:`shipper.channel.core`: ``Channel`` (put, take, ack, nack, stats, peek), ``Lease``,
+  ``ChannelStats``; invariants, write errors and recovery.
+- :mod:`shipper.channel.space`: disk space: back-pressure, the free-disk guard, the full-disk
+  pause, the space reserve, reclaiming pages.
+- :mod:`shipper.channel.statedir`: the state directory, its lock and the reserve file.
 - :mod:`shipper.channel.repair`: salvaging a corrupt database (``salvage``) and the read-only
   ``verify`` behind ``flume-ship channel verify``.
 
 Every public name of the package is importable from ``shipper.channel`` itself.
 """
 
-from shipper.channel.core import (
-    DISK_POLL_SECONDS, RECLAIM_STEP_PAGES, RESERVE_MAX, RESERVE_MIN, RESERVE_NAME, Channel, ChannelStats, Lease,
-    reserve_size,
+from shipper.channel.core import Channel, ChannelStats, Lease
+from shipper.channel.space import (
+    DISK_POLL_SECONDS, RECLAIM_STEP_PAGES, RESERVE_MAX, RESERVE_MIN, RESERVE_NAME, reserve_size,
 )
 from shipper.channel.repair import SalvageReport, VerifyReport, salvage, verify
 from shipper.channel.store import (
