@@ -181,15 +181,7 @@ class Config:
         return [Address.parse(c) for c in self.delivery.collectors]
 
     def client_options(self):
-        from shipper.transport import ClientOptions, TLSOptions
-
-        d = self.delivery
-        tls = None
-        if d.tls or d.tls_ca or d.tls_insecure:
-            tls = TLSOptions(ca_file=d.tls_ca, insecure=d.tls_insecure, server_name=d.tls_server_name)
-        return ClientOptions(connect_timeout=d.connect_timeout, request_timeout=d.request_timeout,
-                             compress=None if d.compress == "none" else d.compress,
-                             compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
+        return client_options_of(self.delivery)
 
     def sink_options(self):
         from shipper.sink.worker import SinkOptions
@@ -197,6 +189,19 @@ class Config:
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
                            backoff_max=d.backoff_max)
+
+
+def client_options_of(d: DeliverySection):
+    """The transport options of a [delivery] section: the one place ``tail``, ``send`` and ``ping``
+    turn transport settings into ``ClientOptions``."""
+    from shipper.transport import ClientOptions, TLSOptions
+
+    tls = None
+    if d.tls or d.tls_ca or d.tls_insecure:
+        tls = TLSOptions(ca_file=d.tls_ca, insecure=d.tls_insecure, server_name=d.tls_server_name)
+    return ClientOptions(connect_timeout=d.connect_timeout, request_timeout=d.request_timeout,
+                         compress=None if d.compress == "none" else d.compress,
+                         compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
 
 
 SECTIONS = {"agent": AgentSection, "channel": ChannelSection, "delivery": DeliverySection}

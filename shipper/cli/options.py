@@ -1,56 +1,80 @@
-"""Flags and flag parsers shared by several commands: transport options, headers, the state directory."""
+"""Flags shared by several commands, declared once: each flag that sets a configuration key takes its
+help text and default from that key's declaration in :mod:`shipper.agent.config` (:func:`declared`),
+and ``tail`` maps the flags a user gave onto the configuration by the same declaration
+(:func:`overlay_from_flags`). ``send`` and ``ping`` build their transport options from the same
+``DeliverySection`` fields through the same function as the agent (``client_options_of``).
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, Optional
 
 import typer
 
+from shipper.agent.config import DeliverySection, client_options_of, parse_size
 from shipper.cli.app import report
 from shipper.errors import ConfigFileError
 
-
 TRANSPORT_HELP = "Transport"
-OPT_COMPRESS = typer.Option(
-    "none", "--compress", help="Compression on the wire: none or deflate (Flume's compression-type). "
-    "Both ends must agree: nothing on the wire negotiates it.", rich_help_panel=TRANSPORT_HELP
-)
-OPT_LAYERING = typer.Option(
-    "zlib-outside", "--tls-layering", help="With TLS and deflate together: zlib-outside (zlib carries TLS, "
-    "Flume >= 1.10) or tls-outside (TLS carries zlib, Flume <= 1.9).", rich_help_panel=TRANSPORT_HELP
-)
-OPT_TLS = typer.Option(False, "--tls", help="Use TLS and verify the collector's certificate (system CA store "
-                        "unless --tls-ca).", rich_help_panel=TRANSPORT_HELP)
-OPT_TLS_CA = typer.Option(None, "--tls-ca", help="CA bundle (PEM) to verify the collector's certificate "
-                           "with; implies --tls.", rich_help_panel=TRANSPORT_HELP)
-OPT_TLS_INSECURE = typer.Option(False, "--tls-insecure", help="Use TLS WITHOUT verifying the certificate "
-                                 "(like Flume's trust-all-certs); implies --tls. For tests only.",
-                                 rich_help_panel=TRANSPORT_HELP)
-OPT_TLS_NAME = typer.Option(None, "--tls-server-name", help="Name to verify in the certificate and send as "
-                             "SNI (default: the host of the address).", rich_help_panel=TRANSPORT_HELP)
-OPT_CONNECT_TIMEOUT = typer.Option(5.0, "--connect-timeout", help="Seconds for the TCP connect and the TLS "
-                                    "handshake.", rich_help_panel=TRANSPORT_HELP)
-OPT_REQUEST_TIMEOUT = typer.Option(20.0, "--request-timeout", help="Seconds for each call's reply; the first "
-                                    "call of a connection includes the Avro handshake.",
-                                    rich_help_panel=TRANSPORT_HELP)
-OPT_LEVEL = typer.Option(6, "--compression-level", help="zlib level 0-9 for --compress deflate.",
-                          rich_help_panel=TRANSPORT_HELP)
+DELIVERY_HELP = "Delivery"
+SOURCE_HELP = "Files and events"
+OPS_HELP = "Operations"
+
+
+def _field(section: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(section) if f.name == name)
+
+
+def _size_text(value: int) -> str:
+    for unit, n in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if value and value % n == 0:
+            return f"{value // n}{unit}"
+    return str(value)
+
+
+def declared(section: type, name: str, *flags: str, panel: str | None = None, help: str | None = None,
+             default: Any = dataclasses.MISSING, **typer_kw) -> Any:
+    """The typer option for configuration key ``section.name``: its flag, help text and default
+    come from the key's declaration (``help``/``default`` override them where the flag differs,
+    e.g. a ``--no-...`` flag that turns a default-on key off)."""
+    f = _field(section, name)
+    meta = f.metadata
+    text = help if help is not None else meta["help"]
+    if default is dataclasses.MISSING:
+        if meta.get("kind") == "size":  # given as text ("4M"), converted with the file's values
+            default = _size_text(f.default)
+        else:
+            default = f.default
+    return typer.Option(default, *(flags or (meta["flag"],)), help=text, rich_help_panel=panel, **typer_kw)
+
+
+def _transport(name: str, help: str | None = None, **kw) -> Any:
+    return declared(DeliverySection, name, panel=TRANSPORT_HELP, help=help, **kw)
+
+
+OPT_COMPRESS = _transport("compress", help="Compression on the wire: none or deflate (Flume's compression-type). "
+                          "Both ends must agree: nothing on the wire negotiates it.")
+OPT_LAYERING = _transport("tls_layering", help="With TLS and deflate together: zlib-outside (zlib carries TLS, "
+                          "Flume >= 1.10) or tls-outside (TLS carries zlib, Flume <= 1.9).")
+OPT_TLS = _transport("tls", help="Use TLS and verify the collector's certificate (system CA store unless --tls-ca).")
+OPT_TLS_CA = _transport("tls_ca")
+OPT_TLS_INSECURE = _transport("tls_insecure", help="Use TLS WITHOUT verifying the certificate (like Flume's "
+                              "trust-all-certs); implies --tls. For tests only.")
+OPT_TLS_NAME = _transport("tls_server_name")
+OPT_CONNECT_TIMEOUT = _transport("connect_timeout")
+OPT_REQUEST_TIMEOUT = _transport("request_timeout")
+OPT_LEVEL = _transport("compression_level", help="zlib level 0-9 for --compress deflate.")
 
 
 def client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
-    from shipper.transport import ClientOptions, TLSOptions
-
-    tls_options = None
-    if tls or tls_ca or tls_insecure:
-        tls_options = TLSOptions(ca_file=tls_ca, insecure=tls_insecure, server_name=tls_name)
-    return ClientOptions(
-        connect_timeout=connect_timeout,
-        request_timeout=request_timeout,
-        compress=compression_flag(compress),
-        compression_level=level,
-        tls=tls_options,
-        tls_layering=layering,
-    )
+    """``send``'s and ``ping``'s transport options: the flags as a DeliverySection, built into
+    ClientOptions by the agent's own function."""
+    compression_flag(compress)
+    section = DeliverySection(compress=compress.lower(), compression_level=level, tls=tls, tls_ca=tls_ca,
+                              tls_insecure=tls_insecure, tls_server_name=tls_name, tls_layering=layering,
+                              connect_timeout=connect_timeout, request_timeout=request_timeout)
+    return client_options_of(section)
 
 
 def compression_flag(text: str) -> Optional[str]:
@@ -61,13 +85,11 @@ def compression_flag(text: str) -> Optional[str]:
 
 
 def size_flag(text: str) -> int:
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    raw = text.strip().upper().removesuffix("B").removesuffix("I")
-    num, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in units else (raw, "")
+    """A size flag of a command without a config file (``collect --roll-size``), as the file's sizes."""
     try:
-        value = int(float(num) * units[unit])
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a size like 64M or 1G", param_hint="--roll-size") from None
+        value = parse_size(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--roll-size") from None
     if value <= 0:
         raise typer.BadParameter("must be greater than 0", param_hint="--roll-size")
     return value
@@ -83,9 +105,6 @@ def header_flags(pairs: list[str]) -> dict[str, str]:
     return headers
 
 
-DELIVERY_HELP = "Delivery"
-SOURCE_HELP = "Files and events"
-OPS_HELP = "Operations"
 OPT_CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="TOML configuration file "
                            "(docs/configuration.md) [default: /etc/flume-ship/flume-ship.toml when it exists]. "
                            "Flags given on the command line override it.", rich_help_panel=OPS_HELP)
