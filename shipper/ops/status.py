@@ -245,6 +245,12 @@ def render(doc: dict) -> str:
         out += _table(["SOURCE", "FILE", "IDENTITY", "OFFSET", "SIZE", "BEHIND", "STATE"], rows)
     else:
         out.append("no files tracked yet")
+    for src in doc.get("sources", []):
+        more = src.get("files_total", 0) - len(src.get("files", []))
+        if more > 0:
+            states = ", ".join(f"{n} {s}" for s, n in sorted((src.get("files_by_state") or {}).items()))
+            out.append(f"{src['name']}: {more} more files not listed ({src['files_total']} in all: {states}); "
+                       "the list shows the files behind first")
     behind = sum(s.get("bytes_behind", 0) for s in doc.get("sources", []))
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
     fds = doc.get("descriptors")
