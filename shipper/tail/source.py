@@ -58,6 +58,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from shipper.errors import ChannelIOError
 from shipper.tail.identity import (
@@ -321,13 +322,22 @@ class TailSource:
         first), then the most recently grown. Cheap enough for every status tick with 50,000 files."""
         files = list(self._files.values())
         by_state: Counter[str] = Counter()
-        behind = 0
+        lagging = []
         for f in files:
-            by_state[self._state(f)] += 1
+            if f.fd is None and not (f.unreadable or f.waiting or f.deleted or f.path != f.origin or f.gone):
+                by_state["idle"] += 1  # most files, most of the time: counted without a call
+            else:
+                by_state[self._state(f)] += 1
             if f.size > f.cur.offset:
-                behind += f.size - f.cur.offset
+                lagging.append(f)
+        behind = sum(f.size - f.cur.offset for f in lagging)
         if len(files) > limit:
-            files = heapq.nlargest(limit, files, key=lambda f: (f.size - f.cur.offset, f.last_growth))
+            lagging.sort(key=lambda f: f.size - f.cur.offset, reverse=True)
+            files = lagging[:limit]
+            if len(files) < limit:
+                ahead = set(files)
+                files += heapq.nlargest(limit - len(files), (f for f in self._files.values() if f not in ahead),
+                                        key=attrgetter("last_growth"))
         rows = [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
         return FilesSummary(len(self._files), dict(by_state), behind, rows)
 
@@ -437,18 +447,19 @@ class TailSource:
                 if stat.S_ISREG(st.st_mode):
                     cands.setdefault(file_key(st.st_dev, st.st_ino), (p, st, True))
 
-        # Families as they stood before this scan: origin -> newest mtime we know for it.
-        family_mtime: dict[str, float] = {}
-        for item in (*files.values(), *records.values()):
-            if family_mtime.get(item.origin, -1.0) < item.mtime:
-                family_mtime[item.origin] = item.mtime
         # Directories to look in for rotations: those of the families and of what the globs found.
         # An unchanged directory holds nothing new; only the others are read entry by entry.
         looked: set[str] = set()
         for f in files.values():
             looked.add(f.parent)
-        for path in (*family_mtime, *(c[0] for c in cands.values()), *(r.path for r in records.values())):
-            looked.add(os.path.dirname(path))
+            if f.path != f.origin:
+                looked.add(os.path.dirname(f.origin))
+        for r in records.values():
+            looked.add(os.path.dirname(r.path))
+            looked.add(os.path.dirname(r.origin))
+        for path, st, _ in cands.values():
+            if st is not None:
+                looked.add(os.path.dirname(path))
         listings: dict[str, list] = {}
         for d in looked:
             try:
@@ -459,13 +470,21 @@ class TailSource:
                 continue
             if not dirs.unchanged(d):
                 listings[d] = entries
+        # Families as they stood before this scan: origin -> newest mtime we know for it. Needed
+        # only to judge files we do not track yet (new, or found in a changed directory).
+        family_mtime: dict[str, float] = {}
+        if listings or records or any(key not in files for key in cands):
+            for item in (*files.values(), *records.values()):
+                if family_mtime.get(item.origin, -1.0) < item.mtime:
+                    family_mtime[item.origin] = item.mtime
         bases: dict[str, set[str]] = {d: set() for d in listings}
-        for path in (*family_mtime, *(c[0] for c in cands.values())):
-            d, b = os.path.split(path)
-            if d in bases:
-                bases[d].add(b)
-        known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
-        globbed = {c[0] for c in cands.values()}
+        if bases:
+            for path in (*family_mtime, *(c[0] for c in cands.values())):
+                d, b = os.path.split(path)
+                if d in bases:
+                    bases[d].add(b)
+            known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
+            globbed = {c[0] for c in cands.values()}
         rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
         for d, bs in bases.items():
             prefix = d if d.endswith(os.sep) else d + os.sep
