@@ -20,6 +20,8 @@ from shipper.ops.telemetry import stall_verdict
 
 log = logging.getLogger("flume-ship.agent")
 
+STATUS_FILES = 200  # files listed per source in status.json (behind first); the others are counted
+
 
 def status_line(agent) -> str:
     """The one-line status systemd shows."""
@@ -37,21 +39,25 @@ def write_snapshot(agent) -> None:
     except Exception as exc:  # status is advice; never let it stop shipping
         log.debug("status snapshot failed: %s", exc)
         return
-    check_overlaps(agent, snap)
+    check_overlaps(agent)
     write_status(agent.config.state_path(), snap)
     agent.notifier.status(status_line(agent))
 
 
-def check_overlaps(agent, doc: StatusDocument) -> None:
+def check_overlaps(agent) -> None:
     """Warn once per file tailed by two sources (its lines are shipped twice)."""
+    running = dict(agent.sources)
+    if len(running) < 2:
+        return
     owners: dict[str, str] = {}
-    for src in doc.sources:
-        for f in src.files:
-            other = owners.setdefault(f.identity, src.name)
-            if other != src.name and f.identity not in agent.warned_overlap:
-                agent.warned_overlap.add(f.identity)
+    for name, runner in sorted(running.items()):
+        for identity in runner.source.identities():
+            other = owners.setdefault(identity, name)
+            if other != name and identity not in agent.warned_overlap:
+                agent.warned_overlap.add(identity)
+                path = next((f.path for f in runner.source.status() if f.identity == identity), identity)
                 log.warning("%s is tailed by sources %s and %s: its lines are shipped twice; narrow one "
-                            "of the globs", f.path, other, src.name)
+                            "of the globs", path, other, name)
 
 
 def health(agent, stats=None) -> tuple[bool, str]:
@@ -81,14 +87,17 @@ def snapshot(agent) -> StatusDocument:
             for k, v in runner.counts().items():
                 counts[k] = counts.get(k, 0) + v
         files = []
-        if runner is not None:
+        summary = runner.source.summary(STATUS_FILES) if runner is not None else None
+        if summary is not None:
             files = [TrackedFile(path=f.path, origin=f.origin, identity=f.identity, generation=f.generation,
                                  offset=f.offset, size=f.size, behind=f.behind, state=f.state)
-                     for f in runner.source.status()]
+                     for f in summary.rows]
         fds = runner.source.descriptor_status() if runner is not None else None
         sources.append(SourceStatus(name=name, active=runner is not None,
                                     paths=list(runner.config.paths) if runner else [],
-                                    bytes_behind=sum(f.behind for f in files), files=files,
+                                    bytes_behind=summary.bytes_behind if summary else 0, files=files,
+                                    files_total=summary.total if summary else 0,
+                                    files_by_state=summary.by_state if summary else {},
                                     open_files=fds.open if fds else 0, waiting_files=fds.waiting if fds else 0,
                                     **counts))
     collectors = agent.delivery.collectors(tele) if agent.delivery else []

@@ -39,6 +39,8 @@ class SourceStatus:
     bytes_behind: int = 0
     active: bool | None = field(default=None, metadata=LIVE)
     paths: list[str] | None = field(default=None, metadata=LIVE)
+    files_total: int | None = field(default=None, metadata=LIVE)  # files tracked; ``files`` lists at most 200
+    files_by_state: dict[str, int] | None = field(default=None, metadata=LIVE)
     open_files: int | None = field(default=None, metadata=LIVE)
     waiting_files: int | None = field(default=None, metadata=LIVE)
     events_read: int | None = field(default=None, metadata=LIVE)

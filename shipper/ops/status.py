@@ -217,6 +217,12 @@ def render(doc: StatusDocument) -> str:
         out += _table(["SOURCE", "FILE", "IDENTITY", "OFFSET", "SIZE", "BEHIND", "STATE"], rows)
     else:
         out.append("no files tracked yet")
+    for src in doc.sources:
+        more = (src.files_total or 0) - len(src.files)
+        if more > 0:
+            states = ", ".join(f"{n} {s}" for s, n in sorted((src.files_by_state or {}).items()))
+            out.append(f"{src.name}: {more} more files not listed ({src.files_total} in all: {states}); "
+                       "the list shows the files behind first")
     behind = doc.bytes_behind
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
     fds = doc.descriptors

@@ -77,3 +77,13 @@ class FileStatus:
     @property
     def behind(self) -> int:
         return max(0, self.size - self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSummary:
+    """A source's files for `status`: counts over all of them, rows for the ones worth a look."""
+
+    total: int
+    by_state: dict[str, int]
+    bytes_behind: int
+    rows: list[FileStatus]  # behind first, then the most recently active; at most the limit asked

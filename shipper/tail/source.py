@@ -50,6 +50,7 @@ lost: lines written between the copy and the truncation, which exist in neither 
 from __future__ import annotations
 
 import errno
+import heapq
 import logging
 import os
 import stat
@@ -57,6 +58,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from shipper.errors import ChannelIOError
 from shipper.tail.identity import (
@@ -78,8 +80,9 @@ from shipper.tail.descriptors import (
     current_open_file_limit,
     open_file_budget,
 )
+from shipper.tail.discovery import DirCache, StatRotation
 from shipper.tail.globs import expand
-from shipper.tail.options import FileStatus, TailOptions
+from shipper.tail.options import FileStatus, FilesSummary, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
 from shipper.tail.watch import start_watching
@@ -104,6 +107,7 @@ class _File:
     path: str
     origin: str
     order: int
+    parent: str = ""  # the directory of path
     cur: Cursor = field(default_factory=Cursor)
     fp: str = fingerprint(b"")
     fp_len: int = 0
@@ -174,6 +178,8 @@ class TailSource:
         self._waiting: dict[str, None] = {}  # files waiting for a descriptor, in arrival order
         self._shortage_logged = -1e9
         self._incomplete_logged = -1e9
+        self._dirs = DirCache()
+        self._stat_rotation = StatRotation()
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
         self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
         self._enc = Encoder(options.add_event_id)
@@ -308,13 +314,44 @@ class TailSource:
 
     def status(self) -> list[FileStatus]:
         """Per file: where, which identity and generation, offset against size (safe from any thread)."""
-        out = []
         files = list(self._files.values())  # one atomic copy: run() may be changing the dict
-        for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order)):
-            state = ("unreadable" if f.unreadable else "waiting" if f.waiting else "deleted" if f.deleted else
-                     "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
-            out.append(FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, state))
-        return out
+        return [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
+
+    def summary(self, limit: int) -> FilesSummary:
+        """Counts over every file, and rows for at most ``limit`` of them: those behind (most behind
+        first), then the most recently grown. Cheap enough for every status tick with 50,000 files."""
+        files = list(self._files.values())
+        by_state: Counter[str] = Counter()
+        lagging = []
+        for f in files:
+            if f.fd is None and not (f.unreadable or f.waiting or f.deleted or f.path != f.origin or f.gone):
+                by_state["idle"] += 1  # most files, most of the time: counted without a call
+            else:
+                by_state[self._state(f)] += 1
+            if f.size > f.cur.offset:
+                lagging.append(f)
+        behind = sum(f.size - f.cur.offset for f in lagging)
+        if len(files) > limit:
+            lagging.sort(key=lambda f: f.size - f.cur.offset, reverse=True)
+            files = lagging[:limit]
+            if len(files) < limit:
+                ahead = set(files)
+                files += heapq.nlargest(limit - len(files), (f for f in self._files.values() if f not in ahead),
+                                        key=attrgetter("last_growth"))
+        rows = [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
+        return FilesSummary(len(self._files), dict(by_state), behind, rows)
+
+    def identities(self) -> set[str]:
+        """The offset keys of every tracked file."""
+        return set(self._files)
+
+    @staticmethod
+    def _state(f: _File) -> str:
+        return ("unreadable" if f.unreadable else "waiting" if f.waiting else "deleted" if f.deleted else
+                "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
+
+    def _file_status(self, f: _File) -> FileStatus:
+        return FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, self._state(f))
 
     def descriptor_status(self) -> DescriptorStatus:
         """Descriptors: the budget shared by all sources, this source's open files and waiting files."""
@@ -361,6 +398,7 @@ class TailSource:
         self._hot.clear()
         self._partial.clear()
         self._next_rescan = 0.0
+        self._dirs = DirCache()
 
     def _close_all(self) -> None:
         for f in self._files.values():
@@ -374,14 +412,29 @@ class TailSource:
         first, self._first_scan = self._first_scan, False
         records = self._records
         assert records is not None
-        cands: dict[str, tuple[str, os.stat_result, bool]] = {}
+        dirs = self._dirs
+        dirs.begin()
+        # While notifications work, a known file in an unchanged directory is stat'ed only in its
+        # turn (shipper.tail.discovery); growth of closed files reaches us through inotify.
+        rotation = self._stat_rotation
+        rotation.begin()
+        trust_dirs = self._watching
+        # (path, stat or None when unchanged and not looked at, matched by a glob)
+        cands: dict[str, tuple[str, os.stat_result | None, bool]] = {}
         # A scan that could not look everywhere (a listing or stat failed for want of a descriptor,
         # a permission, a stale handle) is incomplete: what it did not see is not gone.
         errors: list[OSError] = []
+        files, by_path = self._files, self._by_path
         for pat in self._patterns:
-            found = expand(pat)
+            found = expand(pat, dirs.list)
             errors += found.errors
             for p in found.paths:
+                key = by_path.get(p)
+                if key is not None and trust_dirs:
+                    f = files[key]
+                    if dirs.unchanged(f.parent) and not rotation.due(f.order):
+                        cands.setdefault(key, (p, None, True))
+                        continue
                 if p.lower().endswith(COMPRESSED_SUFFIXES):
                     continue
                 try:
@@ -394,39 +447,59 @@ class TailSource:
                 if stat.S_ISREG(st.st_mode):
                     cands.setdefault(file_key(st.st_dev, st.st_ino), (p, st, True))
 
-        # Families as they stood before this scan: origin -> newest mtime we know for it.
+        # Directories to look in for rotations: those of the families and of what the globs found.
+        # An unchanged directory holds nothing new; only the others are read entry by entry.
+        looked: set[str] = set()
+        for f in files.values():
+            looked.add(f.parent)
+            if f.path != f.origin:
+                looked.add(os.path.dirname(f.origin))
+        for r in records.values():
+            looked.add(os.path.dirname(r.path))
+            looked.add(os.path.dirname(r.origin))
+        for path, st, _ in cands.values():
+            if st is not None:
+                looked.add(os.path.dirname(path))
+        listings: dict[str, list] = {}
+        for d in looked:
+            try:
+                entries = dirs.list(d)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    errors.append(exc)
+                continue
+            if not dirs.unchanged(d):
+                listings[d] = entries
+        # Families as they stood before this scan: origin -> newest mtime we know for it. Needed
+        # only to judge files we do not track yet (new, or found in a changed directory).
         family_mtime: dict[str, float] = {}
-        for item in (*self._files.values(), *records.values()):
-            family_mtime[item.origin] = max(family_mtime.get(item.origin, 0.0), item.mtime)
-        bases: dict[str, set[str]] = {}
-        for path in (*family_mtime, *(c[0] for c in cands.values())):
-            d, b = os.path.split(path)
-            bases.setdefault(d, set()).add(b)
-        for item in (*self._files.values(), *records.values()):
-            bases.setdefault(os.path.dirname(item.path), set())
-        known_inodes = {f.ino for f in self._files.values()} | {r.ino for r in records.values()}
-        globbed = {c[0] for c in cands.values()}
+        if listings or records or any(key not in files for key in cands):
+            for item in (*files.values(), *records.values()):
+                if family_mtime.get(item.origin, -1.0) < item.mtime:
+                    family_mtime[item.origin] = item.mtime
+        bases: dict[str, set[str]] = {d: set() for d in listings}
+        if bases:
+            for path in (*family_mtime, *(c[0] for c in cands.values())):
+                d, b = os.path.split(path)
+                if d in bases:
+                    bases[d].add(b)
+            known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
+            globbed = {c[0] for c in cands.values()}
         rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
         for d, bs in bases.items():
-            try:
-                with os.scandir(d) as it:
-                    entries = list(it)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as exc:
-                errors.append(exc)
-                continue
-            for e in entries:
-                if e.path in globbed:
+            prefix = d if d.endswith(os.sep) else d + os.sep
+            for name, _is_dir, ino in listings[d]:
+                path = prefix + name
+                if path in globbed:
                     continue
                 try:
                     # The name is judged even when the inode is known: a known inode number is
                     # only a guess until the record's identity check passes (inodes are reused),
                     # and a file whose record fails it is judged by its name like any other.
-                    base = _rotation_base(e.name, bs)
-                    if base is None and e.inode() not in known_inodes:
+                    base = _rotation_base(name, bs)
+                    if base is None and ino not in known_inodes:
                         continue
-                    st = os.stat(e.path)
+                    st = os.stat(path)
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
@@ -436,9 +509,14 @@ class TailSource:
                     continue
                 key = file_key(st.st_dev, st.st_ino)
                 if key not in cands:
-                    cands[key] = (e.path, st, False)
+                    cands[key] = (path, st, False)
                     if base is not None:
-                        rotation_origin[e.path] = os.path.join(d, base)
+                        rotation_origin[path] = os.path.join(d, base)
+        # Files known under a name in an unchanged directory are still there under that name.
+        for f in files.values():
+            if f.key not in cands and not f.gone and not f.deleted and dirs.unchanged(f.parent):
+                cands[f.key] = (f.path, None, False)
+        dirs.forget(looked)
 
         seen: set[str] = set()
         for key, (path, st, from_glob) in cands.items():
@@ -448,7 +526,7 @@ class TailSource:
                 f.gone = False
                 if f.path != path:
                     self._move(f, path)
-                elif f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
+                elif st is not None and f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
                     self._hot.add(key)  # a closed file changed: open and serve it
                 continue
             rec = records.pop(key, None)
@@ -535,7 +613,8 @@ class TailSource:
                gen: str | None = None) -> _File:
         key = file_key(st.st_dev, st.st_ino)
         self._order += 1
-        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order)
+        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order,
+                  os.path.dirname(path))
         f.last_growth = time.monotonic()
         f.age = (1, st.st_mtime, _rotation_rank(path))
         self._files[key] = f
@@ -572,6 +651,7 @@ class TailSource:
             del self._by_path[f.path]
         was_rotated = f.path != f.origin
         f.path = path
+        f.parent = os.path.dirname(path)
         self._by_path[path] = f.key
         self._dirty[f.key] = True
         self._hot.add(f.key)
