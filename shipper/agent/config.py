@@ -108,19 +108,19 @@ class DeliverySection:
                                  flag="--connect-timeout", lo=0.001)
     request_timeout: float = opt(20.0, "Seconds for each call's reply; the first call of a connection "
                                  "includes the Avro handshake.", flag="--request-timeout", lo=0.001)
-    compress: str = opt("none", "none or deflate (must match the collector's compression-type).",
-                        flag="--compress", choices=("none", "deflate"))
-    compression_level: int = opt(6, "zlib level 0-9 with compress = \"deflate\".", flag="--compression-level",
-                                 lo=0)
-    tls: bool = opt(False, "Use TLS and verify the collector's certificate.", flag="--tls")
+    compress: str = opt("none", "Compression on the wire: none or deflate (Flume's compression-type). Both ends "
+                        "must agree: nothing on the wire negotiates it.", flag="--compress", choices=("none", "deflate"))
+    compression_level: int = opt(6, "zlib level 0-9 for deflate.", flag="--compression-level", lo=0)
+    tls: bool = opt(False, "Use TLS and verify the collector's certificate (system CA store unless tls_ca).",
+                    flag="--tls")
     tls_ca: str | None = opt(None, "CA bundle (PEM) to verify the collector's certificate with; implies tls.",
                              flag="--tls-ca")
-    tls_insecure: bool = opt(False, "TLS without verifying the certificate (testing only); implies tls.",
-                             flag="--tls-insecure")
+    tls_insecure: bool = opt(False, "TLS WITHOUT verifying the certificate (like Flume's trust-all-certs); "
+                             "implies tls. For tests only.", flag="--tls-insecure")
     tls_server_name: str | None = opt(None, "Name to verify in the certificate and send as SNI (default: the "
                                       "collector's host).", flag="--tls-server-name")
-    tls_layering: str = opt("zlib-outside", "With TLS and deflate together: zlib-outside (Flume >= 1.10) or "
-                            "tls-outside (Flume <= 1.9).", flag="--tls-layering",
+    tls_layering: str = opt("zlib-outside", "With TLS and deflate together: zlib-outside (zlib carries TLS, "
+                            "Flume >= 1.10) or tls-outside (TLS carries zlib, Flume <= 1.9).", flag="--tls-layering",
                             choices=("zlib-outside", "tls-outside"))
 
 

@@ -1,7 +1,7 @@
 """Flags shared by several commands, declared once: each flag that sets a configuration key takes its
 help text and default from that key's declaration in :mod:`shipper.agent.config` (:func:`declared`),
 and ``tail`` maps the flags a user gave onto the configuration by the same declaration
-(:func:`overlay_from_flags`). ``send`` and ``ping`` build their transport options from the same
+(``shipper.cli.tail.overlay_from_flags``). ``send`` and ``ping`` build their transport options from the same
 ``DeliverySection`` fields through the same function as the agent (``client_options_of``).
 """
 
@@ -49,22 +49,19 @@ def declared(section: type, name: str, *flags: str, panel: str | None = None, he
     return typer.Option(default, *(flags or (meta["flag"],)), help=text, rich_help_panel=panel, **typer_kw)
 
 
-def _transport(name: str, help: str | None = None, **kw) -> Any:
-    return declared(DeliverySection, name, panel=TRANSPORT_HELP, help=help, **kw)
+def _transport(name: str) -> Any:
+    return declared(DeliverySection, name, panel=TRANSPORT_HELP)
 
 
-OPT_COMPRESS = _transport("compress", help="Compression on the wire: none or deflate (Flume's compression-type). "
-                          "Both ends must agree: nothing on the wire negotiates it.")
-OPT_LAYERING = _transport("tls_layering", help="With TLS and deflate together: zlib-outside (zlib carries TLS, "
-                          "Flume >= 1.10) or tls-outside (TLS carries zlib, Flume <= 1.9).")
-OPT_TLS = _transport("tls", help="Use TLS and verify the collector's certificate (system CA store unless --tls-ca).")
+OPT_COMPRESS = _transport("compress")
+OPT_LAYERING = _transport("tls_layering")
+OPT_TLS = _transport("tls")
 OPT_TLS_CA = _transport("tls_ca")
-OPT_TLS_INSECURE = _transport("tls_insecure", help="Use TLS WITHOUT verifying the certificate (like Flume's "
-                              "trust-all-certs); implies --tls. For tests only.")
+OPT_TLS_INSECURE = _transport("tls_insecure")
 OPT_TLS_NAME = _transport("tls_server_name")
 OPT_CONNECT_TIMEOUT = _transport("connect_timeout")
 OPT_REQUEST_TIMEOUT = _transport("request_timeout")
-OPT_LEVEL = _transport("compression_level", help="zlib level 0-9 for --compress deflate.")
+OPT_LEVEL = _transport("compression_level")
 
 
 def client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
