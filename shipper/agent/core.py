@@ -38,8 +38,8 @@ from shipper.agent.config import Config
 from shipper.agent.reload import reload
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
-from shipper.ops.document import StatusDocument
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK
+from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
 from shipper.ops.telemetry import Telemetry
 

@@ -15,7 +15,6 @@ Typical client use::
         ... also send conn.data_to_send() (a NONE handshake re-queues the call)
 """
 
-from shipper.avroipc.requestor import ClientConnection
 from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, ZlibDecoder, ZlibEncoder
 from shipper.avroipc.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shipper.avroipc.events import (
@@ -42,6 +41,7 @@ from shipper.avroipc.protocol import (
     Status,
     protocol_hash,
 )
+from shipper.avroipc.requestor import ClientConnection
 from shipper.avroipc.responder import DEFAULT_MAX_EVENTS_PER_CALL, ProtocolCache, ServerConnection
 
 __all__ = [

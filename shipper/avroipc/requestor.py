@@ -35,6 +35,7 @@ from shipper.avroipc.events import (
     HandshakeCompleted,
     HandshakeRetry,
 )
+from shipper.avroipc.flume_event import encode_batch
 from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -52,7 +53,6 @@ from shipper.avroipc.protocol import (
     protocol_hash,
     read_handshake_response,
 )
-from shipper.avroipc.flume_event import encode_batch
 
 _NAME_APPEND = b"\x00" + encode_string("append")  # request metadata {} + message name
 _NAME_APPEND_BATCH = b"\x00" + encode_string("appendBatch")

@@ -30,6 +30,7 @@ from collections import deque
 from shipper.avroipc.avro import AvroDecodeError, Reader, encode_string
 from shipper.avroipc.errors import LocalProtocolError
 from shipper.avroipc.events import CallReceived, ConnectionClosed, ConnectionEvent
+from shipper.avroipc.flume_event import read_event, read_event_array
 from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -50,7 +51,6 @@ from shipper.avroipc.protocol import (
     protocol_hash,
     read_handshake_request,
 )
-from shipper.avroipc.flume_event import read_event, read_event_array
 
 DEFAULT_MAX_EVENTS_PER_CALL = 100_000
 DEFAULT_MAX_CACHED_PROTOCOLS = 64

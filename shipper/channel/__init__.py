@@ -21,10 +21,10 @@ Every public name of the package is importable from ``shipper.channel`` itself.
 """
 
 from shipper.channel.core import Channel, ChannelStats, Lease
+from shipper.channel.repair import SalvageReport, VerifyReport, salvage, verify
 from shipper.channel.space import (
     DISK_POLL_SECONDS, RECLAIM_STEP_PAGES, RESERVE_MAX, RESERVE_MIN, RESERVE_NAME, reserve_size,
 )
-from shipper.channel.repair import SalvageReport, VerifyReport, salvage, verify
 from shipper.channel.store import (
     APPLICATION_ID, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, FORMAT_VERSION, JOURNAL_SIZE_LIMIT, MAX_SEQ,
     SCHEMA, SIDE_FILES, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOTADB, Chunk, Peek, chunk_crc, chunk_ok,

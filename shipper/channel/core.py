@@ -49,14 +49,14 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from shipper.channel.repair import SalvageReport, salvage
+from shipper.channel.space import SpaceManagement, _disk_free
+from shipper.channel.statedir import StateLock, fsync_dir, prepare_state_dir
 from shipper.channel.store import (
     _INSERT_CHUNK, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, MAX_SEQ, SQLITE_FULL, Chunk, Peek, _code,
     _Corrupt, _file_bytes, _is_corrupt, _open_db, _precheck, chunk_crc, chunk_ok, encode_lens, offset_crc, peek,
     split_points,
 )
 from shipper.errors import ChannelIOError, StateError
-from shipper.channel.space import SpaceManagement, _disk_free
-from shipper.channel.statedir import StateLock, fsync_dir, prepare_state_dir
 
 log = logging.getLogger("flume-ship.channel")
 

@@ -12,8 +12,8 @@
 
 import sys
 
-from shipper.cli.app import app, report
 from shipper.cli import channel, collect, send_ping, tail, status  # noqa: F401  (registers the commands, in help order)
+from shipper.cli.app import app, report
 from shipper.errors import EXIT_INTERRUPTED, ShipperError
 
 __all__ = ["app", "main"]

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from shipper.cli.app import app, report
 from shipper.agent.config import SECTIONS, AgentSection, ChannelSection, DeliverySection, SourceSection
+from shipper.cli.app import app, report
 from shipper.cli.options import (
     DELIVERY_HELP, OPS_HELP, OPT_COMPRESS, OPT_CONFIG, OPT_CONNECT_TIMEOUT, OPT_LAYERING, OPT_LEVEL,
     OPT_REQUEST_TIMEOUT, OPT_TLS, OPT_TLS_CA, OPT_TLS_INSECURE, OPT_TLS_NAME, SOURCE_HELP, declared, header_flags,

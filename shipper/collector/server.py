@@ -42,9 +42,9 @@ from shipper.avroipc import (
     ServerConnection,
     Status,
 )
+from shipper.collector.writer import RollingWriter
 from shipper.errors import ConfigError
 from shipper.transport import RECV_SIZE, Address, TLSOptions, build_layer_stack, check_layering, server_tls_context
-from shipper.collector.writer import RollingWriter
 
 log = logging.getLogger("flume-ship.collect")
 

@@ -28,8 +28,8 @@ from shipper.avroipc import (
     CallFailed, CallSucceeded, ClientConnection, ConnectionClosed, HandshakeCompleted, RemoteProtocolError,
     Status,
 )
-from shipper.errors import CollectorRejected, PeerClosed, PeerProtocolError, ShipperError
 from shipper.avroipc.flume_event import encode_event_with, encode_headers
+from shipper.errors import CollectorRejected, PeerClosed, PeerProtocolError, ShipperError
 from shipper.transport import Address, ClientOptions, Stream, client_tls_context, open_stream
 
 

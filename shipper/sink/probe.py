@@ -22,8 +22,8 @@ from shipper.errors import (
     ShipperError,
     TransportError,
 )
-from shipper.transport import Address, ClientOptions, Stream, client_layer_stack, connect_tcp, resolve
 from shipper.sink.client import CollectorClient
+from shipper.transport import Address, ClientOptions, Stream, client_layer_stack, connect_tcp, resolve
 
 
 KNOWN_PROTOCOLS = {
