@@ -8,7 +8,9 @@ and ``tail`` maps the flags a user gave onto the configuration by the same decla
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+import functools
+import inspect
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -53,20 +55,51 @@ def _transport(name: str) -> Any:
     return declared(DeliverySection, name, panel=TRANSPORT_HELP)
 
 
-OPT_COMPRESS = _transport("compress")
-OPT_LAYERING = _transport("tls_layering")
-OPT_TLS = _transport("tls")
-OPT_TLS_CA = _transport("tls_ca")
-OPT_TLS_INSECURE = _transport("tls_insecure")
-OPT_TLS_NAME = _transport("tls_server_name")
-OPT_CONNECT_TIMEOUT = _transport("connect_timeout")
-OPT_REQUEST_TIMEOUT = _transport("request_timeout")
-OPT_LEVEL = _transport("compression_level")
+# The transport flags of send, ping and tail, each from its [delivery] key: (parameter, type, option).
+TRANSPORT_FLAGS = [
+    ("compress", str, _transport("compress")),
+    ("level", int, _transport("compression_level")),
+    ("tls", bool, _transport("tls")),
+    ("tls_ca", Optional[str], _transport("tls_ca")),
+    ("tls_insecure", bool, _transport("tls_insecure")),
+    ("tls_name", Optional[str], _transport("tls_server_name")),
+    ("layering", str, _transport("tls_layering")),
+    ("connect_timeout", float, _transport("connect_timeout")),
+    ("request_timeout", float, _transport("request_timeout")),
+]
+OPT_COMPRESS = TRANSPORT_FLAGS[0][2]
+OPT_LAYERING = TRANSPORT_FLAGS[6][2]
+
+
+def with_transport_flags(before: str | None = None, *, build: bool = True) -> Callable:
+    """Give a command the transport flags (inserted before parameter ``before``, else last).
+
+    With ``build``, the command gets them as one ``transport: ClientOptions`` argument, built the
+    way the agent builds its own (:func:`client_options`); without, it reads them from its context
+    (``tail`` lays them over the config file)."""
+
+    def decorate(command: Callable) -> Callable:
+        sig = inspect.signature(command)
+        own = [p for p in sig.parameters.values() if p.name != "transport"]
+        added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
+                 for name, kind, option in TRANSPORT_FLAGS]
+        at = next((i for i, p in enumerate(own) if p.name == before), len(own))
+
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            values = [kwargs.pop(name) for name, _, _ in TRANSPORT_FLAGS]
+            if build:
+                kwargs["transport"] = client_options(*values)
+            return command(*args, **kwargs)
+
+        run.__signature__ = sig.replace(parameters=own[:at] + added + own[at:])
+        return run
+
+    return decorate
 
 
 def client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
-    """``send``'s and ``ping``'s transport options: the flags as a DeliverySection, built into
-    ClientOptions by the agent's own function."""
+    """The transport flags as a DeliverySection, built into ClientOptions by the agent's own function."""
     compression_flag(compress)
     section = DeliverySection(compress=compress.lower(), compression_level=level, tls=tls, tls_ca=tls_ca,
                               tls_insecure=tls_insecure, tls_server_name=tls_name, tls_layering=layering,

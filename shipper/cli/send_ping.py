@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional
 
 import typer
 
 from shipper.cli.app import app, report
-from shipper.cli.options import (
-    OPT_COMPRESS, OPT_CONNECT_TIMEOUT, OPT_LAYERING, OPT_LEVEL, OPT_REQUEST_TIMEOUT, OPT_TLS, OPT_TLS_CA,
-    OPT_TLS_INSECURE, OPT_TLS_NAME, client_options, header_flags,
-)
+from shipper.cli.options import header_flags, with_transport_flags
 from shipper.errors import EXIT_UNAVAILABLE, DeliveryError, InputError, ShipperError
 
 log = logging.getLogger("flume-ship")
 
 
 @app.command()
+@with_transport_flags()
 def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
     to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect)."),
@@ -28,15 +25,7 @@ def send(
                                   "faster, and flume-ship collect keeps the order, but a Flume 1.10+ "
                                   "AvroSource may apply pipelined calls out of order."),
     header: list[str] = typer.Option([], "--header", help="K=V header added to every event (repeatable)."),
-    compress: str = OPT_COMPRESS,
-    level: int = OPT_LEVEL,
-    tls: bool = OPT_TLS,
-    tls_ca: Optional[str] = OPT_TLS_CA,
-    tls_insecure: bool = OPT_TLS_INSECURE,
-    tls_name: Optional[str] = OPT_TLS_NAME,
-    layering: str = OPT_LAYERING,
-    connect_timeout: float = OPT_CONNECT_TIMEOUT,
-    request_timeout: float = OPT_REQUEST_TIMEOUT,
+    transport: object = None,
 ) -> None:
     """Send a file's lines once, one event per line (like flume-ng avro-client).
 
@@ -48,8 +37,7 @@ def send(
     from shipper.transport import Address
 
     headers = header_flags(header)
-    options = client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
-                              connect_timeout, request_timeout)
+    options = transport
     address = Address.parse(to)
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
@@ -98,17 +86,10 @@ class _Progress:
 
 
 @app.command()
+@with_transport_flags()
 def ping(
     address: str = typer.Argument(..., help="Collector HOST:PORT."),
-    compress: str = OPT_COMPRESS,
-    level: int = OPT_LEVEL,
-    tls: bool = OPT_TLS,
-    tls_ca: Optional[str] = OPT_TLS_CA,
-    tls_insecure: bool = OPT_TLS_INSECURE,
-    tls_name: Optional[str] = OPT_TLS_NAME,
-    layering: str = OPT_LAYERING,
-    connect_timeout: float = OPT_CONNECT_TIMEOUT,
-    request_timeout: float = OPT_REQUEST_TIMEOUT,
+    transport: object = None,
 ) -> None:
     """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake, an empty appendBatch.
 
@@ -121,8 +102,7 @@ def ping(
     from shipper.transport import Address
 
     target = Address.parse(address)
-    options = client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
-                              connect_timeout, request_timeout)
+    options = transport
     report = probe(target, options)
     typer.echo(f"ping {target}")
     for step in report.steps:

@@ -10,8 +10,7 @@ import typer
 from shipper.agent.config import SECTIONS, AgentSection, ChannelSection, DeliverySection, SourceSection
 from shipper.cli.app import app, report
 from shipper.cli.options import (
-    DELIVERY_HELP, OPS_HELP, OPT_COMPRESS, OPT_CONFIG, OPT_CONNECT_TIMEOUT, OPT_LAYERING, OPT_LEVEL,
-    OPT_REQUEST_TIMEOUT, OPT_TLS, OPT_TLS_CA, OPT_TLS_INSECURE, OPT_TLS_NAME, SOURCE_HELP, declared, header_flags,
+    DELIVERY_HELP, OPS_HELP, OPT_CONFIG, SOURCE_HELP, declared, header_flags, with_transport_flags,
 )
 from shipper.errors import ConfigError, ConfigFileError
 
@@ -75,6 +74,7 @@ def overlay_from_flags(ctx: typer.Context, paths: Optional[list[str]]):
 
 
 @app.command("tail")
+@with_transport_flags(before="header", build=False)
 def tail_cmd(
     ctx: typer.Context,
     paths: Optional[list[str]] = typer.Argument(None, help="Files or globs to tail (`*`, `**`); quote globs so "
@@ -92,15 +92,6 @@ def tail_cmd(
     balance: str = declared(DeliverySection, "balance", panel=DELIVERY_HELP),
     max_penalty: float = declared(DeliverySection, "max_penalty", min=0.0, panel=DELIVERY_HELP),
     backoff_max: float = declared(DeliverySection, "backoff_max", min=0.1, panel=DELIVERY_HELP),
-    compress: str = OPT_COMPRESS,
-    level: int = OPT_LEVEL,
-    tls: bool = OPT_TLS,
-    tls_ca: Optional[str] = OPT_TLS_CA,
-    tls_insecure: bool = OPT_TLS_INSECURE,
-    tls_name: Optional[str] = OPT_TLS_NAME,
-    layering: str = OPT_LAYERING,
-    connect_timeout: float = OPT_CONNECT_TIMEOUT,
-    request_timeout: float = OPT_REQUEST_TIMEOUT,
     header: list[str] = declared(SourceSection, "headers", panel=SOURCE_HELP, default=[],
                                  help="K=V header added to every event (repeatable)."),
     no_timestamp: bool = declared(SourceSection, "timestamp_header", panel=SOURCE_HELP, default=False,
