@@ -59,6 +59,7 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import NamedTuple
 
 from shipper.errors import ChannelIOError
 from shipper.tail.identity import (
@@ -81,7 +82,7 @@ from shipper.tail.descriptors import (
     open_file_budget,
 )
 from shipper.tail.discovery import DirCache, StatRotation
-from shipper.tail.globs import expand
+from shipper.tail.globs import Listing, expand
 from shipper.tail.options import FileStatus, FilesSummary, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
@@ -92,6 +93,19 @@ log = logging.getLogger("flume-ship.tail")
 _MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most this often
 _COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
 _MAX_SLEEP = 0.5  # the stop flag is looked at least this often
+
+
+class _Seen(NamedTuple):
+    """What discovery keeps of a stat: a tenth of an ``os.stat_result``'s memory, same names."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime: float
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "_Seen":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime)
 
 
 class _Stopped(Exception):
@@ -121,7 +135,10 @@ class _File:
     waiting: bool = False  # no descriptor to be had: served when one is
     verify: str | None = None  # a stored record adopted unchecked ("glob" or "rotation"): judge at open
     start_at_end: bool = False  # from_end, but its first open had to wait
-    age: tuple = (1, 0.0, 0)  # family order: (known before this run's scan? 0 : 1, mtime, rotation rank)
+    # Family order: a copy's recovered tail first (-1), then files known before this run's scan (0),
+    # then the others (1); within a class by mtime, then by rotation suffix (_rotation_rank).
+    age_class: int = 1
+    age_mtime: float = 0.0
 
     @property
     def rotated(self) -> bool:
@@ -180,6 +197,7 @@ class TailSource:
         self._incomplete_logged = -1e9
         self._dirs = DirCache()
         self._stat_rotation = StatRotation()
+        self._parents: dict[str, str] = {}
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
         self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
         self._enc = Encoder(options.add_event_id)
@@ -420,7 +438,7 @@ class TailSource:
         rotation.begin()
         trust_dirs = self._watching
         # (path, stat or None when unchanged and not looked at, matched by a glob)
-        cands: dict[str, tuple[str, os.stat_result | None, bool]] = {}
+        cands: dict[str, tuple[str, _Seen | None, bool]] = {}
         # A scan that could not look everywhere (a listing or stat failed for want of a descriptor,
         # a permission, a stale handle) is incomplete: what it did not see is not gone.
         errors: list[OSError] = []
@@ -445,7 +463,7 @@ class TailSource:
                     errors.append(exc)
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, st, True))
+                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, _Seen.of(st), True))
 
         # Directories to look in for rotations: those of the families and of what the globs found.
         # An unchanged directory holds nothing new; only the others are read entry by entry.
@@ -460,7 +478,7 @@ class TailSource:
         for path, st, _ in cands.values():
             if st is not None:
                 looked.add(os.path.dirname(path))
-        listings: dict[str, list] = {}
+        listings: dict[str, Listing] = {}
         for d in looked:
             try:
                 entries = dirs.list(d)
@@ -488,7 +506,8 @@ class TailSource:
         rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
         for d, bs in bases.items():
             prefix = d if d.endswith(os.sep) else d + os.sep
-            for name, _is_dir, ino in listings[d]:
+            listing = listings[d]
+            for name, ino in zip(listing.names, listing.inos):
                 path = prefix + name
                 if path in globbed:
                     continue
@@ -509,7 +528,7 @@ class TailSource:
                     continue
                 key = file_key(st.st_dev, st.st_ino)
                 if key not in cands:
-                    cands[key] = (path, st, False)
+                    cands[key] = (path, _Seen.of(st), False)
                     if base is not None:
                         rotation_origin[path] = os.path.join(d, base)
         # Files known under a name in an unchanged directory are still there under that name.
@@ -574,7 +593,7 @@ class TailSource:
             log.warning("tail: could not look everywhere (%s%s); files not seen keep their offsets until "
                         "a scan sees them", what, f", and {len(errors) - 1} more" if len(errors) > 1 else "")
 
-    def _adopt(self, rec: Record, path: str, st: os.stat_result, from_glob: bool) -> bool:
+    def _adopt(self, rec: Record, path: str, st: _Seen, from_glob: bool) -> bool:
         """Resume a stored file if it is still the same; True if ``path`` is dealt with.
 
         False: the record is not this file's (deleted; the caller judges the file as unknown)."""
@@ -596,7 +615,7 @@ class TailSource:
             f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen)
             f.cur.offset = rec.offset
             f.fp, f.fp_len, f.size, f.mtime = rec.fp, rec.fp_len, rec.size, rec.mtime
-            f.age = (0, rec.mtime, _rotation_rank(path))  # known before anything found unknown next to it
+            f.age_class, f.age_mtime = 0, rec.mtime  # known before anything found unknown next to it
             f.verify = check_later
             if path != rec.origin:
                 log.info("tail: %s: found as %s (rotated while stopped); finishing it", rec.origin, path)
@@ -609,14 +628,14 @@ class TailSource:
         self._track(path, st, origin=path, at_end=False)
         return True
 
-    def _track(self, path: str, st: os.stat_result, *, origin: str, at_end: bool,
+    def _track(self, path: str, st: _Seen | os.stat_result, *, origin: str, at_end: bool,
                gen: str | None = None) -> _File:
         key = file_key(st.st_dev, st.st_ino)
         self._order += 1
         f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order,
-                  os.path.dirname(path))
+                  self._parent_of(path))
         f.last_growth = time.monotonic()
-        f.age = (1, st.st_mtime, _rotation_rank(path))
+        f.age_class, f.age_mtime = 1, st.st_mtime
         self._files[key] = f
         if at_end:
             if self._open(f):
@@ -632,7 +651,12 @@ class TailSource:
         self._hot.add(key)  # served in the next pass, whatever woke it
         return f
 
-    def _start_at_end(self, f: _File, st: os.stat_result) -> None:
+    def _parent_of(self, path: str) -> str:
+        """``path``'s directory, one string object per directory (50,000 files share a few)."""
+        d = os.path.dirname(path)
+        return self._parents.setdefault(d, d)
+
+    def _start_at_end(self, f: _File, st: _Seen | os.stat_result) -> None:
         """``from_end``: skip what ``f`` holds now, up to its last complete line."""
         f.cur.offset = self._line_end_before(f.fd, st.st_size)
         head = read_head(f.fd, min(FP_MAX, f.cur.offset))
@@ -651,7 +675,7 @@ class TailSource:
             del self._by_path[f.path]
         was_rotated = f.path != f.origin
         f.path = path
-        f.parent = os.path.dirname(path)
+        f.parent = self._parent_of(path)
         self._by_path[path] = f.key
         self._dirty[f.key] = True
         self._hot.add(f.key)
@@ -699,7 +723,9 @@ class TailSource:
                 families.setdefault(f.origin, []).append(f)
         now = time.monotonic()
         for members in families.values():
-            members.sort(key=lambda f: (not f.rotated, f.age, f.order))
+            if len(members) > 1:
+                members.sort(key=lambda f: (not f.rotated, f.age_class, f.age_mtime, _rotation_rank(f.path),
+                                            f.order))
             for f in members:
                 if f.key not in self._files:
                     continue
@@ -972,7 +998,7 @@ class TailSource:
             c = self._track(path, st, origin=f.origin, at_end=False, gen=f.gen)
             c.cur.offset = f.cur.offset
             c.fp, c.fp_len = f.fp, f.fp_len
-            c.age = (-1, 0.0, 0)  # served before the truncated file in this family
+            c.age_class, c.age_mtime = -1, 0.0  # served before the truncated file in this family
             self.counters["copytruncate_recovered"] += 1
             log.info("tail: %s: reading the copy %s from byte %d first", f.path, path, f.cur.offset)
         f.gen = new_generation()
