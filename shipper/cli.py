@@ -403,6 +403,10 @@ _SOURCE_FLAGS = {
     "no_host": ("host_header", lambda v: not v),
     "no_file": ("file_header", lambda v: not v),
     "event_id": ("event_id", None),
+    "multiline": ("multiline", None),
+    "include_lines": ("include_lines", None),
+    "exclude_lines": ("exclude_lines", None),
+    "byte_offset_header": ("byte_offset_header", None),
 }
 
 
@@ -497,6 +501,16 @@ def tail_cmd(
                                   rich_help_panel=_SOURCE_HELP),
     from_end: bool = typer.Option(False, "--from-end", help="Start files seen for the first time at their end "
                                   "(default: at their beginning).", rich_help_panel=_SOURCE_HELP),
+    multiline: Optional[str] = typer.Option(None, "--multiline", help="Join the lines of one event: java, python "
+                                            "or go (stack traces, tracebacks, panics); own rules in the config "
+                                            "file's multiline table.", rich_help_panel=_SOURCE_HELP),
+    include_lines: list[str] = typer.Option([], "--include-lines", help="REGEX: ship only events it matches "
+                                            "(repeatable: any of them).", rich_help_panel=_SOURCE_HELP),
+    exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX: drop (and count) events it "
+                                            "matches (repeatable).", rich_help_panel=_SOURCE_HELP),
+    byte_offset_header: bool = typer.Option(False, "--byte-offset-header", help="Add `byteoffset`: the event's "
+                                            "first byte in the file (Flume's byteOffsetHeader).",
+                                            rich_help_panel=_SOURCE_HELP),
     max_line: str = typer.Option("2M", "--max-line-bytes", help="A longer line is split into events of this "
                                  "size, marked with a `split` header, and counted.", rich_help_panel=_SOURCE_HELP),
     capacity: str = typer.Option("1G", "--capacity", help="Channel capacity in bytes; when full, reading pauses "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from shipper.errors import ConfigError
+from shipper.tail.rules import Rules
 
 MiB = 1024 * 1024
 
@@ -40,6 +41,13 @@ class TailOptions:
     host: str | None = None  # overrides the host name
     watch: bool = True  # use watchdog (inotify); False relies on rescans alone
     put_timeout: float = 0.5  # how long one put may block before the stop flag is checked again
+    # Events, not lines (shipper.tail.rules / shipper.tail.events), and Flume-compatible headers.
+    rules: Rules = field(default_factory=Rules)  # multiline, include/exclude, extraction, event time
+    file_key: str = "file"  # header keys (Flume: fileHeaderKey, hostHeader, headerName)
+    host_key: str = "host"
+    timestamp_key: str = "timestamp"
+    byte_offset_header: bool = False  # "byteoffset": the event's first byte in the file (Flume's byteOffsetHeader)
+    uuid_header: str | None = None  # a random UUID per event under this key (Flume's UUID interceptor)
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -54,9 +62,22 @@ class TailOptions:
                      "put_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tail: {name} must not be negative")
+        own = self.own_headers()
         for key in self.headers:
-            if key in ("timestamp", "host", "file", "id", "split", "truncated"):
+            if key in own:
                 raise ConfigError(f"tail: header {key!r} is set by the source itself")
+        for name in ("file_key", "host_key", "timestamp_key"):
+            if not getattr(self, name):
+                raise ConfigError(f"tail: {name} must not be empty")
+
+    def own_headers(self) -> set[str]:
+        """The header keys the source itself may set."""
+        own = {self.timestamp_key, self.host_key, self.file_key, "id", "split", "truncated"}
+        if self.byte_offset_header:
+            own.add("byteoffset")
+        if self.uuid_header:
+            own.add(self.uuid_header)
+        return own
 
 
 @dataclass(frozen=True, slots=True)

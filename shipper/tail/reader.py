@@ -40,6 +40,10 @@ class Cursor:
     split_piece: int = 0  # pieces of the current over-long line already shipped
     skipping: bool = False  # truncate mode: dropping the rest of an over-long line
     leftover: bool = False  # pending may hold complete lines (the batch filled up)
+    # Multiline (shipper.tail.events): the held event's complete lines open ``pending``.
+    held: int = 0  # their bytes, newlines included
+    held_lines: int = 0
+    piece: int = 0  # pieces of the held event already shipped (max_lines / max_bytes)
 
     @property
     def read_pos(self) -> int:
@@ -70,6 +74,14 @@ class Encoder:
                 + b"".join(encode_string(k) + encode_string(v) for k, v in self._headers.items())
                 + encode_string("id")
             )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    @property
+    def gen(self) -> str:
+        return self._gen
 
     def run(self, lines: list[bytes], offset: int, has_cr: bool) -> list[bytes]:
         """Events for consecutive complete lines (terminators removed, ``\\r`` maybe still on)."""

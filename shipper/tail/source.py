@@ -73,6 +73,7 @@ from shipper.tail.identity import (
     new_generation,
     read_head,
 )
+from shipper.tail.events import EventCutter
 from shipper.tail.options import FileStatus, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
@@ -158,11 +159,20 @@ class TailSource:
         self.o = options
         self.channel = channel
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
-        self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
+        if options.rules.active or options.byte_offset_header or options.uuid_header:
+            self._cutter: LineCutter = EventCutter(
+                options.rules, options.max_line_bytes, options.long_lines, timestamp_key=options.timestamp_key,
+                byte_offset_key="byteoffset" if options.byte_offset_header else None,
+                uuid_key=options.uuid_header)
+            # Held data (an event that may still grow, or an incomplete line) waits at most this long.
+            self._hold = min(options.partial_line_timeout, self._cutter.timeout)
+        else:
+            self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
+            self._hold = options.partial_line_timeout
         self._enc = Encoder(options.add_event_id)
         static = dict(options.headers)
         if options.add_host:
-            static["host"] = options.host or os.uname().nodename
+            static[options.host_key] = options.host or os.uname().nodename
         self._static = static
         self.counters: Counter[str] = Counter()
 
@@ -269,7 +279,7 @@ class TailSource:
                     due.add(key)
             for key in self._partial:
                 f = self._files.get(key)
-                if f is not None and now - f.last_growth >= self.o.partial_line_timeout:
+                if f is not None and now - f.last_growth >= self._hold:
                     due.add(key)
         put_before = self.counters["events"]
         if due:
@@ -602,13 +612,7 @@ class TailSource:
                     return False
             cur = f.cur  # a restart replaced it
 
-        headers = dict(self._static)
-        if self.o.add_file:
-            headers["file"] = f.origin
-        if self.o.add_timestamp:
-            headers["timestamp"] = str(time.time_ns() // 1_000_000)
-        enc = self._enc
-        enc.begin(headers, f.gen)
+        enc = self._begin(f)
         cutter = self._cutter
         budget = self.o.max_bytes_per_file_turn
         got = False
@@ -646,7 +650,7 @@ class TailSource:
                 self._dirty[f.key] = True
         if cur.pending and not more:
             if (f.rotated or self._eof_flush
-                    or now - f.last_growth >= self.o.partial_line_timeout):
+                    or now - f.last_growth >= self._hold):
                 if len(self._events) >= self.o.batch_max_events:
                     self._flush()
                 events = cutter.flush_partial(cur, enc)
@@ -666,6 +670,29 @@ class TailSource:
                 f.close()
         return more
 
+    def _begin(self, f: _File) -> Encoder:
+        """The encoder, set up with ``f``'s headers for the block about to be cut."""
+        headers = dict(self._static)
+        if self.o.add_file:
+            headers[self.o.file_key] = f.origin
+        if self.o.add_timestamp:
+            headers[self.o.timestamp_key] = str(time.time_ns() // 1_000_000)
+        self._enc.begin(headers, f.gen)
+        return self._enc
+
+    def _ship_held(self, f: _File) -> None:
+        """A truncated file without a copy: the event held in memory is shipped, not dropped."""
+        if f.cur.held and not f.cur.leftover:
+            events = self._cutter.flush_partial(f.cur, self._begin(f))
+            self._events += events
+            self.counters["events"] += len(events)
+
+    def rule_counts(self) -> dict[str, int]:
+        """What the source's rules did: events dropped by filters, lines joined, times unparsed..."""
+        c = self._cutter
+        return {k: getattr(c, k, 0) for k in ("dropped", "joined", "cut_events", "time_unparsed",
+                                               "extract_misses")}
+
     def _restart(self, f: _File, verdict: Verdict, size: int) -> bool:
         """A truncated or rewritten file: recover what a copy holds, then read it again from 0.
 
@@ -683,6 +710,8 @@ class TailSource:
             return False
         self._new_generation_log(f.path, verdict, f.cur.offset, size, while_stopped=False)
         copy = self._find_copy(f)
+        if copy is None:
+            self._ship_held(f)
         if copy is not None:
             path, st = copy
             c = self._track(path, st, origin=f.origin, at_end=False, gen=f.gen)
@@ -786,7 +815,7 @@ class TailSource:
         for key in self._partial:
             f = self._files.get(key)
             if f is not None:
-                t = min(t, f.last_growth + self.o.partial_line_timeout)
+                t = min(t, f.last_growth + self._hold)
         return t
 
     def _notify(self, kind: str, src: str, dest: str) -> None:

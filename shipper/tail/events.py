@@ -1,0 +1,355 @@
+"""Bytes to *events* under a source's rules: multiline grouping, filters, extraction, event time.
+
+The source uses this :class:`EventCutter` instead of the plain :class:`~shipper.tail.reader.LineCutter`
+when a source has rules (``shipper.tail.rules``) or per-event headers (byte offset, UUID); with
+none, the line path runs untouched. The interface is the LineCutter's: ``consume(cur, buf, room,
+enc)`` and ``flush_partial(cur, enc)``, on the same :class:`~shipper.tail.reader.Cursor`.
+
+Exactly-once
+------------
+``cur.offset`` (what the channel stores with each put) only ever moves past *whole events*. The
+last event of what was read may still grow (its next line could be a continuation), so it stays
+*held*: its complete lines remain at the start of ``cur.pending`` (``cur.held`` bytes,
+``cur.held_lines`` lines), un-committed, and are not classified again. It is shipped when a line
+that starts a new event arrives, when it reaches ``max_lines``/``max_bytes`` (its full pieces go,
+each marked ``split`` = 1, 2, ...; ``cur.piece`` counts them), or by ``flush_partial`` (timeout,
+rotated or deleted file at its end, ``--once``). A crash loses only memory: the restart reads the
+held lines again from the committed offset, so an event is never shipped twice nor cut in two by
+a crash. A batch that fills up stops at an event boundary (``cur.leftover``; the rest is cut again
+by the next call, the piece count carried over).
+
+Cost: the block's complete lines are split in bulk (``bytes.split``) and classified in C by one
+``finditer`` of the line-start pattern over the block; Python work per *event* is the join (for
+multi-line events only), the filter search, and the encoding. Without per-event headers the
+block's headers are encoded once (as on the line path); with extraction, event time, byte offset
+or UUID headers each event's map is encoded on its own.
+
+Over-long lines (over ``max_line_bytes``) close the held event and go out in pieces exactly as on
+the line path (``split``/``truncated`` headers); such pieces bypass the rules.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Callable
+
+from shipper.event import encode_event
+from shipper.tail.reader import Cursor, Encoder, LineCutter
+from shipper.tail.rules import Rules
+
+
+class EventCutter(LineCutter):
+    """Cuts a file's bytes into events under ``rules``; counts what it drops, joins and cuts."""
+
+    def __init__(self, rules: Rules, max_line: int, long_lines: str = "split", *,
+                 timestamp_key: str = "timestamp", byte_offset_key: str | None = None,
+                 uuid_key: str | None = None, uuid_factory: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
+        super().__init__(max_line, long_lines)
+        self.rules = rules
+        ml = rules.multiline
+        self._rx = ml.line_re if ml else None
+        self._negate = ml.negate if ml else False
+        self.max_lines = ml.max_lines if ml else 1
+        self.max_bytes = ml.max_bytes if ml else float("inf")
+        self.timeout = ml.timeout if ml else float("inf")
+        self._filter = rules.include is not None or rules.exclude is not None
+        self._ts_key = timestamp_key
+        self._offset_key = byte_offset_key
+        self._uuid_key = uuid_key
+        self._uuid = uuid_factory
+        self._per_event = bool(rules.extract or rules.event_time or byte_offset_key or uuid_key)
+        self.dropped = 0  # events the filters dropped
+        self.joined = 0  # lines that joined an event before them
+        self.cut_events = 0  # multiline events cut into pieces by max_lines / max_bytes
+        self.time_unparsed = 0  # events whose time did not parse (read time kept)
+        self.extract_misses = 0  # events the extraction regex did not match
+
+    # ----- the cutter interface -----
+
+    def consume(self, cur: Cursor, buf: bytes, room: int, enc: Encoder) -> list[bytes]:
+        out: list[bytes] = []
+        mx = self.max_line
+        if cur.leftover:
+            cur.held = cur.held_lines = 0  # cut again from the event boundary at pending's start
+        while room > 0 and buf:
+            if cur.skipping or cur.split_piece:
+                buf, room, wait = self._long_line(cur, buf, room, enc, out)
+                if wait:
+                    break
+                continue
+            s = cur.held
+            end = buf.rfind(b"\n") + 1
+            long_at = -1
+            if end > s:
+                lines = buf[s:end - 1].split(b"\n")
+                if end - s > mx and max(map(len, lines)) > mx:
+                    k = next(i for i, line in enumerate(lines) if len(line) > mx)
+                    lines = lines[:k]
+                    end = s + sum(map(len, lines)) + k
+                    long_at = end
+            elif len(buf) - s > mx:
+                lines, long_at = [], s
+            else:
+                break
+            raws, marks = self._group(cur, buf, s, end, lines, close=long_at >= 0)
+            if len(raws) > room:
+                # The batch is full: stop at the boundary; the rest is cut again next time.
+                del raws[room:]
+                last = room - 1
+                cur.piece = marks[last] if last in marks and marks.get(room, 0) == marks[last] + 1 else 0
+                cur.held = cur.held_lines = 0
+                consumed = sum(map(len, raws)) + len(raws)
+                out += self._emit(cur, raws, marks, enc, b"\r" in buf)
+                buf = buf[consumed:]
+                room = 0
+                break
+            consumed = sum(map(len, raws)) + len(raws)
+            out += self._emit(cur, raws, marks, enc, b"\r" in buf)
+            room -= len(raws)
+            buf = buf[consumed:]
+            if long_at < 0:
+                break
+            # The over-long line now starts buf: ship its first piece (the line path's rules).
+            if room > 0:
+                out.append(self._piece(cur, buf[:mx], enc))
+                cur.offset += mx
+                buf = buf[mx:]
+                room -= 1
+        cur.pending = buf
+        cur.leftover = room <= 0 and len(buf) > cur.held and b"\n" in buf[cur.held:]
+        if cur.leftover:
+            cur.held = cur.held_lines = 0
+        return out
+
+    def flush_partial(self, cur: Cursor, enc: Encoder) -> list[bytes]:
+        """Ship everything held: the held event, and the incomplete last line (joined if it continues it)."""
+        if not cur.pending or cur.leftover:
+            return []
+        if cur.skipping or cur.split_piece:
+            return super().flush_partial(cur, enc)
+        pending, s = cur.pending, cur.held
+        tail = pending[s:]
+        raws: list[bytes] = []
+        marks: dict[int, int] = {}
+        if s:
+            held, n = pending[:s - 1], cur.held_lines
+            if tail and self._continues(tail):
+                held, n, tail = held + b"\n" + tail, n + 1, b""
+                self.joined += 1
+            self._add(raws, marks, held, n, cur.piece)
+        if tail:
+            raws.append(tail)
+        start = cur.offset
+        out = self._emit(cur, raws, marks, enc, b"\r" in pending)
+        cur.offset = start + len(pending)  # the last piece had no newline
+        cur.pending = b""
+        cur.held = cur.held_lines = cur.piece = 0
+        return out
+
+    # ----- grouping -----
+
+    def _continues(self, line: bytes) -> bool:
+        rx = self._rx
+        if rx is None:
+            return False
+        return (rx.match(line) is not None) != self._negate
+
+    def _starts(self, buf: bytes, s: int, end: int, n: int, held: bool):
+        """Indices of the lines in buf[s:end] that begin an event (line 0 always does unless held)."""
+        rx = self._rx
+        if rx is None:
+            return range(n)
+        idx = []
+        last, i, count = s, 0, buf.count
+        for m in rx.finditer(buf, s, end):
+            p = m.start()
+            if p >= end:
+                break
+            i += count(b"\n", last, p)
+            last = p
+            idx.append(i)
+        if self._negate:
+            if not held and (not idx or idx[0] != 0):
+                idx.insert(0, 0)
+            return idx
+        if not idx or idx == [0] and not held:
+            return range(n)
+        cont = set(idx)
+        if not held:
+            cont.discard(0)
+        return [i for i in range(n) if i not in cont]
+
+    def _group(self, cur: Cursor, buf: bytes, s: int, end: int, lines: list[bytes],
+               close: bool) -> tuple[list[bytes], dict[int, int]]:
+        """The complete events of buf[:end] (held lines first); the last one stays held unless ``close``.
+
+        Returns the events' raw bytes (lines joined by ``\\n``, no final newline) and ``marks``
+        (index -> ``split`` piece number, for the pieces of a bounded event), and sets cur.held*
+        to the event left held at the start of what follows them."""
+        n = len(lines)
+        held = s > 0
+        starts = self._starts(buf, s, end, n, held)
+        keep_last = self._rx is not None and not close
+        raws: list[bytes] = []
+        marks: dict[int, int] = {}
+        last = None
+        if not held and isinstance(starts, range):
+            # No line in this block continues another: every line is an event (the bulk case).
+            if keep_last and lines:
+                raws, last = lines[:-1], (lines[-1], 1, 0)
+            else:
+                raws = lines
+        else:
+            k = len(starts)
+            first = starts[0] if k else n
+            self.joined += n - k
+            evs: list[tuple[bytes, int, int]] = []
+            if held:
+                raw, cnt = buf[:s - 1], cur.held_lines
+                if first:
+                    raw, cnt = raw + b"\n" + b"\n".join(lines[:first]), cnt + first
+                evs.append((raw, cnt, cur.piece))
+            for j in range(k):
+                a = starts[j]
+                b = starts[j + 1] if j + 1 < k else n
+                evs.append((lines[a], 1, 0) if b - a == 1 else (b"\n".join(lines[a:b]), b - a, 0))
+            if keep_last and evs:
+                last = evs.pop()
+            for raw, cnt, piece in evs:
+                self._add(raws, marks, raw, cnt, piece)
+        if last is None:
+            cur.held = cur.held_lines = cur.piece = 0
+            return raws, marks
+        raw, cnt, piece = last
+        if cnt > self.max_lines or len(raw) > self.max_bytes:
+            # Held but already too big: its full pieces go now, the rest stays held.
+            parts = self._pieces(raw)
+            raw = parts.pop()
+            self.cut_events += piece == 0
+            for p in parts:
+                piece += 1
+                marks[len(raws)] = piece
+                raws.append(p)
+            cnt = raw.count(b"\n") + 1
+        cur.piece, cur.held, cur.held_lines = piece, len(raw) + 1, cnt
+        return raws, marks
+
+    def _pieces(self, raw: bytes) -> list[bytes]:
+        """``raw`` cut at line ends into parts of at most max_lines lines and about max_bytes bytes."""
+        parts, cur, size = [], [], 0
+        for line in raw.split(b"\n"):
+            if cur and (len(cur) >= self.max_lines or size + len(line) + 1 > self.max_bytes):
+                parts.append(b"\n".join(cur))
+                cur, size = [], 0
+            cur.append(line)
+            size += len(line) + 1
+        parts.append(b"\n".join(cur))
+        return parts
+
+    def _add(self, raws: list[bytes], marks: dict[int, int], raw: bytes, n: int, piece: int) -> None:
+        """Append one complete event, in pieces if it is over the bounds (``piece`` already shipped)."""
+        if n > self.max_lines or len(raw) > self.max_bytes:
+            parts = self._pieces(raw)
+        else:
+            parts = [raw]
+        if len(parts) > 1 and piece == 0:
+            self.cut_events += 1
+        if len(parts) == 1 and piece == 0:
+            raws.append(raw)
+            return
+        for p in parts:
+            piece += 1
+            marks[len(raws)] = piece
+            raws.append(p)
+
+    # ----- over-long lines (the line path's rules) -----
+
+    def _long_line(self, cur: Cursor, buf: bytes, room: int, enc: Encoder,
+                   out: list[bytes]) -> tuple[bytes, int, bool]:
+        """The rest of an over-long line (split or truncate mode). Returns (buf, room, wait)."""
+        mx = self.max_line
+        if cur.skipping:
+            i = buf.find(b"\n")
+            if i < 0:
+                self.dropped_bytes += len(buf)
+                cur.offset += len(buf)
+                return b"", room, True
+            self.dropped_bytes += i
+            cur.offset += i + 1
+            cur.skipping = False
+            return buf[i + 1:], room, False
+        nl = buf.find(b"\n", 0, mx + 1)
+        if nl < 0:
+            if len(buf) <= mx:
+                return buf, room, True  # wait for the line's end
+            out.append(self._piece(cur, buf[:mx], enc))
+            cur.offset += mx
+            return buf[mx:], room - 1, False
+        body = buf[:nl]
+        if body[-1:] == b"\r":
+            body = body[:-1]
+        cur.split_piece += 1
+        out.append(enc.one(body, cur.offset, {"split": str(cur.split_piece)}))
+        cur.split_piece = 0
+        cur.offset += nl + 1
+        return buf[nl + 1:], room - 1, False
+
+    # ----- encoding -----
+
+    def _emit(self, cur: Cursor, raws: list[bytes], marks: dict[int, int], enc: Encoder,
+              has_cr: bool) -> list[bytes]:
+        """Encode complete events starting at cur.offset (filtered, shaped); advance cur.offset past all."""
+        if not raws:
+            return []
+        if has_cr:
+            bodies = [r.replace(b"\r\n", b"\n").removesuffix(b"\r") for r in raws]
+        else:
+            bodies = raws
+        if not self._per_event and not marks and not enc.event_ids:
+            if self._filter:
+                keep = self.rules.keep
+                kept = [b for b in bodies if keep(b)]
+                self.dropped += len(bodies) - len(kept)
+                bodies = kept
+            cur.offset += sum(map(len, raws)) + len(raws)
+            return enc.run(bodies, 0, False)
+        out = []
+        offset = cur.offset
+        rules = self.rules
+        base = enc.headers
+        for i, (raw, body) in enumerate(zip(raws, bodies)):
+            start = offset
+            offset += len(raw) + 1
+            if self._filter and not rules.keep(body):
+                self.dropped += 1
+                continue
+            headers = dict(base)
+            if rules.extract is not None:
+                got = rules.extract.headers(body)
+                if got is None:
+                    self.extract_misses += 1
+                elif rules.extract.preserve_existing:
+                    for k, v in got.items():
+                        headers.setdefault(k, v)
+                else:
+                    headers.update(got)
+            if rules.event_time is not None:
+                nl = body.find(b"\n")
+                ms = rules.event_time.millis(body if nl < 0 else body[:nl])
+                if ms is None:
+                    self.time_unparsed += 1
+                    if rules.event_time.unparsed_header:
+                        headers[rules.event_time.unparsed_header] = "true"
+                else:
+                    headers[self._ts_key] = str(ms)
+            if self._offset_key:
+                headers[self._offset_key] = str(start)
+            if self._uuid_key:
+                headers[self._uuid_key] = self._uuid()
+            if i in marks:
+                headers["split"] = str(marks[i])
+            if enc.event_ids:
+                headers["id"] = f"{enc.gen}:{start}"
+            out.append(encode_event(body, headers))
+        cur.offset = offset
+        return out
