@@ -130,7 +130,8 @@ class SourceRunner:
         c = self.source.counters
         return {"events_read": c.get("events", 0), "events_put": self.view.events_put,
                 "bytes_put": self.view.bytes_put, "rotations": c.get("rotations", 0),
-                "truncations": c.get("truncations", 0)}
+                "truncations": c.get("truncations", 0),
+                **{f"rules_{k}": v for k, v in self.source.rule_counts().items()}}
 
 
 class Delivery:
