@@ -188,3 +188,56 @@ def test_run_wakes_on_notifications_and_picks_up_new_files(tmp_path):
         t.join(timeout=30)
         ch.close()
     assert not t.is_alive()
+
+
+def _java_event(n: int) -> bytes:
+    return (b"2024-05-01 12:00:00,000 ERROR request %d failed\n" % n
+            + b"java.lang.IllegalStateException: attempt %d\n" % n
+            + b"".join(b"\tat com.example.Frame%d.call(Frame.java:%d)\n" % (i, i) for i in range(12))
+            + b"Caused by: java.io.IOException: closed\n\t... 7 more\n")
+
+
+def test_kill_9_in_the_middle_of_multiline_events_never_splits_or_repeats_one(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(_java_event(n) for n in range(200)))
+    total = [200]
+    stop = threading.Event()
+
+    def writer():
+        # Each event in two writes with a pause between, so kills land inside held events.
+        while not stop.is_set() and total[0] < 3000:
+            data = _java_event(total[0])
+            cut = len(data) // 2
+            append(log, data[:cut])
+            time.sleep(0.002)
+            append(log, data[cut:])
+            total[0] += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    opts = {"paths": [str(log)], "batch_max_events": 50, "add_event_id": True, "rescan_interval": 0.5,
+            "rules": {"multiline": {"preset": "java", "timeout": 3600}}}
+    rng = random.Random(13)
+    try:
+        for round_ in range(4):
+            err = tmp_path / f"child{round_}.err"
+            proc = spawn(tmp_path / "state", log, opts, err)
+            wait_for_text(err, "ready", proc)
+            time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    finally:
+        stop.set()
+        t.join()
+    ch = open_channel(tmp_path / "state")
+    try:
+        from shipper.tail.rules import rules_from
+
+        src = make_source(ch, log, add_event_id=True, rules=rules_from(multiline="java"))
+        src.run_once()
+        events = drain(ch)
+    finally:
+        ch.close()
+    assert bodies(events) == [_java_event(n)[:-1] for n in range(total[0])]
+    ids = [e.headers["id"] for e in events]
+    assert len(set(ids)) == len(ids)
