@@ -48,6 +48,7 @@ class EventCutter(LineCutter):
         self.rules = rules
         ml = rules.multiline
         self._rx = ml.line_re if ml else None
+        self._next_rx = ml.next_line_re if ml else None
         self._negate = ml.negate if ml else False
         self.max_lines = ml.max_lines if ml else 1
         self.max_bytes = ml.max_bytes if ml else float("inf")
@@ -80,8 +81,14 @@ class EventCutter(LineCutter):
             s = cur.held
             end = buf.rfind(b"\n") + 1
             long_at = -1
+            more = False
             if end > s:
-                lines = buf[s:end - 1].split(b"\n")
+                lines = buf[s:end - 1].split(b"\n", room)
+                if len(lines) > room:
+                    # More lines than the batch has room for: cut these, leave the rest for later.
+                    del lines[room:]
+                    end = s + sum(map(len, lines)) + room
+                    more = True
                 if end - s > mx and max(map(len, lines)) > mx:
                     k = next(i for i, line in enumerate(lines) if len(line) > mx)
                     lines = lines[:k]
@@ -108,6 +115,8 @@ class EventCutter(LineCutter):
             room -= len(raws)
             buf = buf[consumed:]
             if long_at < 0:
+                if more:
+                    continue
                 break
             # The over-long line now starts buf: ship its first piece (the line path's rules).
             if room > 0:
@@ -154,30 +163,49 @@ class EventCutter(LineCutter):
             return False
         return (rx.match(line) is not None) != self._negate
 
-    def _starts(self, buf: bytes, s: int, end: int, n: int, held: bool):
-        """Indices of the lines in buf[s:end] that begin an event (line 0 always does unless held)."""
+    def _runs(self, buf: bytes, s: int, end: int, n: int, held: bool) -> list[tuple[int, int]]:
+        """The multi-line events among the lines of buf[s:end], as line ranges [a, b) with b - a >= 2.
+
+        ``a == -1``: lines 0..b-1 continue the held event. Every line outside a range is an event
+        of its own. One ``finditer`` over the block finds the lines the pattern matches."""
         rx = self._rx
-        if rx is None:
-            return range(n)
-        idx = []
+        if rx is None or n == 0:
+            return []
+        idx = [0] if s == 0 and rx.match(buf) is not None else []
         last, i, count = s, 0, buf.count
-        for m in rx.finditer(buf, s, end):
-            p = m.start()
+        # buf[s - 1] is the newline that ends the held event; at s == 0 line 0 was checked above.
+        for m in self._next_rx.finditer(buf, s - 1 if s else 0, end):
+            p = m.start() + 1
             if p >= end:
                 break
             i += count(b"\n", last, p)
             last = p
             idx.append(i)
-        if self._negate:
+        runs: list[tuple[int, int]] = []
+        if self._negate:  # idx: the lines that start events
             if not held and (not idx or idx[0] != 0):
                 idx.insert(0, 0)
-            return idx
-        if not idx or idx == [0] and not held:
-            return range(n)
-        cont = set(idx)
-        if not held:
-            cont.discard(0)
-        return [i for i in range(n) if i not in cont]
+            if not idx:
+                return [(-1, n)]
+            if idx[0] > 0:
+                runs.append((-1, idx[0]))
+            idx.append(n)
+            runs += [(a, b) for a, b in zip(idx, idx[1:]) if b - a > 1]
+            return runs
+        # idx: the lines that continue the event before them
+        if idx and idx[0] == 0 and not held:
+            del idx[0]
+        if not idx:
+            return runs
+        a = b = idx[0]
+        for c in idx[1:]:
+            if c == b + 1:
+                b = c
+            else:
+                runs.append((a - 1, b + 1))
+                a = b = c
+        runs.append((a - 1, b + 1))
+        return runs
 
     def _group(self, cur: Cursor, buf: bytes, s: int, end: int, lines: list[bytes],
                close: bool) -> tuple[list[bytes], dict[int, int]]:
@@ -185,38 +213,57 @@ class EventCutter(LineCutter):
 
         Returns the events' raw bytes (lines joined by ``\\n``, no final newline) and ``marks``
         (index -> ``split`` piece number, for the pieces of a bounded event), and sets cur.held*
-        to the event left held at the start of what follows them."""
+        to the event left held at the start of what follows them. Python work is per multi-line
+        event: runs of one-line events are copied as list slices."""
         n = len(lines)
-        held = s > 0
-        starts = self._starts(buf, s, end, n, held)
+        runs = self._runs(buf, s, end, n, s > 0)
         keep_last = self._rx is not None and not close
         raws: list[bytes] = []
         marks: dict[int, int] = {}
-        last = None
-        if not held and isinstance(starts, range):
-            # No line in this block continues another: every line is an event (the bulk case).
-            if keep_last and lines:
-                raws, last = lines[:-1], (lines[-1], 1, 0)
+        last: tuple[bytes, int, int] | None = None
+        prev = 0
+        first: tuple[bytes, int] | None = None
+        if s > 0:  # the held event, maybe continued by the first lines
+            raw, cnt = buf[:s - 1], cur.held_lines
+            if runs and runs[0][0] == -1:
+                b = runs.pop(0)[1]
+                raw, cnt = raw + b"\n" + b"\n".join(lines[:b]), cnt + b
+                self.joined += b
+                prev = b
+            first = (raw, cnt)
+        elif cur.piece and n:  # the rest of an event cut into pieces, after a full batch
+            if runs and runs[0][0] == 0:
+                b = runs.pop(0)[1]
+                first = (b"\n".join(lines[:b]), b)
+                self.joined += b - 1
             else:
-                raws = lines
-        else:
-            k = len(starts)
-            first = starts[0] if k else n
-            self.joined += n - k
-            evs: list[tuple[bytes, int, int]] = []
-            if held:
-                raw, cnt = buf[:s - 1], cur.held_lines
-                if first:
-                    raw, cnt = raw + b"\n" + b"\n".join(lines[:first]), cnt + first
-                evs.append((raw, cnt, cur.piece))
-            for j in range(k):
-                a = starts[j]
-                b = starts[j + 1] if j + 1 < k else n
-                evs.append((lines[a], 1, 0) if b - a == 1 else (b"\n".join(lines[a:b]), b - a, 0))
-            if keep_last and evs:
-                last = evs.pop()
-            for raw, cnt, piece in evs:
-                self._add(raws, marks, raw, cnt, piece)
+                b = 1
+                first = (lines[0], 1)
+            prev = b
+        if first is not None:
+            if prev < n or not keep_last:
+                self._add(raws, marks, first[0], first[1], cur.piece)
+            else:
+                last = (first[0], first[1], cur.piece)
+        if keep_last and last is None and n > prev:
+            if runs and runs[-1][1] == n:
+                a = runs.pop()[0]
+                last = (b"\n".join(lines[a:]), n - a, 0)
+                self.joined += n - a - 1
+                n = a
+            else:
+                n -= 1
+                last = (lines[n], 1, 0)
+        for a, b in runs:
+            if a > prev:
+                raws += lines[prev:a]
+            self.joined += b - a - 1
+            self._add(raws, marks, b"\n".join(lines[a:b]), b - a, 0)
+            prev = b
+        if prev == 0 and n == len(lines) and not raws:
+            raws = lines  # the bulk case: every line an event, nothing held
+        elif n > prev:
+            raws += lines[prev:n]
         if last is None:
             cur.held = cur.held_lines = cur.piece = 0
             return raws, marks
@@ -225,7 +272,7 @@ class EventCutter(LineCutter):
             # Held but already too big: its full pieces go now, the rest stays held.
             parts = self._pieces(raw)
             raw = parts.pop()
-            self.cut_events += piece == 0
+            self.cut_events += piece == 0 and bool(parts)
             for p in parts:
                 piece += 1
                 marks[len(raws)] = piece
@@ -235,12 +282,16 @@ class EventCutter(LineCutter):
         return raws, marks
 
     def _pieces(self, raw: bytes) -> list[bytes]:
-        """``raw`` cut at line ends into parts of at most max_lines lines and about max_bytes bytes."""
-        parts, cur, size = [], [], 0
+        """``raw`` cut at line ends into parts of at most max_lines lines and max_bytes bytes.
+
+        A part holds at least one line (a line is bounded by max_line_bytes instead)."""
+        parts: list[bytes] = []
+        cur: list[bytes] = []
+        size = -1  # the joined length of cur
         for line in raw.split(b"\n"):
-            if cur and (len(cur) >= self.max_lines or size + len(line) + 1 > self.max_bytes):
+            if cur and (len(cur) >= self.max_lines or size + 1 + len(line) > self.max_bytes):
                 parts.append(b"\n".join(cur))
-                cur, size = [], 0
+                cur, size = [], -1
             cur.append(line)
             size += len(line) + 1
         parts.append(b"\n".join(cur))
@@ -248,15 +299,19 @@ class EventCutter(LineCutter):
 
     def _add(self, raws: list[bytes], marks: dict[int, int], raw: bytes, n: int, piece: int) -> None:
         """Append one complete event, in pieces if it is over the bounds (``piece`` already shipped)."""
-        if n > self.max_lines or len(raw) > self.max_bytes:
-            parts = self._pieces(raw)
-        else:
-            parts = [raw]
-        if len(parts) > 1 and piece == 0:
-            self.cut_events += 1
-        if len(parts) == 1 and piece == 0:
+        if n <= self.max_lines and len(raw) <= self.max_bytes:
+            if piece:
+                marks[len(raws)] = piece + 1
             raws.append(raw)
             return
+        parts = self._pieces(raw)
+        if len(parts) == 1:  # one line over max_bytes: lines are bounded by max_line_bytes instead
+            if piece:
+                marks[len(raws)] = piece + 1
+            raws.append(raw)
+            return
+        if piece == 0:
+            self.cut_events += 1
         for p in parts:
             piece += 1
             marks[len(raws)] = piece
@@ -307,8 +362,7 @@ class EventCutter(LineCutter):
             bodies = raws
         if not self._per_event and not marks and not enc.event_ids:
             if self._filter:
-                keep = self.rules.keep
-                kept = [b for b in bodies if keep(b)]
+                kept = self.rules.keep_all(bodies)
                 self.dropped += len(bodies) - len(kept)
                 bodies = kept
             cur.offset += sum(map(len, raws)) + len(raws)

@@ -287,3 +287,24 @@ def test_presets_compile_and_keep_plain_log_lines_apart():
     for name in PRESETS:
         events, _, cutter = cut(plain, [len(plain)], multiline=name)
         assert len(events) == 3 and cutter.joined == 0, name
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("rule", [{"pattern": r"^\s"}, {"start": r"^\d"}])
+def test_any_blocks_and_any_batch_room_give_the_same_events(seed, rule):
+    rng = random.Random(seed)
+    parts = []
+    for i in range(300):
+        parts.append(b"%d event\n" % i if rng.random() < 0.6 else b"  cont %d\n" % i)
+    data = b"".join(parts) + (b"  tail" if seed % 2 else b"")
+    ml = dict(rule, max_lines=rng.choice([2, 3, 500]), max_bytes=rng.choice([40, 1 << 20]))
+    want, _, _ = cut(data, [len(data)], multiline=ml)
+    sizes, left = [], len(data)
+    while left > 0:
+        sizes.append(rng.randint(1, 120))
+        left -= sizes[-1]
+    got, cur, _ = cut(data, sizes, room=rng.randint(1, 7), multiline=ml)
+    assert [(e.body, e.headers.get("split")) for e in got] == [(e.body, e.headers.get("split")) for e in want]
+    assert cur.offset == len(data)
+    # Nothing lost, nothing added: the bodies give back the file.
+    assert b"\n".join(e.body for e in want) == data.rstrip(b"\n")
