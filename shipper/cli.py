@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from shipper import __version__
-from shipper.errors import ShipperError
+from shipper.errors import EXIT_INPUT, ShipperError
 from shipper.logs import setup_logging
 
 log = logging.getLogger("flume-ship")
@@ -588,6 +588,52 @@ def validate_cmd(
         typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))
     if cfg.agent.metrics_listen:
         typer.echo(f"  metrics: http://{cfg.agent.metrics_listen}/metrics")
+
+
+@app.command("test-source")
+def test_source_cmd(
+    ctx: typer.Context,
+    source: str = typer.Argument("default", help="The source's name ([sources.NAME] in the config file)."),
+    file: str = typer.Argument("-", help="A sample of the log to cut (default: stdin)."),
+    config: Optional[str] = _OPT_CONFIG,
+    multiline: Optional[str] = typer.Option(None, "--multiline", help="Try this preset (java, python, go) "
+                                            "instead of the source's multiline rule."),
+    include_lines: list[str] = typer.Option([], "--include-lines", help="REGEX (repeatable): try these instead."),
+    exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX (repeatable): try these instead."),
+) -> None:
+    """Print the events, headers and drops a source's rules make of FILE (or stdin); ship nothing.
+
+    The end of the input counts as the end of the file (what is held is shipped, as with
+    tail --once), so a multiline rule can be written against a saved sample. Exit 0, 2 for a bad
+    rule or configuration (each problem printed), 7 when FILE cannot be read.
+    """
+    from shipper.config import ConfigFileError, Overlay, default_config_path, load_source
+    from shipper.tail.preview import preview, render
+
+    overlay = Overlay()
+    for name, key in (("multiline", "multiline"), ("include_lines", "include_lines"),
+                      ("exclude_lines", "exclude_lines")):
+        if _given(ctx, name):
+            overlay.set_source(key, ctx.params[name], _flag_of(ctx, name))
+    path = config if config is not None else default_config_path()
+    try:
+        src = load_source(path or None, source, overlay)
+        options = src.tail_options()
+    except ConfigFileError as err:
+        raise _print_problems(err) from None
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(file, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        typer.echo(f"flume-ship: error: cannot read {file}: {exc.strerror or exc} (give a readable file, "
+                   "or - for stdin)", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    rows, summary = preview(data, options, file_name="<stdin>" if file == "-" else file)
+    for line in render(rows, summary):
+        typer.echo(line)
 
 
 @app.command("status")

@@ -308,6 +308,31 @@ def load(path: str | None, overlay: Overlay | None = None) -> Config:
     return build(raw, path, overlay or Overlay())
 
 
+def load_source(path: str | None, name: str, overlay: Overlay | None = None) -> SourceSection:
+    """One source's table, checked on its own (no collector needed): ``flume-ship test-source``.
+
+    Without the table (or without a file), flags alone make the source; its paths are unused."""
+    raw = load_raw(path) if path else {}
+    where = path or "command line"
+    problems: list[Problem] = []
+    origin: dict[str, str] = {}
+
+    def bad(key: str, why: str) -> None:
+        problems.append(Problem("command line" if key in origin else where, origin.get(key, key), why))
+
+    tables = raw.get("sources", {})
+    if not isinstance(tables, dict):
+        tables = {}
+    if name not in tables and path:
+        known = ", ".join(tables) or "none"
+        raise ConfigFileError([Problem(where, f"sources.{name}", f"no such source (sources in the file: {known})")])
+    table = tables.get(name) or {"paths": ["-"]}
+    src = _build_sources({"sources": {name: table}}, overlay or Overlay(), bad, origin)
+    if problems:
+        raise ConfigFileError(problems)
+    return src[0]
+
+
 def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
     where = path or "command line"
     problems: list[Problem] = []

@@ -64,6 +64,7 @@ class EventCutter(LineCutter):
         self.cut_events = 0  # multiline events cut into pieces by max_lines / max_bytes
         self.time_unparsed = 0  # events whose time did not parse (read time kept)
         self.extract_misses = 0  # events the extraction regex did not match
+        self.drops: list[tuple[int, bytes]] | None = None  # set to a list to keep (offset, body) of drops
 
     # ----- the cutter interface -----
 
@@ -360,7 +361,7 @@ class EventCutter(LineCutter):
             bodies = [r.replace(b"\r\n", b"\n").removesuffix(b"\r") for r in raws]
         else:
             bodies = raws
-        if not self._per_event and not marks and not enc.event_ids:
+        if not self._per_event and not marks and not enc.event_ids and self.drops is None:
             if self._filter:
                 kept = self.rules.keep_all(bodies)
                 self.dropped += len(bodies) - len(kept)
@@ -376,6 +377,8 @@ class EventCutter(LineCutter):
             offset += len(raw) + 1
             if self._filter and not rules.keep(body):
                 self.dropped += 1
+                if self.drops is not None:
+                    self.drops.append((start, body))
                 continue
             headers = dict(base)
             if rules.extract is not None:
