@@ -407,6 +407,7 @@ _SOURCE_FLAGS = {
     "include_lines": ("include_lines", None),
     "exclude_lines": ("exclude_lines", None),
     "byte_offset_header": ("byte_offset_header", None),
+    "exclude": ("exclude", None),
 }
 
 
@@ -508,6 +509,8 @@ def tail_cmd(
                                             "(repeatable: any of them).", rich_help_panel=_SOURCE_HELP),
     exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX: drop (and count) events it "
                                             "matches (repeatable).", rich_help_panel=_SOURCE_HELP),
+    exclude: list[str] = typer.Option([], "--exclude", help="GLOB of files not to tail (repeatable): a name "
+                                      "like '*.gz', or a path when it holds a '/'.", rich_help_panel=_SOURCE_HELP),
     byte_offset_header: bool = typer.Option(False, "--byte-offset-header", help="Add `byteoffset`: the event's "
                                             "first byte in the file (Flume's byteOffsetHeader).",
                                             rich_help_panel=_SOURCE_HELP),

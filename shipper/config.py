@@ -164,6 +164,10 @@ class SourceSection:
     byte_offset_header: bool = opt(False, "Add `byteoffset`: the event's first byte in the file (Flume's "
                                    "byteOffsetHeader).", flag="--byte-offset-header")
     uuid_header: str | None = opt(None, "Add a random UUID under this key (Flume's UUID interceptor).")
+    exclude: tuple[str, ...] = opt(help="Globs of files not to tail, matched against the name (`\"*.gz\"`) or, "
+                                   "with a `/`, the whole path.", flag="--exclude", factory=tuple)
+    ignore_older: float = opt(0.0, "A file seen for the first time and unmodified for this many seconds is taken "
+                              "from its end (0: off).", lo=0)
 
     def rules(self, errors: list | None = None):
         from shipper.tail.rules import rules_from
@@ -191,7 +195,7 @@ class SourceSection:
             add_file=self.file_header, add_event_id=self.event_id, host=host,
             rules=self.rules(), file_key=self.file_header_key, host_key=self.host_header_key,
             timestamp_key=self.timestamp_header_key, byte_offset_header=self.byte_offset_header,
-            uuid_header=self.uuid_header,
+            uuid_header=self.uuid_header, exclude=self.exclude, ignore_older=self.ignore_older,
         )
 
 

@@ -48,6 +48,8 @@ class TailOptions:
     timestamp_key: str = "timestamp"
     byte_offset_header: bool = False  # "byteoffset": the event's first byte in the file (Flume's byteOffsetHeader)
     uuid_header: str | None = None  # a random UUID per event under this key (Flume's UUID interceptor)
+    exclude: tuple[str, ...] = ()  # globs of files not to take (shipper.tail.selection)
+    ignore_older: float = 0.0  # a new file unmodified this long is taken from its end (0: off)
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -59,7 +61,7 @@ class TailOptions:
             if getattr(self, name) < 1:
                 raise ConfigError(f"tail: {name} must be at least 1")
         for name in ("partial_line_timeout", "rescan_interval", "close_inactive", "rotate_wait",
-                     "put_timeout"):
+                     "put_timeout", "ignore_older"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tail: {name} must not be negative")
         own = self.own_headers()

@@ -76,6 +76,7 @@ from shipper.tail.identity import (
 from shipper.tail.events import EventCutter
 from shipper.tail.options import FileStatus, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
+from shipper.tail.selection import Selection
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
 from shipper.tail.watch import start_watching
 
@@ -170,6 +171,7 @@ class TailSource:
             self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
             self._hold = options.partial_line_timeout
         self._enc = Encoder(options.add_event_id)
+        self._select = Selection(tuple(options.exclude), options.ignore_older)
         static = dict(options.headers)
         if options.add_host:
             static[options.host_key] = options.host or os.uname().nodename
@@ -350,7 +352,7 @@ class TailSource:
         cands: dict[str, tuple[str, os.stat_result, bool]] = {}
         for pat in self._patterns:
             for p in glob.iglob(pat, recursive=True):
-                if p.lower().endswith(COMPRESSED_SUFFIXES):
+                if p.lower().endswith(COMPRESSED_SUFFIXES) or self._select.excluded(p):
                     continue
                 try:
                     st = os.stat(p)
@@ -416,6 +418,11 @@ class TailSource:
             # on the file is one we never saw, and the same rules apply whatever its inode.
             if from_glob:
                 at_end = self.o.from_end and first and path not in family_mtime
+                if not at_end and self._select.too_old(st.st_mtime, time.time()):
+                    at_end = True
+                    self.counters["ignored_older"] += 1
+                    log.info("tail: %s: not modified for over %gs (ignore_older): taking it from its end",
+                             path, self.o.ignore_older)
                 self._track(path, st, origin=path, at_end=at_end)
                 continue
             origin = rotation_origin.get(path)

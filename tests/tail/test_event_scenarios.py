@@ -192,3 +192,28 @@ def test_flume_header_keys_byte_offset_and_uuid(tmp_path, channel):
     assert "file" not in a.headers and "host" not in a.headers and "timestamp" not in a.headers
     assert (a.headers["byteoffset"], b.headers["byteoffset"]) == ("0", str(len(line(0))))
     assert a.headers["eventId"] != b.headers["eventId"]
+
+
+def test_exclude_globs_by_name_and_by_path(tmp_path, channel):
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "archive").mkdir()
+    for p in ("keep/app.log", "keep/debug-app.log", "archive/old.log"):
+        (tmp_path / p).write_bytes(p.encode() + b"\n")
+    src = make_source(channel, tmp_path / "**" / "*.log",
+                      exclude=("debug-*.log", str(tmp_path / "archive" / "*")))
+    poll_until_quiet(src)
+    assert bodies(drain(channel)) == [b"keep/app.log"]
+
+
+def test_ignore_older_takes_an_old_file_from_its_end_and_reads_what_is_appended(tmp_path, channel):
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    old.write_bytes(line(0))
+    new.write_bytes(line(1))
+    os.utime(old, (os.stat(old).st_atime, os.stat(old).st_mtime - 7200))
+    src = make_source(channel, tmp_path / "*.log", ignore_older=3600)
+    poll_until_quiet(src)
+    assert bodies(drain(channel)) == [line(1)[:-1]]
+    append(old, line(2))
+    poll_until_quiet(src)
+    assert bodies(drain(channel)) == [line(2)[:-1]]
+    assert src.counters["ignored_older"] == 1
