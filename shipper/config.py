@@ -168,6 +168,8 @@ class SourceSection:
                                    "with a `/`, the whole path.", flag="--exclude", factory=tuple)
     ignore_older: float = opt(0.0, "A file seen for the first time and unmodified for this many seconds is taken "
                               "from its end (0: off).", lo=0)
+    encoding: str | None = opt(None, "The files' encoding (`utf-16le`, `utf-16be`, `utf-16` by BOM, `latin-1`, `gbk`, "
+                               "...): lines are split in it and shipped as UTF-8. Unset: bytes pass unchanged.")
 
     def rules(self, errors: list | None = None):
         from shipper.tail.rules import rules_from
@@ -175,6 +177,14 @@ class SourceSection:
         def table(v):
             return dict(v) if isinstance(v, tuple) else v
 
+        if self.encoding is not None and errors is not None:
+            from shipper.tail.decode import check_encoding
+            from shipper.tail.rules import RuleError
+
+            try:
+                check_encoding(self.encoding)
+            except RuleError as exc:
+                errors.append(exc)
         return rules_from(multiline=table(self.multiline), include_lines=self.include_lines,
                           exclude_lines=self.exclude_lines, extract=table(self.extract),
                           event_time=table(self.event_time), errors=errors)
@@ -196,6 +206,7 @@ class SourceSection:
             rules=self.rules(), file_key=self.file_header_key, host_key=self.host_header_key,
             timestamp_key=self.timestamp_header_key, byte_offset_header=self.byte_offset_header,
             uuid_header=self.uuid_header, exclude=self.exclude, ignore_older=self.ignore_older,
+            encoding=self.encoding,
         )
 
 

@@ -65,6 +65,7 @@ class EventCutter(LineCutter):
         self.time_unparsed = 0  # events whose time did not parse (read time kept)
         self.extract_misses = 0  # events the extraction regex did not match
         self.drops: list[tuple[int, bytes]] | None = None  # set to a list to keep (offset, body) of drops
+        self.offset_map: Callable[[int], int] | None = None  # cursor offsets -> file offsets (decode.py)
 
     # ----- the cutter interface -----
 
@@ -372,8 +373,9 @@ class EventCutter(LineCutter):
         offset = cur.offset
         rules = self.rules
         base = enc.headers
+        to_file = self.offset_map
         for i, (raw, body) in enumerate(zip(raws, bodies)):
-            start = offset
+            start = offset if to_file is None else to_file(offset)
             offset += len(raw) + 1
             if self._filter and not rules.keep(body):
                 self.dropped += 1

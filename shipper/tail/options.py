@@ -50,6 +50,7 @@ class TailOptions:
     uuid_header: str | None = None  # a random UUID per event under this key (Flume's UUID interceptor)
     exclude: tuple[str, ...] = ()  # globs of files not to take (shipper.tail.selection)
     ignore_older: float = 0.0  # a new file unmodified this long is taken from its end (0: off)
+    encoding: str | None = None  # the files' encoding, shipped as UTF-8 (None: bytes as they are)
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -64,6 +65,10 @@ class TailOptions:
                      "put_timeout", "ignore_older"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tail: {name} must not be negative")
+        if self.encoding is not None:
+            from shipper.tail.decode import check_encoding
+
+            check_encoding(self.encoding)
         own = self.own_headers()
         for key in self.headers:
             if key in own:

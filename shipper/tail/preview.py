@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from shipper.event import decode_event
+from shipper.tail.decode import Transcoder
 from shipper.tail.events import EventCutter
 from shipper.tail.options import TailOptions
 from shipper.tail.reader import Cursor, Encoder
@@ -46,6 +47,8 @@ def preview(data: bytes, options: TailOptions, file_name: str, block: int = 256 
                          timestamp_key=options.timestamp_key, byte_offset_key=_OFFSET,
                          uuid_key=options.uuid_header)
     cutter.drops = []
+    if options.encoding:
+        cutter = Transcoder(cutter, options.encoding)
     headers = dict(options.headers)
     if options.add_host:
         headers[options.host_key] = options.host or os.uname().nodename

@@ -25,7 +25,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from shipper.avroipc.avro import encode_long, encode_string, zigzag
 from shipper.event import encode_event, encode_headers
@@ -44,6 +44,7 @@ class Cursor:
     held: int = 0  # their bytes, newlines included
     held_lines: int = 0
     piece: int = 0  # pieces of the held event already shipped (max_lines / max_bytes)
+    decode: Any = None  # a file in another encoding: the UTF-8 view's state (shipper.tail.decode)
 
     @property
     def read_pos(self) -> int:

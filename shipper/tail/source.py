@@ -73,6 +73,7 @@ from shipper.tail.identity import (
     new_generation,
     read_head,
 )
+from shipper.tail.decode import Transcoder
 from shipper.tail.events import EventCutter
 from shipper.tail.options import FileStatus, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
@@ -160,13 +161,15 @@ class TailSource:
         self.o = options
         self.channel = channel
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
-        if options.rules.active or options.byte_offset_header or options.uuid_header:
+        if options.rules.active or options.byte_offset_header or options.uuid_header or options.encoding:
             self._cutter: LineCutter = EventCutter(
                 options.rules, options.max_line_bytes, options.long_lines, timestamp_key=options.timestamp_key,
                 byte_offset_key="byteoffset" if options.byte_offset_header else None,
                 uuid_key=options.uuid_header)
             # Held data (an event that may still grow, or an incomplete line) waits at most this long.
             self._hold = min(options.partial_line_timeout, self._cutter.timeout)
+            if options.encoding:
+                self._cutter = Transcoder(self._cutter, options.encoding)
         else:
             self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
             self._hold = options.partial_line_timeout
@@ -698,7 +701,7 @@ class TailSource:
         """What the source's rules did: events dropped by filters, lines joined, times unparsed..."""
         c = self._cutter
         return {k: getattr(c, k, 0) for k in ("dropped", "joined", "cut_events", "time_unparsed",
-                                               "extract_misses")}
+                                               "extract_misses", "replaced")}
 
     def _restart(self, f: _File, verdict: Verdict, size: int) -> bool:
         """A truncated or rewritten file: recover what a copy holds, then read it again from 0.
