@@ -33,7 +33,7 @@ from __future__ import annotations
 import uuid
 from typing import Callable
 
-from shipper.event import encode_event
+from shipper.avroipc.avro import encode_bytes, encode_long, encode_string
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 from shipper.tail.rules import Rules
 
@@ -66,6 +66,8 @@ class EventCutter(LineCutter):
         self.extract_misses = 0  # events the extraction regex did not match
         self.drops: list[tuple[int, bytes]] | None = None  # set to a list to keep (offset, body) of drops
         self.offset_map: Callable[[int], int] | None = None  # cursor offsets -> file offsets (decode.py)
+        self._pairs_of: dict[str, str] | None = None
+        self._pairs: dict[str, bytes] = {}
 
     # ----- the cutter interface -----
 
@@ -372,7 +374,9 @@ class EventCutter(LineCutter):
         out = []
         offset = cur.offset
         rules = self.rules
+        ex, et = rules.extract, rules.event_time
         base = enc.headers
+        pairs = self._base_pairs(base)
         to_file = self.offset_map
         for i, (raw, body) in enumerate(zip(raws, bodies)):
             start = offset if to_file is None else to_file(offset)
@@ -382,33 +386,41 @@ class EventCutter(LineCutter):
                 if self.drops is not None:
                     self.drops.append((start, body))
                 continue
-            headers = dict(base)
-            if rules.extract is not None:
-                got = rules.extract.headers(body)
+            extra: dict[str, str] = {}  # the headers of this event that differ from the block's
+            if ex is not None:
+                got = ex.headers(body)
                 if got is None:
                     self.extract_misses += 1
-                elif rules.extract.preserve_existing:
-                    for k, v in got.items():
-                        headers.setdefault(k, v)
+                elif ex.preserve_existing:
+                    extra = {k: v for k, v in got.items() if k not in base}
                 else:
-                    headers.update(got)
-            if rules.event_time is not None:
+                    extra = got
+            if et is not None:
                 nl = body.find(b"\n")
-                ms = rules.event_time.millis(body if nl < 0 else body[:nl])
+                ms = et.millis(body if nl < 0 else body[:nl])
                 if ms is None:
                     self.time_unparsed += 1
-                    if rules.event_time.unparsed_header:
-                        headers[rules.event_time.unparsed_header] = "true"
+                    if et.unparsed_header:
+                        extra[et.unparsed_header] = "true"
                 else:
-                    headers[self._ts_key] = str(ms)
+                    extra[self._ts_key] = str(ms)
             if self._offset_key:
-                headers[self._offset_key] = str(start)
+                extra[self._offset_key] = str(start)
             if self._uuid_key:
-                headers[self._uuid_key] = self._uuid()
+                extra[self._uuid_key] = self._uuid()
             if i in marks:
-                headers["split"] = str(marks[i])
+                extra["split"] = str(marks[i])
             if enc.event_ids:
-                headers["id"] = f"{enc.gen}:{start}"
-            out.append(encode_event(body, headers))
+                extra["id"] = f"{enc.gen}:{start}"
+            items = [p for k, p in pairs.items() if k not in extra]
+            items += [encode_string(k) + encode_string(v) for k, v in extra.items()]
+            out.append(encode_long(len(items)) + b"".join(items) + b"\x00" + encode_bytes(body))
         cur.offset = offset
         return out
+
+    def _base_pairs(self, base: dict[str, str]) -> dict[str, bytes]:
+        """The block's headers as encoded map entries, computed once per block (``enc.begin``)."""
+        if self._pairs_of is not base:
+            self._pairs_of = base
+            self._pairs = {k: encode_string(k) + encode_string(v) for k, v in base.items()}
+        return self._pairs
