@@ -589,6 +589,12 @@ def validate_cmd(
     for s in cfg.sources:
         headers = ", ".join(f"{k}={v}" for k, v in s.headers)
         typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))
+        rules = [f"{k} {v if isinstance(v, str) else 'rule'}" for k, v in (("multiline", s.multiline),) if v]
+        rules += [f"{len(v)} {k}" for k, v in (("include_lines", s.include_lines),
+                                               ("exclude_lines", s.exclude_lines), ("exclude", s.exclude)) if v]
+        rules += [k for k in ("extract", "event_time", "encoding") if getattr(s, k)]
+        if rules:
+            typer.echo(f"    rules: {', '.join(rules)} (try them: flume-ship test-source {s.name} SAMPLE)")
     if cfg.agent.metrics_listen:
         typer.echo(f"  metrics: http://{cfg.agent.metrics_listen}/metrics")
 
