@@ -589,7 +589,8 @@ def validate_cmd(
     for s in cfg.sources:
         headers = ", ".join(f"{k}={v}" for k, v in s.headers)
         typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))
-        rules = [f"{k} {v if isinstance(v, str) else 'rule'}" for k, v in (("multiline", s.multiline),) if v]
+        ml = s.multiline
+        rules = [f"multiline {ml if isinstance(ml, str) else dict(ml).get('preset', 'rule')}"] if ml else []
         rules += [f"{len(v)} {k}" for k, v in (("include_lines", s.include_lines),
                                                ("exclude_lines", s.exclude_lines), ("exclude", s.exclude)) if v]
         rules += [k for k in ("extract", "event_time", "encoding") if getattr(s, k)]
