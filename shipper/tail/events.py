@@ -78,7 +78,7 @@ class EventCutter(LineCutter):
             cur.held = cur.held_lines = 0  # cut again from the event boundary at pending's start
         while room > 0 and buf:
             if cur.skipping or cur.split_piece:
-                buf, room, wait = self._long_line(cur, buf, room, enc, out)
+                buf, room, wait = self._rest_of_long_line(cur, buf, room, enc, out)
                 if wait:
                     break
                 continue
@@ -320,38 +320,6 @@ class EventCutter(LineCutter):
             piece += 1
             marks[len(raws)] = piece
             raws.append(p)
-
-    # ----- over-long lines (the line path's rules) -----
-
-    def _long_line(self, cur: Cursor, buf: bytes, room: int, enc: Encoder,
-                   out: list[bytes]) -> tuple[bytes, int, bool]:
-        """The rest of an over-long line (split or truncate mode). Returns (buf, room, wait)."""
-        mx = self.max_line
-        if cur.skipping:
-            i = buf.find(b"\n")
-            if i < 0:
-                self.dropped_bytes += len(buf)
-                cur.offset += len(buf)
-                return b"", room, True
-            self.dropped_bytes += i
-            cur.offset += i + 1
-            cur.skipping = False
-            return buf[i + 1:], room, False
-        nl = buf.find(b"\n", 0, mx + 1)
-        if nl < 0:
-            if len(buf) <= mx:
-                return buf, room, True  # wait for the line's end
-            out.append(self._piece(cur, buf[:mx], enc))
-            cur.offset += mx
-            return buf[mx:], room - 1, False
-        body = buf[:nl]
-        if body[-1:] == b"\r":
-            body = body[:-1]
-        cur.split_piece += 1
-        out.append(enc.one(body, cur.offset, {"split": str(cur.split_piece)}))
-        cur.split_piece = 0
-        cur.offset += nl + 1
-        return buf[nl + 1:], room - 1, False
 
     # ----- encoding -----
 

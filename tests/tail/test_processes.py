@@ -20,6 +20,8 @@ import pytest
 
 from tests.support import ROOT
 
+from shipper.tail.rules import rules_from
+
 from .helpers import append, bodies, drain, expected, lines, make_source, open_channel
 
 
@@ -43,6 +45,18 @@ def wait_for_text(path, text: str, proc: subprocess.Popen, timeout: float = 60.0
     raise AssertionError(f"{text!r} not seen (exit={proc.poll()}):\n{Path(path).read_text(errors='replace')}")
 
 
+def kill_rounds(tmp_path, opts: dict, rounds: int, seed: int) -> None:
+    """Start the source in a child ``rounds`` times, SIGKILL it at a random point each time."""
+    rng = random.Random(seed)
+    for round_ in range(rounds):
+        err = tmp_path / f"child{round_}.err"
+        proc = spawn(tmp_path / "state", None, opts, err)
+        wait_for_text(err, "ready", proc)
+        time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def test_kill_9_mid_stream_then_restart_every_line_exactly_once(tmp_path):
     log = tmp_path / "app.log"
     log.write_bytes(lines("k", 0, 50_000, width=30))
@@ -59,15 +73,8 @@ def test_kill_9_mid_stream_then_restart_every_line_exactly_once(tmp_path):
     t = threading.Thread(target=writer)
     t.start()
     opts = {"paths": [str(log)], "batch_max_events": 300, "add_event_id": True, "rescan_interval": 0.5}
-    rng = random.Random(7)
     try:
-        for round_ in range(3):
-            err = tmp_path / f"child{round_}.err"
-            proc = spawn(tmp_path / "state", log, opts, err)
-            wait_for_text(err, "ready", proc)
-            time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        kill_rounds(tmp_path, opts, 3, seed=7)
     finally:
         stop.set()
         t.join()
@@ -217,22 +224,13 @@ def test_kill_9_in_the_middle_of_multiline_events_never_splits_or_repeats_one(tm
     t.start()
     opts = {"paths": [str(log)], "batch_max_events": 50, "add_event_id": True, "rescan_interval": 0.5,
             "rules": {"multiline": {"preset": "java", "timeout": 3600}}}
-    rng = random.Random(13)
     try:
-        for round_ in range(4):
-            err = tmp_path / f"child{round_}.err"
-            proc = spawn(tmp_path / "state", log, opts, err)
-            wait_for_text(err, "ready", proc)
-            time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        kill_rounds(tmp_path, opts, 4, seed=13)
     finally:
         stop.set()
         t.join()
     ch = open_channel(tmp_path / "state")
     try:
-        from shipper.tail.rules import rules_from
-
         src = make_source(ch, log, add_event_id=True, rules=rules_from(multiline="java"))
         src.run_once()
         events = drain(ch)

@@ -128,17 +128,15 @@ def test_the_last_event_is_held_uncommitted_until_a_new_event_starts():
     assert cur.pending == first[cur.offset:]
 
 
-def test_start_pattern_makes_every_non_matching_line_a_continuation():
-    data = b"[1] a\n  x\ny\n[2] b\n[3] c\nz\n"
-    events, cur, _ = cut(data, [len(data)], multiline={"start": r"^\["})
-    assert [e.body for e in events] == [b"[1] a\n  x\ny", b"[2] b", b"[3] c\nz"]
-    assert cur.offset == len(data)
-
-
-def test_continuation_pattern_with_negate():
-    data = b"x1\nx2\n.a\n.b\nx3\n"
-    events, _, _ = cut(data, [3, 4, 100], multiline={"pattern": r"^x", "negate": True})
-    assert [e.body for e in events] == [b"x1", b"x2\n.a\n.b", b"x3"]
+@pytest.mark.parametrize("data, rule, want", [
+    (b"[1] a\n  x\ny\n[2] b\n[3] c\nz\n", {"start": r"^\["}, [b"[1] a\n  x\ny", b"[2] b", b"[3] c\nz"]),
+    (b"x1\nx2\n.a\n.b\nx3\n", {"pattern": r"^x", "negate": True}, [b"x1", b"x2\n.a\n.b", b"x3"]),
+], ids=["start pattern", "continuation pattern with negate"])
+def test_a_start_pattern_or_a_negated_continuation_makes_other_lines_join(data, rule, want):
+    for blocks in ([len(data)], [3, 4, 100]):
+        events, cur, _ = cut(data, blocks, multiline=rule)
+        assert [e.body for e in events] == want
+        assert cur.offset == len(data)
 
 
 def test_unanchored_pattern_is_searched_in_the_line():
