@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from shipper.config import ConfigFileError, Overlay, load
+from shipper.agent.config import ConfigFileError, Overlay, load
 from shipper.errors import EXIT_INPUT, EXIT_USAGE
 from tests.support import cli_argv
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :class:`CollectorClient` drives the protocol core in the client role
-(``shipper.avroipc.ClientConnection``) over a blocking :class:`shipper.net.Stream`. A call is:
+(``shipper.avroipc.ClientConnection``) over a blocking :class:`shipper.transport.stream.Stream`. A call is:
 queue it in the core, send the core's bytes, then read and feed the core until it yields the
 answer for that call's serial, all before one deadline (``request_timeout``). On a fresh
 connection that first call carries the Avro handshake, so the deadline covers it too (Flume's
@@ -13,7 +13,7 @@ with our protocol text; we just send whatever the core has queued after each rea
 Errors carry the policy (``shipper.errors``): every failure, whatever its kind, closes the
 connection before the error leaves this module, so the next call starts clean with a new
 connection and a new handshake (Flume's "DEAD client" lesson, without the death). Lower-layer
-errors are translated once, here or in ``shipper.net``.
+errors are translated once, here or in ``shipper.transport.stream``.
 
 :func:`probe` is the ``ping`` command's engine: it runs the same steps one at a time (resolve,
 TCP, TLS, handshake, an empty ``appendBatch``) and reports each with its time and a verdict.
@@ -45,7 +45,7 @@ from shipper.errors import (
     TransportError,
 )
 from shipper.event import encode_event_with, encode_headers
-from shipper.net import (
+from shipper.transport.stream import (
     Address,
     CertificateError,
     ClientOptions,
