@@ -45,16 +45,32 @@ def wait_for_text(path, text: str, proc: subprocess.Popen, timeout: float = 60.0
     raise AssertionError(f"{text!r} not seen (exit={proc.poll()}):\n{Path(path).read_text(errors='replace')}")
 
 
-def kill_rounds(tmp_path, opts: dict, rounds: int, seed: int) -> None:
-    """Start the source in a child ``rounds`` times, SIGKILL it at a random point each time."""
+def kill_rounds(tmp_path, opts: dict, rounds: int, seed: int, writer, stop: threading.Event) -> None:
+    """While ``writer`` runs, start the source in a child ``rounds`` times and SIGKILL it at a random point."""
+    t = threading.Thread(target=writer)
+    t.start()
     rng = random.Random(seed)
-    for round_ in range(rounds):
-        err = tmp_path / f"child{round_}.err"
-        proc = spawn(tmp_path / "state", None, opts, err)
-        wait_for_text(err, "ready", proc)
-        time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    try:
+        for round_ in range(rounds):
+            err = tmp_path / f"child{round_}.err"
+            proc = spawn(tmp_path / "state", None, opts, err)
+            wait_for_text(err, "ready", proc)
+            time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    finally:
+        stop.set()
+        t.join()
+
+
+def read_the_rest(tmp_path, log, **options):
+    """What a clean --once run after the kills adds to the channel, and everything in it, in order."""
+    ch = open_channel(tmp_path / "state")
+    try:
+        make_source(ch, log, add_event_id=True, **options).run_once()
+        return drain(ch)
+    finally:
+        ch.close()
 
 
 def test_kill_9_mid_stream_then_restart_every_line_exactly_once(tmp_path):
@@ -70,21 +86,9 @@ def test_kill_9_mid_stream_then_restart_every_line_exactly_once(tmp_path):
             total[0] = n + 500
             time.sleep(0.005)
 
-    t = threading.Thread(target=writer)
-    t.start()
     opts = {"paths": [str(log)], "batch_max_events": 300, "add_event_id": True, "rescan_interval": 0.5}
-    try:
-        kill_rounds(tmp_path, opts, 3, seed=7)
-    finally:
-        stop.set()
-        t.join()
-    ch = open_channel(tmp_path / "state")
-    try:
-        src = make_source(ch, log, add_event_id=True)
-        src.run_once()
-        events = drain(ch)
-    finally:
-        ch.close()
+    kill_rounds(tmp_path, opts, 3, 7, writer, stop)
+    events = read_the_rest(tmp_path, log)
     assert bodies(events) == expected("k", 0, total[0], width=30)
     ids = [e.headers["id"] for e in events]
     assert len(set(ids)) == len(ids)
@@ -220,22 +224,10 @@ def test_kill_9_in_the_middle_of_multiline_events_never_splits_or_repeats_one(tm
             append(log, data[cut:])
             total[0] += 1
 
-    t = threading.Thread(target=writer)
-    t.start()
     opts = {"paths": [str(log)], "batch_max_events": 50, "add_event_id": True, "rescan_interval": 0.5,
             "rules": {"multiline": {"preset": "java", "timeout": 3600}}}
-    try:
-        kill_rounds(tmp_path, opts, 4, seed=13)
-    finally:
-        stop.set()
-        t.join()
-    ch = open_channel(tmp_path / "state")
-    try:
-        src = make_source(ch, log, add_event_id=True, rules=rules_from(multiline="java"))
-        src.run_once()
-        events = drain(ch)
-    finally:
-        ch.close()
+    kill_rounds(tmp_path, opts, 4, 13, writer, stop)
+    events = read_the_rest(tmp_path, log, rules=rules_from(multiline="java"))
     assert bodies(events) == [_java_event(n)[:-1] for n in range(total[0])]
     ids = [e.headers["id"] for e in events]
     assert len(set(ids)) == len(ids)

@@ -102,22 +102,17 @@ def test_java_stack_trace_with_exception_line_caused_by_and_more_is_one_event(bl
     assert cutter.joined == 6
 
 
-def test_python_traceback_with_a_chained_exception_is_one_event():
-    for blocks in splits(PYTHON, 3):
-        events, _, _ = cut(PYTHON, blocks, multiline="python")
-        assert [e.body.split(b"\n")[0] for e in events] == [
-            b"2024-05-01 12:00:00 INFO ok", b"2024-05-01 12:00:01 ERROR handler crashed",
-            b"2024-05-01 12:00:02 INFO next"]
-        assert events[1].body.endswith(b"requests.exceptions.ConnectionError: refused")
-
-
-def test_go_panic_with_its_goroutines_is_one_event():
-    for blocks in splits(GO, 5):
-        events, _, _ = cut(GO, blocks, multiline="go")
-        assert [e.body.split(b"\n")[0] for e in events] == [
-            b"2024/05/01 12:00:00 serving", b"panic: runtime error: index out of range [5] with length 3",
-            b"2024/05/01 12:00:01 restarted"]
-        assert events[1].body.count(b"\n") == 8
+@pytest.mark.parametrize("preset, data, firsts, last_line, lines", [
+    ("python", PYTHON, [b"2024-05-01 12:00:00 INFO ok", b"2024-05-01 12:00:01 ERROR handler crashed",
+                        b"2024-05-01 12:00:02 INFO next"], b"requests.exceptions.ConnectionError: refused", 11),
+    ("go", GO, [b"2024/05/01 12:00:00 serving", b"panic: runtime error: index out of range [5] with length 3",
+                b"2024/05/01 12:00:01 restarted"], b"\t/usr/local/go/src/net/http/server.go:3285 +0x4b4", 9),
+], ids=["python traceback with a chained exception", "go panic with its goroutines"])
+def test_python_and_go_presets_make_one_event_of_a_trace(preset, data, firsts, last_line, lines):
+    for blocks in splits(data, 3):
+        events, _, _ = cut(data, blocks, multiline=preset)
+        assert [e.body.split(b"\n")[0] for e in events] == firsts
+        assert events[1].body.endswith(last_line) and events[1].body.count(b"\n") == lines - 1
 
 
 def test_the_last_event_is_held_uncommitted_until_a_new_event_starts():
