@@ -607,7 +607,7 @@ def validate_cmd(
 @app.command("test-source")
 def test_source_cmd(
     ctx: typer.Context,
-    source: str = typer.Argument("default", help="The source's name ([sources.NAME] in the config file)."),
+    source: str = typer.Argument("default", help="The source's name: NAME of a sources.NAME table in the config file."),
     file: str = typer.Argument("-", help="A sample of the log to cut (default: stdin)."),
     config: Optional[str] = _OPT_CONFIG,
     multiline: Optional[str] = typer.Option(None, "--multiline", help="Try this preset (java, python, go) "
