@@ -92,13 +92,18 @@ def source_alone(path: Path, lines: int, size: int, label: str, rules: dict | No
         ch = Channel.open(Path(d) / "state", min_free_bytes=0, capacity_bytes=1 << 40, capacity_events=1 << 40)
         opts = TailOptions(paths=[str(path)], watch=False, rules=rules_from(**rules) if rules else Rules())
         src = TailSource(opts, ch)
-        t0 = time.perf_counter()
+        c0, t0 = cpu(), time.perf_counter()
         src.run_once()
-        wall = time.perf_counter() - t0
+        wall, used = time.perf_counter() - t0, cpu() - c0
         stored = ch.stats().events
         ch.close()
     print(f"  source    {label:34s} {lines / wall:>11,.0f} lines/s  {size / wall / 1e6:5.1f} MB/s  "
-          f"({stored:,} events stored, {wall:.2f} s)")
+          f"({stored:,} events stored, {wall:.2f} s; {used:.2f} s CPU: {lines / used:,.0f} lines per CPU-s)")
+
+
+def cpu(children: bool = False) -> float:
+    t = os.times()
+    return t.children_user + t.children_system if children else t.user + t.system
 
 
 def cli(*args: str) -> list[str]:
@@ -117,11 +122,11 @@ def pipeline(path: Path, lines: int, size: int, label: str, flags: list[str]) ->
                 addr = m.group(1).decode()
                 break
         try:
-            t0 = time.perf_counter()
+            c0, t0 = cpu(children=True), time.perf_counter()
             tail = subprocess.run(cli("tail", str(path), "--to", addr, "--state-dir", str(Path(d) / "state"),
                                       "--once", "--min-free", "1K", *flags),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-            wall = time.perf_counter() - t0
+            wall, used = time.perf_counter() - t0, cpu(children=True) - c0
         finally:
             col.terminate()
             col.wait(60)
@@ -129,7 +134,7 @@ def pipeline(path: Path, lines: int, size: int, label: str, flags: list[str]) ->
             raise SystemExit(f"tail --once failed ({tail.returncode}): {tail.stderr.decode()[-2000:]}")
         written = sum(p.stat().st_size for p in out.glob("events-*"))
     print(f"  pipeline  {label:34s} {lines / wall:>11,.0f} lines/s  {size / wall / 1e6:5.1f} MB/s  "
-          f"({written / 1e6:.1f} MB written by collect, {wall:.2f} s)")
+          f"({written / 1e6:.1f} MB written by collect, {wall:.2f} s; tail's CPU {used:.2f} s)")
 
 
 def main() -> None:
