@@ -64,9 +64,9 @@ def ms(stamp: str) -> str:
     return str(int(dt.timestamp() * 1000))
 
 
+@pytest.mark.parametrize("version", flume.VERSIONS)
 def test_multiplexing_selector_routes_on_an_extracted_header_and_sees_the_events_own_time(
-        flume_classpath, start_agent, tmp_path):
-    version = flume.VERSIONS[0]
+        version, flume_classpath, start_agent, tmp_path):
     port = free_port()
     err_dir, other_dir = tmp_path / "errors", tmp_path / "other"
     err_dir.mkdir()
