@@ -30,6 +30,14 @@ idle for ``partial_line_timeout``. A deleted file is released at its end; a rota
 ``rotate_wait`` without growth; any other after ``close_inactive`` (reopened when it changes), so
 quiet files hold no descriptor.
 
+*Events*: with rules (multiline, filters, extraction, event time: ``shipper.tail.rules``), Flume
+per-event headers or an encoding, the cutter is ``shipper.tail.events.EventCutter`` (wrapped by
+``shipper.tail.decode.Transcoder`` for an encoding) instead of the line cutter. Its last event may
+still grow, so it is *held* uncommitted in ``cur.pending`` and shipped like an incomplete line: on
+the next event's first line, after ``min(partial_line_timeout, multiline timeout)`` idle, at the
+end of a rotated or deleted file, at the end of ``run_once``, or before a truncation without a
+copy restarts the file. The committed offset therefore stays at an event boundary.
+
 *Commit*: events are gathered into a batch of at most ``batch_max_events`` (about
 ``batch_max_bytes``); one ``channel.put(events, offsets)`` stores them together with the offset
 record of every file that advanced, so a crash can neither lose a line nor store one twice.
