@@ -134,7 +134,8 @@ class SourceRunner:
         return {"events_read": c.get("events", 0), "events_put": self.view.events_put,
                 "bytes_put": self.view.bytes_put, "rotations": c.get("rotations", 0),
                 "truncations": c.get("truncations", 0), "descriptor_waits": c.get("descriptor_waits", 0),
-                "incomplete_scans": c.get("incomplete_scans", 0)}
+                "incomplete_scans": c.get("incomplete_scans", 0),
+                **{f"rules_{k}": v for k, v in self.source.rule_counts().items()}}
 
 
 class Delivery:

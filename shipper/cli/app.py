@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from shipper import __version__
-from shipper.errors import ShipperError
+from shipper.errors import EXIT_INPUT, ShipperError
 from shipper.ops.logs import setup_logging
 
 log = logging.getLogger("flume-ship")
@@ -404,6 +404,11 @@ _SOURCE_FLAGS = {
     "no_host": ("host_header", lambda v: not v),
     "no_file": ("file_header", lambda v: not v),
     "event_id": ("event_id", None),
+    "multiline": ("multiline", None),
+    "include_lines": ("include_lines", None),
+    "exclude_lines": ("exclude_lines", None),
+    "byte_offset_header": ("byte_offset_header", None),
+    "exclude": ("exclude", None),
 }
 
 
@@ -498,6 +503,18 @@ def tail_cmd(
                                   rich_help_panel=_SOURCE_HELP),
     from_end: bool = typer.Option(False, "--from-end", help="Start files seen for the first time at their end "
                                   "(default: at their beginning).", rich_help_panel=_SOURCE_HELP),
+    multiline: Optional[str] = typer.Option(None, "--multiline", help="Join the lines of one event: java, python "
+                                            "or go (stack traces, tracebacks, panics); own rules in the config "
+                                            "file's multiline table.", rich_help_panel=_SOURCE_HELP),
+    include_lines: list[str] = typer.Option([], "--include-lines", help="REGEX: ship only events it matches "
+                                            "(repeatable: any of them).", rich_help_panel=_SOURCE_HELP),
+    exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX: drop (and count) events it "
+                                            "matches (repeatable).", rich_help_panel=_SOURCE_HELP),
+    exclude: list[str] = typer.Option([], "--exclude", help="GLOB of files not to tail (repeatable): a name "
+                                      "like '*.gz', or a path when it holds a '/'.", rich_help_panel=_SOURCE_HELP),
+    byte_offset_header: bool = typer.Option(False, "--byte-offset-header", help="Add `byteoffset`: the event's "
+                                            "first byte in the file (Flume's byteOffsetHeader).",
+                                            rich_help_panel=_SOURCE_HELP),
     max_line: str = typer.Option("2M", "--max-line-bytes", help="A longer line is split into events of this "
                                  "size, marked with a `split` header, and counted.", rich_help_panel=_SOURCE_HELP),
     capacity: str = typer.Option("1G", "--capacity", help="Channel capacity in bytes; when full, reading pauses "
@@ -576,8 +593,61 @@ def validate_cmd(
     for s in cfg.sources:
         headers = ", ".join(f"{k}={v}" for k, v in s.headers)
         typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))
+        ml = s.multiline
+        rules = [f"multiline {ml if isinstance(ml, str) else dict(ml).get('preset', 'rule')}"] if ml else []
+        rules += [f"{len(v)} {k}" for k, v in (("include_lines", s.include_lines),
+                                               ("exclude_lines", s.exclude_lines), ("exclude", s.exclude)) if v]
+        rules += [k for k in ("extract", "event_time", "encoding") if getattr(s, k)]
+        if rules:
+            typer.echo(f"    rules: {', '.join(rules)} (try them: flume-ship test-source {s.name} SAMPLE)")
     if cfg.agent.metrics_listen:
         typer.echo(f"  metrics: http://{cfg.agent.metrics_listen}/metrics")
+
+
+@app.command("test-source")
+def test_source_cmd(
+    ctx: typer.Context,
+    source: str = typer.Argument("default", help="The source's name: NAME of a sources.NAME table in the config file."),
+    file: str = typer.Argument("-", help="A sample of the log to cut (default: stdin)."),
+    config: Optional[str] = _OPT_CONFIG,
+    multiline: Optional[str] = typer.Option(None, "--multiline", help="Try this preset (java, python, go) "
+                                            "instead of the source's multiline rule."),
+    include_lines: list[str] = typer.Option([], "--include-lines", help="REGEX (repeatable): try these instead."),
+    exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX (repeatable): try these instead."),
+) -> None:
+    """Print the events, headers and drops a source's rules make of FILE (or stdin); ship nothing.
+
+    The end of the input counts as the end of the file (what is held is shipped, as with
+    tail --once), so a multiline rule can be written against a saved sample. Exit 0, 2 for a bad
+    rule or configuration (each problem printed), 7 when FILE cannot be read.
+    """
+    from shipper.agent.config import ConfigFileError, Overlay, default_config_path, load_source
+    from shipper.tail.preview import preview, render
+
+    overlay = Overlay()
+    for name, key in (("multiline", "multiline"), ("include_lines", "include_lines"),
+                      ("exclude_lines", "exclude_lines")):
+        if _given(ctx, name):
+            overlay.set_source(key, ctx.params[name], _flag_of(ctx, name))
+    path = config if config is not None else default_config_path()
+    try:
+        src = load_source(path or None, source, overlay)
+        options = src.tail_options()
+    except ConfigFileError as err:
+        raise _print_problems(err) from None
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(file, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        typer.echo(f"flume-ship: error: cannot read {file}: {exc.strerror or exc} (give a readable file, "
+                   "or - for stdin)", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    rows, summary = preview(data, options, file_name="<stdin>" if file == "-" else file)
+    for line in render(rows, summary):
+        typer.echo(line)
 
 
 @app.command("status")

@@ -253,6 +253,10 @@ def render(doc: dict) -> str:
                        "the list shows the files behind first")
     behind = sum(s.get("bytes_behind", 0) for s in doc.get("sources", []))
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
+    for src in doc.get("sources", []):
+        if src.get("rules_dropped") or src.get("rules_time_unparsed"):
+            out.append(f"source {src['name']}: {src.get('rules_dropped', 0)} events dropped by its rules, "
+                       f"{src.get('rules_time_unparsed', 0)} with a time that did not parse")
     fds = doc.get("descriptors")
     if fds and agent.get("running"):
         line = f"open files: {fds.get('open', 0)} of {fds.get('budget', 0)}"

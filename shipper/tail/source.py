@@ -30,6 +30,14 @@ idle for ``partial_line_timeout``. A deleted file is released at its end; a rota
 ``rotate_wait`` without growth; any other after ``close_inactive`` (reopened when it changes), so
 quiet files hold no descriptor.
 
+*Events*: with rules (multiline, filters, extraction, event time: ``shipper.tail.rules``), Flume
+per-event headers or an encoding, the cutter is ``shipper.tail.events.EventCutter`` (wrapped by
+``shipper.tail.decode.Transcoder`` for an encoding) instead of the line cutter. Its last event may
+still grow, so it is *held* uncommitted in ``cur.pending`` and shipped like an incomplete line: on
+the next event's first line, after ``min(partial_line_timeout, multiline timeout)`` idle, at the
+end of a rotated or deleted file, at the end of ``run_once``, or before a truncation without a
+copy restarts the file. The committed offset therefore stays at an event boundary.
+
 *Commit*: events are gathered into a batch of at most ``batch_max_events`` (about
 ``batch_max_bytes``); one ``channel.put(events, offsets)`` stores them together with the offset
 record of every file that advanced, so a crash can neither lose a line nor store one twice.
@@ -75,6 +83,7 @@ from shipper.tail.identity import (
     new_generation,
     read_head,
 )
+from shipper.tail.decode import Transcoder
 from shipper.tail.descriptors import (
     DescriptorBudget,
     DescriptorStatus,
@@ -82,9 +91,11 @@ from shipper.tail.descriptors import (
     open_file_budget,
 )
 from shipper.tail.discovery import DirCache, StatRotation
+from shipper.tail.events import EventCutter
 from shipper.tail.globs import Listing, expand
 from shipper.tail.options import FileStatus, FilesSummary, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
+from shipper.tail.selection import Selection
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
 from shipper.tail.watch import start_watching
 
@@ -199,11 +210,23 @@ class TailSource:
         self._stat_rotation = StatRotation()
         self._parents: dict[str, str] = {}
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
-        self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
+        if options.rules.active or options.byte_offset_header or options.uuid_header or options.encoding:
+            self._cutter: LineCutter = EventCutter(
+                options.rules, options.max_line_bytes, options.long_lines, timestamp_key=options.timestamp_key,
+                byte_offset_key="byteoffset" if options.byte_offset_header else None,
+                uuid_key=options.uuid_header)
+            # Held data (an event that may still grow, or an incomplete line) waits at most this long.
+            self._hold = min(options.partial_line_timeout, self._cutter.timeout)
+            if options.encoding:
+                self._cutter = Transcoder(self._cutter, options.encoding)
+        else:
+            self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
+            self._hold = options.partial_line_timeout
         self._enc = Encoder(options.add_event_id)
+        self._select = Selection(tuple(options.exclude), options.ignore_older)
         static = dict(options.headers)
         if options.add_host:
-            static["host"] = options.host or os.uname().nodename
+            static[options.host_key] = options.host or os.uname().nodename
         self._static = static
         self.counters: Counter[str] = Counter()
 
@@ -322,7 +345,7 @@ class TailSource:
                     due.add(key)
             for key in self._partial:
                 f = self._files.get(key)
-                if f is not None and now - f.last_growth >= self.o.partial_line_timeout:
+                if f is not None and now - f.last_growth >= self._hold:
                     due.add(key)
         put_before = self.counters["events"]
         if due:
@@ -453,7 +476,7 @@ class TailSource:
                     if dirs.unchanged(f.parent) and not rotation.due(f.order):
                         cands.setdefault(key, (p, None, True))
                         continue
-                if p.lower().endswith(COMPRESSED_SUFFIXES):
+                if p.lower().endswith(COMPRESSED_SUFFIXES) or self._select.excluded(p):
                     continue
                 try:
                     st = os.stat(p)
@@ -555,6 +578,11 @@ class TailSource:
             # on the file is one we never saw, and the same rules apply whatever its inode.
             if from_glob:
                 at_end = self.o.from_end and first and path not in family_mtime
+                if not at_end and self._select.too_old(st.st_mtime, time.time()):
+                    at_end = True
+                    self.counters["ignored_older"] += 1
+                    log.info("tail: %s: not modified for over %gs (ignore_older): taking it from its end",
+                             path, self.o.ignore_older)
                 self._track(path, st, origin=path, at_end=at_end)
                 continue
             origin = rotation_origin.get(path)
@@ -907,13 +935,7 @@ class TailSource:
             f.size, f.mtime = st.st_size, st.st_mtime
             cur = f.cur  # a restart replaced it
 
-        headers = dict(self._static)
-        if self.o.add_file:
-            headers["file"] = f.origin
-        if self.o.add_timestamp:
-            headers["timestamp"] = str(time.time_ns() // 1_000_000)
-        enc = self._enc
-        enc.begin(headers, f.gen)
+        enc = self._begin(f)
         cutter = self._cutter
         budget = self.o.max_bytes_per_file_turn
         got = False
@@ -952,7 +974,7 @@ class TailSource:
                 self._dirty[f.key] = True
         if cur.pending and not more:
             if (f.rotated or self._eof_flush
-                    or now - f.last_growth >= self.o.partial_line_timeout):
+                    or now - f.last_growth >= self._hold):
                 if len(self._events) >= self.o.batch_max_events:
                     self._flush()
                 events = cutter.flush_partial(cur, enc)
@@ -971,6 +993,29 @@ class TailSource:
             elif f.rotated and now - f.last_growth >= self.o.rotate_wait:
                 self._close(f)
         return more
+
+    def _begin(self, f: _File) -> Encoder:
+        """The encoder, set up with ``f``'s headers for the block about to be cut."""
+        headers = dict(self._static)
+        if self.o.add_file:
+            headers[self.o.file_key] = f.origin
+        if self.o.add_timestamp:
+            headers[self.o.timestamp_key] = str(time.time_ns() // 1_000_000)
+        self._enc.begin(headers, f.gen)
+        return self._enc
+
+    def _ship_held(self, f: _File) -> None:
+        """A truncated file without a copy: the event held in memory is shipped, not dropped."""
+        if f.cur.held and not f.cur.leftover:
+            events = self._cutter.flush_partial(f.cur, self._begin(f))
+            self._events += events
+            self.counters["events"] += len(events)
+
+    def rule_counts(self) -> dict[str, int]:
+        """What the source's rules did: events dropped by filters, lines joined, times unparsed..."""
+        c = self._cutter
+        return {k: getattr(c, k, 0) for k in ("dropped", "joined", "cut_events", "time_unparsed",
+                                               "extract_misses", "replaced")}
 
     def _restart(self, f: _File, verdict: Verdict, size: int) -> bool:
         """A truncated or rewritten file: recover what a copy holds, then read it again from 0.
@@ -993,6 +1038,8 @@ class TailSource:
             return False
         self._new_generation_log(f.path, verdict, f.cur.offset, size, while_stopped=False)
         copy = self._find_copy(f)
+        if copy is None:
+            self._ship_held(f)
         if copy is not None:
             path, st = copy
             c = self._track(path, st, origin=f.origin, at_end=False, gen=f.gen)
@@ -1096,7 +1143,7 @@ class TailSource:
         for key in self._partial:
             f = self._files.get(key)
             if f is not None:
-                t = min(t, f.last_growth + self.o.partial_line_timeout)
+                t = min(t, f.last_growth + self._hold)
         return t
 
     def _notify(self, kind: str, src: str, dest: str) -> None:
