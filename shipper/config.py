@@ -173,7 +173,7 @@ class Config:
     def addresses(self) -> list:
         from shipper.net import Address
 
-        return [Address.parse(c) for c in self.delivery.collectors]
+        return [Address.parse_collector(c) for c in self.delivery.collectors]
 
     def client_options(self):
         from shipper.net import ClientOptions, TLSOptions
@@ -414,7 +414,7 @@ def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> No
     d: DeliverySection = sections["delivery"]
     for i, text in enumerate(d.collectors):
         try:
-            Address.parse(text)
+            Address.parse_collector(text)
         except ConfigError as exc:
             bad("delivery.collectors", str(exc))
     if d.compression_level > 9:
