@@ -96,17 +96,18 @@ class ThriftCollectorClient(CollectorClient):
 
 def probe_thrift(address: Address, options: ClientOptions) -> ProbeReport:
     report = ProbeReport(address)
-    _probe_thrift_into(report, address, options)
-    if not report.healthy and report.steps and report.steps[-1].name == "appendBatch":
+    if _probe_thrift_into(report, address, options):
         _name_mismatch(report, address, options)
     return report
 
 
-def _probe_thrift_into(report: ProbeReport, address: Address, options: ClientOptions) -> None:
+def _probe_thrift_into(report: ProbeReport, address: Address, options: ClientOptions) -> bool:
+    """Fills ``report``; True when the call failed in a way another protocol could explain (no
+    answer, a hang-up, bytes that are no Thrift answer), False otherwise."""
     client = ThriftCollectorClient(address, options)
     connected = connect_steps(report, address, client.options, client._tls_ctx)
     if connected is None:
-        return
+        return False
     sock, stream = connected
     steps = report.steps
     started = time.monotonic()
@@ -116,28 +117,29 @@ def _probe_thrift_into(report: ProbeReport, address: Address, options: ClientOpt
     except CollectorRejected as err:
         steps.append(Step("appendBatch", False, str(err)))
         report.verdict = "the collector refuses even an empty batch: its channel or storage is failing"
-        return
+        return False
     except RequestTimeout:
         steps.append(Step("appendBatch", False, f"no reply within {options.request_timeout:g} s"))
         report.verdict = ("connected, but an empty appendBatch got no reply: the collector may speak another "
                           "protocol or expect TLS, or it is stuck or overloaded")
-        return
+        return True
     except TransportError as err:
         hung_up = isinstance(err, PeerClosed) or isinstance(err.__cause__, ConnectionResetError)
         steps.append(Step("appendBatch", False, str(err), closed=hung_up))
         report.verdict = ("the collector closed the connection without answering: it may speak the other "
                           "Thrift protocol, Avro, or expect TLS" if hung_up else f"the empty appendBatch failed: {err}")
-        return
+        return hung_up
     except ShipperError as err:
         steps.append(Step("appendBatch", False, str(err)))
         report.verdict = f"the collector does not answer as Flume's ThriftSource does: {err}"
-        return
+        return True
     finally:
         client.close()
         sock.close()
     steps.append(Step("appendBatch", True, f"empty batch answered OK ({address.thrift_protocol} protocol)",
                       time.monotonic() - started))
     report.verdict = "healthy"
+    return False
 
 
 def _quick(options: ClientOptions) -> ClientOptions:
