@@ -466,7 +466,9 @@ def tail_cmd(
                                                 "later. Given here, they replace the config file's sources."),
     config: Optional[str] = _OPT_CONFIG,
     to: Optional[str] = typer.Option(None, "--to", help="Collectors as HOST:PORT[,HOST:PORT...]: Flume AvroSources "
-                                     "or flume-ship collect (or delivery.collectors in the config file).",
+                                     "or flume-ship collect; thrift://HOST:PORT[?protocol=binary] names a Flume "
+                                     "ThriftSource, and both kinds mix in one group (or delivery.collectors in the "
+                                     "config file).",
                                      rich_help_panel=_DELIVERY_HELP),
     state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
                                             help="Where the channel and file offsets live (locked: one agent "

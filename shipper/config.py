@@ -86,7 +86,9 @@ class ChannelSection:
 @dataclass(frozen=True)
 class DeliverySection:
     collectors: tuple[str, ...] = opt(help="Collectors as a list of \"HOST:PORT\" (Flume AvroSources or "
-                                      "flume-ship collect). Required.", flag="--to", factory=tuple)
+                                      "flume-ship collect) or \"thrift://HOST:PORT[?protocol=binary]\" (Flume "
+                                      "ThriftSources); both kinds mix in one group. Required.", flag="--to",
+                                      factory=tuple)
     balance: str = opt("failover", "failover (listed order, the first healthy collector takes all), "
                        "round_robin or random.", flag="--balance", choices=("failover", "round_robin", "random"))
     max_penalty: float = opt(30.0, "Longest time in seconds a failing collector is skipped: "
