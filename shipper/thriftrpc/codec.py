@@ -414,6 +414,98 @@ def read_event(r: Reader, types: dict[str, int]) -> tuple[dict[str, str], bytes]
     return headers, body
 
 
+class _Unusual(Exception):
+    """The fast path met a layout it does not handle; the generic reader takes that event."""
+
+
+def read_events(r: Reader, proto: str, n: int) -> list[tuple[dict[str, str], bytes]]:
+    """``n`` events of appendBatch's list: a tight loop for the layout Java and we write (fields 1
+    then 2, one-byte header counts and string lengths), falling back to :func:`read_event` for any
+    event laid out otherwise (or broken, which the generic reader then names)."""
+    fast = _fast_compact if proto == COMPACT else _fast_binary
+    buf, end = r.buf, r.end
+    types = TYPES[proto]
+    out = []
+    pos = r.pos
+    for _ in range(n):
+        try:
+            event, pos = fast(buf, pos, end)
+        except (_Unusual, IndexError, UnicodeDecodeError, struct.error):
+            r.pos = pos
+            event = read_event(r, types)
+            pos = r.pos
+        out.append(event)
+    r.pos = pos
+    return out
+
+
+def _fast_compact(buf: bytes, pos: int, end: int) -> tuple[tuple[dict[str, str], bytes], int]:
+    if buf[pos] != 0x1B:  # field 1, map
+        raise _Unusual
+    count = buf[pos + 1]
+    pos += 2
+    headers = {}
+    if count:
+        if count >= 0x80 or buf[pos] != 0x88:
+            raise _Unusual
+        pos += 1
+        for _ in range(count):
+            n = buf[pos]
+            if n >= 0x80 or pos + 1 + n > end:
+                raise _Unusual
+            k = buf[pos + 1 : pos + 1 + n].decode("utf-8")
+            pos += 1 + n
+            n = buf[pos]
+            if n >= 0x80 or pos + 1 + n > end:
+                raise _Unusual
+            headers[k] = buf[pos + 1 : pos + 1 + n].decode("utf-8")
+            pos += 1 + n
+    if buf[pos] != 0x18:  # field 2, binary
+        raise _Unusual
+    length, shift = 0, 0
+    while True:
+        pos += 1
+        b = buf[pos]
+        length |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 28:
+            raise _Unusual
+    pos += 1
+    if pos + length >= end or buf[pos + length] != 0:  # the body, then the struct's end
+        raise _Unusual
+    return (headers, buf[pos : pos + length]), pos + length + 1
+
+
+def _fast_binary(buf: bytes, pos: int, end: int) -> tuple[tuple[dict[str, str], bytes], int]:
+    if buf[pos : pos + 5] != b"\x0d\x00\x01\x0b\x0b":  # field 1: map<string, string>
+        raise _Unusual
+    (count,) = _I32.unpack_from(buf, pos + 5)
+    pos += 9
+    if count < 0 or count * 8 > end - pos:
+        raise _Unusual
+    headers = {}
+    for _ in range(count):
+        (n,) = _I32.unpack_from(buf, pos)
+        if n < 0 or pos + 4 + n > end:
+            raise _Unusual
+        k = buf[pos + 4 : pos + 4 + n].decode("utf-8")
+        pos += 4 + n
+        (n,) = _I32.unpack_from(buf, pos)
+        if n < 0 or pos + 4 + n > end:
+            raise _Unusual
+        headers[k] = buf[pos + 4 : pos + 4 + n].decode("utf-8")
+        pos += 4 + n
+    if buf[pos : pos + 3] != b"\x0b\x00\x02":  # field 2: binary
+        raise _Unusual
+    (length,) = _I32.unpack_from(buf, pos + 3)
+    pos += 7
+    if length < 0 or pos + length >= end or buf[pos + length] != 0:
+        raise _Unusual
+    return (headers, buf[pos : pos + length]), pos + length + 1
+
+
 def _text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")

@@ -284,7 +284,7 @@ class ServerConnection:
                     raise RemoteProtocolError("appendBatch's list does not hold structs")
                 if n > self.max_events_per_call:
                     raise RemoteProtocolError(f"a call of {n} events is over the limit of {self.max_events_per_call}")
-                events = [codec.read_event(r, types) for _ in range(n)]
+                events = codec.read_events(r, self.proto, n)
             elif fid == 1 and name == b"append" and ttype == types["struct"]:
                 events = [codec.read_event(r, types)]
             else:

@@ -111,3 +111,29 @@ def test_mutated_answers_yield_an_answer_or_a_protocol_error(proto, data):
         return
     event = client.next_event()
     assert event is None or isinstance(event, (CallSucceeded, CallFailed))
+
+
+def _generic(proto: str, structs: bytes, n: int):
+    r = codec.reader_for(proto, structs)
+    return [codec.read_event(r, codec.TYPES[proto]) for _ in range(n)], r.pos
+
+
+def _fast(proto: str, structs: bytes, n: int):
+    r = codec.reader_for(proto, structs)
+    return codec.read_events(r, proto, n), r.pos
+
+
+@SETTINGS
+@given(protos, st.lists(st.tuples(st.dictionaries(st.text(max_size=200), text, max_size=4),
+                                  st.binary(max_size=400)), max_size=10), st.data())
+def test_the_fast_event_loop_agrees_with_the_generic_reader(proto, evs, data):
+    structs = bytearray(b"".join(codec.encode_event(proto, h, b) for h, b in evs))
+    if structs and data.draw(st.booleans()):
+        structs[data.draw(st.integers(0, len(structs) - 1))] = data.draw(st.integers(0, 255))
+    outcomes = []
+    for read in (_generic, _fast):
+        try:
+            outcomes.append(read(proto, bytes(structs), len(evs)))
+        except RemoteProtocolError:
+            outcomes.append("error")
+    assert outcomes[0] == outcomes[1]
