@@ -7,8 +7,10 @@ rolling writer, fsync before OK, stopping) with the Thrift core under each conne
 the Avro one: a :class:`_Core` drives ``thriftrpc.ServerConnection`` and gives the shared loop the
 events it knows. Each connection's protocol (compact or binary, strict or not) is detected from
 its first frame, so one port serves Flume's ThriftSink and ThriftRpcClient whichever protocol they
-are configured with. Limits: a frame above ``max_frame_bytes`` is refused from its length alone,
-and a call above ``max_events_per_call`` before its events are decoded; the peer is disconnected.
+are configured with. Limits (the Avro collector's defaults: 64 MiB per frame, 100,000 events per
+call): a frame above ``max_frame_bytes`` is refused from its length alone and the peer disconnected;
+a call above ``max_events_per_call`` is answered with a ``TApplicationException`` before its events
+are decoded. Unknown methods are answered with one too, as Java's processor does.
 Thrift in Flume has no compression, so none is offered here.
 """
 

@@ -20,7 +20,8 @@ as Flume's ThriftSource serves one protocol per port; yields :class:`CallReceive
 ``append``/``appendBatch``; the caller answers each with :meth:`respond` (a Status) or
 :meth:`respond_error`. An unknown method is answered by the core itself with a
 ``TApplicationException`` of type UNKNOWN_METHOD, as Java's processor does. A call with more than
-``max_events_per_call`` events is refused before its events are decoded.
+``max_events_per_call`` events is answered with a ``TApplicationException`` before its events are
+decoded; the connection stays (the frame was whole and understood).
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class FrameDecoder:
     @property
     def partial(self) -> bool:
         return bool(self._buf) or self._need is not None
+
+
+class _OverLimit(Exception):
+    """A well-formed call the server refuses to decode (answered with an exception)."""
 
 
 def frame(message: bytes) -> bytes:
@@ -267,7 +272,13 @@ class ServerConnection:
                 self._out.append(frame(codec.exception_reply(
                     self.proto, name, seqid, f"Invalid method name: '{name.decode('utf-8', 'replace')}'", UNKNOWN_METHOD)))
             return None
-        events = self._read_args(r, name)
+        try:
+            events = self._read_args(r, name)
+        except _OverLimit as err:
+            # The frame is whole and understood: refuse the call, keep the connection (as Avro's core does).
+            if mtype == CALL:
+                self._out.append(frame(codec.exception_reply(self.proto, name, seqid, str(err), INTERNAL_ERROR)))
+            return None
         self._serial += 1
         self._calls[self._serial] = (name, seqid, mtype == ONEWAY)
         return CallReceived(self._serial, name.decode(), events)
@@ -283,7 +294,7 @@ class ServerConnection:
                 if n and etype != types["struct"]:
                     raise RemoteProtocolError("appendBatch's list does not hold structs")
                 if n > self.max_events_per_call:
-                    raise RemoteProtocolError(f"a call of {n} events is over the limit of {self.max_events_per_call}")
+                    raise _OverLimit(f"a call of {n} events is over the collector's limit of {self.max_events_per_call}")
                 events = codec.read_events(r, self.proto, n)
             elif fid == 1 and name == b"append" and ttype == types["struct"]:
                 events = [codec.read_event(r, types)]

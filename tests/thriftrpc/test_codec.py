@@ -176,12 +176,19 @@ def test_frame_over_the_limit_is_refused_from_its_length_alone():
         FrameDecoder().feed(struct.pack(">i", -1))
 
 
-def test_call_over_the_event_limit_is_refused_before_decoding():
+def test_call_over_the_event_limit_is_answered_with_an_exception_and_the_connection_stays():
     server = ServerConnection(max_events_per_call=3)
     server.receive_data(frame(reference.append_batch_call("compact", 1, EVENTS[:3])))
     assert len(server.next_event().events) == 3
-    with pytest.raises(RemoteProtocolError, match="over the limit of 3"):
-        server.receive_data(frame(reference.append_batch_call("compact", 2, EVENTS[:4])))
+    server.receive_data(frame(reference.append_batch_call("compact", 2, EVENTS[:4])))
+    assert server.next_event() is None
+    client = ClientConnection("compact")
+    client._pending[2] = b"appendBatch"
+    client.receive_data(server.data_to_send())
+    event = client.next_event()
+    assert isinstance(event, CallFailed) and "limit of 3" in event.message
+    server.receive_data(frame(reference.append_batch_call("compact", 3, EVENTS[:1])))
+    assert server.next_event().events == EVENTS[:1]
 
 
 def test_a_count_larger_than_the_frame_is_refused():

@@ -133,7 +133,7 @@ def test_frame_over_the_limit_disconnects_that_client_only(thrift_collector):
 def test_call_over_the_event_limit_is_refused(thrift_collector):
     col = thrift_collector(limits={"max_events_per_call": 10})
     client = client_for(thrift(col.address), ClientOptions(**FAST))
-    with pytest.raises(TransportError):
+    with pytest.raises(CollectorRejected, match="limit of 10"):
         client.append_batch([encode_event(b"e")] * 11)
     client.append_batch([encode_event(b"e")] * 10)
     client.close()
