@@ -43,51 +43,72 @@ def _long(buf: bytes, pos: int) -> tuple[int, int]:
             raise LocalProtocolError("stored event: varint too long")
 
 
+_VARINT1 = [bytes((i,)) for i in range(128)]
+
+
 def transcode_payload(proto: str, count: int, payload: bytes) -> bytes:
     """``count`` Avro-encoded events joined in ``payload`` -> the same events as Thrift structs.
+
+    Events of one batch mostly share their headers (one tailed file, one set of static headers),
+    and Avro's map encoding is prefix-free: when the bytes at an event's start are the previous
+    event's map, its Thrift map (field headers included) is reused instead of rebuilt.
 
     A payload that does not hold exactly ``count`` well-formed events raises LocalProtocolError
     (the channel handed us bytes it should not have: a bug or a damaged store, never the peer).
     """
     compact = proto == COMPACT
     out: list[bytes] = []
-    append = out.append
+    extend = out.extend
     pos, end = 0, len(payload)
+    last_avro, last_thrift = b"\xff", b""  # 0xff starts no map: never matches the first event
     try:
         for _ in range(count):
-            pairs: list[bytes] = []
-            entries = 0
-            while True:
-                n, pos = _long(payload, pos)
-                if n == 0:
-                    break
-                if n < 0:
-                    n = -n
-                    _, pos = _long(payload, pos)
-                entries += n
-                for _ in range(2 * n):
-                    length, pos = _long(payload, pos)
-                    if length < 0 or pos + length > end:
-                        raise LocalProtocolError("stored event: a header string runs past the payload")
-                    pairs.append(varint(length) if compact else _I32.pack(length))
-                    pairs.append(payload[pos : pos + length])
-                    pos += length
-            length, pos = _long(payload, pos)
+            if payload.startswith(last_avro, pos):
+                pos += len(last_avro)
+                head = last_thrift
+            else:
+                start = pos
+                pairs, pos = _map(payload, pos, end, compact)
+                entries = len(pairs) // 4  # a length and the bytes, for the key and the value
+                if compact:
+                    head = b"".join((b"\x1b", varint(entries) + b"\x88" if entries else b"\x00", *pairs, b"\x18"))
+                else:
+                    head = b"".join((b"\x0d\x00\x01\x0b\x0b", _I32.pack(entries), *pairs, b"\x0b\x00\x02"))
+                last_avro, last_thrift = payload[start:pos], head
+            b = payload[pos]
+            if b < 0x80 and not b & 1:
+                length = b >> 1
+                pos += 1
+            else:
+                length, pos = _long(payload, pos)
             if length < 0 or pos + length > end:
                 raise LocalProtocolError("stored event: the body runs past the payload")
             if compact:
-                append(b"\x1b" + (varint(entries) + b"\x88" if entries else b"\x00"))
-                out.extend(pairs)
-                append(b"\x18" + varint(length))
+                extend((head, _VARINT1[length] if length < 128 else varint(length), payload[pos : pos + length], b"\x00"))
             else:
-                append(b"\x0d\x00\x01\x0b\x0b" + _I32.pack(entries))
-                out.extend(pairs)
-                append(b"\x0b\x00\x02" + _I32.pack(length))
-            append(payload[pos : pos + length])
-            append(b"\x00")
+                extend((head, _I32.pack(length), payload[pos : pos + length], b"\x00"))
             pos += length
     except IndexError:
         raise LocalProtocolError("stored event: the payload ends inside an event") from None
     if pos != end:
         raise LocalProtocolError(f"stored payload: {end - pos} bytes left after {count} events")
     return b"".join(out)
+
+
+def _map(payload: bytes, pos: int, end: int, compact: bool) -> tuple[list[bytes], int]:
+    """The header map at ``pos`` as Thrift string encodings, key and value alternating."""
+    pairs: list[bytes] = []
+    while True:
+        n, pos = _long(payload, pos)
+        if n == 0:
+            return pairs, pos
+        if n < 0:
+            n = -n
+            _, pos = _long(payload, pos)
+        for _ in range(2 * n):
+            length, pos = _long(payload, pos)
+            if length < 0 or pos + length > end:
+                raise LocalProtocolError("stored event: a header string runs past the payload")
+            pairs.append(varint(length) if compact else _I32.pack(length))
+            pairs.append(payload[pos : pos + length])
+            pos += length

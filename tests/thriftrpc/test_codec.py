@@ -267,3 +267,19 @@ def test_transcoding_reads_avro_maps_written_in_several_blocks():
     block = lambda s: bytes((len(s) * 2,)) + s  # noqa: E731 - a short Avro string
     avro = b"\x01" + b"\x06" + block(b"a") + block(b"1") + b"\x02" + block(b"b") + block(b"2") + b"\x00" + block(b"body")
     assert transcode_payload("compact", 1, avro) == codec.encode_event("compact", {"a": "1", "b": "2"}, b"body")
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_shared_headers_are_reused_and_a_change_is_seen(proto):
+    # Runs of equal headers take the reuse paths (transcoder and decoder); each change must be seen,
+    # including a map that starts like the previous one, and a reused dict must not be shared.
+    a, ab, b = {"src": "app"}, {"src": "app", "x": "1"}, {"src": "ap"}
+    evs = [(a, b"1"), (a, b"2"), (ab, b"3"), (ab, b"4"), ({}, b"5"), ({}, b""), (b, b"7"), (a, b"8")]
+    structs = transcode_payload(proto, len(evs), stored(evs))
+    assert structs == b"".join(codec.encode_event(proto, h, body) for h, body in evs)
+    server = ServerConnection()
+    server.receive_data(frame(codec.append_batch_call(proto, 1, len(evs), structs)))
+    got = server.next_event().events
+    assert got == evs
+    got[0][0]["mutated"] = "yes"
+    assert got[1][0] == a
