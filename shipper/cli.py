@@ -21,7 +21,7 @@ log = logging.getLogger("flume-ship")
 
 app = typer.Typer(
     name="flume-ship",
-    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro collectors.",
+    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro or Thrift collectors.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -338,7 +338,7 @@ def ping(
     connect_timeout: float = _OPT_CONNECT_TIMEOUT,
     request_timeout: float = _OPT_REQUEST_TIMEOUT,
 ) -> None:
-    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake, an empty appendBatch.
+    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake (none for thrift://), an empty appendBatch.
 
     Prints each step with its time, and a plain verdict on the first failure.
 
