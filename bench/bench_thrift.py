@@ -14,7 +14,7 @@ Codec: per 1,000 stored events (Avro-encoded, as the channel keeps them), micros
 * server: receive + decode of that call into (headers, body) tuples, Avro beside Thrift;
 * the library alternative: Apache Thrift's Python ``TCompactProtocol`` / ``TBinaryProtocol``
   writing and reading the same batch over a ``TMemoryBuffer`` (the ``thrift`` package, a test
-  dependency here), and its C-accelerated variants when the package has them built.
+  dependency here, driven by the tests' reference codec).
 
 Usage: python3 bench/bench_thrift.py [--lines N] [--batch-size B] [--in-flight W] [--repeat R]
 The machine is shared: figures are noisy, compare the columns of one run.
@@ -31,7 +31,7 @@ import time
 import timeit
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # shipper, and tests for the reference codec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import ROOT, Meter, cli, dir_bytes, loadavg, make_lines, start_collect, stop  # noqa: E402
@@ -90,82 +90,17 @@ def best_us(fn, repeat: int) -> float:
 
 
 def library_cases(events, proto: str, repeat: int) -> list[tuple[str, float]]:
+    """Apache Thrift's Python protocol writing and reading the same call, field by field (the
+    test suite's reference codec, tests/thriftrpc/reference.py). Its ``...Accelerated`` classes
+    speed up only generated struct code (``thrift_spec``), so they are not a separate case."""
     try:
-        from thrift.protocol import TBinaryProtocol, TCompactProtocol
-        from thrift.Thrift import TMessageType, TType
-        from thrift.transport.TTransport import TMemoryBuffer
-    except ImportError:
-        return [("thrift package not installed", float("nan"))]
-    classes = {"compact": [("TCompactProtocol", TCompactProtocol.TCompactProtocol)],
-               "binary": [("TBinaryProtocol", TBinaryProtocol.TBinaryProtocol)]}[proto]
-    accel = getattr(TCompactProtocol if proto == "compact" else TBinaryProtocol,
-                    "TCompactProtocolAccelerated" if proto == "compact" else "TBinaryProtocolAccelerated", None)
-    try:
-        from thrift.protocol import fastbinary  # noqa: F401 - the C extension
-        has_c = True
-    except ImportError:
-        has_c = False
-    if accel is not None and has_c:
-        # The accelerated classes only speed up generated struct code (thrift_spec); Flume's
-        # messages written call by call, as here, run the same Python code.
-        classes.append((accel.__name__ + " (call by call)", accel))
-
-    def write(cls):
-        buf = TMemoryBuffer()
-        p = cls(buf)
-        p.writeMessageBegin("appendBatch", TMessageType.CALL, 1)
-        p.writeStructBegin("appendBatch_args")
-        p.writeFieldBegin("events", TType.LIST, 1)
-        p.writeListBegin(TType.STRUCT, len(events))
-        for headers, body in events:
-            p.writeStructBegin("ThriftFlumeEvent")
-            p.writeFieldBegin("headers", TType.MAP, 1)
-            p.writeMapBegin(TType.STRING, TType.STRING, len(headers))
-            for k, v in headers.items():
-                p.writeString(k)
-                p.writeString(v)
-            p.writeMapEnd()
-            p.writeFieldEnd()
-            p.writeFieldBegin("body", TType.STRING, 2)
-            p.writeBinary(body)
-            p.writeFieldEnd()
-            p.writeFieldStop()
-            p.writeStructEnd()
-        p.writeListEnd()
-        p.writeFieldEnd()
-        p.writeFieldStop()
-        p.writeStructEnd()
-        p.writeMessageEnd()
-        return buf.getvalue()
-
-    def read(cls, data):
-        p = cls(TMemoryBuffer(data))
-        p.readMessageBegin()
-        p.readStructBegin()
-        p.readFieldBegin()
-        _, size = p.readListBegin()
-        out = []
-        for _ in range(size):
-            p.readStructBegin()
-            p.readFieldBegin()
-            _, _, n = p.readMapBegin()
-            headers = {p.readString(): p.readString() for _ in range(n)}
-            p.readMapEnd()
-            p.readFieldEnd()
-            p.readFieldBegin()
-            body = p.readBinary()
-            p.readFieldEnd()
-            p.readFieldBegin()
-            p.readStructEnd()
-            out.append((headers, body))
-        return out
-
-    rows = []
-    for name, cls in classes:
-        data = write(cls)
-        rows.append((f"library {name} write", best_us(lambda: write(cls), repeat)))
-        rows.append((f"library {name} read", best_us(lambda: read(cls, data), repeat)))
-    return rows
+        from tests.thriftrpc import reference
+    except ImportError:  # the thrift package (a test dependency) is not installed
+        return [("library: thrift package not installed", float("nan"))]
+    name = "TCompactProtocol" if proto == "compact" else "TBinaryProtocol"
+    data = reference.append_batch_call(proto, 1, events)
+    return [(f"library {name} write", best_us(lambda: reference.append_batch_call(proto, 1, events), repeat)),
+            (f"library {name} read", best_us(lambda: reference.read_call(proto, data), repeat))]
 
 
 def codec(n: int, repeat: int) -> dict[str, float]:

@@ -6,8 +6,8 @@ Theory of operation
 core under it: the call loop (deadlines, pipelining window, close on any failure, ``.acknowledged``
 on errors), the transport (``shipper.net``: connect timeout, TLS with the same verification) and
 the error policy are shared, so a Thrift collector behaves in a failover or balanced group exactly
-like an Avro one. Only :meth:`connect` differs: it puts a :class:`_Core` over the stream, which
-drives ``thriftrpc.ClientConnection`` and hands the loop the Avro core's answer events.
+like an Avro one. Only :meth:`connect` differs: it puts ``thriftcores.ClientCore`` over the stream,
+which drives ``thriftrpc.ClientConnection`` and hands the loop the Avro core's answer events.
 
 Answers: ``OK`` acknowledges; ``FAILED``, ``ERROR`` and ``UNKNOWN`` become
 :class:`~shipper.errors.CollectorRejected` naming the status (retriable, like Avro's FAILED: the
@@ -28,7 +28,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from shipper import avroipc, thriftrpc
 from shipper.client import (
     CollectorClient,
     ProbeReport,
@@ -38,45 +37,10 @@ from shipper.client import (
 )
 from shipper.errors import CollectorRejected, RequestTimeout, ShipperError, TransportError
 from shipper.net import Address, ClientOptions, PeerClosed, open_stream
+from shipper.thriftcores import ClientCore
 
 # Alternatives tried by ping to name a mismatch get this long at most to answer.
 MISMATCH_TIMEOUT = 3.0
-
-
-class _Core:
-    """``thriftrpc.ClientConnection`` behind the interface the shared call loop drives."""
-
-    established = True
-
-    def __init__(self, proto: str) -> None:
-        self._conn = thriftrpc.ClientConnection(proto)
-
-    def send_append_batch(self, encoded_events) -> int:
-        return self._conn.send_append_batch(encoded_events)
-
-    def send_append_batch_payload(self, count: int, payload: bytes) -> int:
-        return self._conn.send_append_batch_payload(count, payload)
-
-    def data_to_send(self) -> bytes:
-        return self._conn.data_to_send()
-
-    def receive_data(self, data: bytes) -> None:
-        try:
-            self._conn.receive_data(data)
-        except thriftrpc.RemoteProtocolError as err:
-            raise avroipc.RemoteProtocolError(str(err)) from err
-
-    def next_event(self):
-        event = self._conn.next_event()
-        if isinstance(event, thriftrpc.CallSucceeded):
-            # Thrift's Status is an IntEnum whose OK equals Avro's OK; its name (FAILED, ERROR,
-            # UNKNOWN) is what the rejection message shows.
-            return avroipc.CallSucceeded(event.serial, event.status)
-        if isinstance(event, thriftrpc.CallFailed):
-            return avroipc.CallFailed(event.serial, event.message)
-        if isinstance(event, thriftrpc.ConnectionClosed):
-            return avroipc.ConnectionClosed()
-        return event
 
 
 class ThriftCollectorClient(CollectorClient):
@@ -88,7 +52,7 @@ class ThriftCollectorClient(CollectorClient):
     def connect(self) -> None:
         if self._stream is None:
             self._stream = open_stream(self.address, self.options, self._tls_ctx)
-            self._conn = _Core(self.address.thrift_protocol)
+            self._conn = ClientCore(self.address.thrift_protocol)
 
 
 # --------------------------------------------------------------------------- ping
@@ -112,7 +76,7 @@ def _probe_thrift_into(report: ProbeReport, address: Address, options: ClientOpt
     steps = report.steps
     started = time.monotonic()
     try:
-        client._stream, client._conn = stream, _Core(address.thrift_protocol)
+        client._stream, client._conn = stream, ClientCore(address.thrift_protocol)
         client.append_batch([])
     except CollectorRejected as err:
         steps.append(Step("appendBatch", False, str(err)))
@@ -142,24 +106,24 @@ def _probe_thrift_into(report: ProbeReport, address: Address, options: ClientOpt
     return False
 
 
-def _quick(options: ClientOptions) -> ClientOptions:
-    return replace(options, request_timeout=min(options.request_timeout, MISMATCH_TIMEOUT))
+def _answers(candidate: Address, options: ClientOptions) -> bool:
+    """Whether the collector answers healthily when spoken to as ``candidate`` says (quickly)."""
+    report = ProbeReport(candidate)
+    probe_into = _probe_thrift_into if candidate.rpc == "thrift" else _probe_into
+    probe_into(report, candidate, replace(options, request_timeout=min(options.request_timeout, MISMATCH_TIMEOUT)))
+    return report.healthy
 
 
 def _name_mismatch(report: ProbeReport, address: Address, options: ClientOptions) -> None:
     """A Thrift call failed after connecting: does the collector answer another protocol?"""
     other = "binary" if address.thrift_protocol == "compact" else "compact"
     candidate = replace(address, thrift_protocol=other)
-    second = ProbeReport(candidate)
-    _probe_thrift_into(second, candidate, _quick(options))
-    if second.healthy:
+    if _answers(candidate, options):
         report.verdict = (f"protocol mismatch: the collector speaks Thrift's {other} protocol, not "
                           f"{address.thrift_protocol}; write the collector as {candidate}")
         return
     avro = replace(address, rpc="avro", thrift_protocol="compact")
-    third = ProbeReport(avro)
-    _probe_into(third, avro, _quick(options))
-    if third.healthy:
+    if _answers(avro, options):
         report.verdict = (f"protocol mismatch: the collector speaks Avro RPC (an AvroSource), not Thrift; "
                           f"write the collector as {avro} (or avro://{avro})")
 
@@ -168,9 +132,7 @@ def name_other_rpc(report: ProbeReport, address: Address, options: ClientOptions
     """An Avro handshake failed after connecting: does the collector answer Thrift?"""
     for proto in ("compact", "binary"):
         candidate = replace(address, rpc="thrift", thrift_protocol=proto)
-        second = ProbeReport(candidate)
-        _probe_thrift_into(second, candidate, _quick(options))
-        if second.healthy:
+        if _answers(candidate, options):
             report.verdict = (f"protocol mismatch: the collector speaks Thrift ({proto} protocol), not Avro; "
                               f"write the collector as {candidate}")
             return

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 :class:`ThriftCollector` is :class:`shipper.collector.Collector` (threads, limits, TLS, the
 rolling writer, fsync before OK, stopping) with the Thrift core under each connection instead of
-the Avro one: a :class:`_Core` drives ``thriftrpc.ServerConnection`` and gives the shared loop the
-events it knows. Each connection's protocol (compact or binary, strict or not) is detected from
+the Avro one: ``thriftcores.ServerCore`` drives ``thriftrpc.ServerConnection`` and gives the shared
+loop the events it knows. Each connection's protocol (compact or binary, strict or not) is detected from
 its first frame, so one port serves Flume's ThriftSink and ThriftRpcClient whichever protocol they
 are configured with. Limits (the Avro collector's defaults: 64 MiB per frame, 100,000 events per
 call): a frame above ``max_frame_bytes`` is refused from its length alone and the peer disconnected;
@@ -16,37 +16,11 @@ Thrift in Flume has no compression, so none is offered here.
 
 from __future__ import annotations
 
-from shipper import avroipc, thriftrpc
+from shipper import thriftrpc
 from shipper.collector import Collector, CollectorOptions
 from shipper.errors import ConfigError
 from shipper.outfile import RollingWriter
-
-
-class _Core:
-    """``thriftrpc.ServerConnection`` behind the interface the collector's loop drives."""
-
-    def __init__(self, max_frame_bytes: int, max_events_per_call: int) -> None:
-        self._conn = thriftrpc.ServerConnection(None, max_frame_bytes, max_events_per_call)
-
-    def receive_data(self, data: bytes) -> None:
-        try:
-            self._conn.receive_data(data)
-        except thriftrpc.RemoteProtocolError as err:
-            raise avroipc.RemoteProtocolError(str(err)) from err
-
-    def next_event(self):
-        event = self._conn.next_event()
-        if isinstance(event, thriftrpc.CallReceived):
-            return avroipc.CallReceived(event.serial, event.message, event.events)
-        if isinstance(event, thriftrpc.ConnectionClosed):
-            return avroipc.ConnectionClosed()
-        return event
-
-    def respond(self, serial: int, status) -> None:
-        self._conn.respond(serial, thriftrpc.Status[status.name])
-
-    def data_to_send(self) -> bytes:
-        return self._conn.data_to_send()
+from shipper.thriftcores import ServerCore
 
 
 class ThriftCollector(Collector):
@@ -60,4 +34,4 @@ class ThriftCollector(Collector):
         self.max_events_per_call = max_events_per_call
 
     def _new_connection(self):
-        return _Core(self.max_frame_bytes, self.max_events_per_call)
+        return ServerCore(self.max_frame_bytes, self.max_events_per_call)

@@ -121,19 +121,52 @@ def _check_protocol(proto: str) -> str:
     return proto
 
 
-class ClientConnection:
+class _Connection:
+    """What both roles share: frames in, one message handled each (``_handle``: an event or None),
+    bytes out, and end of stream."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self._frames = FrameDecoder(max_frame_bytes)
+        self._events: deque = deque()
+        self._out: list[bytes] = []
+        self._closed = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; ``b""`` means it closed its side."""
+        if not data:
+            self._closed = True
+            return
+        for message in self._frames.feed(data):
+            event = self._handle(message)
+            if event is not None:
+                self._events.append(event)
+
+    def next_event(self):
+        """The next event, :class:`ConnectionClosed` (repeated) after EOF, or None: more bytes needed."""
+        if self._events:
+            return self._events.popleft()
+        if self._closed:
+            return ConnectionClosed()
+        return None
+
+    def data_to_send(self) -> bytes:
+        out, self._out = b"".join(self._out), []
+        return out
+
+    def _handle(self, message: bytes):  # pragma: no cover - each role defines it
+        raise NotImplementedError
+
+
+class ClientConnection(_Connection):
     """The caller's side: queue appendBatch calls, read their answers."""
 
     established = True  # no handshake in Thrift
 
     def __init__(self, proto: str = COMPACT, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        super().__init__(max_frame_bytes)
         self.proto = _check_protocol(proto)
-        self._frames = FrameDecoder(max_frame_bytes)
-        self._out: list[bytes] = []
-        self._events: deque = deque()
         self._pending: dict[int, bytes] = {}  # seqid -> method name
         self._seqid = 0
-        self._closed = False
 
     def _next_seqid(self) -> int:
         self._seqid = self._seqid % 0x7FFFFFFF + 1
@@ -159,29 +192,12 @@ class ClientConnection:
         return self.send_append_batch_structs(
             len(events), b"".join(codec.encode_event(self.proto, h, b) for h, b in events))
 
-    def data_to_send(self) -> bytes:
-        out, self._out = b"".join(self._out), []
-        return out
-
     @property
     def pending_calls(self) -> int:
         return len(self._pending)
 
-    def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._closed = True
-            return
-        for message in self._frames.feed(data):
-            self._events.append(self._answer(message))
-
-    def next_event(self):
-        if self._events:
-            return self._events.popleft()
-        if self._closed:
-            return ConnectionClosed()
-        return None
-
-    def _answer(self, message: bytes):
+    def _handle(self, message: bytes):
+        """One answer: CallSucceeded or CallFailed."""
         r = codec.reader_for(self.proto, message)
         if self.proto == COMPACT and message[:1] != b"\x82":
             raise RemoteProtocolError(f"the answer is not in the compact protocol (first bytes {message[:4].hex()})"
@@ -220,7 +236,7 @@ class ClientConnection:
             raise RemoteProtocolError(f"Status {status} is none of OK, FAILED, ERROR, UNKNOWN") from None
 
 
-class ServerConnection:
+class ServerConnection(_Connection):
     """The collector's side: decode calls, answer them in any order."""
 
     def __init__(
@@ -229,34 +245,15 @@ class ServerConnection:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_events_per_call: int = DEFAULT_MAX_EVENTS_PER_CALL,
     ) -> None:
+        super().__init__(max_frame_bytes)
         self.proto = None if proto is None else _check_protocol(proto)
         self.max_events_per_call = max_events_per_call
-        self._frames = FrameDecoder(max_frame_bytes)
-        self._events: deque = deque()
-        self._out: list[bytes] = []
         self._calls: dict[int, tuple[bytes, int, bool]] = {}  # serial -> (name, seqid, oneway)
         self._serial = 0
-        self._closed = False
 
     @property
     def pending_calls(self) -> int:
         return len(self._calls)
-
-    def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._closed = True
-            return
-        for message in self._frames.feed(data):
-            call = self._handle(message)
-            if call is not None:
-                self._events.append(call)
-
-    def next_event(self):
-        if self._events:
-            return self._events.popleft()
-        if self._closed:
-            return ConnectionClosed()
-        return None
 
     def _handle(self, message: bytes) -> CallReceived | None:
         if self.proto is None:
@@ -322,7 +319,3 @@ class ServerConnection:
             return self._calls.pop(serial)
         except KeyError:
             raise LocalProtocolError(f"no call {serial} is waiting for an answer") from None
-
-    def data_to_send(self) -> bytes:
-        out, self._out = b"".join(self._out), []
-        return out

@@ -7,14 +7,13 @@ garbage, blackhole. ``status`` and ``/metrics`` name a Thrift collector by its U
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.faultproxy import FaultProxy
 from tests.ops.common import http_get, status, wait_until
-from tests.sink.test_delivery_e2e import BATCH, WINDOW, check_delivery, collected, start_tail, wait_for_count, write_lines
+from tests.sink.test_delivery_e2e import check_resume_after_fault, collected, start_tail, wait_for_count, write_lines
 from tests.support import Proc
 
 
@@ -38,29 +37,8 @@ def lines(start: int, count: int) -> list[bytes]:
 
 @pytest.mark.parametrize("fault", ["refuse", "silent", "reset", "garbage", "blackhole"])
 def test_delivery_to_a_thrift_collector_resumes_after_fault(tmp_path, collector, fault):
-    (tmp_path / "logs").mkdir()
-    log = tmp_path / "logs" / "app.log"
     out = tmp_path / "out"
-    addr = collector(out, "--protocol", "thrift")
-    host, port = addr.rsplit(":", 1)
-    proxy = FaultProxy((host, int(port)), mode="pass")
-    tail = start_tail(tmp_path, f"thrift://{proxy.address}")
-    try:
-        write_lines(log, 0, 1000)
-        wait_for_count(out, 1000, procs=[tail])
-        before = proxy.connections
-        proxy.set_mode(fault)
-        write_lines(log, 1000, 1000)
-        time.sleep(3)  # long enough for several attempts to hit the fault
-        proxy.set_mode("pass")
-        got = wait_for_count(out, 2000, procs=[tail])
-        attempts = proxy.connections - before
-        max_dups = BATCH * WINDOW * (1 + (attempts if fault in ("reset", "blackhole") else 0))
-        check_delivery(got, lines(0, 2000), max_dups=max_dups)
-        assert tail.stop() == 0
-    finally:
-        proxy.close()
-        tail.stop()
+    check_resume_after_fault(tmp_path, collector(out, "--protocol", "thrift"), out, fault, scheme="thrift://")
 
 
 @pytest.mark.parametrize("first", ["thrift", "avro"])

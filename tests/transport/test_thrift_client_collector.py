@@ -8,7 +8,6 @@ import shutil
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
