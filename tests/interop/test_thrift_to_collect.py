@@ -11,13 +11,13 @@ agent per Flume version are shared by the module; each case tells its events apa
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from tests.interop import flume
 from tests.interop.collect import Collect, wait_records
+from tests.interop.test_flume_to_collect import check_spooled_lines_reach_collect
 
 pytestmark = pytest.mark.interop
 
@@ -88,18 +88,8 @@ def lines_for(tag: str, n: int) -> list[str]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_flume_thrift_sink_events_reach_collect_with_headers(mode, setup, tmp_path):
-    lines = lines_for(f"sink-{mode}", 1500)
-    staged = tmp_path / f"app-{mode}.log"
-    staged.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    dropped = setup.spools[mode] / staged.name
-    os.replace(staged, dropped)
-
-    origin = f"thrift-sink-{mode}"
-    recs = wait_records([setup.collects[mode]], lambda r: r["headers"].get("origin") == origin, len(lines),
-                        timeout=60)
-
-    assert [r["body"].decode() for r in recs] == lines
-    assert all(r["headers"] == {"origin": origin, "file": str(dropped)} for r in recs), recs[0]["headers"]
+    check_spooled_lines_reach_collect(tmp_path, setup.spools[mode], setup.collects[mode], f"thrift-sink-{mode}",
+                                      lines_for(f"sink-{mode}", 1500))
 
 
 @pytest.mark.parametrize("proto", ["compact", "binary"])
