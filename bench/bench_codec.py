@@ -26,7 +26,7 @@ import fastavro  # noqa: E402
 
 from shipper.avroipc import ClientConnection, ProtocolCache, ServerConnection, Status  # noqa: E402
 from shipper.avroipc.avro import Reader  # noqa: E402
-from shipper.avroipc.records import encode_event, read_event_array  # noqa: E402
+from shipper.avroipc.flume_event import encode_event, read_event_array  # noqa: E402
 from shipper.event import encode_batch  # noqa: E402
 
 SCHEMA = fastavro.parse_schema(

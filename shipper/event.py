@@ -21,7 +21,7 @@ from shipper.avroipc.avro import (
     encode_bytes,
     encode_string_map,
 )
-from shipper.avroipc.records import encode_batch_param, read_event_array
+from shipper.avroipc.flume_event import encode_batch_param, read_event_array
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ def decode_event(data: bytes) -> Event:
 
 
 def read_batch(reader: Reader) -> list[Event]:
-    # The collector's tight loop (shipper.avroipc.records), wrapped into Event objects.
+    # The collector's tight loop (shipper.avroipc.flume_event), wrapped into Event objects.
     pairs, reader.pos = read_event_array(reader.buf, reader.pos)
     return [Event(body=body, headers=headers) for headers, body in pairs]
 

@@ -28,7 +28,7 @@ def cli_argv(*args: str) -> list[str]:
 class Proc:
     """A real ``flume-ship`` process whose stderr is collected line by line on a thread."""
 
-    def __init__(self, *args: str, env: dict | None = None, cwd: str | None = None):
+    def __init__(self, *args: str, env: dict | None = None, cwd: str | None = None, preexec_fn=None):
         full_env = dict(os.environ)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         if env:
@@ -41,6 +41,7 @@ class Proc:
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
+            preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self.out: list[str] = []
@@ -96,6 +97,16 @@ class Proc:
     @property
     def stderr(self) -> str:
         return "\n".join(self.lines)
+
+
+def limit_open_files(n: int):
+    """A ``preexec_fn`` that gives the child a soft and hard RLIMIT_NOFILE of ``n`` (it cannot raise it)."""
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return apply
 
 
 def mount_tmpfs(path: Path, size: str, why: str) -> None:

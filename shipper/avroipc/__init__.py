@@ -2,7 +2,7 @@
 
 Bytes in, events out; events in, bytes out. Nothing here opens sockets, reads clocks or starts
 threads, and nothing here imports from the rest of ``shipper``: the transport layers
-(``shipper.net``, ``shipper.client``, ``shipper.collector``) drive these state machines. The
+(``shipper.transport.stream``, ``shipper.sink.client``, ``shipper.collector.server``) drive these state machines. The
 wire format followed is avro-rpc-wire.md; the project's own notes are docs/protocol.md.
 
 Typical client use::
@@ -15,7 +15,7 @@ Typical client use::
         ... also send conn.data_to_send() (a NONE handshake re-queues the call)
 """
 
-from shipper.avroipc.client import ClientConnection
+from shipper.avroipc.requestor import ClientConnection
 from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, ZlibDecoder, ZlibEncoder
 from shipper.avroipc.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shipper.avroipc.events import (
@@ -42,7 +42,7 @@ from shipper.avroipc.protocol import (
     Status,
     protocol_hash,
 )
-from shipper.avroipc.server import DEFAULT_MAX_EVENTS_PER_CALL, ProtocolCache, ServerConnection
+from shipper.avroipc.responder import DEFAULT_MAX_EVENTS_PER_CALL, ProtocolCache, ServerConnection
 
 __all__ = [
     "CallFailed",

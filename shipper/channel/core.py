@@ -70,7 +70,7 @@ from shipper.channel.store import (
     split_points,
 )
 from shipper.errors import ChannelIOError, StateError
-from shipper.statedir import SpaceReserve, StateLock, fsync_dir, prepare_state_dir
+from shipper.channel.statedir import SpaceReserve, StateLock, fsync_dir, prepare_state_dir
 
 log = logging.getLogger("flume-ship.channel")
 

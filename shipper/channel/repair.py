@@ -22,7 +22,7 @@ from shipper.channel.store import (
     _open_db, _regroup, _ro_uri, chunk_ok, offset_crc,
 )
 from shipper.errors import StateError
-from shipper.statedir import fsync_dir
+from shipper.channel.statedir import fsync_dir
 
 # --- salvage ----------------------------------------------------------------------------------
 

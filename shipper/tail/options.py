@@ -40,6 +40,7 @@ class TailOptions:
     host: str | None = None  # overrides the host name
     watch: bool = True  # use watchdog (inotify); False relies on rescans alone
     put_timeout: float = 0.5  # how long one put may block before the stop flag is checked again
+    max_open_files: int = 0  # descriptors for tailed files (0: the open-file limit less a reserve)
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -50,6 +51,8 @@ class TailOptions:
                      "batch_max_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tail: {name} must be at least 1")
+        if self.max_open_files < 0:
+            raise ConfigError("tail: max_open_files must not be negative (0: automatic)")
         for name in ("partial_line_timeout", "rescan_interval", "close_inactive", "rotate_wait",
                      "put_timeout"):
             if getattr(self, name) < 0:
@@ -69,8 +72,18 @@ class FileStatus:
     generation: str  # changes on truncation, in-place rewrite or inode reuse
     offset: int  # bytes consumed into events (committed or about to be)
     size: int  # size at the last look
-    state: str  # reading, idle, rotated, deleted, unreadable
+    state: str  # reading, idle, waiting (for a descriptor), rotated, deleted, unreadable
 
     @property
     def behind(self) -> int:
         return max(0, self.size - self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSummary:
+    """A source's files for `status`: counts over all of them, rows for the ones worth a look."""
+
+    total: int
+    by_state: dict[str, int]
+    bytes_behind: int
+    rows: list[FileStatus]  # behind first, then the most recently active; at most the limit asked

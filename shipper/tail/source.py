@@ -50,13 +50,13 @@ lost: lines written between the copy and the truncation, which exist in neither 
 from __future__ import annotations
 
 import errno
-import glob
+import heapq
 import logging
 import os
 import stat
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from shipper.errors import ChannelIOError
@@ -73,7 +73,15 @@ from shipper.tail.identity import (
     new_generation,
     read_head,
 )
-from shipper.tail.options import FileStatus, TailOptions
+from shipper.tail.descriptors import (
+    DescriptorBudget,
+    DescriptorStatus,
+    current_open_file_limit,
+    open_file_budget,
+)
+from shipper.tail.discovery import DirCache, StatRotation
+from shipper.tail.globs import expand
+from shipper.tail.options import FileStatus, FilesSummary, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
 from shipper.tail.watch import start_watching
@@ -98,6 +106,7 @@ class _File:
     path: str
     origin: str
     order: int
+    parent: str = ""  # the directory of path
     cur: Cursor = field(default_factory=Cursor)
     fp: str = fingerprint(b"")
     fp_len: int = 0
@@ -108,6 +117,9 @@ class _File:
     gone: bool = False  # no longer found by discovery (moved away or deleted)
     deleted: bool = False  # link count 0: read to the end, then released
     unreadable: str | None = None
+    waiting: bool = False  # no descriptor to be had: served when one is
+    verify: str | None = None  # a stored record adopted unchecked ("glob" or "rotation"): judge at open
+    start_at_end: bool = False  # from_end, but its first open had to wait
     age: tuple = (1, 0.0, 0)  # family order: (known before this run's scan? 0 : 1, mtime, rotation rank)
 
     @property
@@ -154,9 +166,19 @@ def _rotation_rank(path: str) -> int:
 class TailSource:
     """Tails files matched by ``options.paths`` into ``channel`` (see the module docstring)."""
 
-    def __init__(self, options: TailOptions, channel) -> None:
+    def __init__(self, options: TailOptions, channel, budget: DescriptorBudget | None = None) -> None:
         self.o = options
         self.channel = channel
+        self._budget = budget or DescriptorBudget(
+            open_file_budget(current_open_file_limit(), options.max_open_files))
+        self._owner = id(self)
+        self._budget.register(self._owner)
+        self._lru: OrderedDict[str, None] = OrderedDict()  # open files, least recently grown first
+        self._waiting: dict[str, None] = {}  # files waiting for a descriptor, in arrival order
+        self._shortage_logged = -1e9
+        self._incomplete_logged = -1e9
+        self._dirs = DirCache()
+        self._stat_rotation = StatRotation()
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
         self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
         self._enc = Encoder(options.add_event_id)
@@ -224,12 +246,17 @@ class TailSource:
                 self._close_all()
 
     def run_once(self) -> None:
-        """Read every matched file to its current end (incomplete last lines included) and commit."""
+        """Read every matched file to its current end (incomplete last lines included) and commit.
+
+        Files beyond the descriptor budget are read in turns: this returns when every one of them
+        has had its turn to the end, not after the first pass."""
         self._eof_flush = True
         try:
             self._pass(force_full=True)
-            while self._hot:
+            while self._hot or self._waiting:
                 self._pass()
+                if self._waiting and not self._hot:
+                    time.sleep(0.02)  # every slot is held by another source's files: its next pass frees some
         finally:
             self._eof_flush = False
             self._close_all()
@@ -241,6 +268,11 @@ class TailSource:
     def _pass(self, force_full: bool = False) -> int:
         """Discover if due, serve the files that need it, commit. Returns the events put."""
         self._load()
+        for _ in range(self._budget.excess(self._owner)):  # another source is starving: give slots back
+            victim = self._victim(None)
+            if victim is None:
+                break
+            self._close(victim)
         now = time.monotonic()
         with self._lock:
             paths, self._due_paths = self._due_paths, set()
@@ -263,6 +295,8 @@ class TailSource:
             due |= self._hot
         else:
             due = set(self._hot)
+        due.update(self._waiting)  # a waiting file is served as soon as a descriptor is free
+        if not full:
             for p in paths:
                 key = self._by_path.get(p)
                 if key is not None:
@@ -279,18 +313,46 @@ class TailSource:
 
     def status(self) -> list[FileStatus]:
         """Per file: where, which identity and generation, offset against size (safe from any thread)."""
-        out = []
         files = list(self._files.values())  # one atomic copy: run() may be changing the dict
-        for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order)):
-            state = ("unreadable" if f.unreadable else "deleted" if f.deleted else
-                     "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
-            out.append(FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, state))
-        return out
+        return [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
+
+    def summary(self, limit: int) -> FilesSummary:
+        """Counts over every file, and rows for at most ``limit`` of them: those behind (most behind
+        first), then the most recently grown. Cheap enough for every status tick with 50,000 files."""
+        files = list(self._files.values())
+        by_state: Counter[str] = Counter()
+        behind = 0
+        for f in files:
+            by_state[self._state(f)] += 1
+            if f.size > f.cur.offset:
+                behind += f.size - f.cur.offset
+        if len(files) > limit:
+            files = heapq.nlargest(limit, files, key=lambda f: (f.size - f.cur.offset, f.last_growth))
+        rows = [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
+        return FilesSummary(len(self._files), dict(by_state), behind, rows)
+
+    def identities(self) -> set[str]:
+        """The offset keys of every tracked file."""
+        return set(self._files)
+
+    @staticmethod
+    def _state(f: _File) -> str:
+        return ("unreadable" if f.unreadable else "waiting" if f.waiting else "deleted" if f.deleted else
+                "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
+
+    def _file_status(self, f: _File) -> FileStatus:
+        return FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, self._state(f))
+
+    def descriptor_status(self) -> DescriptorStatus:
+        """Descriptors: the budget shared by all sources, this source's open files and waiting files."""
+        return DescriptorStatus(self._budget.limit, len(self._lru), len(self._waiting))
 
     def close(self) -> None:
-        """Release every descriptor (``run`` and ``run_once`` do this themselves)."""
+        """Release every descriptor and the source's share of the budget (``run`` and ``run_once``
+        release the descriptors themselves)."""
         self._stop_watch()
         self._close_all()
+        self._budget.unregister(self._owner)
 
     def wakeup(self) -> None:
         """Make ``run`` look at the files now (e.g. after setting the stop flag)."""
@@ -326,10 +388,13 @@ class TailSource:
         self._hot.clear()
         self._partial.clear()
         self._next_rescan = 0.0
+        self._dirs = DirCache()
 
     def _close_all(self) -> None:
         for f in self._files.values():
-            f.close()
+            self._close(f)
+        self._waiting.clear()
+        self._budget.starve(self._owner, False)
 
     # ----- discovery -----
 
@@ -337,56 +402,102 @@ class TailSource:
         first, self._first_scan = self._first_scan, False
         records = self._records
         assert records is not None
-        cands: dict[str, tuple[str, os.stat_result, bool]] = {}
+        dirs = self._dirs
+        dirs.begin()
+        # While notifications work, a known file in an unchanged directory is stat'ed only in its
+        # turn (shipper.tail.discovery); growth of closed files reaches us through inotify.
+        rotation = self._stat_rotation
+        rotation.begin()
+        trust_dirs = self._watching
+        # (path, stat or None when unchanged and not looked at, matched by a glob)
+        cands: dict[str, tuple[str, os.stat_result | None, bool]] = {}
+        # A scan that could not look everywhere (a listing or stat failed for want of a descriptor,
+        # a permission, a stale handle) is incomplete: what it did not see is not gone.
+        errors: list[OSError] = []
+        files, by_path = self._files, self._by_path
         for pat in self._patterns:
-            for p in glob.iglob(pat, recursive=True):
+            found = expand(pat, dirs.list)
+            errors += found.errors
+            for p in found.paths:
+                key = by_path.get(p)
+                if key is not None and trust_dirs:
+                    f = files[key]
+                    if dirs.unchanged(f.parent) and not rotation.due(f.order):
+                        cands.setdefault(key, (p, None, True))
+                        continue
                 if p.lower().endswith(COMPRESSED_SUFFIXES):
                     continue
                 try:
                     st = os.stat(p)
-                except OSError:
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    errors.append(exc)
                     continue
                 if stat.S_ISREG(st.st_mode):
                     cands.setdefault(file_key(st.st_dev, st.st_ino), (p, st, True))
 
         # Families as they stood before this scan: origin -> newest mtime we know for it.
         family_mtime: dict[str, float] = {}
-        for item in (*self._files.values(), *records.values()):
-            family_mtime[item.origin] = max(family_mtime.get(item.origin, 0.0), item.mtime)
-        bases: dict[str, set[str]] = {}
+        for item in (*files.values(), *records.values()):
+            if family_mtime.get(item.origin, -1.0) < item.mtime:
+                family_mtime[item.origin] = item.mtime
+        # Directories to look in for rotations: those of the families and of what the globs found.
+        # An unchanged directory holds nothing new; only the others are read entry by entry.
+        looked: set[str] = set()
+        for f in files.values():
+            looked.add(f.parent)
+        for path in (*family_mtime, *(c[0] for c in cands.values()), *(r.path for r in records.values())):
+            looked.add(os.path.dirname(path))
+        listings: dict[str, list] = {}
+        for d in looked:
+            try:
+                entries = dirs.list(d)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    errors.append(exc)
+                continue
+            if not dirs.unchanged(d):
+                listings[d] = entries
+        bases: dict[str, set[str]] = {d: set() for d in listings}
         for path in (*family_mtime, *(c[0] for c in cands.values())):
             d, b = os.path.split(path)
-            bases.setdefault(d, set()).add(b)
-        for item in (*self._files.values(), *records.values()):
-            bases.setdefault(os.path.dirname(item.path), set())
-        known_inodes = {f.ino for f in self._files.values()} | {r.ino for r in records.values()}
+            if d in bases:
+                bases[d].add(b)
+        known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
         globbed = {c[0] for c in cands.values()}
         rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
         for d, bs in bases.items():
-            try:
-                entries = list(os.scandir(d))
-            except OSError:
-                continue
-            for e in entries:
-                if e.path in globbed:
+            prefix = d if d.endswith(os.sep) else d + os.sep
+            for name, _is_dir, ino in listings[d]:
+                path = prefix + name
+                if path in globbed:
                     continue
                 try:
                     # The name is judged even when the inode is known: a known inode number is
                     # only a guess until the record's identity check passes (inodes are reused),
                     # and a file whose record fails it is judged by its name like any other.
-                    base = _rotation_base(e.name, bs)
-                    if base is None and e.inode() not in known_inodes:
+                    base = _rotation_base(name, bs)
+                    if base is None and ino not in known_inodes:
                         continue
-                    st = os.stat(e.path)
-                except OSError:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    errors.append(exc)
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 key = file_key(st.st_dev, st.st_ino)
                 if key not in cands:
-                    cands[key] = (e.path, st, False)
+                    cands[key] = (path, st, False)
                     if base is not None:
-                        rotation_origin[e.path] = os.path.join(d, base)
+                        rotation_origin[path] = os.path.join(d, base)
+        # Files known under a name in an unchanged directory are still there under that name.
+        for f in files.values():
+            if f.key not in cands and not f.gone and not f.deleted and dirs.unchanged(f.parent):
+                cands[f.key] = (f.path, None, False)
+        dirs.forget(looked)
 
         seen: set[str] = set()
         for key, (path, st, from_glob) in cands.items():
@@ -396,7 +507,7 @@ class TailSource:
                 f.gone = False
                 if f.path != path:
                     self._move(f, path)
-                elif f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
+                elif st is not None and f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
                     self._hot.add(key)  # a closed file changed: open and serve it
                 continue
             rec = records.pop(key, None)
@@ -411,12 +522,19 @@ class TailSource:
             origin = rotation_origin.get(path)
             if origin is None or origin not in family_mtime or st.st_mtime < family_mtime[origin]:
                 continue  # older than anything we know of the family: not ours to read
-            if self._is_copy(path, origin):
+            copy = self._is_copy(path, origin)
+            if copy is None:
+                errors.append(OSError(f"cannot read {path} to compare it with {origin}"))
+                continue  # judged at the next scan, when it can be read
+            if copy:
                 continue  # a copytruncate copy of a file we read
             log.info("tail: %s: rotated from %s while not watched; reading it first", path, origin)
             self.counters["rotated_found"] += 1
             self._track(path, st, origin=origin, at_end=False)
 
+        if errors:
+            self._incomplete(errors)
+            return  # forget nothing on the evidence of a scan that could not look everywhere
         for f in list(self._files.values()):
             if f.key not in seen:
                 if f.fd is not None:
@@ -426,6 +544,16 @@ class TailSource:
         for key in [k for k in records if k not in seen]:
             del records[key]
             self._dirty[key] = False
+
+    def _incomplete(self, errors: list[OSError]) -> None:
+        self.counters["incomplete_scans"] += 1
+        now = time.monotonic()
+        if now - self._incomplete_logged >= 60:
+            self._incomplete_logged = now
+            first = errors[0]
+            what = f"{first.filename}: {first.strerror}" if first.filename else str(first)
+            log.warning("tail: could not look everywhere (%s%s); files not seen keep their offsets until "
+                        "a scan sees them", what, f", and {len(errors) - 1} more" if len(errors) > 1 else "")
 
     def _adopt(self, rec: Record, path: str, st: os.stat_result, from_glob: bool) -> bool:
         """Resume a stored file if it is still the same; True if ``path`` is dealt with.
@@ -439,16 +567,18 @@ class TailSource:
                     return True
                 head = read_head(fh.fileno(), rec.fp_len)
         except OSError:
-            # Unreadable now: keep the stored offset; the open error is reported when served.
-            verdict = Verdict.SAME if st.st_size >= rec.offset else Verdict.TRUNCATED
+            # Cannot be read now (no descriptor, a permission, an I/O error): an error is not a
+            # verdict. Resume from the stored offset; the check runs when the file is opened.
+            verdict, check_later = Verdict.SAME, ("glob" if from_glob else "rotation")
         else:
-            verdict = judge(offset=rec.offset, last_size=rec.size, fp=rec.fp, fp_len=rec.fp_len,
-                            size=st.st_size, head=head)
+            verdict, check_later = judge(offset=rec.offset, last_size=rec.size, fp=rec.fp, fp_len=rec.fp_len,
+                                         size=st.st_size, head=head), None
         if verdict is Verdict.SAME:
             f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen)
             f.cur.offset = rec.offset
             f.fp, f.fp_len, f.size, f.mtime = rec.fp, rec.fp_len, rec.size, rec.mtime
             f.age = (0, rec.mtime, _rotation_rank(path))  # known before anything found unknown next to it
+            f.verify = check_later
             if path != rec.origin:
                 log.info("tail: %s: found as %s (rotated while stopped); finishing it", rec.origin, path)
                 self.counters["rotations"] += 1
@@ -464,18 +594,30 @@ class TailSource:
                gen: str | None = None) -> _File:
         key = file_key(st.st_dev, st.st_ino)
         self._order += 1
-        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order)
+        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order,
+                  os.path.dirname(path))
         f.last_growth = time.monotonic()
         f.age = (1, st.st_mtime, _rotation_rank(path))
-        if at_end and self._open(f):
-            f.cur.offset = self._line_end_before(f.fd, st.st_size)
-            head = read_head(f.fd, min(FP_MAX, f.cur.offset))
-            f.fp, f.fp_len, f.size, f.mtime = fingerprint(head), len(head), st.st_size, st.st_mtime
         self._files[key] = f
+        if at_end:
+            if self._open(f):
+                try:
+                    self._start_at_end(f, st)
+                except OSError as exc:
+                    f.start_at_end = True
+                    self._trouble(f, exc)
+            else:
+                f.start_at_end = True  # placed at its end when it gets a descriptor
         self._by_path[path] = key
         self._dirty[key] = True
         self._hot.add(key)  # served in the next pass, whatever woke it
         return f
+
+    def _start_at_end(self, f: _File, st: os.stat_result) -> None:
+        """``from_end``: skip what ``f`` holds now, up to its last complete line."""
+        f.cur.offset = self._line_end_before(f.fd, st.st_size)
+        head = read_head(f.fd, min(FP_MAX, f.cur.offset))
+        f.fp, f.fp_len, f.size, f.mtime = fingerprint(head), len(head), st.st_size, st.st_mtime
 
     @staticmethod
     def _line_end_before(fd: int, size: int) -> int:
@@ -490,6 +632,7 @@ class TailSource:
             del self._by_path[f.path]
         was_rotated = f.path != f.origin
         f.path = path
+        f.parent = os.path.dirname(path)
         self._by_path[path] = f.key
         self._dirty[f.key] = True
         self._hot.add(f.key)
@@ -498,7 +641,8 @@ class TailSource:
             log.info("tail: %s: rotated to %s; reading it to its end", f.origin, path)
 
     def _drop(self, f: _File) -> None:
-        f.close()
+        self._close(f)
+        self._unwait(f)
         self._files.pop(f.key, None)
         if self._by_path.get(f.path) == f.key:
             del self._by_path[f.path]
@@ -512,8 +656,10 @@ class TailSource:
         heads.update(self._old_heads.get(origin, ()))
         return heads
 
-    def _is_copy(self, path: str, origin: str) -> bool:
-        """Does the file at ``path`` start like a file of ``origin``'s family that we read?"""
+    def _is_copy(self, path: str, origin: str) -> bool | None:
+        """Does the file at ``path`` start like a file of ``origin``'s family that we read?
+
+        None: it could not be read, so nobody can say."""
         heads = self._family_heads(origin)
         if not heads:
             return False
@@ -521,7 +667,7 @@ class TailSource:
             with open(path, "rb", buffering=0) as fh:
                 head = read_head(fh.fileno(), max(n for n, _ in heads))
         except OSError:
-            return False
+            return None
         return any(len(head) >= n and fingerprint(head[:n]) == fp for n, fp in heads)
 
     # ----- service -----
@@ -551,12 +697,31 @@ class TailSource:
                 for f in members:
                     if (f.fd is not None and not f.cur.pending and f.key not in self._hot
                             and now - f.last_growth >= self.o.close_inactive):
-                        f.close()
+                        self._close(f)
+
+    # ----- descriptors -----
 
     def _open(self, f: _File) -> bool:
+        """Open ``f`` within the descriptor budget. False: it waits its turn, or cannot be read now.
+
+        Running out of descriptors is nobody's fault but ours: the file waits, its offset and
+        identity stand, and nothing is logged against it."""
+        if not self._take_slot(f):
+            self._wait(f)
+            return False
         try:
             fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
+            self._budget.release(self._owner)
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # Over the process's (or the system's) limit despite the budget: something else
+                # holds descriptors. Give one back so the next try can succeed, and wait.
+                victim = self._victim(f)
+                if victim is not None:
+                    self._close(victim)
+                self._shortage(exc)
+                self._wait(f)
+                return False
             if f.unreadable is None:
                 log.warning("tail: %s: cannot read (%s); retrying every %gs, other files carry on",
                             f.path, exc.strerror, self.o.rescan_interval)
@@ -564,10 +729,16 @@ class TailSource:
             f.unreadable = exc.strerror or str(exc)
             if exc.errno in (errno.ENOENT,):
                 f.gone = True
+            self._unwait(f)
             return False
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (f.dev, f.ino):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != (f.dev, f.ino):
             os.close(fd)  # the name now holds another file: discovery sorts it out
+            self._budget.release(self._owner)
+            self._unwait(f)
             with self._lock:
                 self._discover_due = True
             return False
@@ -575,31 +746,120 @@ class TailSource:
             log.info("tail: %s: readable again", f.path)
             f.unreadable = None
         f.fd = fd
+        self._lru[f.key] = None
+        self._unwait(f)
         return True
 
+    def _close(self, f: _File) -> None:
+        if f.fd is None:
+            return
+        try:
+            f.close()
+        finally:
+            self._budget.release(self._owner)
+            self._lru.pop(f.key, None)
+
+    def _take_slot(self, f: _File) -> bool:
+        """A descriptor slot for ``f``: a free one, or one of ours given up by another file."""
+        if self._budget.acquire(self._owner):
+            return True
+        victim = self._victim(f)
+        if victim is not None:
+            self._close(victim)
+            if self._budget.acquire(self._owner):
+                return True
+        self._budget.starve(self._owner, True)  # nothing of ours to close: others give slots back
+        return False
+
+    def _victim(self, keep: _File | None) -> _File | None:
+        """The open file to close for another: at its end and least recently grown first, then the
+        least recently grown with bytes left. Never one that could not be reopened (deleted, moved
+        out of sight) nor a rotated file with lines left: it keeps its place until it is done."""
+        fallback = None
+        for key in self._lru:
+            g = self._files.get(key)
+            if g is None or g is keep or g.deleted or g.gone:
+                continue
+            busy = key in self._hot or bool(g.cur.pending)
+            if not busy:
+                return g
+            if fallback is None and g.path == g.origin:
+                fallback = g
+        return fallback
+
+    def _wait(self, f: _File) -> None:
+        if not f.waiting:
+            f.waiting = True
+            self._waiting[f.key] = None
+            self.counters["descriptor_waits"] += 1
+
+    def _unwait(self, f: _File) -> None:
+        if f.waiting:
+            f.waiting = False
+            self._waiting.pop(f.key, None)
+            if not self._waiting:
+                self._budget.starve(self._owner, False)
+
+    def _shortage(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._shortage_logged >= 60:
+            self._shortage_logged = now
+            log.warning("tail: out of file descriptors (%s) with %d tailed files open; the others are "
+                        "read in turns (raise the limit, or lower max_open_files)", exc.strerror, len(self._lru))
+
+    def _trouble(self, f: _File, exc: OSError) -> None:
+        """A read, stat or hash of an open file failed: close it and retry later; its offset stands."""
+        self._close(f)
+        if f.unreadable is None:
+            log.warning("tail: %s: read failed (%s); retrying every %gs, its offset is kept", f.path,
+                        exc.strerror or exc, self.o.rescan_interval)
+            self.counters["unreadable"] += 1
+        f.unreadable = exc.strerror or str(exc)
+
     def _service(self, f: _File) -> bool:
-        """Read one turn of ``f``. True if it has bytes left (its turn ran out)."""
+        """Read one turn of ``f``. True if it has bytes left (its turn ran out).
+
+        An error of the open descriptor (stat, read, hash) closes it and leaves the offset as it
+        is: only bytes actually read can judge a file truncated or rewritten."""
         if f.fd is None and not self._open(f):
             return False
         try:
-            st = os.fstat(f.fd)
-        except OSError:
-            f.close()
+            return self._read_turn(f)
+        except OSError as exc:
+            self._trouble(f, exc)
             return False
+
+    def _read_turn(self, f: _File) -> bool:
+        st = os.fstat(f.fd)
         if st.st_nlink == 0 and not f.deleted:
             f.deleted = True
             log.info("tail: %s: deleted; reading it to its end", f.path)
+        if f.start_at_end:
+            f.start_at_end = False
+            self._start_at_end(f, st)
         cur = f.cur
-        if st.st_size != f.size or st.st_mtime != f.mtime:
+        if f.verify or st.st_size != f.size or st.st_mtime != f.mtime:
             head = read_head(f.fd, f.fp_len) if f.fp_len else b""
             verdict = judge(offset=cur.read_pos, last_size=f.size, fp=f.fp, fp_len=f.fp_len,
                             size=st.st_size, head=head)
-            f.size, f.mtime = st.st_size, st.st_mtime
+            adopted_by, f.verify = f.verify, None
             if verdict is not Verdict.SAME:
-                if self._restart(f, verdict, st.st_size):
+                if adopted_by == "rotation":
+                    # A stored record adopted unchecked that is not this file's: forget it, and let
+                    # discovery judge the file by its name, as if the check had run at adoption.
+                    self._drop(f)
+                    return False
+                try:
+                    copy_first = self._restart(f, verdict, st.st_size)
+                except OSError:
+                    f.verify = adopted_by or "glob"  # judged again once the copy check can read
+                    raise
+                f.size, f.mtime = st.st_size, st.st_mtime
+                if copy_first:
                     return True  # its copy is read first, on the next pass
                 if f.key not in self._files:
                     return False
+            f.size, f.mtime = st.st_size, st.st_mtime
             cur = f.cur  # a restart replaced it
 
         headers = dict(self._static)
@@ -640,6 +900,7 @@ class TailSource:
         now = time.monotonic()
         if got:
             f.last_growth = now
+            self._lru.move_to_end(f.key)
             if f.fp_len < FP_MAX and cur.read_pos > f.fp_len:
                 head = read_head(f.fd, min(FP_MAX, cur.read_pos))
                 f.fp, f.fp_len = fingerprint(head), len(head)
@@ -663,18 +924,22 @@ class TailSource:
             if f.deleted:
                 self._drop(f)
             elif f.rotated and now - f.last_growth >= self.o.rotate_wait:
-                f.close()
+                self._close(f)
         return more
 
     def _restart(self, f: _File, verdict: Verdict, size: int) -> bool:
         """A truncated or rewritten file: recover what a copy holds, then read it again from 0.
 
-        True if a copy was found (it must be read before this file goes on)."""
+        True if a copy was found (it must be read before this file goes on). ``OSError`` if whether
+        it is a copy could not be read: nothing has changed then."""
+        overwritten = f.rotated and self._is_copy(f.path, f.origin)
+        if overwritten is None:
+            raise OSError(errno.EIO, f"cannot read {f.path} to compare it with {f.origin}")
         if f.fp_len:
             old = self._old_heads.setdefault(f.origin, [])
             old.append((f.fp_len, f.fp))
             del old[:-4]
-        if f.rotated and self._is_copy(f.path, f.origin):
+        if overwritten:
             # A rotated name rewritten with a copy of what we read (copytruncate onto an existing
             # app.log.1): its bytes are already shipped, or are being read from the live file.
             # Forget it: discovery then sees an unknown file that repeats a known head, and skips it.

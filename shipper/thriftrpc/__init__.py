@@ -2,9 +2,10 @@
 
 The same shape as ``shipper.avroipc``: bytes in, events out; events in, bytes out. Nothing here
 opens sockets, reads clocks or starts threads, and nothing here imports from the rest of
-``shipper``. The transport adapters (``shipper.thriftclient``, ``shipper.thriftcollector``) drive
-these state machines over ``shipper.net``'s streams (timeouts, TLS). The codec is ours, not a
-Thrift library's: the reasons are measured and written down in docs/protocol.md ("Thrift").
+``shipper``. The Thrift client (``shipper.sink.thrift_client``) and collector
+(``shipper.collector.thrift_server``) drive these state machines over ``shipper.transport``'s
+streams (timeouts, TLS). The codec is ours, not a Thrift library's: the reasons are measured and
+written down in docs/protocol.md ("Why our own codec").
 
 Typical client use::
 

@@ -20,7 +20,7 @@ from shipper.avroipc import (
     ZlibDecoder,
     ZlibEncoder,
 )
-from shipper.avroipc.records import encode_event
+from shipper.avroipc.flume_event import encode_event
 from tests.avroipc import vectors as v
 from tests.avroipc.test_vectors import drain
 

@@ -29,7 +29,7 @@ from shipper.avroipc import (
 )
 from shipper.avroipc.avro import encode_long, encode_string
 from shipper.avroipc.protocol import compact_json
-from shipper.avroipc.records import encode_event
+from shipper.avroipc.flume_event import encode_event
 from tests.avroipc import vectors as v
 from tests.avroipc.test_vectors import drain
 

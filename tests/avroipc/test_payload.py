@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shipper.avroipc import CallReceived, CallSucceeded, ClientConnection, ProtocolCache, ServerConnection, Status
-from shipper.avroipc.records import encode_event
+from shipper.avroipc.flume_event import encode_event
 from tests.avroipc.test_vectors import drain
 
 

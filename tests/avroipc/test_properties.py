@@ -33,7 +33,7 @@ from shipper.avroipc import (
     encode_frame,
 )
 from shipper.avroipc.avro import AvroDecodeError
-from shipper.avroipc.records import encode_batch_param, encode_event, read_event, read_event_array
+from shipper.avroipc.flume_event import encode_batch_param, encode_event, read_event, read_event_array
 from tests.avroipc import vectors as v
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

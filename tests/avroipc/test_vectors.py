@@ -23,7 +23,7 @@ from shipper.avroipc import (
     Status,
 )
 from shipper.avroipc.avro import encode_long
-from shipper.avroipc.records import encode_event
+from shipper.avroipc.flume_event import encode_event
 from tests.avroipc import vectors as v
 
 NEXT_FRAME = bytes.fromhex("00000063 00000002 0000")  # the start of some later frame

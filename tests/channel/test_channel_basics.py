@@ -14,7 +14,7 @@ import pytest
 
 from shipper.channel import DB_NAME, Channel
 from shipper.errors import EXIT_LOCKED, EXIT_STATE, StateError, StateLocked
-from shipper.statedir import default_state_dir
+from shipper.channel.statedir import default_state_dir
 from tests.support import cli_argv
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from shipper.config import REFERENCE_BEGIN, REFERENCE_END, SECTIONS, SourceSection, load, reference_markdown
+from shipper.agent.config import REFERENCE_BEGIN, REFERENCE_END, SECTIONS, SourceSection, load, reference_markdown
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -15,13 +15,13 @@ def test_configuration_reference_matches_the_typed_config():
     text = (DOCS / "configuration.md").read_text()
     start, end = text.index(REFERENCE_BEGIN), text.index(REFERENCE_END) + len(REFERENCE_END)
     assert text[start:end] + "\n" == reference_markdown(), (
-        "docs/configuration.md is out of date: regenerate the block with `python3 -m shipper.config`")
+        "docs/configuration.md is out of date: regenerate the block with `python3 -m shipper.agent.config`")
 
 
 def test_every_flag_named_in_the_config_exists_on_tail():
     import typer.main
 
-    from shipper.cli import app, tail_cmd
+    from shipper.cli.app import app, tail_cmd
 
     command = typer.main.get_command(app).commands["tail"]
     opts = {o for p in command.params for o in getattr(p, "opts", [])}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shipper.channel import CHUNK_EVENTS
-from shipper.sink import SinkOptions
+from shipper.sink.worker import SinkOptions
 from tests.faultproxy import FaultProxy
 from tests.support import Proc
 

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from shipper import errors
-from shipper.policy import Balance, Selector, is_retriable
+from shipper.sink.policy import Balance, Selector, is_retriable
 
 
 def test_penalty_doubles_per_consecutive_failure_up_to_the_cap():

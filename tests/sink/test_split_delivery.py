@@ -10,11 +10,11 @@ import threading
 
 from shipper.avroipc import CallReceived, ProtocolCache, ServerConnection, Status
 from shipper.channel import Channel
-from shipper.client import CollectorClient
+from shipper.sink.client import CollectorClient
 from shipper.event import encode_event
-from shipper.net import Address, ClientOptions
-from shipper.policy import Selector
-from shipper.sink import CollectorPool, SinkOptions, SinkWorker
+from shipper.transport.stream import Address, ClientOptions
+from shipper.sink.policy import Selector
+from shipper.sink.worker import CollectorPool, SinkOptions, SinkWorker
 
 
 class ScriptedCollector:

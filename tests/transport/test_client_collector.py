@@ -11,11 +11,11 @@ import time
 import pytest
 
 from shipper.avroipc import Status
-from shipper.client import CollectorClient
+from shipper.sink.client import CollectorClient
 from shipper.errors import CollectorRejected, ConnectTimeout, PeerProtocolError, RequestTimeout, TransportError
 from shipper.event import encode_event
-from shipper.net import Address, CertificateError, ClientOptions, TLSOptions
-from tests.transport.conftest import RunningCollector
+from shipper.transport.stream import Address, CertificateError, ClientOptions, TLSOptions
+from tests.conftest import RunningCollector
 
 FAST = dict(connect_timeout=5.0, request_timeout=10.0)
 

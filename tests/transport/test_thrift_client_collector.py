@@ -11,16 +11,16 @@ import threading
 
 import pytest
 
-from shipper.client import client_for, probe
+from shipper.sink.client import client_for, probe
 from shipper.errors import CollectorRejected, PeerProtocolError, RequestTimeout, TransportError
 from shipper.event import encode_event
-from shipper.net import Address, CertificateError, ClientOptions, TLSOptions
-from shipper.outfile import RollingWriter
-from shipper.thriftclient import ThriftCollectorClient
-from shipper.thriftcollector import ThriftCollector
+from shipper.transport.stream import Address, CertificateError, ClientOptions, TLSOptions
+from shipper.collector.writer import RollingWriter
+from shipper.sink.thrift_client import ThriftCollectorClient
+from shipper.collector.thrift_server import ThriftCollector
 from shipper import thriftrpc
-from shipper.collector import CollectorOptions
-from tests.transport.conftest import RunningCollector
+from shipper.collector.server import CollectorOptions
+from tests.conftest import RunningCollector
 
 FAST = dict(connect_timeout=5.0, request_timeout=10.0)
 PROTOS = ("compact", "binary")

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :class:`CollectorClient` drives the protocol core in the client role
-(``shipper.avroipc.ClientConnection``) over a blocking :class:`shipper.net.Stream`. A call is:
+(``shipper.avroipc.ClientConnection``) over a blocking :class:`shipper.transport.stream.Stream`. A call is:
 queue it in the core, send the core's bytes, then read and feed the core until it yields the
 answer for that call's serial, all before one deadline (``request_timeout``). On a fresh
 connection that first call carries the Avro handshake, so the deadline covers it too (Flume's
@@ -13,7 +13,7 @@ with our protocol text; we just send whatever the core has queued after each rea
 Errors carry the policy (``shipper.errors``): every failure, whatever its kind, closes the
 connection before the error leaves this module, so the next call starts clean with a new
 connection and a new handshake (Flume's "DEAD client" lesson, without the death). Lower-layer
-errors are translated once, here or in ``shipper.net``.
+errors are translated once, here or in ``shipper.transport.stream``.
 
 :func:`probe` is the ``ping`` command's engine: it runs the same steps one at a time (resolve,
 TCP, TLS, handshake, an empty ``appendBatch``) and reports each with its time and a verdict.
@@ -45,7 +45,7 @@ from shipper.errors import (
     TransportError,
 )
 from shipper.event import encode_event_with, encode_headers
-from shipper.net import (
+from shipper.transport.stream import (
     Address,
     CertificateError,
     ClientOptions,
@@ -268,7 +268,7 @@ class ProbeReport:
 def probe(address: Address, options: ClientOptions) -> ProbeReport:
     """Diagnose one collector step by step, the way an operator needs after "Handshake timed out"."""
     if address.rpc == "thrift":
-        from shipper.thriftclient import probe_thrift
+        from shipper.sink.thrift_client import probe_thrift
 
         return probe_thrift(address, options)
     report = ProbeReport(address)
@@ -277,7 +277,7 @@ def probe(address: Address, options: ClientOptions) -> ProbeReport:
     if not report.healthy and _closed_early(report) and options.tls is None:
         named = _name_compression_mismatch(report, address, options)
     if not report.healthy and not named and report.steps[-1].name == "handshake":
-        from shipper.thriftclient import name_other_rpc
+        from shipper.sink.thrift_client import name_other_rpc
 
         name_other_rpc(report, address, options)
     return report
@@ -286,7 +286,7 @@ def probe(address: Address, options: ClientOptions) -> ProbeReport:
 def client_for(address: Address, options: ClientOptions = ClientOptions()) -> "CollectorClient":
     """The client for the RPC the address names (``thrift://`` or Avro); one interface for both."""
     if address.rpc == "thrift":
-        from shipper.thriftclient import ThriftCollectorClient
+        from shipper.sink.thrift_client import ThriftCollectorClient
 
         return ThriftCollectorClient(address, options)
     return CollectorClient(address, options)

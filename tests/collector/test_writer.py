@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shipper.outfile import RollingWriter
+from shipper.collector.writer import RollingWriter
 
 
 def read_all(directory) -> bytes:

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from shipper.notify import Notifier
+from shipper.ops.notify import Notifier
 from tests.ops.common import collected, start_collector, toml_config, wait_until, write_lines
 from tests.support import Proc
 

@@ -20,7 +20,7 @@ round trips but may reorder: Flume 1.10+ runs pipelined calls of one connection 
 threads (docs/interop.md), and a refused call sent again lands after its accepted successors.
 
 ``deliver`` is a tenacity retry loop that never gives up by default. Each attempt asks the
-:class:`~shipper.policy.Selector` for a collector (penalty box + balance mode) and sends the stored
+:class:`~shipper.sink.policy.Selector` for a collector (penalty box + balance mode) and sends the stored
 event bytes as they are. Every failure closes that collector's connection (the client does it),
 puts the collector in the penalty box and, if another collector is still eligible, fails over at
 once; if none is, waits an exponential backoff with full jitter before the next attempt. While no
@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import tenacity
 
 from shipper.errors import ChannelIOError, ShipperError
-from shipper.policy import Selector, is_retriable
+from shipper.sink.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
 

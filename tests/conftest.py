@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shipper.collector import Collector, CollectorOptions
-from shipper.net import Address, TLSOptions
-from shipper.outfile import RollingWriter
+from shipper.collector.server import Collector, CollectorOptions
+from shipper.transport.stream import Address, TLSOptions
+from shipper.collector.writer import RollingWriter
 
 
 class RunningCollector:

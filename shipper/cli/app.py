@@ -15,7 +15,7 @@ import typer
 
 from shipper import __version__
 from shipper.errors import ShipperError
-from shipper.logs import setup_logging
+from shipper.ops.logs import setup_logging
 
 log = logging.getLogger("flume-ship")
 
@@ -95,7 +95,7 @@ def channel_verify(
         raise typer.Exit(EXIT_STATE)
 
 
-# --- `flume-ship collect`, `send`, `ping`: the Avro RPC transport (shipper.collector, shipper.client) --
+# --- `flume-ship collect`, `send`, `ping`: the Avro RPC transport (shipper.collector.server, shipper.sink.client) --
 
 _TRANSPORT_HELP = "Transport"
 _OPT_COMPRESS = typer.Option(
@@ -125,7 +125,7 @@ _OPT_LEVEL = typer.Option(6, "--compression-level", help="zlib level 0-9 for --c
 
 
 def _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
-    from shipper.net import ClientOptions, TLSOptions
+    from shipper.transport.stream import ClientOptions, TLSOptions
 
     tls_options = None
     if tls or tls_ca or tls_insecure:
@@ -192,10 +192,10 @@ def collect(
     import os
     import signal
 
-    from shipper.collector import Collector, CollectorOptions
+    from shipper.collector.server import Collector, CollectorOptions
     from shipper.errors import ConfigError
-    from shipper.net import Address, TLSOptions
-    from shipper.outfile import FORMATS, RollingWriter
+    from shipper.transport.stream import Address, TLSOptions
+    from shipper.collector.writer import FORMATS, RollingWriter
 
     if fmt not in FORMATS:
         raise typer.BadParameter("use text or jsonl", param_hint="--format")
@@ -220,7 +220,7 @@ def collect(
         tls_layering=layering,
     )
     if protocol == "thrift":
-        from shipper.thriftcollector import ThriftCollector
+        from shipper.collector.thrift_server import ThriftCollector
 
         collector = ThriftCollector(options, writer)
     else:
@@ -270,9 +270,9 @@ def send(
     Exit 0 only when every line was acknowledged OK; 3 when the collector is unreachable or
     did not accept a batch; 7 when the file cannot be read.
     """
-    from shipper.client import client_for, send_lines, split_lines
+    from shipper.sink.client import client_for, send_lines, split_lines
     from shipper.errors import InputError
-    from shipper.net import Address
+    from shipper.transport.stream import Address
 
     headers = _headers(header)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
@@ -345,9 +345,9 @@ def ping(
     Use it after "Handshake timed out": it tells a refused port from a silent one, a TLS or
     compression mismatch from a middlebox. Exit 0 only when the collector is healthy, else 3.
     """
-    from shipper.client import probe
+    from shipper.sink.client import probe
     from shipper.errors import EXIT_UNAVAILABLE
-    from shipper.net import Address
+    from shipper.transport.stream import Address
 
     target = Address.parse_collector(address)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
@@ -408,6 +408,7 @@ _AGENT_FLAGS = {
     "metrics_listen": ("agent", "metrics_listen", None),
     "stall_timeout": ("agent", "stall_timeout", None),
     "status_interval": ("agent", "status_interval", None),
+    "max_open_files": ("agent", "max_open_files", None),
 }
 _SOURCE_FLAGS = {
     "from_end": ("from_end", None),
@@ -433,7 +434,7 @@ def _flag_of(ctx: typer.Context, name: str) -> str:
 
 def _overlay(ctx: typer.Context, paths: Optional[list[str]]):
     """The flags the user gave (not typer's defaults), as an overlay on the config file."""
-    from shipper.config import Overlay
+    from shipper.agent.config import Overlay
 
     overlay = Overlay()
     params = ctx.params
@@ -533,6 +534,9 @@ def tail_cmd(
     status_interval: float = typer.Option(2.0, "--status-interval", min=0.1, help="Seconds between rewrites of "
                                           "status.json in the state directory (read by flume-ship status).",
                                           rich_help_panel=_OPS_HELP),
+    max_open_files: int = typer.Option(0, "--max-open-files", min=0, help="Most tailed files open at once; "
+                                       "the others are read in turns (0: the open-file limit, raised to its "
+                                       "hard maximum at start, less a reserve).", rich_help_panel=_SOURCE_HELP),
 ) -> None:
     """Tail files into the durable channel and ship them to Flume Avro collectors (the main job).
 
@@ -543,8 +547,8 @@ def tail_cmd(
     While no collector accepts, events wait in the channel and delivery is retried for ever.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
     """
-    from shipper.agent import Agent
-    from shipper.config import ConfigFileError, default_config_path, load
+    from shipper.agent.core import Agent
+    from shipper.agent.config import ConfigFileError, default_config_path, load
 
     if deadline is not None and not once:
         raise typer.BadParameter("only makes sense with --once", param_hint="--deadline")
@@ -570,7 +574,7 @@ def validate_cmd(
     Prints each problem as FILE: KEY: WHY and exits 2, or a summary of what would run and exits 0.
     Nothing is started and no collector is contacted (use flume-ship ping for that).
     """
-    from shipper.config import ConfigFileError, default_config_path, load
+    from shipper.agent.config import ConfigFileError, default_config_path, load
 
     path = config or config_opt or default_config_path()
     if not path:
@@ -607,7 +611,7 @@ def status_cmd(
     """
     import json as _json
 
-    from shipper.status import collect, render
+    from shipper.ops.status import collect, render
 
     directory = state_dir or _state_dir_from_config(config)
     doc = collect(directory)
@@ -618,8 +622,8 @@ def status_cmd(
 
 
 def _state_dir_from_config(config: Optional[str]) -> str:
-    from shipper.config import ConfigFileError, default_config_path, load_raw
-    from shipper.statedir import default_state_dir
+    from shipper.agent.config import ConfigFileError, default_config_path, load_raw
+    from shipper.channel.statedir import default_state_dir
 
     path = config or default_config_path()
     if path:

@@ -1,6 +1,6 @@
 """The Thrift core behind the interface the Avro transports drive, for both roles.
 
-``shipper.client.CollectorClient``'s call loop and ``shipper.collector.Collector``'s connection loop
+``shipper.sink.client.CollectorClient``'s call loop and ``shipper.collector.Collector``'s connection loop
 were written against ``shipper.avroipc``'s connections: ``receive_data``, ``next_event``,
 ``data_to_send`` and ``avroipc``'s event and error types. These two adapters put
 ``shipper.thriftrpc``'s connections behind that interface, so the Thrift client and collector reuse
@@ -42,7 +42,7 @@ class _Core:
 
 
 class ClientCore(_Core):
-    """``thriftrpc.ClientConnection`` for :class:`shipper.client.CollectorClient`'s loop."""
+    """``thriftrpc.ClientConnection`` for :class:`shipper.sink.client.CollectorClient`'s loop."""
 
     established = True  # Thrift has no handshake
 

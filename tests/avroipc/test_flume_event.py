@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shipper.avroipc.avro import AvroDecodeError, Reader
-from shipper.avroipc.records import encode_batch_param, encode_event, read_event_array
+from shipper.avroipc.flume_event import encode_batch_param, encode_event, read_event_array
 from shipper.event import (
     Event,
     decode_batch,

@@ -5,7 +5,7 @@ Theory of operation
 One TOML file (``--config``, default ``/etc/flume-ship/flume-ship.toml`` when it exists) holds every
 option of ``flume-ship tail``. Its shape::
 
-    [agent]      drain_timeout, metrics_listen, stall_timeout, status_interval
+    [agent]      drain_timeout, metrics_listen, stall_timeout, status_interval, max_open_files
     [channel]    state_dir, capacity, min_free
     [delivery]   collectors = ["host:port", ...], batching, balance, timeouts, compression, TLS
     [sources.NAME]   paths = [globs], headers = {k = "v"}, per-source tailing options (one or more)
@@ -18,7 +18,7 @@ is the file or the flag, and raised together as one :class:`ConfigFileError` (ex
 are errors: a typo must not silently fall back to a default.
 
 Sources and offsets: each ``[sources.NAME]`` becomes its own tail source sharing the one channel.
-Their offset records are kept apart by a per-source prefix (see ``shipper.agent``), except for the
+Their offset records are kept apart by a per-source prefix (see ``shipper.agent.core``), except for the
 source named ``default``, which is what the command line's PATHS make: renaming a source therefore
 starts its files afresh. Two sources that match the same file would ship it twice, so
 :func:`check_overlaps` refuses identical patterns and any file that two sources match right now.
@@ -70,6 +70,11 @@ class AgentSection:
                                "acknowledged for this many seconds.", flag="--stall-timeout", lo=0.1)
     status_interval: float = opt(2.0, "Seconds between rewrites of `status.json` in the state directory "
                                  "(read by `flume-ship status`).", flag="--status-interval", lo=0.1)
+    max_open_files: int = opt(0, "Most tailed files open at once, all sources together; files beyond it are "
+                              "read in turns (at their end first, least recently grown next). 0: the open-file "
+                              "limit (the agent raises its soft RLIMIT_NOFILE to the hard limit at start) less "
+                              "a reserve of max(64, limit/8) for the channel, sockets and the metrics endpoint. "
+                              "Not reloadable.", flag="--max-open-files", lo=0)
 
 
 @dataclass(frozen=True)
@@ -168,17 +173,17 @@ class Config:
     file: str | None = None  # the file it was read from, if any
 
     def state_path(self) -> Path:
-        from shipper.statedir import default_state_dir
+        from shipper.channel.statedir import default_state_dir
 
         return Path(self.channel.state_dir).expanduser() if self.channel.state_dir else default_state_dir()
 
     def addresses(self) -> list:
-        from shipper.net import Address
+        from shipper.transport.stream import Address
 
         return [Address.parse_collector(c) for c in self.delivery.collectors]
 
     def client_options(self):
-        from shipper.net import ClientOptions, TLSOptions
+        from shipper.transport.stream import ClientOptions, TLSOptions
 
         d = self.delivery
         tls = None
@@ -189,7 +194,7 @@ class Config:
                              compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
 
     def sink_options(self):
-        from shipper.sink import SinkOptions
+        from shipper.sink.worker import SinkOptions
 
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
@@ -411,7 +416,7 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
 
 
 def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> None:
-    from shipper.net import Address
+    from shipper.transport.stream import Address
 
     d: DeliverySection = sections["delivery"]
     for i, text in enumerate(d.collectors):
@@ -483,7 +488,7 @@ def parse_size(value: Any) -> int:
 
 # --------------------------------------------------------------------------- the generated reference
 
-REFERENCE_BEGIN = "<!-- BEGIN GENERATED REFERENCE: python3 -m shipper.config > this block -->"
+REFERENCE_BEGIN = "<!-- BEGIN GENERATED REFERENCE: python3 -m shipper.agent.config > this block -->"
 REFERENCE_END = "<!-- END GENERATED REFERENCE -->"
 
 

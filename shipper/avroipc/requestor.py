@@ -52,7 +52,7 @@ from shipper.avroipc.protocol import (
     protocol_hash,
     read_handshake_response,
 )
-from shipper.avroipc.records import encode_batch_param
+from shipper.avroipc.flume_event import encode_batch_param
 
 _NAME_APPEND = b"\x00" + encode_string("append")  # request metadata {} + message name
 _NAME_APPEND_BATCH = b"\x00" + encode_string("appendBatch")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shipper.client import CollectorClient
+from shipper.sink.client import CollectorClient
 from shipper.event import encode_event
-from shipper.net import ClientOptions
+from shipper.transport.stream import ClientOptions
 
 FAST = dict(connect_timeout=5.0, request_timeout=10.0)
 

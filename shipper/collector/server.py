@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 One thread accepts; each connection gets its own thread running the protocol core in the
 server role (``shipper.avroipc.ServerConnection``) under the same layer pipeline as the client
-(``shipper.net``: plain, deflate, TLS, TLS+deflate in either layering). Threads keep it simple:
+(``shipper.transport.stream``: plain, deflate, TLS, TLS+deflate in either layering). Threads keep it simple:
 the work per connection is "read, decode, write a file, fsync, answer", the fsync and the socket
 calls release the GIL, and a few busy clients are what a collector sees.
 
@@ -43,8 +43,8 @@ from shipper.avroipc import (
     Status,
 )
 from shipper.errors import ConfigError
-from shipper.net import RECV_SIZE, Address, TLSOptions, build_pipeline, check_layering, server_tls_context
-from shipper.outfile import RollingWriter
+from shipper.transport.stream import RECV_SIZE, Address, TLSOptions, build_pipeline, check_layering, server_tls_context
+from shipper.collector.writer import RollingWriter
 
 log = logging.getLogger("flume-ship.collect")
 
@@ -188,7 +188,7 @@ class Collector:
             log.debug("client %s: %s", peer, reason)
 
     def _new_connection(self):
-        """The protocol core for one connection (a subclass serves another RPC: thriftcollector)."""
+        """The protocol core for one connection (a subclass serves another RPC: collector.thrift_server)."""
         return ServerConnection(self.cache)
 
     def _send(self, sock: socket.socket, data: bytes) -> None:

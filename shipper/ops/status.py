@@ -5,7 +5,7 @@ Two ways to know, and the command picks the better one:
 * **Running agent**: it rewrites ``<state dir>/status.json`` every ``status_interval`` seconds (and
   once more when it stops), atomically: written to ``status.json.tmp-<pid>`` then renamed over the
   old one, so a reader sees a whole file or the previous one, never half. The document is
-  :meth:`shipper.agent.Agent.snapshot` (files, channel, collectors, totals, health).
+  :meth:`shipper.agent.core.Agent.snapshot` (files, channel, collectors, totals, health).
 * **Stopped agent** (or a status file older than a few intervals): the truth is in the channel. The
   database is opened read-only (SQLite WAL readers never block the writer, as ``channel verify``
   does), for the queued events and the age of the oldest, and the tail offset records; each
@@ -55,7 +55,7 @@ def write_status(state_dir: Path, doc: dict) -> None:
 
 def lock_holder(state_dir: Path) -> int | None:
     """The pid holding the state directory's lock, or None when no agent runs."""
-    from shipper.statedir import LOCK_NAME
+    from shipper.channel.statedir import LOCK_NAME
 
     lock = Path(state_dir) / LOCK_NAME
     try:
@@ -245,8 +245,20 @@ def render(doc: dict) -> str:
         out += _table(["SOURCE", "FILE", "IDENTITY", "OFFSET", "SIZE", "BEHIND", "STATE"], rows)
     else:
         out.append("no files tracked yet")
+    for src in doc.get("sources", []):
+        more = src.get("files_total", 0) - len(src.get("files", []))
+        if more > 0:
+            states = ", ".join(f"{n} {s}" for s, n in sorted((src.get("files_by_state") or {}).items()))
+            out.append(f"{src['name']}: {more} more files not listed ({src['files_total']} in all: {states}); "
+                       "the list shows the files behind first")
     behind = sum(s.get("bytes_behind", 0) for s in doc.get("sources", []))
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
+    fds = doc.get("descriptors")
+    if fds and agent.get("running"):
+        line = f"open files: {fds.get('open', 0)} of {fds.get('budget', 0)}"
+        if fds.get("waiting"):
+            line += f"; {fds['waiting']} files waiting for a descriptor (read in turns)"
+        out.append(line)
     out.append("")
     ch = doc.get("channel", {})
     line = f"channel: {ch.get('events', 0)} events ({_bytes(ch.get('bytes'))}) queued"

@@ -50,7 +50,7 @@ from shipper.avroipc.protocol import (
     protocol_hash,
     read_handshake_request,
 )
-from shipper.avroipc.records import read_event, read_event_array
+from shipper.avroipc.flume_event import read_event, read_event_array
 
 DEFAULT_MAX_EVENTS_PER_CALL = 100_000
 DEFAULT_MAX_CACHED_PROTOCOLS = 64

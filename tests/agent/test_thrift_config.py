@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import subprocess
 
-from shipper.config import load
+from shipper.agent.config import load
 from shipper.errors import EXIT_USAGE
-from shipper.net import Address
+from shipper.transport.stream import Address
 from tests.support import cli_argv
 
 MIXED = """

@@ -43,16 +43,17 @@ import threading
 import time
 from typing import Callable
 
-from shipper.config import DEFAULT_SOURCE, Config, SourceSection
+from shipper.agent.config import DEFAULT_SOURCE, Config, SourceSection
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, ConfigError, ShipperError
-from shipper.notify import Notifier
-from shipper.policy import Balance, Selector
-from shipper.sink import CollectorPool, SinkWorker
-from shipper.telemetry import Telemetry, stall_verdict
+from shipper.ops.notify import Notifier
+from shipper.sink.policy import Balance, Selector
+from shipper.sink.worker import CollectorPool, SinkWorker
+from shipper.ops.telemetry import Telemetry, stall_verdict
 
 log = logging.getLogger("flume-ship.agent")
 
 _TICK = 0.2  # the main loop looks at its flags this often
+STATUS_FILES = 200  # files listed per source in status.json (behind first); the others are counted
 
 
 def source_prefix(name: str) -> str:
@@ -93,13 +94,13 @@ class SourceChannel:
 class SourceRunner:
     """One configured source: its TailSource, its thread and its stop flag."""
 
-    def __init__(self, config: SourceSection, channel):
+    def __init__(self, config: SourceSection, channel, budget=None):
         from shipper.tail import TailSource
 
         self.config = config
         self.name = config.name
         self.view = SourceChannel(channel, source_prefix(config.name))
-        self.source = TailSource(config.tail_options(), self.view)
+        self.source = TailSource(config.tail_options(), self.view, budget)
         self.stop_flag = threading.Event()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -121,6 +122,8 @@ class SourceRunner:
         self.source.wakeup()
         if self.thread is not None:
             self.thread.join(timeout)
+        if not self.alive:
+            self.source.close()  # its share of the descriptor budget goes back to the others
 
     @property
     def alive(self) -> bool:
@@ -130,7 +133,8 @@ class SourceRunner:
         c = self.source.counters
         return {"events_read": c.get("events", 0), "events_put": self.view.events_put,
                 "bytes_put": self.view.bytes_put, "rotations": c.get("rotations", 0),
-                "truncations": c.get("truncations", 0)}
+                "truncations": c.get("truncations", 0), "descriptor_waits": c.get("descriptor_waits", 0),
+                "incomplete_scans": c.get("incomplete_scans", 0)}
 
 
 class Delivery:
@@ -150,7 +154,7 @@ class Delivery:
         self.threads: list[threading.Thread] = []
 
         def make_client(address):
-            from shipper.client import client_for
+            from shipper.sink.client import client_for
 
             return client_for(address, client_options)
 
@@ -232,6 +236,7 @@ class Agent:
         self._reload_requested = False
         self._warned_overlap: set[str] = set()
         self.metrics_server = None
+        self.descriptors = None  # the budget of open tailed files, set at run()
         self.started = time.time()
         self._progress_base = time.monotonic()
         self.state = "starting"
@@ -279,13 +284,13 @@ class Agent:
                                     chunk_bytes=min(1 << 20, d.batch_bytes))
         self.telemetry.keep_collectors(self.config.addresses())
         self.delivery = Delivery(self.config, self.channel, self.telemetry)
-        self.sources = {s.name: SourceRunner(s, self.channel) for s in self.config.sources}
+        self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors) for s in self.config.sources}
 
     def _start_metrics(self) -> None:
         listen = self.config.agent.metrics_listen
         if not listen:
             return
-        from shipper.metrics import MetricsServer
+        from shipper.ops.metrics import MetricsServer
 
         self.metrics_server = MetricsServer(self, listen)
         log.info("metrics on http://%s/metrics, health on http://%s/health", self.metrics_server.address,
@@ -297,8 +302,19 @@ class Agent:
 
     # --- run -------------------------------------------------------------------------------
 
+    def _budget_descriptors(self) -> None:
+        """Raise the open-file limit and set the budget of open tailed files all sources share."""
+        from shipper.tail.descriptors import DescriptorBudget, open_file_budget, raise_open_file_limit
+
+        limit = raise_open_file_limit()
+        budget = open_file_budget(limit, self.config.agent.max_open_files)
+        self.descriptors = DescriptorBudget(budget)
+        log.info("tailing with at most %d open files (open-file limit %d); more files are read in turns",
+                 budget, limit)
+
     def run(self) -> int:
         started = time.monotonic()
+        self._budget_descriptors()
         self._open()
         try:
             self._start_metrics()
@@ -439,7 +455,7 @@ class Agent:
         # 3. Start sources that are new or changed; they resume from their committed offsets.
         for name, section in wanted.items():
             if name not in self.sources:
-                runner = SourceRunner(section, self.channel)
+                runner = SourceRunner(section, self.channel, self.descriptors)
                 runner.start()
                 self.sources[name] = runner
                 log.info("reload: source %s tails %s", name, " ".join(section.paths))
@@ -460,29 +476,33 @@ class Agent:
         return f"{snap['events_acked']} events acknowledged, {queued} queued"
 
     def _tick_status(self) -> None:
-        from shipper.status import write_status
+        from shipper.ops.status import write_status
 
         try:
             snap = self.snapshot()
         except Exception as exc:  # status is advice; never let it stop shipping
             log.debug("status snapshot failed: %s", exc)
             return
-        self._check_overlaps(snap)
+        self._check_overlaps()
         write_status(self.config.state_path(), snap)
         self.notifier.status(self._status_line())
 
-    def _check_overlaps(self, snap: dict) -> None:
+    def _check_overlaps(self) -> None:
+        running = dict(self.sources)
+        if len(running) < 2:
+            return
         owners: dict[str, str] = {}
-        for src in snap["sources"]:
-            for f in src["files"]:
-                other = owners.setdefault(f["identity"], src["name"])
-                if other != src["name"] and f["identity"] not in self._warned_overlap:
-                    self._warned_overlap.add(f["identity"])
+        for name, runner in sorted(running.items()):
+            for identity in runner.source.identities():
+                other = owners.setdefault(identity, name)
+                if other != name and identity not in self._warned_overlap:
+                    self._warned_overlap.add(identity)
+                    path = next((f.path for f in runner.source.status() if f.identity == identity), identity)
                     log.warning("%s is tailed by sources %s and %s: its lines are shipped twice; narrow one "
-                                "of the globs", f["path"], other, src["name"])
+                                "of the globs", path, other, name)
 
     def health(self, stats=None) -> tuple[bool, str]:
-        """The stall verdict (shipper.telemetry.stall_verdict); progress counts from start or last reload."""
+        """The stall verdict (shipper.ops.telemetry.stall_verdict); progress counts from start or last reload."""
         stats = stats or self.channel.stats()
         since = time.monotonic() - self._progress_base
         last_ack = self.telemetry.last_ack
@@ -507,14 +527,20 @@ class Agent:
                 for k, v in runner.counts().items():
                     counts[k] = counts.get(k, 0) + v
             files = []
-            if runner is not None:
-                for f in runner.source.status():
+            summary = runner.source.summary(STATUS_FILES) if runner is not None else None
+            if summary is not None:
+                for f in summary.rows:
                     files.append({"path": f.path, "origin": f.origin, "identity": f.identity,
                                   "generation": f.generation, "offset": f.offset, "size": f.size,
                                   "behind": f.behind, "state": f.state})
+            fds = runner.source.descriptor_status() if runner is not None else None
             sources.append({"name": name, "active": runner is not None,
                             "paths": list(runner.config.paths) if runner else [],
-                            "bytes_behind": sum(f["behind"] for f in files), "files": files, **counts})
+                            "bytes_behind": summary.bytes_behind if summary else 0, "files": files,
+                            "files_total": summary.total if summary else 0,
+                            "files_by_state": summary.by_state if summary else {},
+                            "open_files": fds.open if fds else 0, "waiting_files": fds.waiting if fds else 0,
+                            **counts})
         collectors = self.delivery.collectors(tele) if self.delivery else []
         return {
             "version": __version__, "pid": os.getpid(), "state": self.state, "written_at": time.time(),
@@ -528,6 +554,9 @@ class Agent:
                         "disk_free_bytes": stats.disk_free_bytes, "file_bytes": stats.file_bytes,
                         "quarantined": stats.quarantined},
             "sources": sources,
+            "descriptors": {"budget": self.descriptors.limit if self.descriptors else 0,
+                            "open": sum(s["open_files"] for s in sources),
+                            "waiting": sum(s["waiting_files"] for s in sources)},
             "collectors": collectors,
             "totals": {"events_read": sum(s.get("events_read", 0) for s in sources),
                        "events_put": sum(s.get("events_put", 0) for s in sources),

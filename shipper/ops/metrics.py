@@ -12,6 +12,8 @@ events_acked_total                             counter    events acknowledged an
 send_failures_total{collector}                 counter    failed attempts (refused, timeout, FAILED...)
 retries_total                                  counter    batch retries (failover or backoff)
 bytes_behind{source}                           gauge      bytes in the files not yet read
+open_files{source}, files_waiting{source}      gauge      tailed files holding / waiting for a descriptor
+open_files_budget                              gauge      most tailed files open at once (all sources)
 channel_events, channel_bytes                  gauge      queued in the channel (in flight included)
 channel_oldest_event_age_seconds               gauge      age of the oldest queued event (0 when empty)
 channel_put_blocked                            gauge      1 while reading is paused (full or low disk)
@@ -25,7 +27,7 @@ healthy                                        gauge      1 unless stalled (see 
 
 ``/health`` answers ``200`` with a JSON body while the agent delivers (or has nothing to deliver)
 and ``503`` when it is stalled: events queued and nothing acknowledged for ``stall_timeout``
-(``shipper.telemetry.stall_verdict``). It turns back to 200 with the next acknowledgement.
+(``shipper.ops.telemetry.stall_verdict``). It turns back to 200 with the next acknowledgement.
 
 The server is the standard library's threading HTTP server on a daemon thread; it answers only
 GET on those two paths (404 otherwise) and never logs per request.
@@ -43,7 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 
 from shipper.errors import ConfigError
-from shipper.telemetry import LATENCY_BUCKETS
+from shipper.ops.telemetry import LATENCY_BUCKETS
 
 log = logging.getLogger("flume-ship.metrics")
 
@@ -71,11 +73,18 @@ def families(snap: dict):
     read = counter("events_read", "Lines cut into events by the tail source.", ["source"])
     put = counter("events_put", "Events committed into the channel.", ["source"])
     behind = gauge("bytes_behind", "Bytes in the tailed files not yet read.", ["source"])
+    open_files = gauge("open_files", "Tailed files holding a descriptor.", ["source"])
+    waiting = gauge("files_waiting", "Tailed files waiting for a descriptor (read in turns).", ["source"])
     for s in snap["sources"]:
         read.add_metric([s["name"]], s.get("events_read", 0))
         put.add_metric([s["name"]], s.get("events_put", 0))
         behind.add_metric([s["name"]], s.get("bytes_behind", 0))
-    yield from (read, put, behind)
+        open_files.add_metric([s["name"]], s.get("open_files", 0))
+        waiting.add_metric([s["name"]], s.get("waiting_files", 0))
+    yield from (read, put, behind, open_files, waiting)
+    budget = gauge("open_files_budget", "Most tailed files open at once, all sources together.")
+    budget.add_metric([], (snap.get("descriptors") or {}).get("budget", 0))
+    yield budget
 
     t = snap["totals"]
     acked = counter("events_acked", "Events acknowledged by a collector and removed from the channel.")
@@ -159,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class MetricsServer:
     def __init__(self, agent, listen: str):
-        from shipper.net import Address
+        from shipper.transport.stream import Address
 
         address = Address.parse(listen)
         registry = CollectorRegistry(auto_describe=False)

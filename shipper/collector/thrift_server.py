@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 :class:`ThriftCollector` is :class:`shipper.collector.Collector` (threads, limits, TLS, the
 rolling writer, fsync before OK, stopping) with the Thrift core under each connection instead of
-the Avro one: ``thriftcores.ServerCore`` drives ``thriftrpc.ServerConnection`` and gives the shared
+the Avro one: ``shipper.transport.thrift.ServerCore`` drives ``thriftrpc.ServerConnection`` and gives the shared
 loop the events it knows. Each connection's protocol (compact or binary, strict or not) is detected from
 its first frame, so one port serves Flume's ThriftSink and ThriftRpcClient whichever protocol they
 are configured with. Limits (the Avro collector's defaults: 64 MiB per frame, 100,000 events per
@@ -17,10 +17,10 @@ Thrift in Flume has no compression, so none is offered here.
 from __future__ import annotations
 
 from shipper import thriftrpc
-from shipper.collector import Collector, CollectorOptions
+from shipper.collector.server import Collector, CollectorOptions
 from shipper.errors import ConfigError
-from shipper.outfile import RollingWriter
-from shipper.thriftcores import ServerCore
+from shipper.collector.writer import RollingWriter
+from shipper.transport.thrift import ServerCore
 
 
 class ThriftCollector(Collector):

@@ -2,11 +2,11 @@
 
 Theory of operation
 -------------------
-:class:`ThriftCollectorClient` is :class:`shipper.client.CollectorClient` with another protocol
+:class:`ThriftCollectorClient` is :class:`shipper.sink.client.CollectorClient` with another protocol
 core under it: the call loop (deadlines, pipelining window, close on any failure, ``.acknowledged``
-on errors), the transport (``shipper.net``: connect timeout, TLS with the same verification) and
+on errors), the transport (``shipper.transport.stream``: connect timeout, TLS with the same verification) and
 the error policy are shared, so a Thrift collector behaves in a failover or balanced group exactly
-like an Avro one. Only :meth:`connect` differs: it puts ``thriftcores.ClientCore`` over the stream,
+like an Avro one. Only :meth:`connect` differs: it puts ``shipper.transport.thrift.ClientCore`` over the stream,
 which drives ``thriftrpc.ClientConnection`` and hands the loop the Avro core's answer events.
 
 Answers: ``OK`` acknowledges; ``FAILED``, ``ERROR`` and ``UNKNOWN`` become
@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from shipper.client import (
+from shipper.sink.client import (
     CollectorClient,
     ProbeReport,
     Step,
@@ -36,8 +36,8 @@ from shipper.client import (
     _probe_into,
 )
 from shipper.errors import CollectorRejected, RequestTimeout, ShipperError, TransportError
-from shipper.net import Address, ClientOptions, PeerClosed, open_stream
-from shipper.thriftcores import ClientCore
+from shipper.transport.stream import Address, ClientOptions, PeerClosed, open_stream
+from shipper.transport.thrift import ClientCore
 
 # Alternatives tried by ping to name a mismatch get this long at most to answer.
 MISMATCH_TIMEOUT = 3.0

@@ -1,0 +1,1 @@
+"""Operations: the status document, Prometheus metrics, telemetry, systemd notify and logging."""

@@ -1,0 +1,1 @@
+"""The byte transport under the protocol core: addresses, sockets, timeouts, TLS and deflate."""
