@@ -71,9 +71,9 @@ class Tier:
         return f"thrift://127.0.0.1:{self.port}" if self.kind == "thrift" else f"127.0.0.1:{self.port}"
 
 
-@pytest.fixture
-def tiers(flume_classpath, tmp_path):
-    version = "1.11.0"
+@pytest.fixture(params=flume.VERSIONS)
+def tiers(request, flume_classpath, tmp_path):
+    version = request.param
     made = [Tier("thrift", flume_classpath(version), tmp_path / "tier-thrift", version),
             Tier("avro", flume_classpath(version), tmp_path / "tier-avro", version)]
     yield made
