@@ -25,6 +25,7 @@ failure after connecting it tries the other Thrift protocol and Avro to name a m
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -39,6 +40,8 @@ from shipper.errors import CollectorRejected, RequestTimeout, ShipperError, Tran
 from shipper.transport.stream import Address, ClientOptions, PeerClosed, open_stream
 from shipper.transport.thrift import ClientCore
 
+log = logging.getLogger("flume-ship.sink")
+
 # Alternatives tried by ping to name a mismatch get this long at most to answer.
 MISMATCH_TIMEOUT = 3.0
 
@@ -47,6 +50,9 @@ class ThriftCollectorClient(CollectorClient):
     """A connection to one Flume ThriftSource (or ``collect --protocol thrift``)."""
 
     def __init__(self, address: Address, options: ClientOptions = ClientOptions()) -> None:
+        if options.compress:
+            log.info("%s: --compress %s applies to Avro collectors only (Flume's Thrift RPC has no compression)",
+                     address, options.compress)
         super().__init__(address, replace(options, compress=None))
 
     def connect(self) -> None:

@@ -95,11 +95,13 @@ def test_tls_verifies_against_the_given_ca(thrift_collector, server_tls, tls_fil
     assert not client.connected
 
 
-def test_compress_applies_to_avro_collectors_only(thrift_collector):
+def test_compress_applies_to_avro_collectors_only(thrift_collector, caplog):
     col = thrift_collector()
-    with client_for(thrift(col.address), ClientOptions(compress="deflate", **FAST)) as client:
-        client.append_batch([encode_event(b"plain")])
+    with caplog.at_level("INFO", logger="flume-ship.sink"):
+        with client_for(thrift(col.address), ClientOptions(compress="deflate", **FAST)) as client:
+            client.append_batch([encode_event(b"plain")])
     assert col.output() == b"plain\n"
+    assert "applies to Avro collectors only" in caplog.text
 
 
 def test_unwritable_output_answers_failed_then_recovers(thrift_collector):
