@@ -91,7 +91,9 @@ class ChannelSection:
 @dataclass(frozen=True)
 class DeliverySection:
     collectors: tuple[str, ...] = opt(help="Collectors as a list of \"HOST:PORT\" (Flume AvroSources or "
-                                      "flume-ship collect). Required.", flag="--to", factory=tuple)
+                                      "flume-ship collect) or \"thrift://HOST:PORT[?protocol=binary]\" (Flume "
+                                      "ThriftSources); both kinds mix in one group. Required.", flag="--to",
+                                      factory=tuple)
     balance: str = opt("failover", "failover (listed order, the first healthy collector takes all), "
                        "round_robin or random.", flag="--balance", choices=("failover", "round_robin", "random"))
     max_penalty: float = opt(30.0, "Longest time in seconds a failing collector is skipped: "
@@ -231,7 +233,7 @@ class Config:
     def addresses(self) -> list:
         from shipper.transport.stream import Address
 
-        return [Address.parse(c) for c in self.delivery.collectors]
+        return [Address.parse_collector(c) for c in self.delivery.collectors]
 
     def client_options(self):
         from shipper.transport.stream import ClientOptions, TLSOptions
@@ -508,7 +510,7 @@ def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> No
     d: DeliverySection = sections["delivery"]
     for i, text in enumerate(d.collectors):
         try:
-            Address.parse(text)
+            Address.parse_collector(text)
         except ConfigError as exc:
             bad("delivery.collectors", str(exc))
     if d.compression_level > 9:

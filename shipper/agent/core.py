@@ -155,9 +155,9 @@ class Delivery:
         self.threads: list[threading.Thread] = []
 
         def make_client(address):
-            from shipper.sink.client import CollectorClient
+            from shipper.sink.client import client_for
 
-            return CollectorClient(address, client_options)
+            return client_for(address, client_options)
 
         self.workers = [
             SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,

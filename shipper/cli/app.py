@@ -21,7 +21,7 @@ log = logging.getLogger("flume-ship")
 
 app = typer.Typer(
     name="flume-ship",
-    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro collectors.",
+    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro or Thrift collectors.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -179,8 +179,11 @@ def collect(
     tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Private key (PEM) for --tls-cert.",
                                           rich_help_panel=_TRANSPORT_HELP),
     layering: str = _OPT_LAYERING,
+    protocol: str = typer.Option("avro", "--protocol", help="avro: Flume's AvroSink and Avro RPC clients; "
+                                 "thrift: Flume's ThriftSink and ThriftRpcClient (compact or binary, told "
+                                 "apart per connection; no --compress)."),
 ) -> None:
-    """Receive events from Flume AvroSinks (or flume-ship) and write them to rolling files.
+    """Receive events from Flume AvroSinks or ThriftSinks (or flume-ship) and write them to rolling files.
 
     Answers OK for a batch only once it is written (and fsynced), FAILED when it cannot be
     written. Stops cleanly on SIGTERM or SIGINT: the batches being written are finished and
@@ -196,6 +199,11 @@ def collect(
 
     if fmt not in FORMATS:
         raise typer.BadParameter("use text or jsonl", param_hint="--format")
+    if protocol not in ("avro", "thrift"):
+        raise typer.BadParameter("use avro or thrift", param_hint="--protocol")
+    if protocol == "thrift" and _compression(compress):
+        raise typer.BadParameter("Flume's Thrift RPC has no compression: drop it with --protocol thrift",
+                                 param_hint="--compress")
     if roll_interval < 0:
         raise typer.BadParameter("must be 0 (off) or more", param_hint="--roll-interval")
     if bool(tls_cert) != bool(tls_key):
@@ -211,7 +219,12 @@ def collect(
         tls=TLSOptions(cert_file=tls_cert, key_file=tls_key) if tls_cert else None,
         tls_layering=layering,
     )
-    collector = Collector(options, writer)
+    if protocol == "thrift":
+        from shipper.collector.thrift_server import ThriftCollector
+
+        collector = ThriftCollector(options, writer)
+    else:
+        collector = Collector(options, writer)
     address = collector.bind()
     signals = 0
 
@@ -225,8 +238,8 @@ def collect(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("listening on %s (writing to %s, format %s, compression %s, tls %s)", address, out, fmt,
-             options.compress or "none", "on" if options.tls else "off")
+    log.info("listening on %s (%s RPC, writing to %s, format %s, compression %s, tls %s)", address, protocol,
+             out, fmt, options.compress or "none", "on" if options.tls else "off")
     collector.serve_forever()
     log.info("stopped; %d events written", writer.events_written)
 
@@ -234,7 +247,7 @@ def collect(
 @app.command()
 def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
-    to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect)."),
+    to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect), or thrift://HOST:PORT[?protocol=binary] (a ThriftSource)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
     in_flight: int = typer.Option(1, "--in-flight", min=1, help="Calls sent before waiting for their "
                                   "answers. 1 (like Flume's client) keeps the order everywhere; more is "
@@ -257,20 +270,20 @@ def send(
     Exit 0 only when every line was acknowledged OK; 3 when the collector is unreachable or
     did not accept a batch; 7 when the file cannot be read.
     """
-    from shipper.sink.client import CollectorClient, send_lines, split_lines
+    from shipper.sink.client import client_for, send_lines, split_lines
     from shipper.errors import InputError
     from shipper.transport.stream import Address
 
     headers = _headers(header)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
                               connect_timeout, request_timeout)
-    address = Address.parse(to)
+    address = Address.parse_collector(to)
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
     except OSError as err:
         raise fail(InputError(f"cannot read {file}: {err.strerror}")) from None
     progress = _Progress(file) if sys.stderr.isatty() else None
-    client = CollectorClient(address, options)
+    client = client_for(address, options)
     try:
         sent = send_lines(client, split_lines(stream), batch_size=batch_size, headers=headers,
                           window=in_flight, progress=progress.update if progress else None)
@@ -314,7 +327,7 @@ class _Progress:
 
 @app.command()
 def ping(
-    address: str = typer.Argument(..., help="Collector HOST:PORT."),
+    address: str = typer.Argument(..., help="Collector HOST:PORT (Avro) or thrift://HOST:PORT[?protocol=binary]."),
     compress: str = _OPT_COMPRESS,
     level: int = _OPT_LEVEL,
     tls: bool = _OPT_TLS,
@@ -325,7 +338,7 @@ def ping(
     connect_timeout: float = _OPT_CONNECT_TIMEOUT,
     request_timeout: float = _OPT_REQUEST_TIMEOUT,
 ) -> None:
-    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake, an empty appendBatch.
+    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake (none for thrift://), an empty appendBatch.
 
     Prints each step with its time, and a plain verdict on the first failure.
 
@@ -336,7 +349,7 @@ def ping(
     from shipper.errors import EXIT_UNAVAILABLE
     from shipper.transport.stream import Address
 
-    target = Address.parse(address)
+    target = Address.parse_collector(address)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
                               connect_timeout, request_timeout)
     report = probe(target, options)
@@ -459,7 +472,9 @@ def tail_cmd(
                                                 "later. Given here, they replace the config file's sources."),
     config: Optional[str] = _OPT_CONFIG,
     to: Optional[str] = typer.Option(None, "--to", help="Collectors as HOST:PORT[,HOST:PORT...]: Flume AvroSources "
-                                     "or flume-ship collect (or delivery.collectors in the config file).",
+                                     "or flume-ship collect; thrift://HOST:PORT[?protocol=binary] names a Flume "
+                                     "ThriftSource, and both kinds mix in one group (or delivery.collectors in the "
+                                     "config file).",
                                      rich_help_panel=_DELIVERY_HELP),
     state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
                                             help="Where the channel and file offsets live (locked: one agent "
