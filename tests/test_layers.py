@@ -1,10 +1,10 @@
 """The import direction of docs/architecture.md, checked by walking imports with ast.
 
 Each package of ``shipper/`` may import only the packages below it (``MAY_IMPORT``): the
-protocol core and ``errors`` at the bottom, then the transport, the channel and the tail source,
+protocol cores (``avroipc``, ``thriftrpc``) and ``errors`` at the bottom, then the transport, the channel and the tail source,
 then the sink and the collector, then operations, the agent, and the CLI at the top, imported by
 nothing. Sockets belong to the transport (client side), the collector's server and the two
-operator endpoints (systemd notify, the metrics HTTP server); the protocol core is sans-IO.
+operator endpoints (systemd notify, the metrics HTTP server); the protocol cores are sans-IO.
 """
 
 import ast
@@ -16,11 +16,12 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "shipper"
 MAY_IMPORT = {
     "errors": set(),
     "avroipc": set(),
-    "transport": {"errors", "avroipc"},
+    "thriftrpc": set(),
+    "transport": {"errors", "avroipc", "thriftrpc"},
     "channel": {"errors"},
     "tail": {"errors", "avroipc", "channel"},
     "sink": {"errors", "avroipc", "transport", "channel"},
-    "collector": {"errors", "avroipc", "transport"},
+    "collector": {"errors", "avroipc", "thriftrpc", "transport"},
     "ops": {"errors", "avroipc", "transport", "channel", "tail", "sink"},
     "agent": {"errors", "avroipc", "transport", "channel", "tail", "sink", "ops", "shipper"},
     "cli": {"errors", "avroipc", "transport", "channel", "tail", "sink", "collector", "ops", "agent", "shipper"},
@@ -35,6 +36,9 @@ def imports_of(path: pathlib.Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module == "shipper" and node.level == 0:
+            # ``from shipper import thriftrpc`` imports a package; ``from shipper import __version__`` the face
+            found.update("shipper" if a.name.startswith("__") else f"shipper.{a.name}" for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
     return found
@@ -76,9 +80,9 @@ def test_nothing_imports_cli():
             assert "cli" not in shipper_packages(imports_of(path)), f"{name} imports shipper.cli"
 
 
-def test_avroipc_is_sans_io():
+def test_protocol_cores_are_sans_io():
     for name, path in modules():
-        if package_of(name) == "avroipc":
+        if package_of(name) in ("avroipc", "thriftrpc"):
             bad = imports_of(path) & {"socket", "ssl", "threading", "asyncio", "time", "selectors"}
             assert not bad, f"{name} imports {bad}"
 

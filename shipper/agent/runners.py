@@ -101,7 +101,8 @@ class SourceRunner:
         return {"events_read": c.get("events", 0), "events_put": self.view.events_put,
                 "bytes_put": self.view.bytes_put, "rotations": c.get("rotations", 0),
                 "truncations": c.get("truncations", 0), "descriptor_waits": c.get("descriptor_waits", 0),
-                "incomplete_scans": c.get("incomplete_scans", 0)}
+                "incomplete_scans": c.get("incomplete_scans", 0),
+                **{f"rules_{k}": v for k, v in self.source.rule_counts().items()}}
 
 
 class Delivery:
@@ -121,9 +122,9 @@ class Delivery:
         self.threads: list[threading.Thread] = []
 
         def make_client(address):
-            from shipper.sink.client import CollectorClient
+            from shipper.sink.client import client_for
 
-            return CollectorClient(address, client_options)
+            return client_for(address, client_options)
 
         self.workers = [
             SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,

@@ -18,7 +18,7 @@ from shipper.ops.logs import setup_logging
 
 app = typer.Typer(
     name="flume-ship",
-    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro collectors.",
+    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro or Thrift collectors.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

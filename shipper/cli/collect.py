@@ -33,8 +33,11 @@ def collect(
     tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Private key (PEM) for --tls-cert.",
                                           rich_help_panel=TRANSPORT_HELP),
     layering: str = OPT_LAYERING,
+    protocol: str = typer.Option("avro", "--protocol", help="avro: Flume's AvroSink and Avro RPC clients; "
+                                 "thrift: Flume's ThriftSink and ThriftRpcClient (compact or binary, told "
+                                 "apart per connection; no --compress)."),
 ) -> None:
-    """Receive events from Flume AvroSinks (or flume-ship) and write them to rolling files.
+    """Receive events from Flume AvroSinks or ThriftSinks (or flume-ship) and write them to rolling files.
 
     Answers OK for a batch only once it is written (and fsynced), FAILED when it cannot be
     written. Stops cleanly on SIGTERM or SIGINT: the batches being written are finished and
@@ -49,6 +52,11 @@ def collect(
 
     if fmt not in FORMATS:
         raise typer.BadParameter("use text or jsonl", param_hint="--format")
+    if protocol not in ("avro", "thrift"):
+        raise typer.BadParameter("use avro or thrift", param_hint="--protocol")
+    if protocol == "thrift" and compression_flag(compress):
+        raise typer.BadParameter("Flume's Thrift RPC has no compression: drop it with --protocol thrift",
+                                 param_hint="--compress")
     if roll_interval < 0:
         raise typer.BadParameter("must be 0 (off) or more", param_hint="--roll-interval")
     if bool(tls_cert) != bool(tls_key):
@@ -64,7 +72,12 @@ def collect(
         tls=TLSOptions(cert_file=tls_cert, key_file=tls_key) if tls_cert else None,
         tls_layering=layering,
     )
-    collector = Collector(options, writer)
+    if protocol == "thrift":
+        from shipper.collector.thrift_server import ThriftCollector
+
+        collector = ThriftCollector(options, writer)
+    else:
+        collector = Collector(options, writer)
     address = collector.bind()
     signals = 0
 
@@ -78,7 +91,7 @@ def collect(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("listening on %s (writing to %s, format %s, compression %s, tls %s)", address, out, fmt,
-             options.compress or "none", "on" if options.tls else "off")
+    log.info("listening on %s (%s RPC, writing to %s, format %s, compression %s, tls %s)", address, protocol,
+             out, fmt, options.compress or "none", "on" if options.tls else "off")
     collector.serve_forever()
     log.info("stopped; %d events written", writer.events_written)

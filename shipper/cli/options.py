@@ -46,6 +46,8 @@ def declared(section: type, name: str, *flags: str, panel: str | None = None, he
     if default is dataclasses.MISSING:
         if meta.get("kind") == "size":  # given as text ("4M"), converted with the file's values
             default = _size_text(f.default)
+        elif f.default is dataclasses.MISSING:  # a repeatable flag: a list, empty unless given
+            default = list(f.default_factory())
         else:
             default = f.default
     return typer.Option(default, *(flags or (meta["flag"],)), help=text, rich_help_panel=panel, **typer_kw)

@@ -18,7 +18,8 @@ log = logging.getLogger("flume-ship")
 @with_transport_flags()
 def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
-    to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect)."),
+    to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect), or "
+                           "thrift://HOST:PORT[?protocol=binary] (a ThriftSource)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
     in_flight: int = typer.Option(1, "--in-flight", min=1, help="Calls sent before waiting for their "
                                   "answers. 1 (like Flume's client) keeps the order everywhere; more is "
@@ -33,18 +34,18 @@ def send(
     Exit 0 only when every line was acknowledged OK; 3 when the collector is unreachable or
     did not accept a batch; 7 when the file cannot be read.
     """
-    from shipper.sink.client import CollectorClient, send_lines, split_lines
+    from shipper.sink.client import client_for, send_lines, split_lines
     from shipper.transport import Address
 
     headers = header_flags(header)
     options = transport
-    address = Address.parse(to)
+    address = Address.parse_collector(to)
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
     except OSError as err:
         raise report(InputError(f"cannot read {file}: {err.strerror}")) from None
     progress = _Progress(file) if sys.stderr.isatty() else None
-    client = CollectorClient(address, options)
+    client = client_for(address, options)
     try:
         sent = send_lines(client, split_lines(stream), batch_size=batch_size, headers=headers,
                           window=in_flight, progress=progress.update if progress else None)
@@ -88,10 +89,10 @@ class _Progress:
 @app.command()
 @with_transport_flags()
 def ping(
-    address: str = typer.Argument(..., help="Collector HOST:PORT."),
+    address: str = typer.Argument(..., help="Collector HOST:PORT (Avro) or thrift://HOST:PORT[?protocol=binary]."),
     transport: object = None,
 ) -> None:
-    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake, an empty appendBatch.
+    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake (none for thrift://), an empty appendBatch.
 
     Prints each step with its time, and a plain verdict on the first failure.
 
@@ -101,7 +102,7 @@ def ping(
     from shipper.sink.probe import probe
     from shipper.transport import Address
 
-    target = Address.parse(address)
+    target = Address.parse_collector(address)
     options = transport
     report = probe(target, options)
     typer.echo(f"ping {target}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Optional
 
 import typer
@@ -12,7 +13,7 @@ from shipper.cli.app import app, report
 from shipper.cli.options import (
     DELIVERY_HELP, OPS_HELP, OPT_CONFIG, SOURCE_HELP, declared, header_flags, with_transport_flags,
 )
-from shipper.errors import ConfigError, ConfigFileError
+from shipper.errors import ConfigError, ConfigFileError, InputError
 
 
 def _flag_targets() -> dict[str, tuple[str, str]]:
@@ -83,7 +84,8 @@ def tail_cmd(
     config: Optional[str] = OPT_CONFIG,
     to: Optional[str] = declared(DeliverySection, "collectors", "--to", panel=DELIVERY_HELP, default=None,
                                  help="Collectors as HOST:PORT[,HOST:PORT...]: Flume AvroSources or flume-ship "
-                                 "collect (or delivery.collectors in the config file)."),
+                                 "collect; thrift://HOST:PORT[?protocol=binary] names a Flume ThriftSource, and "
+                                 "both kinds mix in one group (or delivery.collectors in the config file)."),
     state_dir: Optional[str] = declared(ChannelSection, "state_dir", envvar="FLUME_SHIP_STATE_DIR"),
     batch_size: int = declared(DeliverySection, "batch_size", min=1, panel=DELIVERY_HELP),
     batch_bytes: str = declared(DeliverySection, "batch_bytes", panel=DELIVERY_HELP),
@@ -102,6 +104,13 @@ def tail_cmd(
                              help="Leave out the `file` header (the path)."),
     event_id: bool = declared(SourceSection, "event_id", panel=SOURCE_HELP),
     from_end: bool = declared(SourceSection, "from_end", panel=SOURCE_HELP),
+    multiline: Optional[str] = declared(SourceSection, "multiline", panel=SOURCE_HELP,
+                                        help="Join the lines of one event: java, python or go (stack traces, "
+                                        "tracebacks, panics); own rules in the config file's multiline table."),
+    include_lines: list[str] = declared(SourceSection, "include_lines", panel=SOURCE_HELP),
+    exclude_lines: list[str] = declared(SourceSection, "exclude_lines", panel=SOURCE_HELP),
+    exclude: list[str] = declared(SourceSection, "exclude", panel=SOURCE_HELP),
+    byte_offset_header: bool = declared(SourceSection, "byte_offset_header", panel=SOURCE_HELP),
     max_line: str = declared(SourceSection, "max_line_bytes", panel=SOURCE_HELP),
     capacity: str = declared(ChannelSection, "capacity"),
     min_free: str = declared(ChannelSection, "min_free"),
@@ -167,5 +176,56 @@ def validate_cmd(
     for s in cfg.sources:
         headers = ", ".join(f"{k}={v}" for k, v in s.headers)
         typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))
+        ml = s.multiline
+        rules = [f"multiline {ml if isinstance(ml, str) else dict(ml).get('preset', 'rule')}"] if ml else []
+        rules += [f"{len(v)} {k}" for k, v in (("include_lines", s.include_lines),
+                                               ("exclude_lines", s.exclude_lines), ("exclude", s.exclude)) if v]
+        rules += [k for k in ("extract", "event_time", "encoding") if getattr(s, k)]
+        if rules:
+            typer.echo(f"    rules: {', '.join(rules)} (try them: flume-ship test-source {s.name} SAMPLE)")
     if cfg.agent.metrics_listen:
         typer.echo(f"  metrics: http://{cfg.agent.metrics_listen}/metrics")
+
+
+@app.command("test-source")
+def test_source_cmd(
+    ctx: typer.Context,
+    source: str = typer.Argument("default", help="The source's name: NAME of a sources.NAME table in the config file."),
+    file: str = typer.Argument("-", help="A sample of the log to cut (default: stdin)."),
+    config: Optional[str] = OPT_CONFIG,
+    multiline: Optional[str] = typer.Option(None, "--multiline", help="Try this preset (java, python, go) "
+                                            "instead of the source's multiline rule."),
+    include_lines: list[str] = typer.Option([], "--include-lines", help="REGEX (repeatable): try these instead."),
+    exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX (repeatable): try these instead."),
+) -> None:
+    """Print the events, headers and drops a source's rules make of FILE (or stdin); ship nothing.
+
+    The end of the input counts as the end of the file (what is held is shipped, as with
+    tail --once), so a multiline rule can be written against a saved sample. Exit 0, 2 for a bad
+    rule or configuration (each problem printed), 7 when FILE cannot be read.
+    """
+    from shipper.agent.config import Overlay, default_config_path, load_source
+    from shipper.tail.preview import preview, render
+
+    overlay = Overlay()
+    for param in ctx.command.params:
+        if param.name in ("multiline", "include_lines", "exclude_lines") and _given(ctx, param.name):
+            overlay.set_source(param.name, ctx.params[param.name], max(param.opts, key=len))
+    path = config if config is not None else default_config_path()
+    try:
+        src = load_source(path or None, source, overlay)
+        options = src.tail_options()
+    except ConfigFileError as err:
+        raise report(err) from None
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(file, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        raise report(InputError(f"cannot read {file}: {exc.strerror or exc} (give a readable file, "
+                                "or - for stdin)")) from None
+    rows, summary = preview(data, options, file_name="<stdin>" if file == "-" else file)
+    for line in render(rows, summary):
+        typer.echo(line)

@@ -148,7 +148,7 @@ class Collector:
         layers = build_layer_stack(
             self.options.compress, self.options.tls_layering, self.tls_ctx, server_side=True
         )
-        conn = ServerConnection(self.cache)
+        conn = self._new_connection()
         reason = "closed by the client"
         try:
             while True:
@@ -186,6 +186,10 @@ class Collector:
                 self._conns.pop(sock, None)
             sock.close()
             log.debug("client %s: %s", peer, reason)
+
+    def _new_connection(self):
+        """The protocol core for one connection (a subclass serves another RPC: collector.thrift_server)."""
+        return ServerConnection(self.cache)
 
     def _send(self, sock: socket.socket, data: bytes) -> None:
         """sendall, bounded by send_timeout (TimeoutError, an OSError: the connection is dropped)."""

@@ -50,6 +50,12 @@ class SourceStatus:
     truncations: int | None = field(default=None, metadata=LIVE)
     descriptor_waits: int | None = field(default=None, metadata=LIVE)
     incomplete_scans: int | None = field(default=None, metadata=LIVE)
+    rules_dropped: int | None = field(default=None, metadata=LIVE)  # events dropped by include/exclude
+    rules_joined: int | None = field(default=None, metadata=LIVE)  # lines joined into multiline events
+    rules_cut_events: int | None = field(default=None, metadata=LIVE)
+    rules_time_unparsed: int | None = field(default=None, metadata=LIVE)  # own time unparsed: read time kept
+    rules_extract_misses: int | None = field(default=None, metadata=LIVE)
+    rules_replaced: int | None = field(default=None, metadata=LIVE)  # undecodable bytes replaced (encodings)
 
 
 @dataclass

@@ -225,6 +225,10 @@ def render(doc: StatusDocument) -> str:
                        "the list shows the files behind first")
     behind = doc.bytes_behind
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
+    for src in doc.sources:
+        if src.rules_dropped or src.rules_time_unparsed:
+            out.append(f"source {src.name}: {src.rules_dropped or 0} events dropped by its rules, "
+                       f"{src.rules_time_unparsed or 0} with a time that did not parse")
     fds = doc.descriptors
     if fds and agent.running:
         line = f"open files: {fds.open} of {fds.budget}"

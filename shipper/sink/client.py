@@ -207,6 +207,15 @@ def rejection(address: Address, answer) -> CollectorRejected:
                              status=answer.status)
 
 
+def client_for(address: Address, options: ClientOptions = ClientOptions()) -> "CollectorClient":
+    """The client for the RPC the address names (``thrift://`` or Avro); one interface for both."""
+    if address.rpc == "thrift":
+        from shipper.sink.thrift_client import ThriftCollectorClient
+
+        return ThriftCollectorClient(address, options)
+    return CollectorClient(address, options)
+
+
 def broke_protocol(address: Address, err: RemoteProtocolError) -> PeerProtocolError:
     """The protocol core's complaint about the collector's bytes, as the sink's error (client role)."""
     return PeerProtocolError(f"{address} broke the protocol: {err}")

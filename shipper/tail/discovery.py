@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 
-from shipper.tail.globs import Entry, list_dir
+from shipper.tail.globs import Listing, list_dir
 
 RACY_SECONDS = 2.0  # a listing taken this soon after the directory's mtime is not trusted
 MAX_AGE = 60.0  # a listing is taken afresh at least this often
@@ -34,7 +34,7 @@ class DirCache:
     """Directory listings keyed by path, reused while the directory's mtime stands still."""
 
     def __init__(self) -> None:
-        self._listings: dict[str, tuple[int, float, list[Entry]]] = {}  # path -> (mtime_ns, listed at, entries)
+        self._listings: dict[str, tuple[int, float, Listing]] = {}  # path -> (mtime_ns, listed at, entries)
         self._reused: set[str] = set()
         self._listed: set[str] = set()
 
@@ -43,7 +43,7 @@ class DirCache:
         self._reused.clear()
         self._listed.clear()
 
-    def list(self, path: str) -> list[Entry]:
+    def list(self, path: str) -> Listing:
         """The entries of directory ``path``; ``OSError`` if it cannot be listed."""
         if path in self._listed or path in self._reused:
             return self._listings[path][2]

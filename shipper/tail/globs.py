@@ -22,6 +22,7 @@ import fnmatch
 import os
 import re
 import stat
+from array import array
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -30,33 +31,42 @@ _MAGIC = re.compile(r"[*?\[]")
 ABSENT = (errno.ENOENT, errno.ENOTDIR)
 
 
-class Entry(NamedTuple):
-    name: str
-    is_dir: bool  # following links
-    ino: int
+class Listing(NamedTuple):
+    """A directory's entries, compact: 50,000 names cost little more than the names themselves."""
+
+    names: list[str]
+    dirs: frozenset[str]  # the names that are directories (following links)
+    inos: array  # inode number of each name, in the same order
 
 
 # Lists a directory; raises OSError. ``shipper.tail.discovery.DirCache.list`` reuses unchanged listings.
-Lister = Callable[[str], list[Entry]]
+Lister = Callable[[str], Listing]
 
 
-def list_dir(path: str) -> list[Entry]:
-    """A directory's entries as :class:`Entry` (the uncached lister)."""
-    out = []
+def list_dir(path: str) -> Listing:
+    """A directory's entries (the uncached lister)."""
+    names: list[str] = []
+    dirs: list[str] = []
+    inos = array("Q")
     with os.scandir(path) as it:
         for e in it:
+            names.append(e.name)
+            inos.append(e.inode())
             try:
-                is_dir = e.is_dir()
+                if e.is_dir():
+                    dirs.append(e.name)
             except OSError:
-                is_dir = False
-            out.append(Entry(e.name, is_dir, e.inode()))
-    return out
+                pass
+    return Listing(names, frozenset(dirs), inos)
 
 
 @dataclass(slots=True)
 class Expansion:
     paths: list[str] = field(default_factory=list)
     errors: list[OSError] = field(default_factory=list)  # listings that failed: the scan is incomplete
+
+
+_EMPTY = Listing([], frozenset(), array("Q"))
 
 
 def has_magic(pattern: str) -> bool:
@@ -81,13 +91,13 @@ class _Walk:
         self.lister = lister
         self.out = out
 
-    def listdir(self, path: str) -> list[Entry]:
+    def listdir(self, path: str) -> Listing:
         try:
             return self.lister(path)
         except OSError as exc:
             if exc.errno not in ABSENT:
                 self.out.errors.append(exc)
-            return []
+            return _EMPTY
 
     def walk(self, base: str, parts: list[str]) -> None:
         out = self.out
@@ -115,20 +125,23 @@ class _Walk:
             match = re.compile(fnmatch.translate(part)).match
             hidden_ok = part.startswith(".")
             prefix = base if base.endswith(os.sep) else base + os.sep
-            for name, is_dir, _ino in self.listdir(base):
+            listing = self.listdir(base)
+            for name in listing.names:
                 if (name[0] == "." and not hidden_ok) or not match(name):
                     continue
                 if not rest:
                     out.paths.append(prefix + name)
-                elif is_dir:
+                elif name in listing.dirs:
                     self.walk(prefix + name, rest)
 
     def below(self, base: str, *, dirs_only: bool, seen: frozenset = frozenset()):
         """What is below ``base`` (skipping hidden names), depth first, never into its own ancestors."""
         prefix = base if base.endswith(os.sep) else base + os.sep
-        for name, is_dir, _ino in self.listdir(base):
+        listing = self.listdir(base)
+        for name in listing.names:
             if name.startswith("."):
                 continue
+            is_dir = name in listing.dirs
             path = prefix + name
             if is_dir:
                 try:

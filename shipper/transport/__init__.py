@@ -9,15 +9,15 @@
 The collector's server loop (:mod:`shipper.collector.server`) drives the same layer stack.
 """
 
-from shipper.transport.address import Address, parse_addresses
+from shipper.transport.address import RPCS, THRIFT_PROTOCOLS, Address, parse_addresses
 from shipper.transport.layers import COMPRESSIONS, LAYERINGS, RECV_SIZE, LayerStack, build_layer_stack, check_layering
 from shipper.transport.stream import (
-    ClientOptions, Stream, client_layer_stack, connect_tcp, open_stream, resolve,
+    ClientOptions, Stream, client_layer_stack, connect_tcp, local_address, open_stream, resolve,
 )
 from shipper.transport.tls import TLSOptions, client_tls_context, server_tls_context
 
 __all__ = [
-    "COMPRESSIONS", "LAYERINGS", "RECV_SIZE", "Address", "ClientOptions", "LayerStack", "Stream", "TLSOptions",
-    "build_layer_stack", "check_layering", "client_layer_stack", "client_tls_context", "connect_tcp", "open_stream",
+    "COMPRESSIONS", "LAYERINGS", "RECV_SIZE", "RPCS", "THRIFT_PROTOCOLS", "Address", "ClientOptions", "LayerStack", "Stream", "TLSOptions",
+    "build_layer_stack", "check_layering", "client_layer_stack", "client_tls_context", "connect_tcp", "local_address", "open_stream",
     "parse_addresses", "resolve", "server_tls_context",
 ]

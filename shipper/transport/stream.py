@@ -209,3 +209,23 @@ def open_stream(address: Address, options: ClientOptions, ctx: ssl.SSLContext | 
         stream.close()
         raise
     return stream
+
+
+def local_address() -> str:
+    """This machine's IP address, as Flume's host interceptor gives it (``useIP``, its default).
+
+    The address the host name resolves to; when it does not resolve, the address of the interface
+    a UDP socket would leave by (nothing is sent), else the name itself."""
+    name = socket.gethostname()
+    try:
+        addr = socket.gethostbyname(name)
+        if not addr.startswith("127."):
+            return addr
+    except OSError:
+        addr = None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: routing only, no packet leaves
+            return s.getsockname()[0]
+    except OSError:
+        return addr or name
