@@ -209,6 +209,10 @@ class TailSource:
         self._dirs = DirCache()
         self._stat_rotation = StatRotation()
         self._parents: dict[str, str] = {}
+        # Bumped by everything that changes what summary() shows (a file served, tracked, dropped,
+        # moved, opened, closed, waiting): an idle agent's status tick reuses the last summary.
+        self._changes = 0
+        self._summary: tuple[tuple[int, int], FilesSummary] | None = None
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
         if options.rules.active or options.byte_offset_header or options.uuid_header or options.encoding:
             self._cutter: LineCutter = EventCutter(
@@ -361,6 +365,10 @@ class TailSource:
     def summary(self, limit: int) -> FilesSummary:
         """Counts over every file, and rows for at most ``limit`` of them: those behind (most behind
         first), then the most recently grown. Cheap enough for every status tick with 50,000 files."""
+        version = self._changes
+        cached = self._summary
+        if cached is not None and cached[0] == (version, limit):
+            return cached[1]  # nothing a summary shows has changed since the last one
         files = list(self._files.values())
         by_state: Counter[str] = Counter()
         lagging = []
@@ -380,7 +388,9 @@ class TailSource:
                 files += heapq.nlargest(limit - len(files), (f for f in self._files.values() if f not in ahead),
                                         key=attrgetter("last_growth"))
         rows = [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
-        return FilesSummary(len(self._files), dict(by_state), behind, rows)
+        summary = FilesSummary(len(self._files), dict(by_state), behind, rows)
+        self._summary = ((version, limit), summary)
+        return summary
 
     def identities(self) -> set[str]:
         """The offset keys of every tracked file."""
@@ -429,6 +439,7 @@ class TailSource:
 
     def _reset(self) -> None:
         """Forget everything in memory; the next poll starts again from the committed records."""
+        self._changes += 1
         self._close_all()
         self._files.clear()
         self._by_path.clear()
@@ -570,6 +581,7 @@ class TailSource:
                     self._move(f, path)
                 elif st is not None and f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
                     self._hot.add(key)  # a closed file changed: open and serve it
+                    self._changes += 1
                 continue
             rec = records.pop(key, None)
             if rec is not None and self._adopt(rec, path, st, from_glob):
@@ -659,6 +671,7 @@ class TailSource:
     def _track(self, path: str, st: _Seen | os.stat_result, *, origin: str, at_end: bool,
                gen: str | None = None) -> _File:
         key = file_key(st.st_dev, st.st_ino)
+        self._changes += 1
         self._order += 1
         f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order,
                   self._parent_of(path))
@@ -701,6 +714,7 @@ class TailSource:
     def _move(self, f: _File, path: str) -> None:
         if self._by_path.get(f.path) == f.key:
             del self._by_path[f.path]
+        self._changes += 1
         was_rotated = f.path != f.origin
         f.path = path
         f.parent = self._parent_of(path)
@@ -712,6 +726,7 @@ class TailSource:
             log.info("tail: %s: rotated to %s; reading it to its end", f.origin, path)
 
     def _drop(self, f: _File) -> None:
+        self._changes += 1
         self._close(f)
         self._unwait(f)
         self._files.pop(f.key, None)
@@ -826,6 +841,7 @@ class TailSource:
     def _close(self, f: _File) -> None:
         if f.fd is None:
             return
+        self._changes += 1
         try:
             f.close()
         finally:
@@ -862,12 +878,14 @@ class TailSource:
 
     def _wait(self, f: _File) -> None:
         if not f.waiting:
+            self._changes += 1
             f.waiting = True
             self._waiting[f.key] = None
             self.counters["descriptor_waits"] += 1
 
     def _unwait(self, f: _File) -> None:
         if f.waiting:
+            self._changes += 1
             f.waiting = False
             self._waiting.pop(f.key, None)
             if not self._waiting:
@@ -882,6 +900,7 @@ class TailSource:
 
     def _trouble(self, f: _File, exc: OSError) -> None:
         """A read, stat or hash of an open file failed: close it and retry later; its offset stands."""
+        self._changes += 1
         self._close(f)
         if f.unreadable is None:
             log.warning("tail: %s: read failed (%s); retrying every %gs, its offset is kept", f.path,
@@ -894,6 +913,7 @@ class TailSource:
 
         An error of the open descriptor (stat, read, hash) closes it and leaves the offset as it
         is: only bytes actually read can judge a file truncated or rewritten."""
+        self._changes += 1
         if f.fd is None and not self._open(f):
             return False
         try:
