@@ -298,20 +298,35 @@ def _regroup(events: Iterable[tuple[int, float, bytes]]) -> Iterator[tuple]:
         yield row()
 
 
+def _converting(conn: sqlite3.Connection, convert):
+    """Run ``convert()`` and set the current format version in ONE transaction; roll back on any
+    failure, so a crash or an error part way leaves the old format as it was. Returns its result."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = convert()
+        conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        conn.execute("COMMIT")
+        return result
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _migrate_v1(conn: sqlite3.Connection, db: Path) -> None:
     """Convert a format-1 database (one row per event) to chunks, in place, in one transaction.
     Seqs, offsets and the seq high-water mark are kept; events that fail their CRC go to the
     quarantine. Until the COMMIT nothing changes, so a crash here just means converting again."""
     started = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    bad: list[int] = []
+    stats = {"events": 0, "chunks": 0}
+
+    def convert() -> None:
         conn.execute(_CHUNKS_TABLE)
         conn.execute(_QUARANTINE_TABLE.format(name="quarantine_v2"))
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         high = row[0] if row else 0
         now = time.time()
-        bad = []
-        stats = {"events": 0, "chunks": 0}
 
         def good_events():
             for seq, put_at, crc, body in conn.execute("SELECT seq, put_at, crc, body FROM events ORDER BY seq"):
@@ -342,12 +357,8 @@ def _migrate_v1(conn: sqlite3.Connection, db: Path) -> None:
         conn.execute("ALTER TABLE quarantine_v2 RENAME TO quarantine")
         conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'chunks'", (high,))
         conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'chunks', ? WHERE changes() = 0", (high,))
-        conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+
+    _converting(conn, convert)
     log.info("channel database %s converted from format 1 to %d: %d events in %d chunks, %d damaged events "
              "quarantined (%.1fs)", db, FORMAT_VERSION, stats["events"], stats["chunks"], len(bad),
              time.monotonic() - started)
@@ -355,15 +366,7 @@ def _migrate_v1(conn: sqlite3.Connection, db: Path) -> None:
 
 def _migrate_v2(conn: sqlite3.Connection, db: Path) -> None:
     """Format 2 to 3: the rows stay as they are (an uncompressed body is valid format 3)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        events = conn.execute("SELECT coalesce(sum(count), 0) FROM chunks").fetchone()[0]
-        conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    events = _converting(conn, lambda: conn.execute("SELECT coalesce(sum(count), 0) FROM chunks").fetchone()[0])
     log.info("channel database %s converted from format 2 to %d (%d queued events kept as stored; "
              "new chunks are stored compressed)", db, FORMAT_VERSION, events)
 
