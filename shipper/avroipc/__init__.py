@@ -16,11 +16,12 @@ Typical client use::
 """
 
 from shipper.avroipc.requestor import ClientConnection
-from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, ZlibDecoder, ZlibEncoder
+from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, InflateLimitExceeded, ZlibDecoder, ZlibEncoder
 from shipper.avroipc.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shipper.avroipc.events import (
     CallFailed,
     CallReceived,
+    CallRefused,
     CallSucceeded,
     ConnectionClosed,
     Event,
@@ -42,11 +43,15 @@ from shipper.avroipc.protocol import (
     Status,
     protocol_hash,
 )
+from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
 from shipper.avroipc.responder import DEFAULT_MAX_EVENTS_PER_CALL, ProtocolCache, ServerConnection
 
 __all__ = [
     "CallFailed",
+    "CallLimits",
     "CallReceived",
+    "CallRefused",
+    "DEFAULT_CALL_LIMITS",
     "CallSucceeded",
     "ClientConnection",
     "ConnectionClosed",
@@ -59,6 +64,8 @@ __all__ = [
     "FrameDecoder",
     "HandshakeCompleted",
     "HandshakeRetry",
+    "InflateLimitExceeded",
+    "LimitExceeded",
     "LocalProtocolError",
     "PROTOCOL_HASH",
     "PROTOCOL_HASH_1_11_1",

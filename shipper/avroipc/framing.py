@@ -197,6 +197,15 @@ class Inbox:
         self.error: RemoteProtocolError | None = None
         self.eof = False
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held: the decoder's partial frame and the frames not yet handled."""
+        return self._decoder.buffered + sum(sum(map(len, f.buffers)) for f in self.frames)
+
+    @property
+    def in_frame(self) -> bool:
+        return self._decoder.in_frame
+
     def receive_data(self, data: bytes) -> None:
         if not data:
             self.eof = True
