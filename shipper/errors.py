@@ -14,6 +14,8 @@ these once, at the layer boundary that sees them, with the original kept as ``__
 
 from __future__ import annotations
 
+import re
+
 # Exit codes, documented in README.md. Keep the two in step.
 EXIT_OK = 0
 EXIT_FAILURE = 1  # an unexpected internal error (a bug: please report it)
@@ -101,3 +103,24 @@ class DeadlineExceeded(ShipperError):
     """--once: the channel was not empty when --deadline passed."""
 
     exit_code = EXIT_DEADLINE
+
+
+# --- text from peers, on its way into a log line ---
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str | bytes, limit: int = 512) -> str:
+    """Peer-provided text made safe for one log line: control characters (newlines included)
+    escaped as ``\\n``, ``\\x1b``..., so a peer cannot forge log lines or drive a terminal, and
+    cut to ``limit`` characters."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if len(text) > limit:
+        text = text[:limit] + f"...[{len(text) - limit} more characters]"
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(m) -> str:
+    c = m.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")

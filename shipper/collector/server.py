@@ -8,13 +8,22 @@ server role (``shipper.avroipc.ServerConnection``) under the same layer pipeline
 the work per connection is "read, decode, write a file, fsync, answer", the fsync and the socket
 calls release the GIL, and a few busy clients are what a collector sees.
 
-Per connection the loop is: read up to 256 KiB, run it up the pipeline, feed the core, gather
-every complete call it yields, hand all of their events to the :class:`RollingWriter` as ONE
-write (one fsync for all the calls that arrived together), then answer each call: OK only after
-that write returned, FAILED when it raised. Nothing is acknowledged that is not in the file.
+Per connection the loop is: read, run it up the pipeline, feed the core, gather every complete
+call it yields, hand all of their events to the writer as ONE write (one fsync for all the calls
+that arrived together), then answer each call: OK only after that write returned, FAILED when it
+raised. Nothing is acknowledged that is not in the file.
 
-Memory per connection is bounded by the read size plus the core's frame caps
-(``max_frame_bytes``); a frame larger than that is garbage by definition.
+Bounds (``shipper.collector.limits``, every one a flag of ``collect``): the accept loop closes a
+client outside the allow-list (``--allow``) or past ``--max-connections`` at once, and when no
+thread can be started for it; when accept itself fails for lack of descriptors, one spare
+descriptor is given up to accept and close the waiting client (a clean refusal instead of a
+hang), and the listener is paused with a growing back-off instead of spinning. Each connection
+reads with a timeout chosen by its state (TLS handshake, partial call, idle between calls),
+charges its share of the shared memory budget before it keeps bytes (inflation is capped by what
+the budget has left), and the core refuses calls past the per-call caps with an Avro error.
+Every refusal is counted by reason and logged at a limited rate; peer-provided text is escaped
+before it reaches a log line. With ``--tls-client-ca`` clients must present a certificate signed
+by that CA; each client's address (and certificate subject) is logged when it connects.
 
 A peer that breaks the protocol (bad framing, a zlib or TLS error) is logged and disconnected;
 other connections carry on. A call the core can decode but does not know is answered with an
@@ -27,26 +36,47 @@ sees end-of-stream), the threads are joined, and the writer fsyncs and closes it
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import selectors
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from shipper.avroipc import (
     CallReceived,
+    CallRefused,
     ConnectionClosed,
+    InflateLimitExceeded,
     ProtocolCache,
     RemoteProtocolError,
     ServerConnection,
     Status,
 )
-from shipper.errors import ConfigError
+from shipper.collector.limits import (
+    Admission,
+    Allowance,
+    AllowList,
+    CollectorStats,
+    LimitRefused,
+    MemoryBudget,
+    RateLimitedLog,
+    ServerLimits,
+)
+from shipper.errors import ConfigError, printable
 from shipper.transport.stream import RECV_SIZE, Address, TLSOptions, build_pipeline, check_layering, server_tls_context
 from shipper.collector.writer import RollingWriter
 
 log = logging.getLogger("flume-ship.collect")
+
+# accept() failures that mean "no descriptor / memory now": back off, do not spin.
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
+# With deflate, smaller reads keep what one read can inflate to (about 1032:1) in proportion.
+_DEFLATE_RECV_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,23 +87,32 @@ class CollectorOptions:
     tls_layering: str = "zlib-outside"
     backlog: int = 1024
     # A client that stops reading our answers fills the socket buffers; past this many seconds
-    # of a blocked send it is disconnected, so it cannot hold a thread for ever. Reads have no
-    # timeout: an idle connection is normal (Flume keeps its connections open).
+    # of a blocked send it is disconnected, so it cannot hold a thread for ever.
     send_timeout: float = 60.0
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 class Collector:
     def __init__(self, options: CollectorOptions, writer: RollingWriter) -> None:
         check_layering(options.compress, options.tls_layering)
         self.options = options
+        self.limits = options.limits
         self.writer = writer
         self.tls_ctx: ssl.SSLContext | None = server_tls_context(options.tls) if options.tls else None
         self.cache = ProtocolCache()
+        self.allow = AllowList(self.limits.allow)
+        self.admission = Admission(self.limits.max_connections)
+        self.budget = MemoryBudget(self.limits.memory_budget)
+        self.stats = CollectorStats()
+        self.stats.budget = self.budget
+        self.rlog = RateLimitedLog(log)
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}
+        self._spare_fd: int | None = _open_spare()
+        self._backoff = 0.0
         self.address: Address | None = None
 
     # ---- lifecycle
@@ -90,6 +129,7 @@ class Collector:
             sock.listen(self.options.backlog)
         except OSError as err:
             raise ConfigError(f"cannot listen on {self.options.listen}: {err.strerror or err}") from err
+        sock.setblocking(False)
         self._listener = sock
         self.address = Address(host, sock.getsockname()[1])
         return self.address
@@ -100,11 +140,21 @@ class Collector:
         sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
+        paused_until = 0.0
         try:
             while not self._stopping.is_set():
-                for key, _ in sel.select(timeout=1.0):
-                    if key.fileobj is self._listener:
-                        self._accept()
+                timeout = 1.0
+                if paused_until:
+                    left = paused_until - time.monotonic()
+                    if left <= 0:
+                        sel.register(self._listener, selectors.EVENT_READ)
+                        paused_until = 0.0
+                    else:
+                        timeout = min(timeout, left)
+                for key, _ in sel.select(timeout=timeout):
+                    if key.fileobj is self._listener and not self._accept():
+                        sel.unregister(self._listener)  # out of descriptors: wait, do not spin
+                        paused_until = time.monotonic() + self._backoff
                 self._roll_if_due()
         finally:
             sel.close()
@@ -120,20 +170,70 @@ class Collector:
 
     # ---- accepting
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """Accept one client (or refuse it cleanly); False when accept must pause (no descriptors)."""
         try:
             sock, peer = self._listener.accept()
         except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as err:
+            if err.errno not in _ACCEPT_EXHAUSTED:  # e.g. ECONNABORTED: that client is gone already
+                return True
+            self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
+            self._refuse_with_spare()
+            self.rlog.log(logging.WARNING, "accept", "cannot accept a connection: %s; refusing clients and "
+                          "pausing accept for %.2f s (raise the open-file limit, or lower --max-connections)",
+                          err.strerror or err, self._backoff)
+            return False
+        self._backoff = 0.0
+        peer_text = _peer_text(peer)
+        host = peer[0] if isinstance(peer, tuple) else ""
+        try:
+            if not self.allow.allows(host):
+                raise LimitRefused("not-allowed", "its address is not in --allow")
+            self.admission.enter()
+        except LimitRefused as err:
+            self._refuse(sock, peer_text, err)
+            return True
+        try:
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            thread = threading.Thread(target=self._serve, args=(sock, peer_text), daemon=True)
+            with self._lock:
+                self._conns[sock] = thread
+            thread.start()
+        except (RuntimeError, OSError) as err:  # "can't start new thread" (TasksMax, pids.max, memory)
+            with self._lock:
+                self._conns.pop(sock, None)
+            self.admission.leave()
+            self._refuse(sock, peer_text, LimitRefused("threads", f"no thread can be started for it ({err})"))
+            return True
+        self.stats.add(connections_total=1, connections_open=1)
+        return True
+
+    def _refuse(self, sock: socket.socket, peer: str, err: LimitRefused) -> None:
+        self.stats.reject(err.reason)
+        self.rlog.log(logging.WARNING, err.reason, "client %s refused: %s", peer, err)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except OSError:
+            pass
+        sock.close()  # with linger 0: a reset, the client fails at once instead of waiting
+
+    def _refuse_with_spare(self) -> None:
+        """Out of descriptors: free the spare one to accept and close the waiting client."""
+        if self._spare_fd is None:
             return
-        except OSError as err:  # e.g. EMFILE: keep serving the connections we have
-            log.warning("accept failed: %s", err.strerror or err)
-            return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        thread = threading.Thread(target=self._serve, args=(sock, _peer_text(peer)), daemon=True)
-        with self._lock:
-            self._conns[sock] = thread
-        thread.start()
+        os.close(self._spare_fd)
+        self._spare_fd = None
+        try:
+            sock, peer = self._listener.accept()
+        except OSError:
+            pass
+        else:
+            self._refuse(sock, _peer_text(peer), LimitRefused("descriptors", "out of file descriptors"))
+        self._spare_fd = _open_spare()
 
     def _roll_if_due(self) -> None:
         try:
@@ -144,37 +244,73 @@ class Collector:
     # ---- one connection
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
-        log.debug("connection from %s", peer)
+        limits = self.limits
         pipeline = build_pipeline(
             self.options.compress, self.options.tls_layering, self.tls_ctx, server_side=True
         )
-        conn = ServerConnection(self.cache)
+        recv_size = _DEFLATE_RECV_SIZE if self.options.compress else RECV_SIZE
+        conn = ServerConnection(self.cache, max_frame_bytes=limits.max_call_bytes, limits=limits.call)
+        allowance = Allowance(self.budget)
+        tls = pipeline.tls
+        started = quiet_since = time.monotonic()
+        partial_since: float | None = None
+        if tls is None:
+            log.info("client %s connected", peer)
         reason = "closed by the client"
         try:
             while True:
-                raw = sock.recv(RECV_SIZE)
+                sock.settimeout(self._timeout(tls, started, quiet_since, partial_since))
+                try:
+                    raw = sock.recv(recv_size)
+                except TimeoutError:
+                    raise self._timed_out(tls, partial_since) from None
+                allowance.charge(conn.buffered + len(raw))
+                pipeline.set_inflate_limit(allowance.headroom())
+                was_handshaking = tls is not None and not tls.handshake_done
                 data, reply, eof = pipeline.up(raw)
                 if reply:
                     self._send(sock, reply)
+                if was_handshaking and tls.handshake_done:
+                    subject = tls.peer_subject()
+                    log.info("client %s connected (%s%s)", peer, tls.version(),
+                             f", certificate subject: {printable(subject)}" if subject else ", no client certificate")
+                allowance.charge(conn.buffered + len(data))
                 if data:
                     conn.receive_data(data)
                 if eof:
                     conn.receive_data(b"")
-                closed = self._answer(conn)
+                closed = self._answer(conn, peer, len(data))
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, pipeline.down(out))
+                allowance.charge(conn.buffered)
+                now = time.monotonic()
+                if conn.in_frame or (raw and not data and (tls is None or tls.handshake_done)):
+                    partial_since = partial_since or now  # a call (or a TLS/zlib piece of one) has begun
+                elif data:
+                    partial_since, quiet_since = None, now
                 if closed or eof:
                     break
+        except LimitRefused as err:
+            reason = f"disconnected: {err}"
+            self.stats.reject(err.reason)
+            self.rlog.log(logging.WARNING, err.reason, "client %s: %s", peer, reason)
+        except InflateLimitExceeded as err:
+            reason = f"disconnected: deflate data would inflate past the memory budget ({err})"
+            self.stats.reject("inflate")
+            self.rlog.log(logging.WARNING, "inflate", "client %s: %s", peer, reason)
         except RemoteProtocolError as err:
-            reason = f"protocol error, disconnected: {err}"
-            log.warning("client %s: %s", peer, reason)
+            reason = f"protocol error, disconnected: {printable(str(err))}"
+            self.stats.reject("protocol")
+            self.rlog.log(logging.WARNING, "protocol", "client %s: %s", peer, reason)
         except ssl.SSLError as err:
-            reason = f"TLS error, disconnected: {err.reason or err}"
-            log.warning("client %s: %s", peer, reason)
+            reason = f"TLS error, disconnected: {printable(_tls_reason(err))}"
+            self.stats.reject("tls")
+            self.rlog.log(logging.WARNING, "tls", "client %s: %s", peer, reason)
         except TimeoutError as err:
             reason = f"disconnected: {err}"
-            log.warning("client %s: %s", peer, reason)
+            self.stats.reject("send-timeout")
+            self.rlog.log(logging.WARNING, "send-timeout", "client %s: %s", peer, reason)
         except OSError as err:
             reason = f"connection error: {err.strerror or err}"
             log.info("client %s: %s", peer, reason)
@@ -182,10 +318,35 @@ class Collector:
             reason = "internal error"
             log.exception("client %s: internal error, disconnected", peer)
         finally:
+            allowance.release()
+            self.admission.leave()
+            self.stats.add(connections_open=-1)
             with self._lock:
                 self._conns.pop(sock, None)
             sock.close()
             log.debug("client %s: %s", peer, reason)
+
+    def _timeout(self, tls, started: float, quiet_since: float, partial_since: float | None) -> float | None:
+        limits = self.limits
+        if tls is not None and not tls.handshake_done:
+            deadline = started + limits.tls_handshake_timeout
+        elif partial_since is not None:
+            deadline = partial_since + limits.frame_timeout
+        elif limits.idle_timeout > 0:
+            deadline = quiet_since + limits.idle_timeout
+        else:
+            return None
+        return max(0.001, deadline - time.monotonic())
+
+    def _timed_out(self, tls, partial_since: float | None) -> LimitRefused:
+        limits = self.limits
+        if tls is not None and not tls.handshake_done:
+            return LimitRefused("tls-handshake-timeout", f"no TLS handshake within {limits.tls_handshake_timeout:g} s "
+                                "(--tls-handshake-timeout)")
+        if partial_since is not None:
+            return LimitRefused("frame-timeout", f"a call did not arrive whole within {limits.frame_timeout:g} s "
+                                "(--frame-timeout)")
+        return LimitRefused("idle-timeout", f"idle for {limits.idle_timeout:g} s (--idle-timeout)")
 
     def _send(self, sock: socket.socket, data: bytes) -> None:
         """sendall, bounded by send_timeout (TimeoutError, an OSError: the connection is dropped)."""
@@ -194,10 +355,8 @@ class Collector:
             sock.sendall(data)
         except TimeoutError:
             raise TimeoutError(f"the client read nothing for {self.options.send_timeout:g} s") from None
-        finally:
-            sock.settimeout(None)
 
-    def _answer(self, conn: ServerConnection) -> bool:
+    def _answer(self, conn: ServerConnection, peer: str, nbytes: int) -> bool:
         """Write every call that is complete, then answer each; True when the peer closed."""
         calls: list[CallReceived] = []
         closed = False
@@ -207,15 +366,24 @@ class Collector:
                 break
             if isinstance(event, CallReceived):
                 calls.append(event)
+            elif isinstance(event, CallRefused):  # already answered with an Avro error by the core
+                self.stats.reject(event.reason)
+                self.rlog.log(logging.WARNING, f"call-{event.reason}", "client %s: call refused (%s): %s",
+                              peer, event.reason, printable(event.detail))
             elif isinstance(event, ConnectionClosed):  # the core repeats it: stop asking
                 closed = True
                 break
         if calls:
+            batches = [call.events for call in calls]
             try:
-                self.writer.write([call.events for call in calls])
+                self.writer.write(batches)
                 status = Status.OK
+                self.stats.add(calls_total=len(calls), events_total=sum(map(len, batches)),
+                               bytes_total=sum(len(body) for b in batches for _h, body in b))
             except OSError as err:
-                log.error("cannot write events to %s: %s; answering FAILED", self.writer.directory, err.strerror or err)
+                self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
+                              self.writer.directory, err.strerror or err)
+                self.stats.reject("write-failed")
                 status = Status.FAILED
             for call in calls:
                 conn.respond(call.serial, status)
@@ -238,9 +406,27 @@ class Collector:
         self.writer.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
+
+
+def _open_spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _tls_reason(err: ssl.SSLError) -> str:
+    if err.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return "the client presented no certificate, and --tls-client-ca requires one"
+    if err.reason in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA"):
+        return f"the client certificate did not verify: {getattr(err, 'verify_message', None) or err.reason}"
+    return err.reason or str(err)
 
 
 def _peer_text(peer) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(Address(peer[0], peer[1]))
-    return str(peer)
+    return printable(str(peer))

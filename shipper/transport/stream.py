@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from shipper.avroipc import RemoteProtocolError, ZlibDecoder, ZlibEncoder
+from shipper.avroipc import DEFAULT_MAX_DECODED_BYTES, RemoteProtocolError, ZlibDecoder, ZlibEncoder
 from shipper.errors import ConfigError, ConnectTimeout, PeerProtocolError, RequestTimeout, TransportError
 
 LAYERINGS = ("zlib-outside", "tls-outside")
@@ -103,8 +103,9 @@ class TLSOptions:
     ca_file: str | None = None  # verify the server against this CA bundle (default: system store)
     insecure: bool = False  # skip verification: only by an explicit flag
     server_name: str | None = None  # name to verify / SNI (default: the host of the address)
-    cert_file: str | None = None  # server role (collector): certificate chain
-    key_file: str | None = None  # server role: private key
+    cert_file: str | None = None  # our certificate chain (the collector's; a client's for mutual TLS)
+    key_file: str | None = None  # its private key
+    client_ca_file: str | None = None  # server role: require client certificates signed by this CA
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,12 @@ def check_layering(compress: str | None, layering: str) -> None:
 
 
 def client_tls_context(tls: TLSOptions) -> ssl.SSLContext:
-    """Verify the server (CA file or the system store) unless ``insecure`` says otherwise."""
+    """Verify the server (CA file or the system store) unless ``insecure`` says otherwise;
+    present ``cert_file``/``key_file`` to a collector that asks for a client certificate."""
+    if tls.insecure and tls.ca_file:
+        raise ConfigError("--tls-insecure and --tls-ca contradict each other: give one of them")
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
     try:
         ctx = ssl.create_default_context(cafile=tls.ca_file)
     except (OSError, ssl.SSLError) as err:
@@ -143,24 +149,50 @@ def client_tls_context(tls: TLSOptions) -> ssl.SSLContext:
     if tls.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        _load_cert(ctx, tls)
     return ctx
 
 
 def server_tls_context(tls: TLSOptions) -> ssl.SSLContext:
-    """The collector's context: its certificate and key; clients are not asked for one (like Flume)."""
+    """The collector's context: its certificate and key. With ``client_ca_file``, every client
+    must present a certificate that CA signed (mutual TLS); without it none is asked for (like
+    Flume's AvroSource)."""
     if not tls.cert_file or not tls.key_file:
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load_cert(ctx, tls)
+    if tls.client_ca_file:
+        try:
+            ctx.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(f"cannot load the client CA file {tls.client_ca_file}: {_reason(err)}") from err
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _load_cert(ctx: ssl.SSLContext, tls: TLSOptions) -> None:
     try:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(f"cannot load the TLS certificate {tls.cert_file} / key {tls.key_file}: {_reason(err)}") from err
-    return ctx
+
+
+# OpenSSL's reasons for the TLS failures a user can fix, in words that say how.
+_TLS_HINTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the collector requires a client certificate: give --tls-cert and --tls-key",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate, and --tls-client-ca requires one",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer did not accept our certificate (not signed by the CA it trusts?)",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust the CA that signed our certificate",
+    "CERTIFICATE_VERIFY_FAILED": "certificate verify failed",
+}
 
 
 def _reason(err: BaseException) -> str:
     if isinstance(err, ssl.SSLError):
-        return err.reason or err.strerror or str(err)
+        reason = err.reason or err.strerror or str(err)
+        hint = _TLS_HINTS.get(err.reason or "")
+        return f"{hint} ({reason})" if hint else reason
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     return str(err) or type(err).__name__
@@ -180,23 +212,40 @@ class Layer(Protocol):
 
 
 class DeflateLayer:
-    """One zlib stream per direction (the core's codec); a sync flush per write."""
+    """One zlib stream per direction (the core's codec); a sync flush per write.
+
+    ``limit`` (None: only the codec's own cap per 64 KiB slice) bounds what one :meth:`decode`
+    may inflate in all; a server sets it from its memory budget before each read, so inflation
+    can never take more memory than the budget has left (``InflateLimitExceeded`` otherwise).
+    """
 
     eof = False
 
     def __init__(self, level: int = 6) -> None:
         self._enc = ZlibEncoder(level)
         self._dec = ZlibDecoder()
+        self.limit: int | None = None
 
     def encode(self, data: bytes) -> bytes:
         return self._enc.encode(data) if data else b""
 
     def decode(self, data: bytes) -> bytes:
-        if len(data) <= INFLATE_SLICE:
-            return self._dec.decode(data) if data else b""
+        if not data:
+            return b""
+        limit = self.limit
+        if limit is None and len(data) <= INFLATE_SLICE:
+            return self._dec.decode(data)
         # The decoder refuses one call that would inflate past its cap (a zip bomb); feeding it at
         # most 64 KiB at a time keeps honest, highly repetitive data (up to ~1032:1) under that cap.
-        return b"".join(self._dec.decode(data[i : i + INFLATE_SLICE]) for i in range(0, len(data), INFLATE_SLICE))
+        out: list[bytes] = []
+        total = 0
+        for i in range(0, len(data), INFLATE_SLICE):
+            if limit is not None:
+                self._dec.max_output = min(DEFAULT_MAX_DECODED_BYTES, limit - total)
+            piece = self._dec.decode(data[i : i + INFLATE_SLICE])
+            total += len(piece)
+            out.append(piece)
+        return b"".join(out)
 
     def pending(self) -> bytes:
         return b""
@@ -288,6 +337,12 @@ class Pipeline:
             if layer.eof:
                 return data, reply, True
         return data, reply, False
+
+    def set_inflate_limit(self, limit: int | None) -> None:
+        """Bound the bytes the next :meth:`up` may inflate (see :class:`DeflateLayer`)."""
+        for layer in self.layers:
+            if isinstance(layer, DeflateLayer):
+                layer.limit = limit
 
     def start_tls(self) -> bytes:
         """Begin a client handshake; returns the first bytes to send (ClientHello, encoded)."""
