@@ -122,14 +122,27 @@ _OPT_REQUEST_TIMEOUT = typer.Option(20.0, "--request-timeout", help="Seconds for
                                     rich_help_panel=_TRANSPORT_HELP)
 _OPT_LEVEL = typer.Option(6, "--compression-level", help="zlib level 0-9 for --compress deflate.",
                           rich_help_panel=_TRANSPORT_HELP)
+# mutual TLS, client side: the certificate shown to a collector that requires one
+_OPT_CLIENT_CERT = typer.Option(None, "--tls-cert", help="Client certificate chain (PEM) for a collector that "
+                                "requires one (mutual TLS); needs --tls-key; implies --tls.",
+                                rich_help_panel=_TRANSPORT_HELP)
+_OPT_CLIENT_KEY = typer.Option(None, "--tls-key", help="Private key (PEM) for --tls-cert.",
+                               rich_help_panel=_TRANSPORT_HELP)
 
 
-def _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
+def _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout,
+                    cert=None, key=None):
     from shipper.transport.stream import ClientOptions, TLSOptions
 
+    if tls_insecure and tls_ca:
+        raise typer.BadParameter("contradicts --tls-ca (verify with that CA, or do not verify): give one of them",
+                                 param_hint="--tls-insecure")
+    if bool(cert) != bool(key):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
     tls_options = None
-    if tls or tls_ca or tls_insecure:
-        tls_options = TLSOptions(ca_file=tls_ca, insecure=tls_insecure, server_name=tls_name)
+    if tls or tls_ca or tls_insecure or cert:
+        tls_options = TLSOptions(ca_file=tls_ca, insecure=tls_insecure, server_name=tls_name, cert_file=cert,
+                                 key_file=key)
     return ClientOptions(
         connect_timeout=connect_timeout,
         request_timeout=request_timeout,
@@ -247,6 +260,8 @@ def send(
     tls_ca: Optional[str] = _OPT_TLS_CA,
     tls_insecure: bool = _OPT_TLS_INSECURE,
     tls_name: Optional[str] = _OPT_TLS_NAME,
+    tls_cert: Optional[str] = _OPT_CLIENT_CERT,
+    tls_key: Optional[str] = _OPT_CLIENT_KEY,
     layering: str = _OPT_LAYERING,
     connect_timeout: float = _OPT_CONNECT_TIMEOUT,
     request_timeout: float = _OPT_REQUEST_TIMEOUT,
@@ -263,7 +278,7 @@ def send(
 
     headers = _headers(header)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
-                              connect_timeout, request_timeout)
+                              connect_timeout, request_timeout, tls_cert, tls_key)
     address = Address.parse(to)
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
@@ -321,6 +336,8 @@ def ping(
     tls_ca: Optional[str] = _OPT_TLS_CA,
     tls_insecure: bool = _OPT_TLS_INSECURE,
     tls_name: Optional[str] = _OPT_TLS_NAME,
+    tls_cert: Optional[str] = _OPT_CLIENT_CERT,
+    tls_key: Optional[str] = _OPT_CLIENT_KEY,
     layering: str = _OPT_LAYERING,
     connect_timeout: float = _OPT_CONNECT_TIMEOUT,
     request_timeout: float = _OPT_REQUEST_TIMEOUT,
@@ -338,7 +355,7 @@ def ping(
 
     target = Address.parse(address)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
-                              connect_timeout, request_timeout)
+                              connect_timeout, request_timeout, tls_cert, tls_key)
     report = probe(target, options)
     typer.echo(f"ping {target}")
     for step in report.steps:
@@ -389,6 +406,8 @@ _AGENT_FLAGS = {
     "tls_insecure": ("delivery", "tls_insecure", None),
     "tls_name": ("delivery", "tls_server_name", None),
     "layering": ("delivery", "tls_layering", None),
+    "tls_cert": ("delivery", "tls_cert", None),
+    "tls_key": ("delivery", "tls_key", None),
     "connect_timeout": ("delivery", "connect_timeout", None),
     "request_timeout": ("delivery", "request_timeout", None),
     "drain_timeout": ("agent", "drain_timeout", None),
@@ -482,6 +501,8 @@ def tail_cmd(
     tls_ca: Optional[str] = _OPT_TLS_CA,
     tls_insecure: bool = _OPT_TLS_INSECURE,
     tls_name: Optional[str] = _OPT_TLS_NAME,
+    tls_cert: Optional[str] = _OPT_CLIENT_CERT,
+    tls_key: Optional[str] = _OPT_CLIENT_KEY,
     layering: str = _OPT_LAYERING,
     connect_timeout: float = _OPT_CONNECT_TIMEOUT,
     request_timeout: float = _OPT_REQUEST_TIMEOUT,

@@ -43,6 +43,7 @@ from shipper.errors import (
     RequestTimeout,
     ShipperError,
     TransportError,
+    printable,
 )
 from shipper.event import encode_event_with, encode_headers
 from shipper.transport.stream import (
@@ -218,7 +219,7 @@ class CollectorClient:
                     if isinstance(event, HandshakeCompleted):
                         return event
                     if isinstance(event, CallFailed):
-                        raise CollectorRejected(f"{self.address} answered the handshake with an error: {event.message}")
+                        raise CollectorRejected(f"{self.address} answered the handshake with an error: {printable(event.message)}")
                     if isinstance(event, ConnectionClosed):
                         raise PeerClosed(f"{self.address} closed the connection before answering the handshake")
         except RemoteProtocolError as err:
@@ -228,7 +229,7 @@ class CollectorClient:
 def rejection(address: Address, answer) -> CollectorRejected:
     """The error for an answer that is not OK; carries ``.status`` or ``.message``."""
     if isinstance(answer, CallFailed):
-        err = CollectorRejected(f"{address} answered with an error: {answer.message}")
+        err = CollectorRejected(f"{address} answered with an error: {printable(answer.message)}")
         err.status, err.message = None, answer.message
     else:
         err = CollectorRejected(f"{address} answered {answer.status.name}: it did not accept the events")

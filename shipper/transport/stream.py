@@ -31,6 +31,7 @@ raise :class:`RequestTimeout`. Every ``OSError``/``ssl.SSLError`` becomes a
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import time
@@ -39,6 +40,8 @@ from typing import Protocol
 
 from shipper.avroipc import DEFAULT_MAX_DECODED_BYTES, RemoteProtocolError, ZlibDecoder, ZlibEncoder
 from shipper.errors import ConfigError, ConnectTimeout, PeerProtocolError, RequestTimeout, TransportError
+
+log = logging.getLogger("flume-ship.tls")
 
 LAYERINGS = ("zlib-outside", "tls-outside")
 COMPRESSIONS = (None, "deflate")
@@ -149,6 +152,8 @@ def client_tls_context(tls: TLSOptions) -> ssl.SSLContext:
     if tls.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        log.warning("TLS certificate verification is OFF (--tls-insecure): anyone on the path can read and "
+                    "change the events; give the collector's CA with --tls-ca instead")
     if tls.cert_file:
         _load_cert(ctx, tls)
     return ctx
