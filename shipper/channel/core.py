@@ -70,7 +70,7 @@ from shipper.channel.store import (
     split_points,
 )
 from shipper.errors import ChannelIOError, StateError
-from shipper.channel.statedir import SpaceReserve, StateLock, fsync_dir, prepare_state_dir
+from shipper.channel.statedir import SpaceReserve, StateLock, fsync_dir, prepare_state_dir, protect_state_files
 
 log = logging.getLogger("flume-ship.channel")
 
@@ -239,7 +239,12 @@ class Channel:
         path = prepare_state_dir(state_dir)
         lock = StateLock(path)
         try:
-            return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes)
+            protect_state_files(path, (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "status.json"))
+            old_umask = os.umask(0o077)  # a new database (and its -wal, -shm) is created 0600
+            try:
+                return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes)
+            finally:
+                os.umask(old_umask)
         except BaseException:
             lock.release()
             raise
