@@ -170,7 +170,8 @@ class FrameDecoder:
             need = self._need
             if avail - pos < need:
                 break
-            self._buffers.append(bytes(buf[pos : pos + need]))
+            with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
+                self._buffers.append(bytes(view[pos : pos + need]))
             pos += need
             self._frame_bytes += need
             self._need = -1

@@ -10,8 +10,9 @@ flood of refusals costs a few log lines, not a disk:
 * **Who** (:class:`AllowList`): client networks (CIDR) allowed to connect, like Flume's
   ``ipFilterRules``; anyone else is closed at accept, before a thread or a buffer exists.
 * **How many** (:class:`Admission`): at most ``max_connections`` at once (Flume's AvroSource
-  ``threads``); one more is accepted and closed at once, so it fails fast instead of waiting in
-  the backlog.
+  ``threads``). At the limit the server closes the connection idle the longest to make room (an
+  idle client reconnects when it has a batch); when none is idle, the new one is accepted and
+  closed at once, so it fails fast instead of waiting in the backlog.
 * **How long** (:class:`ServerLimits` timeouts): a TLS handshake must finish in
   ``tls_handshake_timeout``; once any byte of a call has arrived the whole call must arrive within
   ``frame_timeout`` (a partial frame, a dribbling "slow loris", a TLS or zlib fragment that never
@@ -20,9 +21,9 @@ flood of refusals costs a few log lines, not a disk:
   connection was closed simply reconnects).
 * **How much memory** (:class:`MemoryBudget`): one budget shared by all connections for the bytes
   received and not yet answered. Each connection holds an :class:`Allowance` and charges it before
-  it keeps bytes: after inflation of what it just read (the inflater itself is capped by what the
-  budget has left, so a deflate bomb cannot allocate past it) and before feeding the protocol
-  core. A byte held is charged ``CHARGE_FACTOR`` times, because a complete call exists twice
+  it keeps bytes: for what it just read, and with deflate, before inflating, for the most that
+  read could inflate to (the inflater is then capped at exactly that, so a deflate bomb cannot
+  allocate past the budget); then again for what it keeps after feeding the protocol core. A byte held is charged ``CHARGE_FACTOR`` times, because a complete call exists twice
   while it is decoded (the frame and its decoded events). A connection that cannot get its
   charge is refused (closed); its allowance goes back to the budget. Per call, the protocol
   core's :class:`shipper.avroipc.CallLimits` bound what one call may carry.
@@ -116,9 +117,11 @@ class Admission:
     def open(self) -> int:
         return self._open
 
-    def enter(self) -> None:
+    def enter(self, force: bool = False) -> None:
+        """Count one more connection; past the maximum LimitRefused (``force``: count it anyway,
+        when the caller has just closed another to make room)."""
         with self._lock:
-            if self._open >= self.max_connections:
+            if self._open >= self.max_connections and not force:
                 raise LimitRefused("connections", f"already {self._open} connections (--max-connections)")
             self._open += 1
 
@@ -164,9 +167,9 @@ class Allowance:
         self.budget = budget
         self.held = 0
 
-    def headroom(self) -> int:
-        """Bytes this connection could still hold (uncharged), given what the budget has left."""
-        return self.budget.free() // CHARGE_FACTOR
+    def room(self) -> int:
+        """The most bytes this connection could hold in all (uncharged), given what is free."""
+        return (self.budget.free() + self.held) // CHARGE_FACTOR
 
     def charge(self, nbytes: int) -> None:
         """Hold ``nbytes`` (charged CHARGE_FACTOR x); LimitRefused when the budget has not the room."""

@@ -14,8 +14,9 @@ that arrived together), then answer each call: OK only after that write returned
 raised. Nothing is acknowledged that is not in the file.
 
 Bounds (``shipper.collector.limits``, every one a flag of ``collect``): the accept loop closes a
-client outside the allow-list (``--allow``) or past ``--max-connections`` at once, and when no
-thread can be started for it; when accept itself fails for lack of descriptors, one spare
+client outside the allow-list (``--allow``); at ``--max-connections`` it closes the connection
+idle the longest (idle for 1 s or more, between calls) to make room, and refuses the new one when
+none is idle; it refuses a client when no thread can be started for it; when accept itself fails for lack of descriptors, one spare
 descriptor is given up to accept and close the waiting client (a clean refusal instead of a
 hang), and the listener is paused with a growing back-off instead of spinning. Each connection
 reads with a timeout chosen by its state (TLS handshake, partial call, idle between calls),
@@ -75,8 +76,20 @@ log = logging.getLogger("flume-ship.collect")
 # accept() failures that mean "no descriptor / memory now": back off, do not spin.
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
-# With deflate, smaller reads keep what one read can inflate to (about 1032:1) in proportion.
-_DEFLATE_RECV_SIZE = 64 * 1024
+# With deflate, smaller reads keep what one read can inflate to (at most about 1032:1) small.
+_DEFLATE_RECV_SIZE = 16 * 1024
+_MAX_INFLATION = 1032
+
+
+class _Conn:
+    """What the accept loop knows of a connection: its thread, and since when it is idle
+    (between calls; None while a call or a TLS handshake is under way)."""
+
+    __slots__ = ("thread", "idle_since")
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self.thread = thread
+        self.idle_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +123,7 @@ class Collector:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._conns: dict[socket.socket, _Conn] = {}
         self._spare_fd: int | None = _open_spare()
         self._backoff = 0.0
         self.address: Address | None = None
@@ -191,7 +204,12 @@ class Collector:
         try:
             if not self.allow.allows(host):
                 raise LimitRefused("not-allowed", "its address is not in --allow")
-            self.admission.enter()
+            try:
+                self.admission.enter()
+            except LimitRefused:
+                if not self._evict_idle():
+                    raise
+                self.admission.enter(force=True)
         except LimitRefused as err:
             self._refuse(sock, peer_text, err)
             return True
@@ -201,7 +219,7 @@ class Collector:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             thread = threading.Thread(target=self._serve, args=(sock, peer_text), daemon=True)
             with self._lock:
-                self._conns[sock] = thread
+                self._conns[sock] = _Conn(thread)
             thread.start()
         except (RuntimeError, OSError) as err:  # "can't start new thread" (TasksMax, pids.max, memory)
             with self._lock:
@@ -210,6 +228,26 @@ class Collector:
             self._refuse(sock, peer_text, LimitRefused("threads", f"no thread can be started for it ({err})"))
             return True
         self.stats.add(connections_total=1, connections_open=1)
+        return True
+
+    def _evict_idle(self) -> bool:
+        """At --max-connections: close the connection idle the longest (at least 1 s) to make
+        room, so idle connections cannot lock clients out. True when one was closed."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [(c.idle_since, s) for s, c in self._conns.items() if c.idle_since is not None
+                    and now - c.idle_since >= 1.0]
+            if not idle:
+                return False
+            _since, victim = min(idle, key=lambda item: item[0])
+            self._conns[victim].idle_since = None  # (not chosen twice)
+        try:
+            victim.shutdown(socket.SHUT_RDWR)  # its thread sees end-of-stream and leaves
+        except OSError:
+            pass
+        self.stats.reject("evicted-idle")
+        self.rlog.log(logging.INFO, "evicted-idle", "at --max-connections: closed the connection idle the "
+                      "longest to make room (an idle client reconnects when it next has a batch)")
         return True
 
     def _refuse(self, sock: socket.socket, peer: str, err: LimitRefused) -> None:
@@ -254,6 +292,10 @@ class Collector:
         tls = pipeline.tls
         started = quiet_since = time.monotonic()
         partial_since: float | None = None
+        with self._lock:
+            state = self._conns.get(sock)
+        if state is None:  # (only when stopping raced the start)
+            state = _Conn(None)
         if tls is None:
             log.info("client %s connected", peer)
         reason = "closed by the client"
@@ -264,8 +306,15 @@ class Collector:
                     raw = sock.recv(recv_size)
                 except TimeoutError:
                     raise self._timed_out(tls, partial_since) from None
-                allowance.charge(conn.buffered + len(raw))
-                pipeline.set_inflate_limit(allowance.headroom())
+                held = conn.buffered + len(raw)
+                if self.options.compress and raw:
+                    # Charge what this read could inflate to, before inflating it: deflate's
+                    # ratio is at most ~1032:1, and never more than the budget has room for.
+                    bound = max(0, min(allowance.room() - held, _MAX_INFLATION * len(raw) + 65536))
+                    allowance.charge(held + bound)
+                    pipeline.set_inflate_limit(bound)
+                else:
+                    allowance.charge(held)
                 was_handshaking = tls is not None and not tls.handshake_done
                 data, reply, eof = pipeline.up(raw)
                 if reply:
@@ -289,6 +338,8 @@ class Collector:
                     partial_since = partial_since or now  # a call (or a TLS/zlib piece of one) has begun
                 elif data:
                     partial_since, quiet_since = None, now
+                handshaking = tls is not None and not tls.handshake_done
+                state.idle_since = None if (partial_since is not None or handshaking) else quiet_since
                 if closed or eof:
                     break
         except LimitRefused as err:
@@ -396,13 +447,14 @@ class Collector:
             self._listener.close()
         with self._lock:
             conns = list(self._conns.items())
-        for sock, _thread in conns:
+        for sock, _state in conns:
             try:
                 sock.shutdown(socket.SHUT_RD)  # wakes a blocked recv; an answer being written still goes out
             except OSError:
                 pass
-        for _sock, thread in conns:
-            thread.join(timeout=10)
+        for _sock, state in conns:
+            if state.thread is not None:
+                state.thread.join(timeout=10)
         self.writer.close()
         self._wake_r.close()
         self._wake_w.close()
