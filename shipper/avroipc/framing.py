@@ -218,7 +218,9 @@ class Inbox:
         try:
             self.frames.extend(self._decoder.feed(data))
         except RemoteProtocolError as exc:
-            self.error = exc
+            # Kept without its traceback: the traceback's frames hold the input buffers, and
+            # the cycle (inbox -> error -> frames -> inbox) would keep them until a full GC.
+            self.error = exc.with_traceback(None)
 
     def fail(self, message: str) -> RemoteProtocolError:
         """Break the connection: frames not yet handled are dropped, the error raised from now on."""

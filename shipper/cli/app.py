@@ -182,7 +182,7 @@ _COLLECT_LIMIT_FLAGS = {  # parameter -> (flag, default, help)
     "frame_timeout": ("--frame-timeout", 60.0, "Seconds from a call's first byte to its last (partial calls, "
                       "slow clients)."),
     "tls_handshake_timeout": ("--tls-handshake-timeout", 10.0, "Seconds for a client's TLS handshake."),
-    "memory_budget": ("--memory-budget", "256M", "Bytes received and not yet answered, all connections together "
+    "memory_budget": ("--memory-budget", "128M", "Bytes received and not yet answered, all connections together "
                       "(each counted twice: raw and decoded); also bounds deflate inflation."),
     "max_call_bytes": ("--max-call-bytes", "32M", "Largest call (one frame, after inflation)."),
     "max_body_bytes": ("--max-body-bytes", "16M", "Largest event body."),
@@ -349,6 +349,9 @@ def collect(
     )
     writer = RollingWriter(out, fmt=fmt, roll_bytes=_size(roll_size), roll_seconds=roll_interval, fsync=fsync,
                            file_mode=mode, codec=codec)
+    from shipper.collector.limits import return_freed_memory
+
+    return_freed_memory()
     collector = Collector(options, writer)
     address = collector.bind()
     metrics = None

@@ -28,6 +28,11 @@ flood of refusals costs a few log lines, not a disk:
   charge is refused (closed); its allowance goes back to the budget. Per call, the protocol
   core's :class:`shipper.avroipc.CallLimits` bound what one call may carry.
 
+Freed memory must also leave the process: glibc's malloc raises its mmap threshold as large
+blocks are freed, after which big buffers come from the heap and stay resident when freed (a
+deflate bomb would leave its high-water mark behind for ever). :func:`return_freed_memory` pins
+the threshold so buffers of 64 KiB and more are mapped, and unmapped when freed.
+
 None of this touches a socket: the accept loop and the per-connection reader of
 ``shipper.collector.server`` (and any other protocol's server) use these pieces.
 """
@@ -53,7 +58,7 @@ class ServerLimits:
     idle_timeout: float = 600.0  # seconds of silence between calls (0: never)
     frame_timeout: float = 60.0  # seconds from a call's first byte to its last
     tls_handshake_timeout: float = 10.0
-    memory_budget: int = 256 * MiB  # bytes held across all connections (charged CHARGE_FACTOR x)
+    memory_budget: int = 128 * MiB  # bytes held across all connections (charged CHARGE_FACTOR x)
     max_call_bytes: int = 32 * MiB  # one frame (one call), after inflation
     call: CallLimits = field(default_factory=lambda: DEFAULT_CALL_LIMITS)
     allow: tuple = ()  # ip_network objects; empty: everyone
@@ -251,3 +256,22 @@ class RateLimitedLog:
         if dropped:
             msg += f" ({dropped} more like this in the last {self.interval:g} s not logged)"
         self.logger.log(level, msg, *args)
+
+
+def return_freed_memory() -> bool:
+    """Pin glibc's mmap threshold at 64 KiB (see the module's docstring); False where there is
+    no glibc (the bound on memory in use holds all the same)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1
+        libc.mallopt(m_trim_threshold, 1024 * 1024)
+        return ok
+    except (OSError, AttributeError):
+        return False

@@ -296,6 +296,7 @@ class Collector:
             state = self._conns.get(sock)
         if state is None:  # (only when stopping raced the start)
             state = _Conn(None)
+        state.idle_since = None if tls is not None else started
         if tls is None:
             log.info("client %s connected", peer)
         reason = "closed by the client"
