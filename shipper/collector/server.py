@@ -359,6 +359,13 @@ class Collector:
             reason = f"TLS error, disconnected: {printable(_tls_reason(err))}"
             self.stats.reject("tls")
             self.rlog.log(logging.WARNING, "tls", "client %s: %s", peer, reason)
+            alert = pipeline.tls_alert()
+            if alert:
+                try:
+                    sock.settimeout(1.0)
+                    sock.sendall(alert)
+                except OSError:
+                    pass
         except TimeoutError as err:
             reason = f"disconnected: {err}"
             self.stats.reject("send-timeout")

@@ -349,6 +349,16 @@ class Pipeline:
             if isinstance(layer, DeflateLayer):
                 layer.limit = limit
 
+    def tls_alert(self) -> bytes:
+        """After a TLS failure: the alert TLS queued for the peer (encoded by the layers below),
+        so it learns why (e.g. "certificate required") instead of seeing a bare close."""
+        if self.tls is None:
+            return b""
+        try:
+            return self.down(self.tls.pending(), self.layers.index(self.tls) + 1)
+        except Exception:  # a broken stream below TLS: there is nothing useful to send
+            return b""
+
     def start_tls(self) -> bytes:
         """Begin a client handshake; returns the first bytes to send (ClientHello, encoded)."""
         assert self.tls is not None
