@@ -278,7 +278,9 @@ class RollingWriter:
     # ---- internals (called with the lock held)
 
     def _due(self, incoming: int) -> bool:
-        if self._size > self._base and self._size + incoming > self.roll_bytes:
+        if self._size <= self._base:  # nothing in it yet: never leave a file without events
+            return False
+        if self._size + incoming > self.roll_bytes:
             return True
         return self.roll_seconds > 0 and time.monotonic() - self._opened_at >= self.roll_seconds
 
