@@ -35,7 +35,10 @@ def test_a_flume_client_without_a_certificate_is_refused_with_a_clear_line_on_bo
             cli.finish()
         flume_log = str(failed.value)
         assert "Unable to deliver events to Flume" in flume_log
-        assert "SSLHandshakeException: Received fatal alert:" in flume_log  # (certificate_required on 1.11)
+        if version.startswith("1.11"):
+            assert "SSLHandshakeException: Received fatal alert: certificate_required" in flume_log
+        # (1.9's Netty 3 client, on TLS 1.2, is still writing when the collector closes: it logs
+        # only "Broken pipe" under the delivery failure; the collector's line says why.)
         collect.proc.wait_for(r"TLS error, disconnected: the client presented no certificate, and "
                               r"--tls-client-ca requires one", timeout=30)
         assert collect.records() == []
