@@ -141,6 +141,9 @@ def read_event_array(
     # Per-call header budget, spent as events are decoded (each event is capped on its own
     # first, so the overshoot before the check is at most one event's worth).
     hdr_left, hdr_bytes_left = limits.max_headers_per_call, limits.max_header_bytes_per_call
+    # A header entry takes at least 2 bytes: when the whole call is too small to pass either cap
+    # (the usual case), the per-event accounting is skipped.
+    count_call = hdr_left * 2 < end - pos or hdr_bytes_left < end - pos
     # Events of one batch mostly share their headers (one tailed file, one set of static
     # headers). Avro encodings are prefix-free, so when the bytes at ``pos`` start with the
     # previous event's encoded map, that is this event's map: copy the dict, skip the parse.
@@ -178,14 +181,15 @@ def read_event_array(
                         headers, pos = _read_headers(buf, pos, end, max_hdr_event, max_hdr_bytes_event)
                         last_raw = buf[start:pos]
                         last_headers = headers
-                    hdr_left -= len(headers)
-                    hdr_bytes_left -= len(last_raw)
-                    if hdr_left < 0:
-                        raise LimitExceeded("headers", f"more than {limits.max_headers_per_call} headers in one call")
-                    if hdr_bytes_left < 0:
-                        raise LimitExceeded(
-                            "header-bytes", f"headers of more than {limits.max_header_bytes_per_call} bytes in one call"
-                        )
+                    if count_call:
+                        hdr_left -= len(headers)
+                        hdr_bytes_left -= len(last_raw)
+                        if hdr_left < 0:
+                            raise LimitExceeded("headers", f"more than {limits.max_headers_per_call} headers in one call")
+                        if hdr_bytes_left < 0:
+                            raise LimitExceeded(
+                                "header-bytes", f"headers of more than {limits.max_header_bytes_per_call} bytes in one call"
+                            )
                 b = buf[pos]
                 if b < 0x80:
                     if b & 1:
