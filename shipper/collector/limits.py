@@ -237,6 +237,8 @@ class RateLimitedLog:
     """At most one line per ``key`` every ``interval`` seconds; the next line says how many were
     left out, so a flood of refusals is visible without filling the disk."""
 
+    MAX_KEYS = 4096
+
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
         self.logger = logger
         self.interval = interval
@@ -251,6 +253,10 @@ class RateLimitedLog:
             if last is not None and now - last < self.interval:
                 self._dropped[key] += 1
                 return
+            if len(self._last) >= self.MAX_KEYS:  # keys may come from peers: forget the quiet ones
+                for old in [k for k, t in self._last.items() if now - t >= self.interval]:
+                    del self._last[old]
+                    self._dropped.pop(old, None)
             self._last[key] = now
             dropped = self._dropped.pop(key, 0)
         if dropped:

@@ -24,7 +24,9 @@ charges its share of the shared memory budget before it keeps bytes (inflation i
 the budget has left), and the core refuses calls past the per-call caps with an Avro error.
 Every refusal is counted by reason and logged at a limited rate; peer-provided text is escaped
 before it reaches a log line. With ``--tls-client-ca`` clients must present a certificate signed
-by that CA; each client's address (and certificate subject) is logged when it connects.
+by that CA; each client's address (and certificate subject) is logged when it connects (at most
+once per 10 s per client address and subject, so a client reconnecting in a loop cannot flood
+the log).
 
 A peer that breaks the protocol (bad framing, a zlib or TLS error) is logged and disconnected;
 other connections carry on. A call the core can decode but does not know is answered with an
@@ -298,7 +300,7 @@ class Collector:
             state = _Conn(None)
         state.idle_since = None if tls is not None else started
         if tls is None:
-            log.info("client %s connected", peer)
+            self.rlog.log(logging.INFO, f"connect {peer.rpartition(':')[0]}", "client %s connected", peer)
         reason = "closed by the client"
         try:
             while True:
@@ -322,14 +324,15 @@ class Collector:
                     self._send(sock, reply)
                 if was_handshaking and tls.handshake_done:
                     subject = tls.peer_subject()
-                    log.info("client %s connected (%s%s)", peer, tls.version(),
-                             f", certificate subject: {printable(subject)}" if subject else ", no client certificate")
+                    self.rlog.log(logging.INFO, f"connect {peer.rpartition(':')[0]} {subject}",
+                                  "client %s connected (%s%s)", peer, tls.version(),
+                                  f", certificate subject: {printable(subject)}" if subject else ", no client certificate")
                 allowance.charge(conn.buffered + len(data))
                 if data:
                     conn.receive_data(data)
                 if eof:
                     conn.receive_data(b"")
-                closed = self._answer(conn, peer, len(data))
+                closed = self._answer(conn, peer)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, pipeline.down(out))
@@ -415,7 +418,7 @@ class Collector:
         except TimeoutError:
             raise TimeoutError(f"the client read nothing for {self.options.send_timeout:g} s") from None
 
-    def _answer(self, conn: ServerConnection, peer: str, nbytes: int) -> bool:
+    def _answer(self, conn: ServerConnection, peer: str) -> bool:
         """Write every call that is complete, then answer each; True when the peer closed."""
         calls: list[CallReceived] = []
         closed = False
