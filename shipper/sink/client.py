@@ -49,6 +49,7 @@ from shipper.event import encode_event_with, encode_headers
 from shipper.transport.stream import (
     Address,
     CertificateError,
+    ClientCertificateRefused,
     ClientOptions,
     PeerClosed,
     Stream,
@@ -344,7 +345,10 @@ def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -
         except TransportError as err:
             hung_up = isinstance(err, PeerClosed) or isinstance(err.__cause__, ConnectionResetError)
             steps.append(Step("handshake", False, str(err), closed=hung_up))
-            if hung_up:
+            if isinstance(err, ClientCertificateRefused):
+                report.verdict = ("the collector requires a client certificate it trusts (mutual TLS): give "
+                                  "--tls-cert and --tls-key, signed by the CA of its --tls-client-ca")
+            elif hung_up:
                 report.verdict = (
                     "the collector closed the connection without answering the handshake: its compression "
                     f"(we sent {options.compress or 'no compression'}) or TLS setting likely differs from ours"

@@ -57,6 +57,16 @@ class CertificateError(TransportError):
     """TLS: the server's certificate did not verify."""
 
 
+class ClientCertificateRefused(TransportError):
+    """TLS: the collector requires a client certificate (mutual TLS) and we sent none, or one it
+    does not accept."""
+
+
+# OpenSSL reasons for a collector refusing our client certificate (or its absence).
+_CLIENT_CERT_REFUSED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_UNKNOWN_CA",
+                        "SSLV3_ALERT_CERTIFICATE_UNKNOWN"}
+
+
 # --------------------------------------------------------------------------- addresses
 
 
@@ -496,7 +506,8 @@ class Stream:
         except ssl.SSLCertVerificationError:
             raise
         except ssl.SSLError as err:
-            raise TransportError(f"TLS with {self.address} failed: {_reason(err)}") from err
+            kind = ClientCertificateRefused if err.reason in _CLIENT_CERT_REFUSED else TransportError
+            raise kind(f"TLS with {self.address} failed: {_reason(err)}") from err
 
     def _send_raw(self, data: bytes, deadline: float, timeout_error: type[TransportError]) -> None:
         if not data:

@@ -72,6 +72,13 @@ def test_ping_presents_a_certificate(tls_files, mtls_collect):
     assert b"verdict: healthy" in cp.stdout
 
 
+def test_ping_without_a_certificate_names_mutual_tls_in_its_verdict(tls_files, mtls_collect):
+    _proc, addr = mtls_collect
+    cp = run("ping", addr, "--tls-ca", tls_files["ca"])
+    assert cp.returncode == 3
+    assert b"verdict: the collector requires a client certificate it trusts (mutual TLS)" in cp.stdout
+
+
 def test_tail_presents_a_certificate(tmp_path, tls_files, mtls_collect):
     proc, addr = mtls_collect
     src = tmp_path / "app.log"
