@@ -438,6 +438,8 @@ class Collector:
         if calls:
             batches = [call.events for call in calls]
             try:
+                if not any(batches) and (problem := self.writer.problem()):
+                    raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
                 self.writer.write(batches)
                 status = Status.OK
                 self.stats.add(calls_total=len(calls), events_total=sum(map(len, batches)),

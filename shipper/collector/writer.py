@@ -191,6 +191,7 @@ class RollingWriter:
         self._opened_at = 0.0
         self._file_seq = 0
         self.events_written = 0
+        self._failing: tuple[str, int] | None = None  # (why, free blocks then) after a failed write
 
     # ---- public
 
@@ -215,10 +216,12 @@ class RollingWriter:
                 start = self._size
                 try:
                     _write_all(self._fd, data)
-                except OSError:
+                except OSError as err:
                     self._abandon(start)
+                    self._note_failure(err)
                     raise
                 self._size = start + len(data)
+            self._failing = None
             self._written_seq += 1
             seq = self._written_seq
         if self.fsync:
@@ -260,6 +263,32 @@ class RollingWriter:
         self._lost.append((after, up_to))
         del self._lost[:-100]  # waiters are in flight only briefly: keep the recent few
         self._synced_seq = max(self._synced_seq, up_to)
+
+    def problem(self) -> str | None:
+        """Why a batch written now would fail, as far as can be seen without writing; None when
+        it looks writable. The directory must be writable; after a failed write, the failure
+        stands until a write succeeds or the filesystem has more free space than it had then (an
+        operator freed some). A health probe's empty batch is answered by this, not by a write."""
+        try:
+            if not os.access(self.directory, os.W_OK | os.X_OK):
+                return f"{self.directory} is not writable"
+            free = os.statvfs(self.directory).f_bavail
+        except OSError as err:
+            return f"{self.directory}: {err.strerror or err}"
+        with self._lock:
+            if self._failing is not None:
+                text, free_then = self._failing
+                if free <= free_then:
+                    return text
+                self._failing = None
+        return None
+
+    def _note_failure(self, err: OSError) -> None:
+        try:
+            free = os.statvfs(self.directory).f_bavail
+        except OSError:
+            free = -1
+        self._failing = (f"the last write failed: {err.strerror or err}", free)
 
     def roll_if_due(self) -> None:
         with self._lock:

@@ -93,8 +93,11 @@ def test_after_a_full_disk_moving_the_files_away_lets_collect_recover(tmp_path):
                 break
         assert failed is not None, "the filesystem never filled"
         proc.wait_for(r"closing .* after a failed write; the next batch starts a new file|dropped .* after a failed")
+        ping = subprocess.run(cli_argv("ping", addr), capture_output=True, timeout=60)
+        assert ping.returncode == 3 and b"refuses even an empty batch" in ping.stdout  # not "healthy"
         for f in out.glob("events-*"):  # the operator frees space by moving the files away
             shutil.move(str(f), aside / f.name)
+        assert subprocess.run(cli_argv("ping", addr), capture_output=True, timeout=60).returncode == 0
         assert send(addr, failed).returncode == 0  # a new file, in the space really freed
         assert proc.stop() == 0
         files = sorted(aside.glob("events-*")) + sorted(out.glob("events-*"))
