@@ -175,11 +175,6 @@ def zero_bomb(inflated: int, prefix: bytes = b"") -> bytes:
     return b"".join(out)
 
 
-def deflated(data: bytes) -> bytes:
-    c = zlib.compressobj(6)
-    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
-
-
 def send_quietly(sock: socket.socket, pieces) -> bool:
     """Send until the collector hangs up; True when everything went out."""
     try:
