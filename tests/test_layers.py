@@ -33,6 +33,13 @@ def test_avroipc_imports_nothing_from_shipper():
             assert not bad, f"{name} imports {bad}"
 
 
+def test_thriftrpc_imports_nothing_from_shipper():
+    for name, path in modules():
+        if name.startswith("thriftrpc"):
+            bad = {m for m in imports_of(path) if m.startswith("shipper") and not m.startswith("shipper.thriftrpc")}
+            assert not bad, f"{name} imports {bad}"
+
+
 def test_bottom_layers_import_only_the_protocol_core():
     for name, path in modules():
         if name in ("errors", "event"):
@@ -47,9 +54,9 @@ def test_nothing_imports_cli():
             assert not bad, f"{name} imports {bad}"
 
 
-def test_avroipc_is_sans_io():
+def test_protocol_cores_are_sans_io():
     for name, path in modules():
-        if name.startswith("avroipc"):
+        if name.startswith(("avroipc", "thriftrpc")):
             bad = imports_of(path) & {"socket", "ssl", "threading", "asyncio", "time", "selectors"}
             assert not bad, f"{name} imports {bad}"
 

@@ -91,7 +91,9 @@ class ChannelSection:
 @dataclass(frozen=True)
 class DeliverySection:
     collectors: tuple[str, ...] = opt(help="Collectors as a list of \"HOST:PORT\" (Flume AvroSources or "
-                                      "flume-ship collect). Required.", flag="--to", factory=tuple)
+                                      "flume-ship collect) or \"thrift://HOST:PORT[?protocol=binary]\" (Flume "
+                                      "ThriftSources); both kinds mix in one group. Required.", flag="--to",
+                                      factory=tuple)
     balance: str = opt("failover", "failover (listed order, the first healthy collector takes all), "
                        "round_robin or random.", flag="--balance", choices=("failover", "round_robin", "random"))
     max_penalty: float = opt(30.0, "Longest time in seconds a failing collector is skipped: "
@@ -153,16 +155,69 @@ class SourceSection:
     rescan_interval: float = opt(5.0, "Seconds between glob rescans (the safety net under inotify).", lo=0)
     close_inactive: float = opt(60.0, "Close a file unchanged this long (reopened when it changes).", lo=0)
     rotate_wait: float = opt(5.0, "Keep a rotated file open this long after its last growth.", lo=0)
+    # Events, not lines: rules (docs/tail.md "Events, not lines"), compiled by shipper.tail.rules.
+    multiline: Any = opt(None, "Lines that make one event: a preset (`\"java\"`, `\"python\"`, `\"go\"`) or a table "
+                         "`{ start | pattern, negate, max_lines = 500, max_bytes = \"10M\", timeout = 5 }`.",
+                         flag="--multiline", kind="table")
+    include_lines: tuple[str, ...] = opt(help="Regexes: only events matching one are shipped (others are dropped "
+                                         "and counted).", flag="--include-lines", factory=tuple)
+    exclude_lines: tuple[str, ...] = opt(help="Regexes: events matching one are dropped (and counted).",
+                                         flag="--exclude-lines", factory=tuple)
+    extract: Any = opt(None, "`{ regex = \"(?P<name>...)\", preserve_existing = false }`: each named group becomes "
+                       "a header (Flume's regex_extractor).", kind="table")
+    event_time: Any = opt(None, "`{ group = \"time\", format = \"iso8601\", timezone = \"local\", regex, "
+                          "unparsed_header }`: the timestamp header from the event's own first line.", kind="table")
+    file_header_key: str = opt("file", "Key of the file header (Flume's fileHeaderKey).")
+    host_header_key: str = opt("host", "Key of the host header (Flume's hostHeader).")
+    timestamp_header_key: str = opt("timestamp", "Key of the timestamp header (Flume's headerName).")
+    host_header_value: str = opt("name", "name (this machine's name) or ip (its address, Flume's useIP).",
+                                 choices=("name", "ip"))
+    byte_offset_header: bool = opt(False, "Add `byteoffset`: the event's first byte in the file (Flume's "
+                                   "byteOffsetHeader).", flag="--byte-offset-header")
+    uuid_header: str | None = opt(None, "Add a random UUID under this key (Flume's UUID interceptor).")
+    exclude: tuple[str, ...] = opt(help="Globs of files not to tail, matched against the name (`\"*.gz\"`) or, "
+                                   "with a `/`, the whole path.", flag="--exclude", factory=tuple)
+    ignore_older: float = opt(0.0, "A file seen for the first time and unmodified for this many seconds is taken "
+                              "from its end (0: off).", lo=0)
+    encoding: str | None = opt(None, "The files' encoding (`utf-16le`, `utf-16be`, `utf-16` by BOM, `latin-1`, `gbk`, "
+                               "...): lines are split in it and shipped as UTF-8. Unset: bytes pass unchanged.")
+
+    def rules(self, errors: list | None = None):
+        from shipper.tail.rules import rules_from
+
+        def table(v):
+            return dict(v) if isinstance(v, tuple) else v
+
+        if self.encoding is not None and errors is not None:
+            from shipper.tail.decode import check_encoding
+            from shipper.tail.rules import RuleError
+
+            try:
+                check_encoding(self.encoding)
+            except RuleError as exc:
+                errors.append(exc)
+        return rules_from(multiline=table(self.multiline), include_lines=self.include_lines,
+                          exclude_lines=self.exclude_lines, extract=table(self.extract),
+                          event_time=table(self.event_time), errors=errors)
 
     def tail_options(self):
         from shipper.tail import TailOptions
 
+        host = self.host
+        if host is None and self.host_header_value == "ip":
+            from shipper.transport.stream import local_address
+
+            host = local_address()
         return TailOptions(
             paths=list(self.paths), from_end=self.from_end, max_line_bytes=self.max_line_bytes,
             long_lines=self.long_lines, partial_line_timeout=self.partial_line_timeout,
             rescan_interval=self.rescan_interval, close_inactive=self.close_inactive, rotate_wait=self.rotate_wait,
             headers=dict(self.headers), add_timestamp=self.timestamp_header, add_host=self.host_header,
-            add_file=self.file_header, add_event_id=self.event_id, host=self.host,
+            add_file=self.file_header, add_event_id=self.event_id, host=host,
+            rules=self.rules(), file_key=self.file_header_key, host_key=self.host_header_key,
+            timestamp_key=self.timestamp_header_key, byte_offset_header=self.byte_offset_header,
+            uuid_header=self.uuid_header, exclude=self.exclude, ignore_older=self.ignore_older,
+            encoding=self.encoding,
         )
 
 
@@ -182,7 +237,7 @@ class Config:
     def addresses(self) -> list:
         from shipper.transport.stream import Address
 
-        return [Address.parse(c) for c in self.delivery.collectors]
+        return [Address.parse_collector(c) for c in self.delivery.collectors]
 
     def client_options(self):
         from shipper.transport.stream import ClientOptions, TLSOptions
@@ -280,6 +335,31 @@ def load(path: str | None, overlay: Overlay | None = None) -> Config:
     return build(raw, path, overlay or Overlay())
 
 
+def load_source(path: str | None, name: str, overlay: Overlay | None = None) -> SourceSection:
+    """One source's table, checked on its own (no collector needed): ``flume-ship test-source``.
+
+    Without the table (or without a file), flags alone make the source; its paths are unused."""
+    raw = load_raw(path) if path else {}
+    where = path or "command line"
+    problems: list[Problem] = []
+    origin: dict[str, str] = {}
+
+    def bad(key: str, why: str) -> None:
+        problems.append(Problem("command line" if key in origin else where, origin.get(key, key), why))
+
+    tables = raw.get("sources", {})
+    if not isinstance(tables, dict):
+        tables = {}
+    if name not in tables and path:
+        known = ", ".join(tables) or "none"
+        raise ConfigFileError([Problem(where, f"sources.{name}", f"no such source (sources in the file: {known})")])
+    table = tables.get(name) or {"paths": ["-"]}
+    src = _build_sources({"sources": {name: table}}, overlay or Overlay(), bad, origin)
+    if problems:
+        raise ConfigFileError(problems)
+    return src[0]
+
+
 def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
     where = path or "command line"
     problems: list[Problem] = []
@@ -351,6 +431,11 @@ def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> 
                     origin[f"{prefix}.headers"] = "--header"
         table["name"] = name
         src = _build_section(SourceSection, table, prefix, bad)
+        errors: list = []
+        src.rules(errors)
+        for err in errors:
+            top = f"{prefix}.{err.key.split('.')[0].split('[')[0]}"
+            bad(top if top in origin else f"{prefix}.{err.key}", err.why)
         if not src.paths and f"{prefix}.paths" not in origin:
             bad(f"{prefix}.paths", "required: a list of files or globs")
         out.append(src)
@@ -391,6 +476,12 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
         value = tuple(sorted(value.items()))
     elif kind == "name":
         return value
+    elif kind == "table":  # checked by its own module (shipper.tail.rules); kept hashable here
+        if isinstance(value, dict):
+            return tuple(sorted(value.items()))
+        if isinstance(value, str):
+            return value
+        raise ValueError("must be a table { key = value, ... }")
     elif ftype.startswith("tuple"):
         if isinstance(value, str):
             value = [value]
@@ -424,7 +515,7 @@ def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> No
     d: DeliverySection = sections["delivery"]
     for i, text in enumerate(d.collectors):
         try:
-            Address.parse(text)
+            Address.parse_collector(text)
         except ConfigError as exc:
             bad("delivery.collectors", str(exc))
     if d.compression_level > 9:

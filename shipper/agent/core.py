@@ -53,6 +53,7 @@ from shipper.ops.telemetry import Telemetry, stall_verdict
 log = logging.getLogger("flume-ship.agent")
 
 _TICK = 0.2  # the main loop looks at its flags this often
+STATUS_FILES = 200  # files listed per source in status.json (behind first); the others are counted
 
 
 def source_prefix(name: str) -> str:
@@ -133,7 +134,8 @@ class SourceRunner:
         return {"events_read": c.get("events", 0), "events_put": self.view.events_put,
                 "bytes_put": self.view.bytes_put, "rotations": c.get("rotations", 0),
                 "truncations": c.get("truncations", 0), "descriptor_waits": c.get("descriptor_waits", 0),
-                "incomplete_scans": c.get("incomplete_scans", 0)}
+                "incomplete_scans": c.get("incomplete_scans", 0),
+                **{f"rules_{k}": v for k, v in self.source.rule_counts().items()}}
 
 
 class Delivery:
@@ -153,9 +155,9 @@ class Delivery:
         self.threads: list[threading.Thread] = []
 
         def make_client(address):
-            from shipper.sink.client import CollectorClient
+            from shipper.sink.client import client_for
 
-            return CollectorClient(address, client_options)
+            return client_for(address, client_options)
 
         self.workers = [
             SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,
@@ -482,19 +484,23 @@ class Agent:
         except Exception as exc:  # status is advice; never let it stop shipping
             log.debug("status snapshot failed: %s", exc)
             return
-        self._check_overlaps(snap)
+        self._check_overlaps()
         write_status(self.config.state_path(), snap)
         self.notifier.status(self._status_line())
 
-    def _check_overlaps(self, snap: dict) -> None:
+    def _check_overlaps(self) -> None:
+        running = dict(self.sources)
+        if len(running) < 2:
+            return
         owners: dict[str, str] = {}
-        for src in snap["sources"]:
-            for f in src["files"]:
-                other = owners.setdefault(f["identity"], src["name"])
-                if other != src["name"] and f["identity"] not in self._warned_overlap:
-                    self._warned_overlap.add(f["identity"])
+        for name, runner in sorted(running.items()):
+            for identity in runner.source.identities():
+                other = owners.setdefault(identity, name)
+                if other != name and identity not in self._warned_overlap:
+                    self._warned_overlap.add(identity)
+                    path = next((f.path for f in runner.source.status() if f.identity == identity), identity)
                     log.warning("%s is tailed by sources %s and %s: its lines are shipped twice; narrow one "
-                                "of the globs", f["path"], other, src["name"])
+                                "of the globs", path, other, name)
 
     def health(self, stats=None) -> tuple[bool, str]:
         """The stall verdict (shipper.ops.telemetry.stall_verdict); progress counts from start or last reload."""
@@ -522,15 +528,18 @@ class Agent:
                 for k, v in runner.counts().items():
                     counts[k] = counts.get(k, 0) + v
             files = []
-            if runner is not None:
-                for f in runner.source.status():
+            summary = runner.source.summary(STATUS_FILES) if runner is not None else None
+            if summary is not None:
+                for f in summary.rows:
                     files.append({"path": f.path, "origin": f.origin, "identity": f.identity,
                                   "generation": f.generation, "offset": f.offset, "size": f.size,
                                   "behind": f.behind, "state": f.state})
             fds = runner.source.descriptor_status() if runner is not None else None
             sources.append({"name": name, "active": runner is not None,
                             "paths": list(runner.config.paths) if runner else [],
-                            "bytes_behind": sum(f["behind"] for f in files), "files": files,
+                            "bytes_behind": summary.bytes_behind if summary else 0, "files": files,
+                            "files_total": summary.total if summary else 0,
+                            "files_by_state": summary.by_state if summary else {},
                             "open_files": fds.open if fds else 0, "waiting_files": fds.waiting if fds else 0,
                             **counts})
         collectors = self.delivery.collectors(tele) if self.delivery else []

@@ -14,14 +14,14 @@ from typing import Optional
 import typer
 
 from shipper import __version__
-from shipper.errors import ShipperError
+from shipper.errors import EXIT_INPUT, ShipperError
 from shipper.ops.logs import setup_logging
 
 log = logging.getLogger("flume-ship")
 
 app = typer.Typer(
     name="flume-ship",
-    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro collectors.",
+    help="Tail log files into a durable on-disk channel and ship them to Apache Flume Avro or Thrift collectors.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -308,8 +308,11 @@ def collect(
     max_call_headers: int = _limit_opt("max_call_headers"),
     max_call_header_bytes: str = _limit_opt("max_call_header_bytes"),
     max_protocol_bytes: str = _limit_opt("max_protocol_bytes"),
+    protocol: str = typer.Option("avro", "--protocol", help="avro: Flume's AvroSink and Avro RPC clients; "
+                                 "thrift: Flume's ThriftSink and ThriftRpcClient (compact or binary, told "
+                                 "apart per connection; no --compress)."),
 ) -> None:
-    """Receive events from Flume AvroSinks (or flume-ship) and write them to rolling files.
+    """Receive events from Flume AvroSinks or ThriftSinks (or flume-ship) and write them to rolling files.
 
     Answers OK for a batch only once it is written (and fsynced), FAILED when it cannot be
     written. Stops cleanly on SIGTERM or SIGINT: the batches being written are finished and
@@ -330,6 +333,11 @@ def collect(
             check_avro_codec(codec)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--codec") from None
+    if protocol not in ("avro", "thrift"):
+        raise typer.BadParameter("use avro or thrift", param_hint="--protocol")
+    if protocol == "thrift" and _compression(compress):
+        raise typer.BadParameter("Flume's Thrift RPC has no compression: drop it with --protocol thrift",
+                                 param_hint="--compress")
     if roll_interval < 0:
         raise typer.BadParameter("must be 0 (off) or more", param_hint="--roll-interval")
     if bool(tls_cert) != bool(tls_key):
@@ -352,7 +360,12 @@ def collect(
     from shipper.collector.limits import return_freed_memory
 
     return_freed_memory()
-    collector = Collector(options, writer)
+    if protocol == "thrift":
+        from shipper.collector.thrift_server import ThriftCollector
+
+        collector = ThriftCollector(options, writer)
+    else:
+        collector = Collector(options, writer)
     address = collector.bind()
     metrics = None
     if metrics_listen:
@@ -373,8 +386,8 @@ def collect(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("listening on %s (writing to %s, format %s, compression %s, tls %s)", address, out, fmt,
-             options.compress or "none", ("on, client certificates required" if tls_client_ca else "on")
+    log.info("listening on %s (%s RPC, writing to %s, format %s, compression %s, tls %s)", address, protocol,
+             out, fmt, options.compress or "none", ("on, client certificates required" if tls_client_ca else "on")
              if options.tls else "off")
     try:
         collector.serve_forever()
@@ -387,7 +400,7 @@ def collect(
 @app.command()
 def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
-    to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect)."),
+    to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect), or thrift://HOST:PORT[?protocol=binary] (a ThriftSource)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
     in_flight: int = typer.Option(1, "--in-flight", min=1, help="Calls sent before waiting for their "
                                   "answers. 1 (like Flume's client) keeps the order everywhere; more is "
@@ -412,20 +425,20 @@ def send(
     Exit 0 only when every line was acknowledged OK; 3 when the collector is unreachable or
     did not accept a batch; 7 when the file cannot be read.
     """
-    from shipper.sink.client import CollectorClient, send_lines, split_lines
+    from shipper.sink.client import client_for, send_lines, split_lines
     from shipper.errors import InputError
     from shipper.transport.stream import Address
 
     headers = _headers(header)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
                               connect_timeout, request_timeout, tls_cert, tls_key)
-    address = Address.parse(to)
+    address = Address.parse_collector(to)
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
     except OSError as err:
         raise fail(InputError(f"cannot read {file}: {err.strerror}")) from None
     progress = _Progress(file) if sys.stderr.isatty() else None
-    client = CollectorClient(address, options)
+    client = client_for(address, options)
     try:
         sent = send_lines(client, split_lines(stream), batch_size=batch_size, headers=headers,
                           window=in_flight, progress=progress.update if progress else None)
@@ -469,7 +482,7 @@ class _Progress:
 
 @app.command()
 def ping(
-    address: str = typer.Argument(..., help="Collector HOST:PORT."),
+    address: str = typer.Argument(..., help="Collector HOST:PORT (Avro) or thrift://HOST:PORT[?protocol=binary]."),
     compress: str = _OPT_COMPRESS,
     level: int = _OPT_LEVEL,
     tls: bool = _OPT_TLS,
@@ -482,7 +495,7 @@ def ping(
     connect_timeout: float = _OPT_CONNECT_TIMEOUT,
     request_timeout: float = _OPT_REQUEST_TIMEOUT,
 ) -> None:
-    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake, an empty appendBatch.
+    """Diagnose a collector: resolve, TCP connect, TLS, Avro handshake (none for thrift://), an empty appendBatch.
 
     Prints each step with its time, and a plain verdict on the first failure.
 
@@ -493,7 +506,7 @@ def ping(
     from shipper.errors import EXIT_UNAVAILABLE
     from shipper.transport.stream import Address
 
-    target = Address.parse(address)
+    target = Address.parse_collector(address)
     options = _client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering,
                               connect_timeout, request_timeout, tls_cert, tls_key)
     report = probe(target, options)
@@ -563,6 +576,11 @@ _SOURCE_FLAGS = {
     "no_host": ("host_header", lambda v: not v),
     "no_file": ("file_header", lambda v: not v),
     "event_id": ("event_id", None),
+    "multiline": ("multiline", None),
+    "include_lines": ("include_lines", None),
+    "exclude_lines": ("exclude_lines", None),
+    "byte_offset_header": ("byte_offset_header", None),
+    "exclude": ("exclude", None),
 }
 
 
@@ -613,7 +631,9 @@ def tail_cmd(
                                                 "later. Given here, they replace the config file's sources."),
     config: Optional[str] = _OPT_CONFIG,
     to: Optional[str] = typer.Option(None, "--to", help="Collectors as HOST:PORT[,HOST:PORT...]: Flume AvroSources "
-                                     "or flume-ship collect (or delivery.collectors in the config file).",
+                                     "or flume-ship collect; thrift://HOST:PORT[?protocol=binary] names a Flume "
+                                     "ThriftSource, and both kinds mix in one group (or delivery.collectors in the "
+                                     "config file).",
                                      rich_help_panel=_DELIVERY_HELP),
     state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
                                             help="Where the channel and file offsets live (locked: one agent "
@@ -659,6 +679,18 @@ def tail_cmd(
                                   rich_help_panel=_SOURCE_HELP),
     from_end: bool = typer.Option(False, "--from-end", help="Start files seen for the first time at their end "
                                   "(default: at their beginning).", rich_help_panel=_SOURCE_HELP),
+    multiline: Optional[str] = typer.Option(None, "--multiline", help="Join the lines of one event: java, python "
+                                            "or go (stack traces, tracebacks, panics); own rules in the config "
+                                            "file's multiline table.", rich_help_panel=_SOURCE_HELP),
+    include_lines: list[str] = typer.Option([], "--include-lines", help="REGEX: ship only events it matches "
+                                            "(repeatable: any of them).", rich_help_panel=_SOURCE_HELP),
+    exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX: drop (and count) events it "
+                                            "matches (repeatable).", rich_help_panel=_SOURCE_HELP),
+    exclude: list[str] = typer.Option([], "--exclude", help="GLOB of files not to tail (repeatable): a name "
+                                      "like '*.gz', or a path when it holds a '/'.", rich_help_panel=_SOURCE_HELP),
+    byte_offset_header: bool = typer.Option(False, "--byte-offset-header", help="Add `byteoffset`: the event's "
+                                            "first byte in the file (Flume's byteOffsetHeader).",
+                                            rich_help_panel=_SOURCE_HELP),
     max_line: str = typer.Option("2M", "--max-line-bytes", help="A longer line is split into events of this "
                                  "size, marked with a `split` header, and counted.", rich_help_panel=_SOURCE_HELP),
     capacity: str = typer.Option("1G", "--capacity", help="Channel capacity in bytes; when full, reading pauses "
@@ -737,8 +769,61 @@ def validate_cmd(
     for s in cfg.sources:
         headers = ", ".join(f"{k}={v}" for k, v in s.headers)
         typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))
+        ml = s.multiline
+        rules = [f"multiline {ml if isinstance(ml, str) else dict(ml).get('preset', 'rule')}"] if ml else []
+        rules += [f"{len(v)} {k}" for k, v in (("include_lines", s.include_lines),
+                                               ("exclude_lines", s.exclude_lines), ("exclude", s.exclude)) if v]
+        rules += [k for k in ("extract", "event_time", "encoding") if getattr(s, k)]
+        if rules:
+            typer.echo(f"    rules: {', '.join(rules)} (try them: flume-ship test-source {s.name} SAMPLE)")
     if cfg.agent.metrics_listen:
         typer.echo(f"  metrics: http://{cfg.agent.metrics_listen}/metrics")
+
+
+@app.command("test-source")
+def test_source_cmd(
+    ctx: typer.Context,
+    source: str = typer.Argument("default", help="The source's name: NAME of a sources.NAME table in the config file."),
+    file: str = typer.Argument("-", help="A sample of the log to cut (default: stdin)."),
+    config: Optional[str] = _OPT_CONFIG,
+    multiline: Optional[str] = typer.Option(None, "--multiline", help="Try this preset (java, python, go) "
+                                            "instead of the source's multiline rule."),
+    include_lines: list[str] = typer.Option([], "--include-lines", help="REGEX (repeatable): try these instead."),
+    exclude_lines: list[str] = typer.Option([], "--exclude-lines", help="REGEX (repeatable): try these instead."),
+) -> None:
+    """Print the events, headers and drops a source's rules make of FILE (or stdin); ship nothing.
+
+    The end of the input counts as the end of the file (what is held is shipped, as with
+    tail --once), so a multiline rule can be written against a saved sample. Exit 0, 2 for a bad
+    rule or configuration (each problem printed), 7 when FILE cannot be read.
+    """
+    from shipper.agent.config import ConfigFileError, Overlay, default_config_path, load_source
+    from shipper.tail.preview import preview, render
+
+    overlay = Overlay()
+    for name, key in (("multiline", "multiline"), ("include_lines", "include_lines"),
+                      ("exclude_lines", "exclude_lines")):
+        if _given(ctx, name):
+            overlay.set_source(key, ctx.params[name], _flag_of(ctx, name))
+    path = config if config is not None else default_config_path()
+    try:
+        src = load_source(path or None, source, overlay)
+        options = src.tail_options()
+    except ConfigFileError as err:
+        raise _print_problems(err) from None
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(file, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        typer.echo(f"flume-ship: error: cannot read {file}: {exc.strerror or exc} (give a readable file, "
+                   "or - for stdin)", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    rows, summary = preview(data, options, file_name="<stdin>" if file == "-" else file)
+    for line in render(rows, summary):
+        typer.echo(line)
 
 
 @app.command("status")

@@ -289,7 +289,7 @@ class Collector:
             self.options.compress, self.options.tls_layering, self.tls_ctx, server_side=True
         )
         recv_size = _DEFLATE_RECV_SIZE if self.options.compress else RECV_SIZE
-        conn = ServerConnection(self.cache, max_frame_bytes=limits.max_call_bytes, limits=limits.call)
+        conn = self._new_connection()
         allowance = Allowance(self.budget)
         tls = pipeline.tls
         started = quiet_since = time.monotonic()
@@ -387,6 +387,14 @@ class Collector:
                 self._conns.pop(sock, None)
             sock.close()
             log.debug("client %s: %s", peer, reason)
+
+    def _new_connection(self):
+        """The protocol core for one connection (a subclass serves another RPC: collector.thrift_server).
+
+        The loop needs of it: ``receive_data``, ``next_event`` (CallReceived, CallRefused,
+        ConnectionClosed), ``respond``, ``data_to_send``, and for the limits ``buffered`` (bytes
+        held) and ``in_frame`` (a call has begun)."""
+        return ServerConnection(self.cache, max_frame_bytes=self.limits.max_call_bytes, limits=self.limits.call)
 
     def _timeout(self, tls, started: float, quiet_since: float, partial_since: float | None) -> float | None:
         limits = self.limits

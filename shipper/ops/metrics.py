@@ -12,6 +12,9 @@ events_acked_total                             counter    events acknowledged an
 send_failures_total{collector}                 counter    failed attempts (refused, timeout, FAILED...)
 retries_total                                  counter    batch retries (failover or backoff)
 bytes_behind{source}                           gauge      bytes in the files not yet read
+events_dropped_total{source}                   counter    events dropped by include_lines / exclude_lines
+lines_joined_total{source}                     counter    lines joined into a multiline event
+event_time_unparsed_total{source}              counter    events whose own time did not parse (read time kept)
 open_files{source}, files_waiting{source}      gauge      tailed files holding / waiting for a descriptor
 open_files_budget                              gauge      most tailed files open at once (all sources)
 channel_events, channel_bytes                  gauge      queued in the channel (in flight included)
@@ -73,15 +76,21 @@ def families(snap: dict):
     read = counter("events_read", "Lines cut into events by the tail source.", ["source"])
     put = counter("events_put", "Events committed into the channel.", ["source"])
     behind = gauge("bytes_behind", "Bytes in the tailed files not yet read.", ["source"])
+    dropped = counter("events_dropped", "Events dropped by the source's include/exclude rules.", ["source"])
+    joined = counter("lines_joined", "Lines joined into a multiline event.", ["source"])
+    unparsed = counter("event_time_unparsed", "Events whose own time did not parse (read time kept).", ["source"])
     open_files = gauge("open_files", "Tailed files holding a descriptor.", ["source"])
     waiting = gauge("files_waiting", "Tailed files waiting for a descriptor (read in turns).", ["source"])
     for s in snap["sources"]:
         read.add_metric([s["name"]], s.get("events_read", 0))
         put.add_metric([s["name"]], s.get("events_put", 0))
         behind.add_metric([s["name"]], s.get("bytes_behind", 0))
+        dropped.add_metric([s["name"]], s.get("rules_dropped", 0))
+        joined.add_metric([s["name"]], s.get("rules_joined", 0))
+        unparsed.add_metric([s["name"]], s.get("rules_time_unparsed", 0))
         open_files.add_metric([s["name"]], s.get("open_files", 0))
         waiting.add_metric([s["name"]], s.get("waiting_files", 0))
-    yield from (read, put, behind, open_files, waiting)
+    yield from (read, put, behind, dropped, joined, unparsed, open_files, waiting)
     budget = gauge("open_files_budget", "Most tailed files open at once, all sources together.")
     budget.add_metric([], (snap.get("descriptors") or {}).get("budget", 0))
     yield budget

@@ -248,8 +248,18 @@ def render(doc: dict) -> str:
         out += _table(["SOURCE", "FILE", "IDENTITY", "OFFSET", "SIZE", "BEHIND", "STATE"], rows)
     else:
         out.append("no files tracked yet")
+    for src in doc.get("sources", []):
+        more = src.get("files_total", 0) - len(src.get("files", []))
+        if more > 0:
+            states = ", ".join(f"{n} {s}" for s, n in sorted((src.get("files_by_state") or {}).items()))
+            out.append(f"{src['name']}: {more} more files not listed ({src['files_total']} in all: {states}); "
+                       "the list shows the files behind first")
     behind = sum(s.get("bytes_behind", 0) for s in doc.get("sources", []))
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
+    for src in doc.get("sources", []):
+        if src.get("rules_dropped") or src.get("rules_time_unparsed"):
+            out.append(f"source {src['name']}: {src.get('rules_dropped', 0)} events dropped by its rules, "
+                       f"{src.get('rules_time_unparsed', 0)} with a time that did not parse")
     fds = doc.get("descriptors")
     if fds and agent.get("running"):
         line = f"open files: {fds.get('open', 0)} of {fds.get('budget', 0)}"

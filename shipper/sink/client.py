@@ -269,23 +269,44 @@ class ProbeReport:
 
 def probe(address: Address, options: ClientOptions) -> ProbeReport:
     """Diagnose one collector step by step, the way an operator needs after "Handshake timed out"."""
+    if address.rpc == "thrift":
+        from shipper.sink.thrift_client import probe_thrift
+
+        return probe_thrift(address, options)
     report = ProbeReport(address)
     _probe_into(report, address, options)
+    named = False
     if not report.healthy and _closed_early(report) and options.tls is None:
-        _name_compression_mismatch(report, address, options)
+        named = _name_compression_mismatch(report, address, options)
+    if not report.healthy and not named and report.steps[-1].name == "handshake":
+        from shipper.sink.thrift_client import name_other_rpc
+
+        name_other_rpc(report, address, options)
     return report
 
 
-def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -> None:
+def client_for(address: Address, options: ClientOptions = ClientOptions()) -> "CollectorClient":
+    """The client for the RPC the address names (``thrift://`` or Avro); one interface for both."""
+    if address.rpc == "thrift":
+        from shipper.sink.thrift_client import ThriftCollectorClient
+
+        return ThriftCollectorClient(address, options)
+    return CollectorClient(address, options)
+
+
+def connect_steps(report: ProbeReport, address: Address, options: ClientOptions, tls_ctx):
+    """The steps every protocol shares: resolve, TCP, TLS; each recorded in ``report``.
+
+    Returns ``(sock, stream)`` (the caller closes both), or None after recording the failure and
+    its verdict."""
     steps = report.steps
-    client = CollectorClient(address, options)  # loads the TLS context once (config errors first)
     started = time.monotonic()
     try:
         infos = resolve(address)
     except TransportError as err:
         steps.append(Step("resolve", False, str(err)))
         report.verdict = f"the name {address.host} does not resolve: check the spelling and DNS"
-        return
+        return None
     addrs = sorted({info[4][0] for info in infos})
     steps.append(Step("resolve", True, ", ".join(addrs), time.monotonic() - started))
 
@@ -298,36 +319,48 @@ def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -
             "TCP connect timed out: the host is down or a firewall drops the packets "
             "(a refusal would have come back at once)"
         )
-        return
+        return None
     except TransportError as err:
         steps.append(Step("tcp", False, str(err)))
         if isinstance(err.__cause__, ConnectionRefusedError):
             report.verdict = f"connection refused: nothing listens on port {address.port} there; is the collector running, on that port?"
         else:
             report.verdict = f"TCP connect failed with a system error: {_cause_text(err)}"
-        return
+        return None
     peer = sock.getpeername()
     steps.append(Step("tcp", True, f"connected to {Address(peer[0], peer[1])}", time.monotonic() - started))
 
+    stream = Stream(sock, client_pipeline(address, options, tls_ctx), address)
+    if options.tls is not None:
+        started = time.monotonic()
+        try:
+            stream.tls_handshake(started + options.connect_timeout)
+        except ConnectTimeout:
+            steps.append(Step("tls", False, f"no TLS reply within {options.connect_timeout:g} s"))
+            report.verdict = (
+                "connected, but the TLS handshake got no reply: the collector may not use TLS, may expect "
+                "deflate under TLS in the other layering (--tls-layering), or a middlebox holds the connection"
+            )
+            sock.close()
+            return None
+        except TransportError as err:
+            steps.append(Step("tls", False, str(err)))
+            report.verdict = _tls_verdict(err)
+            sock.close()
+            return None
+        tls = stream.pipeline.tls
+        steps.append(Step("tls", True, f"{tls.version()}, server {tls.peer_subject() or '(not verified)'}", time.monotonic() - started))
+    return sock, stream
+
+
+def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -> None:
+    steps = report.steps
+    client = CollectorClient(address, options)  # loads the TLS context once (config errors first)
+    connected = connect_steps(report, address, options, client._tls_ctx)
+    if connected is None:
+        return
+    sock, stream = connected
     try:
-        stream = Stream(sock, client_pipeline(address, options, client._tls_ctx), address)
-        if options.tls is not None:
-            started = time.monotonic()
-            try:
-                stream.tls_handshake(started + options.connect_timeout)
-            except ConnectTimeout:
-                steps.append(Step("tls", False, f"no TLS reply within {options.connect_timeout:g} s"))
-                report.verdict = (
-                    "connected, but the TLS handshake got no reply: the collector may not use TLS, may expect "
-                    "deflate under TLS in the other layering (--tls-layering), or a middlebox holds the connection"
-                )
-                return
-            except TransportError as err:
-                steps.append(Step("tls", False, str(err)))
-                report.verdict = _tls_verdict(err)
-                return
-            tls = stream.pipeline.tls
-            steps.append(Step("tls", True, f"{tls.version()}, server {tls.peer_subject() or '(not verified)'}", time.monotonic() - started))
         client._stream, client._conn = stream, ClientConnection()
 
         started = time.monotonic()
@@ -397,7 +430,7 @@ def _closed_early(report: ProbeReport) -> bool:
     return last.name == "handshake" and last.closed
 
 
-def _name_compression_mismatch(report: ProbeReport, address: Address, options: ClientOptions) -> None:
+def _name_compression_mismatch(report: ProbeReport, address: Address, options: ClientOptions) -> bool:
     """The collector hung up on our first bytes: see whether it talks with the other compression."""
     other = None if options.compress == "deflate" else "deflate"
     second = ProbeReport(address)
@@ -408,6 +441,7 @@ def _name_compression_mismatch(report: ProbeReport, address: Address, options: C
             f"compression mismatch: the collector answers with {flag} "
             f"(its compression-type is {'deflate' if other else 'none'}); set the same on both sides"
         )
+    return second.healthy
 
 
 def _tls_verdict(err: TransportError) -> str:

@@ -22,11 +22,42 @@ import fnmatch
 import os
 import re
 import stat
+from array import array
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 _MAGIC = re.compile(r"[*?\[]")
 # A missing or non-directory component: nothing there to match, which is an answer, not an error.
-_ABSENT = (errno.ENOENT, errno.ENOTDIR)
+ABSENT = (errno.ENOENT, errno.ENOTDIR)
+
+
+class Listing(NamedTuple):
+    """A directory's entries, compact: 50,000 names cost little more than the names themselves."""
+
+    names: list[str]
+    dirs: frozenset[str]  # the names that are directories (following links)
+    inos: array  # inode number of each name, in the same order
+
+
+# Lists a directory; raises OSError. ``shipper.tail.discovery.DirCache.list`` reuses unchanged listings.
+Lister = Callable[[str], Listing]
+
+
+def list_dir(path: str) -> Listing:
+    """A directory's entries (the uncached lister)."""
+    names: list[str] = []
+    dirs: list[str] = []
+    inos = array("Q")
+    with os.scandir(path) as it:
+        for e in it:
+            names.append(e.name)
+            inos.append(e.inode())
+            try:
+                if e.is_dir():
+                    dirs.append(e.name)
+            except OSError:
+                pass
+    return Listing(names, frozenset(dirs), inos)
 
 
 @dataclass(slots=True)
@@ -35,11 +66,14 @@ class Expansion:
     errors: list[OSError] = field(default_factory=list)  # listings that failed: the scan is incomplete
 
 
+_EMPTY = Listing([], frozenset(), array("Q"))
+
+
 def has_magic(pattern: str) -> bool:
     return _MAGIC.search(pattern) is not None
 
 
-def expand(pattern: str) -> Expansion:
+def expand(pattern: str, lister: Lister = list_dir) -> Expansion:
     """Every existing path matching the absolute ``pattern``, and the listing errors met on the way."""
     out = Expansion()
     if not has_magic(pattern) or os.path.lexists(pattern):
@@ -48,86 +82,83 @@ def expand(pattern: str) -> Expansion:
         return out
     parts = pattern.split(os.sep)
     root = os.sep if pattern.startswith(os.sep) else os.curdir
-    _walk(root, parts[1:] if pattern.startswith(os.sep) else parts, out)
+    _Walk(lister, out).walk(root, parts[1:] if pattern.startswith(os.sep) else parts)
     return out
 
 
-def _listdir(path: str, out: Expansion) -> list[os.DirEntry]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError as exc:
-        if exc.errno not in _ABSENT:
-            out.errors.append(exc)
-        return []
+class _Walk:
+    def __init__(self, lister: Lister, out: Expansion) -> None:
+        self.lister = lister
+        self.out = out
 
+    def listdir(self, path: str) -> Listing:
+        try:
+            return self.lister(path)
+        except OSError as exc:
+            if exc.errno not in ABSENT:
+                self.out.errors.append(exc)
+            return _EMPTY
 
-def _walk(base: str, parts: list[str], out: Expansion) -> None:
-    if not parts:
-        out.paths.append(base)
-        return
-    part, rest = parts[0], parts[1:]
-    if part == "":  # a doubled separator
-        _walk(base, rest, out)
-    elif part == "**":
-        if not rest:  # a last "**" matches everything below, files included
-            out.paths.extend(_below(base, out, dirs_only=False))
+    def walk(self, base: str, parts: list[str]) -> None:
+        out = self.out
+        if not parts:
+            out.paths.append(base)
             return
-        _walk(base, rest, out)  # zero directories
-        for sub in _below(base, out, dirs_only=True):
-            _walk(sub, rest, out)
-    elif not has_magic(part):
-        path = os.path.join(base, part)
-        if rest:
-            if _stat_is_dir(path, out):
-                _walk(path, rest, out)
-        elif os.path.lexists(path):
-            out.paths.append(path)
-    else:
-        hidden_ok = part.startswith(".")
-        for e in _listdir(base, out):
-            if e.name.startswith(".") and not hidden_ok:
+        part, rest = parts[0], parts[1:]
+        if part == "":  # a doubled separator
+            self.walk(base, rest)
+        elif part == "**":
+            if not rest:  # a last "**" matches everything below, files included
+                out.paths.extend(self.below(base, dirs_only=False))
+                return
+            self.walk(base, rest)  # zero directories
+            for sub in self.below(base, dirs_only=True):
+                self.walk(sub, rest)
+        elif not has_magic(part):
+            path = os.path.join(base, part)
+            if rest:
+                if self.stat_is_dir(path):
+                    self.walk(path, rest)
+            elif os.path.lexists(path):
+                out.paths.append(path)
+        else:
+            match = re.compile(fnmatch.translate(part)).match
+            hidden_ok = part.startswith(".")
+            prefix = base if base.endswith(os.sep) else base + os.sep
+            listing = self.listdir(base)
+            for name in listing.names:
+                if (name[0] == "." and not hidden_ok) or not match(name):
+                    continue
+                if not rest:
+                    out.paths.append(prefix + name)
+                elif name in listing.dirs:
+                    self.walk(prefix + name, rest)
+
+    def below(self, base: str, *, dirs_only: bool, seen: frozenset = frozenset()):
+        """What is below ``base`` (skipping hidden names), depth first, never into its own ancestors."""
+        prefix = base if base.endswith(os.sep) else base + os.sep
+        listing = self.listdir(base)
+        for name in listing.names:
+            if name.startswith("."):
                 continue
-            if not fnmatch.fnmatchcase(e.name, part):
-                continue
-            if not rest:
-                out.paths.append(e.path)
-            elif _is_dir(e, out, follow=True):
-                _walk(e.path, rest, out)
+            is_dir = name in listing.dirs
+            path = prefix + name
+            if is_dir:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) in seen:
+                    continue  # a link back up the tree
+            if is_dir or not dirs_only:
+                yield path
+            if is_dir:
+                yield from self.below(path, dirs_only=dirs_only, seen=seen | {(st.st_dev, st.st_ino)})
 
-
-def _below(base: str, out: Expansion, *, dirs_only: bool, seen: frozenset = frozenset()):
-    """What is below ``base`` (skipping hidden names), depth first, never into its own ancestors."""
-    for e in _listdir(base, out):
-        if e.name.startswith("."):
-            continue
-        is_dir = _is_dir(e, out, follow=True)
-        if is_dir:
-            try:
-                st = e.stat()
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue  # a link back up the tree
-        if is_dir or not dirs_only:
-            yield e.path
-        if is_dir:
-            yield from _below(e.path, out, dirs_only=dirs_only, seen=seen | {(st.st_dev, st.st_ino)})
-
-
-def _stat_is_dir(path: str, out: Expansion) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError as exc:
-        if exc.errno not in _ABSENT:
-            out.errors.append(exc)
-        return False
-
-
-def _is_dir(e: os.DirEntry, out: Expansion, *, follow: bool) -> bool:
-    try:
-        return e.is_dir(follow_symlinks=follow)
-    except OSError as exc:
-        if exc.errno not in _ABSENT:
-            out.errors.append(exc)
-        return False
+    def stat_is_dir(self, path: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError as exc:
+            if exc.errno not in ABSENT:
+                self.out.errors.append(exc)
+            return False

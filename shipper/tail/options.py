@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from shipper.errors import ConfigError
+from shipper.tail.rules import Rules
 
 MiB = 1024 * 1024
 
@@ -41,6 +42,16 @@ class TailOptions:
     watch: bool = True  # use watchdog (inotify); False relies on rescans alone
     put_timeout: float = 0.5  # how long one put may block before the stop flag is checked again
     max_open_files: int = 0  # descriptors for tailed files (0: the open-file limit less a reserve)
+    # Events, not lines (shipper.tail.rules / shipper.tail.events), and Flume-compatible headers.
+    rules: Rules = field(default_factory=Rules)  # multiline, include/exclude, extraction, event time
+    file_key: str = "file"  # header keys (Flume: fileHeaderKey, hostHeader, headerName)
+    host_key: str = "host"
+    timestamp_key: str = "timestamp"
+    byte_offset_header: bool = False  # "byteoffset": the event's first byte in the file (Flume's byteOffsetHeader)
+    uuid_header: str | None = None  # a random UUID per event under this key (Flume's UUID interceptor)
+    exclude: tuple[str, ...] = ()  # globs of files not to take (shipper.tail.selection)
+    ignore_older: float = 0.0  # a new file unmodified this long is taken from its end (0: off)
+    encoding: str | None = None  # the files' encoding, shipped as UTF-8 (None: bytes as they are)
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -54,12 +65,29 @@ class TailOptions:
         if self.max_open_files < 0:
             raise ConfigError("tail: max_open_files must not be negative (0: automatic)")
         for name in ("partial_line_timeout", "rescan_interval", "close_inactive", "rotate_wait",
-                     "put_timeout"):
+                     "put_timeout", "ignore_older"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tail: {name} must not be negative")
+        if self.encoding is not None:
+            from shipper.tail.decode import check_encoding
+
+            check_encoding(self.encoding)
+        own = self.own_headers()
         for key in self.headers:
-            if key in ("timestamp", "host", "file", "id", "split", "truncated"):
+            if key in own:
                 raise ConfigError(f"tail: header {key!r} is set by the source itself")
+        for name in ("file_key", "host_key", "timestamp_key"):
+            if not getattr(self, name):
+                raise ConfigError(f"tail: {name} must not be empty")
+
+    def own_headers(self) -> set[str]:
+        """The header keys the source itself may set."""
+        own = {self.timestamp_key, self.host_key, self.file_key, "id", "split", "truncated"}
+        if self.byte_offset_header:
+            own.add("byteoffset")
+        if self.uuid_header:
+            own.add(self.uuid_header)
+        return own
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +105,13 @@ class FileStatus:
     @property
     def behind(self) -> int:
         return max(0, self.size - self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSummary:
+    """A source's files for `status`: counts over all of them, rows for the ones worth a look."""
+
+    total: int
+    by_state: dict[str, int]
+    bytes_behind: int
+    rows: list[FileStatus]  # behind first, then the most recently active; at most the limit asked

@@ -25,7 +25,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from shipper.avroipc.avro import encode_long, encode_string, zigzag
 from shipper.event import encode_event, encode_headers
@@ -40,6 +40,11 @@ class Cursor:
     split_piece: int = 0  # pieces of the current over-long line already shipped
     skipping: bool = False  # truncate mode: dropping the rest of an over-long line
     leftover: bool = False  # pending may hold complete lines (the batch filled up)
+    # Multiline (shipper.tail.events): the held event's complete lines open ``pending``.
+    held: int = 0  # their bytes, newlines included
+    held_lines: int = 0
+    piece: int = 0  # pieces of the held event already shipped (max_lines / max_bytes)
+    decode: Any = None  # a file in another encoding: the UTF-8 view's state (shipper.tail.decode)
 
     @property
     def read_pos(self) -> int:
@@ -70,6 +75,14 @@ class Encoder:
                 + b"".join(encode_string(k) + encode_string(v) for k, v in self._headers.items())
                 + encode_string("id")
             )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    @property
+    def gen(self) -> str:
+        return self._gen
 
     def run(self, lines: list[bytes], offset: int, has_cr: bool) -> list[bytes]:
         """Events for consecutive complete lines (terminators removed, ``\\r`` maybe still on)."""
@@ -116,17 +129,10 @@ class LineCutter:
         mx = self.max_line
         has_cr = b"\r" in buf
         while room > 0 and buf:
-            if cur.skipping:
-                i = buf.find(b"\n")
-                if i < 0:
-                    self.dropped_bytes += len(buf)
-                    cur.offset += len(buf)
-                    buf = b""
+            if cur.skipping or cur.split_piece:
+                buf, room, wait = self._rest_of_long_line(cur, buf, room, enc, out)
+                if wait:
                     break
-                self.dropped_bytes += i
-                cur.offset += i + 1
-                buf = buf[i + 1 :]
-                cur.skipping = False
                 continue
             nl = buf.find(b"\n", 0, mx + 1)
             if nl < 0:
@@ -135,17 +141,6 @@ class LineCutter:
                 out.append(self._piece(cur, buf[:mx], enc))
                 cur.offset += mx
                 buf = buf[mx:]
-                room -= 1
-                continue
-            if cur.split_piece:  # the end of a split line: the last piece
-                body = buf[:nl]
-                if body[-1:] == b"\r":
-                    body = body[:-1]
-                cur.split_piece += 1
-                out.append(enc.one(body, cur.offset, {"split": str(cur.split_piece)}))
-                cur.split_piece = 0
-                cur.offset += nl + 1
-                buf = buf[nl + 1 :]
                 room -= 1
                 continue
             # The bulk: every complete line up to the first over-long one, at most `room`.
@@ -169,6 +164,36 @@ class LineCutter:
         cur.pending = buf
         cur.leftover = room <= 0 and bool(buf)
         return out
+
+    def _rest_of_long_line(self, cur: Cursor, buf: bytes, room: int, enc: Encoder,
+                           out: list[bytes]) -> tuple[bytes, int, bool]:
+        """Go on with an over-long line (skipping it, or shipping its pieces). Returns (buf, room, wait)."""
+        mx = self.max_line
+        if cur.skipping:
+            i = buf.find(b"\n")
+            if i < 0:
+                self.dropped_bytes += len(buf)
+                cur.offset += len(buf)
+                return b"", room, True
+            self.dropped_bytes += i
+            cur.offset += i + 1
+            cur.skipping = False
+            return buf[i + 1 :], room, False
+        nl = buf.find(b"\n", 0, mx + 1)
+        if nl < 0:
+            if len(buf) <= mx:
+                return buf, room, True  # wait for the line's end
+            out.append(self._piece(cur, buf[:mx], enc))
+            cur.offset += mx
+            return buf[mx:], room - 1, False
+        body = buf[:nl]  # the end of a split line: the last piece
+        if body[-1:] == b"\r":
+            body = body[:-1]
+        cur.split_piece += 1
+        out.append(enc.one(body, cur.offset, {"split": str(cur.split_piece)}))
+        cur.split_piece = 0
+        cur.offset += nl + 1
+        return buf[nl + 1 :], room - 1, False
 
     def _piece(self, cur: Cursor, piece: bytes, enc: Encoder) -> bytes:
         """The first max_line bytes of an over-long line (or the next piece of one)."""

@@ -30,6 +30,14 @@ idle for ``partial_line_timeout``. A deleted file is released at its end; a rota
 ``rotate_wait`` without growth; any other after ``close_inactive`` (reopened when it changes), so
 quiet files hold no descriptor.
 
+*Events*: with rules (multiline, filters, extraction, event time: ``shipper.tail.rules``), Flume
+per-event headers or an encoding, the cutter is ``shipper.tail.events.EventCutter`` (wrapped by
+``shipper.tail.decode.Transcoder`` for an encoding) instead of the line cutter. Its last event may
+still grow, so it is *held* uncommitted in ``cur.pending`` and shipped like an incomplete line: on
+the next event's first line, after ``min(partial_line_timeout, multiline timeout)`` idle, at the
+end of a rotated or deleted file, at the end of ``run_once``, or before a truncation without a
+copy restarts the file. The committed offset therefore stays at an event boundary.
+
 *Commit*: events are gathered into a batch of at most ``batch_max_events`` (about
 ``batch_max_bytes``); one ``channel.put(events, offsets)`` stores them together with the offset
 record of every file that advanced, so a crash can neither lose a line nor store one twice.
@@ -50,6 +58,7 @@ lost: lines written between the copy and the truncation, which exist in neither 
 from __future__ import annotations
 
 import errno
+import heapq
 import logging
 import os
 import stat
@@ -57,6 +66,8 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import NamedTuple
 
 from shipper.errors import ChannelIOError
 from shipper.tail.identity import (
@@ -72,15 +83,19 @@ from shipper.tail.identity import (
     new_generation,
     read_head,
 )
+from shipper.tail.decode import Transcoder
 from shipper.tail.descriptors import (
     DescriptorBudget,
     DescriptorStatus,
     current_open_file_limit,
     open_file_budget,
 )
-from shipper.tail.globs import expand
-from shipper.tail.options import FileStatus, TailOptions
+from shipper.tail.discovery import DirCache, StatRotation
+from shipper.tail.events import EventCutter
+from shipper.tail.globs import Listing, expand
+from shipper.tail.options import FileStatus, FilesSummary, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
+from shipper.tail.selection import Selection
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
 from shipper.tail.watch import start_watching
 
@@ -89,6 +104,19 @@ log = logging.getLogger("flume-ship.tail")
 _MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most this often
 _COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
 _MAX_SLEEP = 0.5  # the stop flag is looked at least this often
+
+
+class _Seen(NamedTuple):
+    """What discovery keeps of a stat: a tenth of an ``os.stat_result``'s memory, same names."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime: float
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "_Seen":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime)
 
 
 class _Stopped(Exception):
@@ -104,6 +132,7 @@ class _File:
     path: str
     origin: str
     order: int
+    parent: str = ""  # the directory of path
     cur: Cursor = field(default_factory=Cursor)
     fp: str = fingerprint(b"")
     fp_len: int = 0
@@ -117,7 +146,10 @@ class _File:
     waiting: bool = False  # no descriptor to be had: served when one is
     verify: str | None = None  # a stored record adopted unchecked ("glob" or "rotation"): judge at open
     start_at_end: bool = False  # from_end, but its first open had to wait
-    age: tuple = (1, 0.0, 0)  # family order: (known before this run's scan? 0 : 1, mtime, rotation rank)
+    # Family order: a copy's recovered tail first (-1), then files known before this run's scan (0),
+    # then the others (1); within a class by mtime, then by rotation suffix (_rotation_rank).
+    age_class: int = 1
+    age_mtime: float = 0.0
 
     @property
     def rotated(self) -> bool:
@@ -174,12 +206,27 @@ class TailSource:
         self._waiting: dict[str, None] = {}  # files waiting for a descriptor, in arrival order
         self._shortage_logged = -1e9
         self._incomplete_logged = -1e9
+        self._dirs = DirCache()
+        self._stat_rotation = StatRotation()
+        self._parents: dict[str, str] = {}
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
-        self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
+        if options.rules.active or options.byte_offset_header or options.uuid_header or options.encoding:
+            self._cutter: LineCutter = EventCutter(
+                options.rules, options.max_line_bytes, options.long_lines, timestamp_key=options.timestamp_key,
+                byte_offset_key="byteoffset" if options.byte_offset_header else None,
+                uuid_key=options.uuid_header)
+            # Held data (an event that may still grow, or an incomplete line) waits at most this long.
+            self._hold = min(options.partial_line_timeout, self._cutter.timeout)
+            if options.encoding:
+                self._cutter = Transcoder(self._cutter, options.encoding)
+        else:
+            self._cutter = LineCutter(options.max_line_bytes, options.long_lines)
+            self._hold = options.partial_line_timeout
         self._enc = Encoder(options.add_event_id)
+        self._select = Selection(tuple(options.exclude), options.ignore_older)
         static = dict(options.headers)
         if options.add_host:
-            static["host"] = options.host or os.uname().nodename
+            static[options.host_key] = options.host or os.uname().nodename
         self._static = static
         self.counters: Counter[str] = Counter()
 
@@ -298,7 +345,7 @@ class TailSource:
                     due.add(key)
             for key in self._partial:
                 f = self._files.get(key)
-                if f is not None and now - f.last_growth >= self.o.partial_line_timeout:
+                if f is not None and now - f.last_growth >= self._hold:
                     due.add(key)
         put_before = self.counters["events"]
         if due:
@@ -308,13 +355,44 @@ class TailSource:
 
     def status(self) -> list[FileStatus]:
         """Per file: where, which identity and generation, offset against size (safe from any thread)."""
-        out = []
         files = list(self._files.values())  # one atomic copy: run() may be changing the dict
-        for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order)):
-            state = ("unreadable" if f.unreadable else "waiting" if f.waiting else "deleted" if f.deleted else
-                     "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
-            out.append(FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, state))
-        return out
+        return [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
+
+    def summary(self, limit: int) -> FilesSummary:
+        """Counts over every file, and rows for at most ``limit`` of them: those behind (most behind
+        first), then the most recently grown. Cheap enough for every status tick with 50,000 files."""
+        files = list(self._files.values())
+        by_state: Counter[str] = Counter()
+        lagging = []
+        for f in files:
+            if f.fd is None and not (f.unreadable or f.waiting or f.deleted or f.path != f.origin or f.gone):
+                by_state["idle"] += 1  # most files, most of the time: counted without a call
+            else:
+                by_state[self._state(f)] += 1
+            if f.size > f.cur.offset:
+                lagging.append(f)
+        behind = sum(f.size - f.cur.offset for f in lagging)
+        if len(files) > limit:
+            lagging.sort(key=lambda f: f.size - f.cur.offset, reverse=True)
+            files = lagging[:limit]
+            if len(files) < limit:
+                ahead = set(files)
+                files += heapq.nlargest(limit - len(files), (f for f in self._files.values() if f not in ahead),
+                                        key=attrgetter("last_growth"))
+        rows = [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
+        return FilesSummary(len(self._files), dict(by_state), behind, rows)
+
+    def identities(self) -> set[str]:
+        """The offset keys of every tracked file."""
+        return set(self._files)
+
+    @staticmethod
+    def _state(f: _File) -> str:
+        return ("unreadable" if f.unreadable else "waiting" if f.waiting else "deleted" if f.deleted else
+                "rotated" if f.rotated else "reading" if f.fd is not None else "idle")
+
+    def _file_status(self, f: _File) -> FileStatus:
+        return FileStatus(f.path, f.origin, f.key, f.gen, f.cur.offset, f.size, self._state(f))
 
     def descriptor_status(self) -> DescriptorStatus:
         """Descriptors: the budget shared by all sources, this source's open files and waiting files."""
@@ -361,6 +439,7 @@ class TailSource:
         self._hot.clear()
         self._partial.clear()
         self._next_rescan = 0.0
+        self._dirs = DirCache()
 
     def _close_all(self) -> None:
         for f in self._files.values():
@@ -374,15 +453,30 @@ class TailSource:
         first, self._first_scan = self._first_scan, False
         records = self._records
         assert records is not None
-        cands: dict[str, tuple[str, os.stat_result, bool]] = {}
+        dirs = self._dirs
+        dirs.begin()
+        # While notifications work, a known file in an unchanged directory is stat'ed only in its
+        # turn (shipper.tail.discovery); growth of closed files reaches us through inotify.
+        rotation = self._stat_rotation
+        rotation.begin()
+        trust_dirs = self._watching
+        # (path, stat or None when unchanged and not looked at, matched by a glob)
+        cands: dict[str, tuple[str, _Seen | None, bool]] = {}
         # A scan that could not look everywhere (a listing or stat failed for want of a descriptor,
         # a permission, a stale handle) is incomplete: what it did not see is not gone.
         errors: list[OSError] = []
+        files, by_path = self._files, self._by_path
         for pat in self._patterns:
-            found = expand(pat)
+            found = expand(pat, dirs.list)
             errors += found.errors
             for p in found.paths:
-                if p.lower().endswith(COMPRESSED_SUFFIXES):
+                key = by_path.get(p)
+                if key is not None and trust_dirs:
+                    f = files[key]
+                    if dirs.unchanged(f.parent) and not rotation.due(f.order):
+                        cands.setdefault(key, (p, None, True))
+                        continue
+                if p.lower().endswith(COMPRESSED_SUFFIXES) or self._select.excluded(p):
                     continue
                 try:
                     st = os.stat(p)
@@ -392,41 +486,62 @@ class TailSource:
                     errors.append(exc)
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, st, True))
+                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, _Seen.of(st), True))
 
-        # Families as they stood before this scan: origin -> newest mtime we know for it.
+        # Directories to look in for rotations: those of the families and of what the globs found.
+        # An unchanged directory holds nothing new; only the others are read entry by entry.
+        looked: set[str] = set()
+        for f in files.values():
+            looked.add(f.parent)
+            if f.path != f.origin:
+                looked.add(os.path.dirname(f.origin))
+        for r in records.values():
+            looked.add(os.path.dirname(r.path))
+            looked.add(os.path.dirname(r.origin))
+        for path, st, _ in cands.values():
+            if st is not None:
+                looked.add(os.path.dirname(path))
+        listings: dict[str, Listing] = {}
+        for d in looked:
+            try:
+                entries = dirs.list(d)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    errors.append(exc)
+                continue
+            if not dirs.unchanged(d):
+                listings[d] = entries
+        # Families as they stood before this scan: origin -> newest mtime we know for it. Needed
+        # only to judge files we do not track yet (new, or found in a changed directory).
         family_mtime: dict[str, float] = {}
-        for item in (*self._files.values(), *records.values()):
-            family_mtime[item.origin] = max(family_mtime.get(item.origin, 0.0), item.mtime)
-        bases: dict[str, set[str]] = {}
-        for path in (*family_mtime, *(c[0] for c in cands.values())):
-            d, b = os.path.split(path)
-            bases.setdefault(d, set()).add(b)
-        for item in (*self._files.values(), *records.values()):
-            bases.setdefault(os.path.dirname(item.path), set())
-        known_inodes = {f.ino for f in self._files.values()} | {r.ino for r in records.values()}
-        globbed = {c[0] for c in cands.values()}
+        if listings or records or any(key not in files for key in cands):
+            for item in (*files.values(), *records.values()):
+                if family_mtime.get(item.origin, -1.0) < item.mtime:
+                    family_mtime[item.origin] = item.mtime
+        bases: dict[str, set[str]] = {d: set() for d in listings}
+        if bases:
+            for path in (*family_mtime, *(c[0] for c in cands.values())):
+                d, b = os.path.split(path)
+                if d in bases:
+                    bases[d].add(b)
+            known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
+            globbed = {c[0] for c in cands.values()}
         rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
         for d, bs in bases.items():
-            try:
-                with os.scandir(d) as it:
-                    entries = list(it)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as exc:
-                errors.append(exc)
-                continue
-            for e in entries:
-                if e.path in globbed:
+            prefix = d if d.endswith(os.sep) else d + os.sep
+            listing = listings[d]
+            for name, ino in zip(listing.names, listing.inos):
+                path = prefix + name
+                if path in globbed:
                     continue
                 try:
                     # The name is judged even when the inode is known: a known inode number is
                     # only a guess until the record's identity check passes (inodes are reused),
                     # and a file whose record fails it is judged by its name like any other.
-                    base = _rotation_base(e.name, bs)
-                    if base is None and e.inode() not in known_inodes:
+                    base = _rotation_base(name, bs)
+                    if base is None and ino not in known_inodes:
                         continue
-                    st = os.stat(e.path)
+                    st = os.stat(path)
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
@@ -436,9 +551,14 @@ class TailSource:
                     continue
                 key = file_key(st.st_dev, st.st_ino)
                 if key not in cands:
-                    cands[key] = (e.path, st, False)
+                    cands[key] = (path, _Seen.of(st), False)
                     if base is not None:
-                        rotation_origin[e.path] = os.path.join(d, base)
+                        rotation_origin[path] = os.path.join(d, base)
+        # Files known under a name in an unchanged directory are still there under that name.
+        for f in files.values():
+            if f.key not in cands and not f.gone and not f.deleted and dirs.unchanged(f.parent):
+                cands[f.key] = (f.path, None, False)
+        dirs.forget(looked)
 
         seen: set[str] = set()
         for key, (path, st, from_glob) in cands.items():
@@ -448,7 +568,7 @@ class TailSource:
                 f.gone = False
                 if f.path != path:
                     self._move(f, path)
-                elif f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
+                elif st is not None and f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
                     self._hot.add(key)  # a closed file changed: open and serve it
                 continue
             rec = records.pop(key, None)
@@ -458,6 +578,11 @@ class TailSource:
             # on the file is one we never saw, and the same rules apply whatever its inode.
             if from_glob:
                 at_end = self.o.from_end and first and path not in family_mtime
+                if not at_end and self._select.too_old(st.st_mtime, time.time()):
+                    at_end = True
+                    self.counters["ignored_older"] += 1
+                    log.info("tail: %s: not modified for over %gs (ignore_older): taking it from its end",
+                             path, self.o.ignore_older)
                 self._track(path, st, origin=path, at_end=at_end)
                 continue
             origin = rotation_origin.get(path)
@@ -496,7 +621,7 @@ class TailSource:
             log.warning("tail: could not look everywhere (%s%s); files not seen keep their offsets until "
                         "a scan sees them", what, f", and {len(errors) - 1} more" if len(errors) > 1 else "")
 
-    def _adopt(self, rec: Record, path: str, st: os.stat_result, from_glob: bool) -> bool:
+    def _adopt(self, rec: Record, path: str, st: _Seen, from_glob: bool) -> bool:
         """Resume a stored file if it is still the same; True if ``path`` is dealt with.
 
         False: the record is not this file's (deleted; the caller judges the file as unknown)."""
@@ -518,7 +643,7 @@ class TailSource:
             f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen)
             f.cur.offset = rec.offset
             f.fp, f.fp_len, f.size, f.mtime = rec.fp, rec.fp_len, rec.size, rec.mtime
-            f.age = (0, rec.mtime, _rotation_rank(path))  # known before anything found unknown next to it
+            f.age_class, f.age_mtime = 0, rec.mtime  # known before anything found unknown next to it
             f.verify = check_later
             if path != rec.origin:
                 log.info("tail: %s: found as %s (rotated while stopped); finishing it", rec.origin, path)
@@ -531,13 +656,14 @@ class TailSource:
         self._track(path, st, origin=path, at_end=False)
         return True
 
-    def _track(self, path: str, st: os.stat_result, *, origin: str, at_end: bool,
+    def _track(self, path: str, st: _Seen | os.stat_result, *, origin: str, at_end: bool,
                gen: str | None = None) -> _File:
         key = file_key(st.st_dev, st.st_ino)
         self._order += 1
-        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order)
+        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order,
+                  self._parent_of(path))
         f.last_growth = time.monotonic()
-        f.age = (1, st.st_mtime, _rotation_rank(path))
+        f.age_class, f.age_mtime = 1, st.st_mtime
         self._files[key] = f
         if at_end:
             if self._open(f):
@@ -553,7 +679,12 @@ class TailSource:
         self._hot.add(key)  # served in the next pass, whatever woke it
         return f
 
-    def _start_at_end(self, f: _File, st: os.stat_result) -> None:
+    def _parent_of(self, path: str) -> str:
+        """``path``'s directory, one string object per directory (50,000 files share a few)."""
+        d = os.path.dirname(path)
+        return self._parents.setdefault(d, d)
+
+    def _start_at_end(self, f: _File, st: _Seen | os.stat_result) -> None:
         """``from_end``: skip what ``f`` holds now, up to its last complete line."""
         f.cur.offset = self._line_end_before(f.fd, st.st_size)
         head = read_head(f.fd, min(FP_MAX, f.cur.offset))
@@ -572,6 +703,7 @@ class TailSource:
             del self._by_path[f.path]
         was_rotated = f.path != f.origin
         f.path = path
+        f.parent = self._parent_of(path)
         self._by_path[path] = f.key
         self._dirty[f.key] = True
         self._hot.add(f.key)
@@ -619,7 +751,9 @@ class TailSource:
                 families.setdefault(f.origin, []).append(f)
         now = time.monotonic()
         for members in families.values():
-            members.sort(key=lambda f: (not f.rotated, f.age, f.order))
+            if len(members) > 1:
+                members.sort(key=lambda f: (not f.rotated, f.age_class, f.age_mtime, _rotation_rank(f.path),
+                                            f.order))
             for f in members:
                 if f.key not in self._files:
                     continue
@@ -801,13 +935,7 @@ class TailSource:
             f.size, f.mtime = st.st_size, st.st_mtime
             cur = f.cur  # a restart replaced it
 
-        headers = dict(self._static)
-        if self.o.add_file:
-            headers["file"] = f.origin
-        if self.o.add_timestamp:
-            headers["timestamp"] = str(time.time_ns() // 1_000_000)
-        enc = self._enc
-        enc.begin(headers, f.gen)
+        enc = self._begin(f)
         cutter = self._cutter
         budget = self.o.max_bytes_per_file_turn
         got = False
@@ -846,7 +974,7 @@ class TailSource:
                 self._dirty[f.key] = True
         if cur.pending and not more:
             if (f.rotated or self._eof_flush
-                    or now - f.last_growth >= self.o.partial_line_timeout):
+                    or now - f.last_growth >= self._hold):
                 if len(self._events) >= self.o.batch_max_events:
                     self._flush()
                 events = cutter.flush_partial(cur, enc)
@@ -865,6 +993,29 @@ class TailSource:
             elif f.rotated and now - f.last_growth >= self.o.rotate_wait:
                 self._close(f)
         return more
+
+    def _begin(self, f: _File) -> Encoder:
+        """The encoder, set up with ``f``'s headers for the block about to be cut."""
+        headers = dict(self._static)
+        if self.o.add_file:
+            headers[self.o.file_key] = f.origin
+        if self.o.add_timestamp:
+            headers[self.o.timestamp_key] = str(time.time_ns() // 1_000_000)
+        self._enc.begin(headers, f.gen)
+        return self._enc
+
+    def _ship_held(self, f: _File) -> None:
+        """A truncated file without a copy: the event held in memory is shipped, not dropped."""
+        if f.cur.held and not f.cur.leftover:
+            events = self._cutter.flush_partial(f.cur, self._begin(f))
+            self._events += events
+            self.counters["events"] += len(events)
+
+    def rule_counts(self) -> dict[str, int]:
+        """What the source's rules did: events dropped by filters, lines joined, times unparsed..."""
+        c = self._cutter
+        return {k: getattr(c, k, 0) for k in ("dropped", "joined", "cut_events", "time_unparsed",
+                                               "extract_misses", "replaced")}
 
     def _restart(self, f: _File, verdict: Verdict, size: int) -> bool:
         """A truncated or rewritten file: recover what a copy holds, then read it again from 0.
@@ -887,12 +1038,14 @@ class TailSource:
             return False
         self._new_generation_log(f.path, verdict, f.cur.offset, size, while_stopped=False)
         copy = self._find_copy(f)
+        if copy is None:
+            self._ship_held(f)
         if copy is not None:
             path, st = copy
             c = self._track(path, st, origin=f.origin, at_end=False, gen=f.gen)
             c.cur.offset = f.cur.offset
             c.fp, c.fp_len = f.fp, f.fp_len
-            c.age = (-1, 0.0, 0)  # served before the truncated file in this family
+            c.age_class, c.age_mtime = -1, 0.0  # served before the truncated file in this family
             self.counters["copytruncate_recovered"] += 1
             log.info("tail: %s: reading the copy %s from byte %d first", f.path, path, f.cur.offset)
         f.gen = new_generation()
@@ -990,7 +1143,7 @@ class TailSource:
         for key in self._partial:
             f = self._files.get(key)
             if f is not None:
-                t = min(t, f.last_growth + self.o.partial_line_timeout)
+                t = min(t, f.last_growth + self._hold)
         return t
 
     def _notify(self, kind: str, src: str, dest: str) -> None:

@@ -70,10 +70,38 @@ _CLIENT_CERT_REFUSED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CE
 # --------------------------------------------------------------------------- addresses
 
 
+RPCS = ("avro", "thrift")
+THRIFT_PROTOCOLS = ("compact", "binary")
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     host: str
     port: int
+    rpc: str = "avro"  # which of Flume's RPCs the collector speaks: "avro" or "thrift"
+    thrift_protocol: str = "compact"  # Thrift's wire protocol: "compact" (Flume's default) or "binary"
+
+    @classmethod
+    def parse_collector(cls, text: str) -> "Address":
+        """A collector: ``host:port`` or ``avro://host:port`` (Avro), ``thrift://host:port`` (Thrift,
+        compact) or ``thrift://host:port?protocol=binary``; ConfigError with the reason otherwise."""
+        raw = text.strip()
+        scheme, sep, rest = raw.partition("://")
+        if not sep:
+            return cls.parse(raw)
+        scheme = scheme.lower()
+        if scheme not in RPCS:
+            raise ConfigError(f"bad collector {text!r}: unknown scheme {scheme}://, use avro:// or thrift://")
+        rest, _, query = rest.partition("?")
+        base = cls.parse(rest)
+        protocol = "compact"
+        for item in filter(None, query.split("&")):
+            key, _, value = item.partition("=")
+            if scheme != "thrift" or key != "protocol" or value not in THRIFT_PROTOCOLS:
+                raise ConfigError(f"bad collector {text!r}: {item!r} is not an option here "
+                                  "(thrift:// takes ?protocol=compact or ?protocol=binary)")
+            protocol = value
+        return cls(base.host, base.port, scheme, protocol)
 
     @classmethod
     def parse(cls, text: str) -> "Address":
@@ -97,15 +125,18 @@ class Address:
         return cls(host, int(port_text))
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        hostport = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        if self.rpc == "avro":
+            return hostport  # the plain form: what Avro-only configurations and logs always showed
+        return f"thrift://{hostport}" + ("?protocol=binary" if self.thrift_protocol == "binary" else "")
 
 
 def parse_addresses(text: str) -> list[Address]:
-    """``h1:p1,h2:p2`` (spaces allowed around the commas)."""
+    """``h1:p1,thrift://h2:p2`` (spaces allowed around the commas)."""
     parts = [p for p in (s.strip() for s in text.split(",")) if p]
     if not parts:
         raise ConfigError("no collector address given: expected host:port[,host:port...]")
-    return [Address.parse(p) for p in parts]
+    return [Address.parse_collector(p) for p in parts]
 
 
 # --------------------------------------------------------------------------- options
@@ -572,3 +603,23 @@ def open_stream(address: Address, options: ClientOptions, ctx: ssl.SSLContext | 
         stream.close()
         raise
     return stream
+
+
+def local_address() -> str:
+    """This machine's IP address, as Flume's host interceptor gives it (``useIP``, its default).
+
+    The address the host name resolves to; when it does not resolve, the address of the interface
+    a UDP socket would leave by (nothing is sent), else the name itself."""
+    name = socket.gethostname()
+    try:
+        addr = socket.gethostbyname(name)
+        if not addr.startswith("127."):
+            return addr
+    except OSError:
+        addr = None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: routing only, no packet leaves
+            return s.getsockname()[0]
+    except OSError:
+        return addr or name

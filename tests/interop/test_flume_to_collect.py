@@ -112,15 +112,19 @@ def lines_for(tag: str, n: int) -> list[str]:
 @pytest.mark.parametrize("mode", MODES)
 def test_flume_avro_sink_events_reach_collect_with_headers(mode, setup, tmp_path):
     tag = mode.replace("+", "_")
-    lines = lines_for(f"sink-{tag}", 1500)
-    staged = tmp_path / f"app-{tag}.log"
-    staged.write_text("".join(f"{line}\n" for line in lines))
-    dropped = setup.spools[mode] / staged.name
+    check_spooled_lines_reach_collect(tmp_path, setup.spools[mode], setup.collects[mode], f"avro-sink-{tag}",
+                                      lines_for(f"sink-{tag}", 1500))
+
+
+def check_spooled_lines_reach_collect(tmp_path, spool, collect: Collect, origin: str, lines: list[str]) -> None:
+    """Drop ``lines`` as one file into a spooldir source whose static interceptor sets ``origin``;
+    ``collect`` must get every line, in order, with exactly the two headers."""
+    staged = tmp_path / f"{origin}.log"
+    staged.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    dropped = spool / staged.name
     os.replace(staged, dropped)  # spooldir wants files complete and immutable once they appear
 
-    origin = f"avro-sink-{tag}"
-    recs = wait_records([setup.collects[mode]], lambda r: r["headers"].get("origin") == origin, len(lines),
-                        timeout=60)
+    recs = wait_records([collect], lambda r: r["headers"].get("origin") == origin, len(lines), timeout=60)
 
     assert [r["body"].decode() for r in recs] == lines
     assert all(r["headers"] == {"origin": origin, "file": str(dropped)} for r in recs), recs[0]["headers"]

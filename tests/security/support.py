@@ -21,7 +21,7 @@ from shipper.avroipc.avro import encode_long, encode_string
 from shipper.avroipc.flume_event import encode_event
 from shipper.avroipc.framing import chunks
 from shipper.avroipc.protocol import HandshakeRequest, encode_handshake_request
-from shipper.sink.client import CollectorClient
+from shipper.sink.client import client_for
 from shipper.transport.stream import Address, ClientOptions
 from tests.support import Proc
 
@@ -65,7 +65,7 @@ class Target:
         """A well-behaved client sends ``n`` events and must get OK."""
         tag = uuid.uuid4().hex[:8]
         bodies = [f"good-{tag}-{i}".encode() for i in range(n)]
-        client = CollectorClient(self.address, ClientOptions(connect_timeout=10, request_timeout=30,
+        client = client_for(self.address, ClientOptions(connect_timeout=10, request_timeout=30,
                                                             compress=compress, **tls))
         try:
             client.append_batch([encode_event({"host": "good"}, b) for b in bodies])

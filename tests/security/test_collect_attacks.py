@@ -365,3 +365,26 @@ def test_a_client_outside_the_allow_list_is_refused_at_once(targets):
 
 
 
+
+
+# --------------------------------------------------------------------------- the Thrift collector
+
+
+def test_the_thrift_collector_has_the_same_connection_limits(targets):
+    from shipper.transport.stream import Address
+
+    t = targets("--protocol", "thrift", "--frame-timeout", "2", "--idle-timeout", "3", "--max-call-bytes", "16M",
+                "--memory-budget", "32M")
+    slow = connect(t.address)
+    slow.sendall(b"\x00\x00\x10")  # three bytes of a frame length, then nothing
+    idle = connect(t.address)
+    held, refused = connect(t.address), connect(t.address)
+    assert send_quietly(held, [(15 * MiB).to_bytes(4, "big"), bytes(12 * MiB)])  # 24 MiB charged of 32
+    assert not send_quietly(refused, [(15 * MiB).to_bytes(4, "big"), bytes(12 * MiB)])  # the budget is spent
+    assert all(closed_by_peer(s, 20) for s in (slow, idle, held, refused))
+    for s in (slow, idle, held, refused):
+        s.close()
+    assert t.log_count(r"memory budget \(32 MiB, --memory-budget\) is spent") == 1
+    assert t.log_count(r"did not arrive whole within 2 s") >= 1 and t.log_count(r"idle for 3 s") >= 1
+    t.address = Address(t.address.host, t.address.port, "thrift")
+    finish(t)

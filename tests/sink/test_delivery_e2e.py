@@ -99,12 +99,18 @@ def start_tail(tmp_path: Path, to: str, *extra: str, name: str = "tail") -> Proc
 
 @pytest.mark.parametrize("fault", ["refuse", "silent", "failed", "syserror", "reset", "garbage", "blackhole"])
 def test_delivery_resumes_after_fault(tmp_path, collector, fault):
+    _, addr, out = collector()
+    check_resume_after_fault(tmp_path, addr, out, fault)
+
+
+def check_resume_after_fault(tmp_path: Path, addr: str, out: Path, fault: str, scheme: str = "") -> None:
+    """``tail`` through a proxy to the collector at ``addr`` (``scheme`` prefixed to the proxy's
+    address: "thrift://" for a Thrift collector); the proxy breaks the path, then repairs it."""
     (tmp_path / "logs").mkdir()
     log = tmp_path / "logs" / "app.log"
-    _, addr, out = collector()
     host, port = addr.rsplit(":", 1)
     proxy = FaultProxy((host, int(port)), mode="pass")
-    tail = start_tail(tmp_path, proxy.address)
+    tail = start_tail(tmp_path, scheme + proxy.address)
     try:
         write_lines(log, 0, 1000)
         wait_for_count(out, 1000, procs=[tail])

@@ -10,13 +10,16 @@ budget of open tailed files below the limit and serves the rest in turns.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from tests.support import Proc, limit_open_files
+from tests.support import Proc, cli_argv, limit_open_files
 
 from .helpers import drain, make_source, open_channel, open_fds_to
 
@@ -102,12 +105,25 @@ def test_service_with_more_files_than_descriptors_writers_and_rotations(tmp_path
     written = {f: LINES for f in range(FILES)}
     collect, addr, out = start_collect(tmp_path)
     cfg = tmp_path / "agent.toml"
-    cfg.write_text(f'[channel]\nstate_dir = "{tmp_path / "state"}"\n'
+    cfg.write_text(f'[agent]\nmetrics_listen = "127.0.0.1:0"\nstatus_interval = 0.5\n'
+                   f'[channel]\nstate_dir = "{tmp_path / "state"}"\n'
                    f'[delivery]\ncollectors = ["{addr}"]\nlinger = 0.05\n'
                    f'[sources.app]\npaths = ["{logs}/*.log"]\nrescan_interval = 1.0\nrotate_wait = 1.0\n')
     tail = Proc("tail", "--config", str(cfg), preexec_fn=limit_open_files(limit))
     try:
+        metrics = tail.wait_for(r"metrics on http://(\S+)/metrics").group(1)
         wait_for_lines(out, sum(written.values()), [tail, collect])
+        # The budget and the open files are visible to operators.
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        budget = int(float(re.search(r"^flume_ship_open_files_budget (\S+)", text, re.M).group(1)))
+        assert 0 < budget < limit
+        assert re.search(r'^flume_ship_open_files\{source="app"\} ', text, re.M)
+        assert re.search(r'^flume_ship_files_waiting\{source="app"\} ', text, re.M)
+        time.sleep(1.0)  # a fresh status.json
+        shown = subprocess.run(cli_argv("status", "--state-dir", str(tmp_path / "state")),
+                               capture_output=True, text=True, timeout=60)
+        assert f"of {budget}" in shown.stdout and "more files not listed" in shown.stdout, shown.stdout
         growing = list(range(0, FILES, 10))  # 300 files written to while the agent runs
         rotated = growing[:6]
         for round_ in range(5):

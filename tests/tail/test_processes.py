@@ -20,6 +20,8 @@ import pytest
 
 from tests.support import ROOT
 
+from shipper.tail.rules import rules_from
+
 from .helpers import append, bodies, drain, expected, lines, make_source, open_channel
 
 
@@ -43,6 +45,34 @@ def wait_for_text(path, text: str, proc: subprocess.Popen, timeout: float = 60.0
     raise AssertionError(f"{text!r} not seen (exit={proc.poll()}):\n{Path(path).read_text(errors='replace')}")
 
 
+def kill_rounds(tmp_path, opts: dict, rounds: int, seed: int, writer, stop: threading.Event) -> None:
+    """While ``writer`` runs, start the source in a child ``rounds`` times and SIGKILL it at a random point."""
+    t = threading.Thread(target=writer)
+    t.start()
+    rng = random.Random(seed)
+    try:
+        for round_ in range(rounds):
+            err = tmp_path / f"child{round_}.err"
+            proc = spawn(tmp_path / "state", None, opts, err)
+            wait_for_text(err, "ready", proc)
+            time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    finally:
+        stop.set()
+        t.join()
+
+
+def read_the_rest(tmp_path, log, **options):
+    """What a clean --once run after the kills adds to the channel, and everything in it, in order."""
+    ch = open_channel(tmp_path / "state")
+    try:
+        make_source(ch, log, add_event_id=True, **options).run_once()
+        return drain(ch)
+    finally:
+        ch.close()
+
+
 def test_kill_9_mid_stream_then_restart_every_line_exactly_once(tmp_path):
     log = tmp_path / "app.log"
     log.write_bytes(lines("k", 0, 50_000, width=30))
@@ -56,28 +86,9 @@ def test_kill_9_mid_stream_then_restart_every_line_exactly_once(tmp_path):
             total[0] = n + 500
             time.sleep(0.005)
 
-    t = threading.Thread(target=writer)
-    t.start()
     opts = {"paths": [str(log)], "batch_max_events": 300, "add_event_id": True, "rescan_interval": 0.5}
-    rng = random.Random(7)
-    try:
-        for round_ in range(3):
-            err = tmp_path / f"child{round_}.err"
-            proc = spawn(tmp_path / "state", log, opts, err)
-            wait_for_text(err, "ready", proc)
-            time.sleep(rng.uniform(0.2, 0.6))  # where the kill lands; not an assertion
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-    finally:
-        stop.set()
-        t.join()
-    ch = open_channel(tmp_path / "state")
-    try:
-        src = make_source(ch, log, add_event_id=True)
-        src.run_once()
-        events = drain(ch)
-    finally:
-        ch.close()
+    kill_rounds(tmp_path, opts, 3, 7, writer, stop)
+    events = read_the_rest(tmp_path, log)
     assert bodies(events) == expected("k", 0, total[0], width=30)
     ids = [e.headers["id"] for e in events]
     assert len(set(ids)) == len(ids)
@@ -190,3 +201,35 @@ def test_run_wakes_on_notifications_and_picks_up_new_files(tmp_path):
         t.join(timeout=30)
         ch.close()
     assert not t.is_alive()
+
+
+def _java_event(n: int) -> bytes:
+    return (b"2024-05-01 12:00:00,000 ERROR request %d failed\n" % n
+            + b"java.lang.IllegalStateException: attempt %d\n" % n
+            + b"".join(b"\tat com.example.Frame%d.call(Frame.java:%d)\n" % (i, i) for i in range(12))
+            + b"Caused by: java.io.IOException: closed\n\t... 7 more\n")
+
+
+def test_kill_9_in_the_middle_of_multiline_events_never_splits_or_repeats_one(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(_java_event(n) for n in range(200)))
+    total = [200]
+    stop = threading.Event()
+
+    def writer():
+        # Each event in two writes with a pause between, so kills land inside held events.
+        while not stop.is_set() and total[0] < 3000:
+            data = _java_event(total[0])
+            cut = len(data) // 2
+            append(log, data[:cut])
+            time.sleep(0.002)
+            append(log, data[cut:])
+            total[0] += 1
+
+    opts = {"paths": [str(log)], "batch_max_events": 50, "add_event_id": True, "rescan_interval": 0.5,
+            "rules": {"multiline": {"preset": "java", "timeout": 3600}}}
+    kill_rounds(tmp_path, opts, 4, 13, writer, stop)
+    events = read_the_rest(tmp_path, log, rules=rules_from(multiline="java"))
+    assert bodies(events) == [_java_event(n)[:-1] for n in range(total[0])]
+    ids = [e.headers["id"] for e in events]
+    assert len(set(ids)) == len(ids)
