@@ -185,6 +185,7 @@ _COLLECT_LIMIT_FLAGS = {  # parameter -> (flag, default, help)
     "memory_budget": ("--memory-budget", "128M", "Bytes received and not yet answered, all connections together "
                       "(each counted twice: raw and decoded); also bounds deflate inflation."),
     "max_call_bytes": ("--max-call-bytes", "32M", "Largest call (one frame, after inflation)."),
+    "max_call_events": ("--max-call-events", 100_000, "Most events in one call."),
     "max_body_bytes": ("--max-body-bytes", "16M", "Largest event body."),
     "max_headers": ("--max-headers", 1024, "Most header entries of one event."),
     "max_header_bytes": ("--max-header-bytes", "256K", "Most header bytes of one event."),
@@ -205,7 +206,7 @@ def _collect_limits(p: dict, allow: list[str]):
     from shipper.avroipc import CallLimits
     from shipper.collector.limits import CHARGE_FACTOR, AllowList, ServerLimits
 
-    for name in ("max_connections", "max_headers", "max_call_headers"):
+    for name in ("max_connections", "max_call_events", "max_headers", "max_call_headers"):
         if p[name] < 1:
             raise typer.BadParameter("must be 1 or more", param_hint=_COLLECT_LIMIT_FLAGS[name][0])
     for name in ("idle_timeout", "frame_timeout", "tls_handshake_timeout"):
@@ -222,7 +223,7 @@ def _collect_limits(p: dict, allow: list[str]):
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--allow") from None
     call = CallLimits(
-        max_body_bytes=sizes["max_body_bytes"], max_headers_per_event=p["max_headers"],
+        max_events=p["max_call_events"], max_body_bytes=sizes["max_body_bytes"], max_headers_per_event=p["max_headers"],
         max_header_bytes_per_event=sizes["max_header_bytes"], max_headers_per_call=p["max_call_headers"],
         max_header_bytes_per_call=sizes["max_call_header_bytes"], max_protocol_bytes=sizes["max_protocol_bytes"],
     )
@@ -302,6 +303,7 @@ def collect(
     tls_handshake_timeout: float = _limit_opt("tls_handshake_timeout"),
     memory_budget: str = _limit_opt("memory_budget"),
     max_call_bytes: str = _limit_opt("max_call_bytes"),
+    max_call_events: int = _limit_opt("max_call_events"),
     max_body_bytes: str = _limit_opt("max_body_bytes"),
     max_headers: int = _limit_opt("max_headers"),
     max_header_bytes: str = _limit_opt("max_header_bytes"),

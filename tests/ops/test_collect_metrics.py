@@ -43,3 +43,21 @@ def test_collect_counts_connections_calls_events_bytes_and_rejects(tmp_path):
         assert status == 200 and json.loads(body)["healthy"] is True
     finally:
         assert proc.stop() == 0
+
+
+def test_max_call_events_refuses_a_larger_call_and_counts_it(tmp_path):
+    proc = Proc("collect", "--listen", "127.0.0.1:0", "--out", str(tmp_path / "out"), "--metrics-listen",
+                "127.0.0.1:0", "--max-call-events", "3")
+    addr = proc.wait_for(r"listening on (127\.0\.0\.1:\d+)").group(1)
+    metrics = proc.wait_for(r"metrics on http://(\S+)/metrics").group(1)
+    try:
+        ok = subprocess.run(cli_argv("send", "-", "--to", addr, "--batch-size", "3"), input=b"a\nb\nc\n",
+                            capture_output=True, timeout=60)
+        assert ok.returncode == 0, ok.stderr
+        big = subprocess.run(cli_argv("send", "-", "--to", addr, "--batch-size", "4"), input=b"a\nb\nc\nd\n",
+                             capture_output=True, timeout=60)
+        assert big.returncode == 3 and b"more than 3 events in one call" in big.stderr
+        _, text = get(f"http://{metrics}/metrics")
+        assert value(text, 'flume_ship_collect_rejects_total{reason="events"}') == 1
+    finally:
+        assert proc.stop() == 0
