@@ -116,23 +116,26 @@ class Admission:
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
         self._open = 0
-        self._lock = threading.Lock()
+        self._left = threading.Condition()
 
     @property
     def open(self) -> int:
         return self._open
 
-    def enter(self, force: bool = False) -> None:
-        """Count one more connection; past the maximum LimitRefused (``force``: count it anyway,
-        when the caller has just closed another to make room)."""
-        with self._lock:
-            if self._open >= self.max_connections and not force:
+    def enter(self, wait: float = 0.0) -> None:
+        """Count one more connection; past the maximum, wait up to ``wait`` seconds for one to
+        leave (the caller has just closed one to make room), then LimitRefused."""
+        with self._left:
+            if self._open >= self.max_connections and wait > 0:
+                self._left.wait_for(lambda: self._open < self.max_connections, wait)
+            if self._open >= self.max_connections:
                 raise LimitRefused("connections", f"already {self._open} connections (--max-connections)")
             self._open += 1
 
     def leave(self) -> None:
-        with self._lock:
+        with self._left:
             self._open -= 1
+            self._left.notify()
 
 
 # --------------------------------------------------------------------------- how much memory

@@ -211,7 +211,7 @@ class Collector:
             except LimitRefused:
                 if not self._evict_idle():
                     raise
-                self.admission.enter(force=True)
+                self.admission.enter(wait=2.0)  # the evicted connection's thread leaves at once
         except LimitRefused as err:
             self._refuse(sock, peer_text, err)
             return True

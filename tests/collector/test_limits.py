@@ -27,18 +27,22 @@ def test_allow_list_matches_networks_and_ipv4_mapped_addresses():
         AllowList.parse(["10.0.0.0/33"])
 
 
-def test_admission_refuses_past_the_maximum_unless_forced():
+def test_admission_refuses_past_the_maximum_or_waits_for_one_to_leave():
+    import threading
+
     a = Admission(2)
     a.enter()
     a.enter()
     with pytest.raises(LimitRefused) as err:
         a.enter()
     assert err.value.reason == "connections"
-    a.enter(force=True)
-    assert a.open == 3
-    a.leave()
-    a.leave()
-    a.enter()
+    with pytest.raises(LimitRefused):
+        a.enter(wait=0.05)  # nobody leaves
+    leaving = threading.Timer(0.05, a.leave)
+    leaving.start()
+    a.enter(wait=30)  # admitted as soon as one left
+    leaving.join()
+    assert a.open == 2
 
 
 def test_allowances_share_one_budget_and_give_it_back():
