@@ -2,7 +2,7 @@
 
 * client: ``send_append_batch`` + ``data_to_send`` of 1,000 stored ~100-byte events (the
   events are already Avro-encoded, as the channel stores them; only the array and the frame
-  are built), and ``shipper.event.encode_batch`` alone;
+  are built), and ``shipper.avroipc.flume_event.encode_batch`` alone;
 * server: ``receive_data`` + ``next_event`` of that same appendBatch request on an established
   connection, i.e. framing + call header + decoding the 1,000 events into (headers, body);
 * the candidate batch decoders side by side: our tight loop (records.read_event_array), fastavro's
@@ -26,8 +26,7 @@ import fastavro  # noqa: E402
 
 from shipper.avroipc import ClientConnection, ProtocolCache, ServerConnection, Status  # noqa: E402
 from shipper.avroipc.avro import Reader  # noqa: E402
-from shipper.avroipc.flume_event import encode_event, read_event_array  # noqa: E402
-from shipper.event import encode_batch  # noqa: E402
+from shipper.avroipc.flume_event import encode_batch, encode_event, read_event_array  # noqa: E402
 
 SCHEMA = fastavro.parse_schema(
     {
@@ -103,7 +102,7 @@ def run(n: int, repeat: int, headers: dict[str, str], distinct: bool = False) ->
     print(f"-- {n} events of ~{size:.0f} encoded bytes, {label}")
     for name, fn in [
         ("client send_append_batch + data_to_send", encode),
-        ("event.encode_batch", lambda: encode_batch(stored)),
+        ("flume_event.encode_batch", lambda: encode_batch(stored)),
         ("server receive_data + next_event (full call)", decode),
         ("decode: records.read_event_array (chosen)", lambda: read_event_array(params)),
         ("decode: fastavro.schemaless_reader + tuples", lambda: fastavro_decode(params)),

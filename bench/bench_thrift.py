@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import ROOT, Meter, cli, dir_bytes, loadavg, make_lines, start_collect, stop  # noqa: E402
 
 from shipper import avroipc, thriftrpc  # noqa: E402
-from shipper.event import encode_event  # noqa: E402
+from shipper.avroipc.flume_event import encode_event  # noqa: E402
 
 
 # --------------------------------------------------------------------------- end to end
@@ -82,7 +82,7 @@ def make_payload(n: int) -> tuple[list[tuple[dict, bytes]], bytes]:
     events = [({"host": "web-01", "path": "/var/log/app.log"},
                b"2024-05-01T12:00:00.000Z INFO app[%07d]: request served in %3d ms abcdefghijklmno" % (i, i % 997))
               for i in range(n)]
-    return events, b"".join(encode_event(body, headers) for headers, body in events)
+    return events, b"".join(encode_event(headers, body) for headers, body in events)
 
 
 def best_us(fn, repeat: int) -> float:

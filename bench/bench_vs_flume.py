@@ -5,7 +5,7 @@ For each data set (N lines of ~100 bytes, N lines of ~1 KiB; N = 1,000,000 by de
 one after the other on an idle collector each time:
 
 * **cost floor**: one Python process reads the file in 256 KiB blocks, cuts lines and Avro-encodes
-  each as an AvroFlumeEvent with the same headers (``shipper.event.encode_event_with``): what any
+  each as an AvroFlumeEvent with the same headers (``shipper.avroipc.flume_event.encode_event_with``): what any
   Python shipper must pay before it stores or sends anything;
 * **flume-ship**: ``flume-ship tail FILE --to COLLECTOR`` with a fresh state directory, defaults
   otherwise (SQLite channel with ``synchronous=FULL``: every batch put is fsynced before the offsets
@@ -48,7 +48,7 @@ FLUME_VERSION = "1.11.0"
 
 def floor(src: Path, n: int) -> dict:
     """Read + cut + encode in this process, the same headers flume-ship adds by default."""
-    from shipper.event import encode_event_with, encode_headers
+    from shipper.avroipc.flume_event import encode_event_with, encode_headers
 
     t0, c0 = time.perf_counter(), time.process_time()
     count = 0

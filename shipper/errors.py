@@ -1,20 +1,33 @@
 """The project's error tree: errors carry their own policy.
 
-Every error flume-ship raises on purpose derives from :class:`ShipperError`. Two class attributes
-say what to do with it, so callers never match on message text:
+Every error flume-ship raises on purpose is defined here and derives from :class:`ShipperError`.
+Attributes declared on the classes say what to do with one, so callers never match on message
+text:
 
 * ``retriable``: the sink may try the same batch again (on this or another collector). A
   retriable error always means the connection it came from is closed and must not be reused.
-* ``exit_code``: the process exit status when the error ends a command. The codes are part of
-  the command-line contract and are documented in the README (section "Exit codes").
+* ``exit_code``: the process exit status when the error ends a command, one of the ``EXIT_*``
+  constants below. The codes are part of the command-line contract and are documented in the
+  README (section "Exit codes").
+* ``acknowledged`` (delivery errors): events the collector acknowledged OK before the failure,
+  when several calls were in flight; the client that raises the error fills it in.
+* :meth:`ShipperError.lines`: what the user is told, one line per problem (``flume-ship: error:``
+  is prefixed by ``shipper.cli.app.report``, the one function that reports an error).
 
-Lower-layer exceptions (``OSError``, ``ssl.SSLError``, ``sqlite3.Error``) are translated into
-these once, at the layer boundary that sees them, with the original kept as ``__cause__``.
+Lower-layer exceptions are translated into these once, at the boundary that sees them, with the
+original kept as ``__cause__``: ``OSError``/``ssl.SSLError`` on the client side in
+``shipper.transport.stream`` (its texts from ``shipper.transport.tls.reason``), the protocol
+core's ``RemoteProtocolError`` in ``shipper.sink.client`` (client role) and
+``shipper.collector.server`` (server role, where the connection is closed and logged instead),
+``sqlite3.Error``/``OSError`` of the state directory in ``shipper.channel``, and ``OSError`` on
+tailed files in ``shipper.tail``. The protocol core keeps its own small tree
+(``shipper.avroipc.errors``), since it imports nothing from the rest of ``shipper``.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # Exit codes, documented in README.md. Keep the two in step.
 EXIT_OK = 0
@@ -34,11 +47,42 @@ class ShipperError(Exception):
     retriable: bool = False
     exit_code: int = EXIT_FAILURE
 
+    def lines(self) -> list[str]:
+        """What the user is told: one line per problem."""
+        return [str(self)]
+
 
 class ConfigError(ShipperError):
     """A flag, argument or configuration value is wrong; the message says which and why."""
 
     exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: where (a file, or "command line"), which key or flag, and why."""
+
+    where: str
+    key: str  # dotted TOML key, or the flag
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.key}: {self.why}"
+
+
+class ConfigFileError(ConfigError):
+    """One or more configuration problems; ``problems`` lists each with its file or flag and key."""
+
+    problems: list[Problem]
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        first = str(self.problems[0]) if self.problems else "invalid configuration"
+        more = f" (and {len(self.problems) - 1} more problems; run flume-ship validate)" if len(self.problems) > 1 else ""
+        super().__init__(first + more)
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems] or [str(self)]
 
 
 class InputError(ShipperError):
@@ -47,7 +91,7 @@ class InputError(ShipperError):
     exit_code = EXIT_INPUT
 
 
-# --- the protocol core (raised by shipper.avroipc, which defines its own copies; see below) ---
+# --- delivery (raised by the transport and the sink's client; the sink reads ``retriable``) ---
 
 
 class DeliveryError(ShipperError):
@@ -55,6 +99,7 @@ class DeliveryError(ShipperError):
 
     retriable = True
     exit_code = EXIT_UNAVAILABLE
+    acknowledged: int = 0  # events acknowledged OK before this failure (pipelined calls)
 
 
 class TransportError(DeliveryError):
@@ -69,12 +114,38 @@ class RequestTimeout(TransportError):
     """A call (with its handshake, on a fresh connection) got no reply within --request-timeout."""
 
 
+class PeerClosed(TransportError):
+    """The peer ended the connection (EOF or TLS close) before it answered."""
+
+
+class CertificateError(TransportError):
+    """TLS: the server's certificate did not verify."""
+
+
+class ClientCertificateRefused(TransportError):
+    """TLS: the collector requires a client certificate (mutual TLS) and we sent none, or one it
+    does not accept."""
+
+
 class CollectorRejected(DeliveryError):
     """The collector answered, but not OK: Status FAILED or UNKNOWN, or an Avro system error."""
+
+    status: object = None  # the Status it answered (FAILED, UNKNOWN), or None for an error message
+    message: str | None = None  # the collector's error text, when it answered with one
+
+    def __init__(self, text: str, *, status: object = None, message: str | None = None) -> None:
+        super().__init__(text)
+        self.status, self.message = status, message
 
 
 class PeerProtocolError(DeliveryError):
     """The collector sent bytes that break the protocol (garbage frame, wrong serial, bad handshake)."""
+
+
+class GaveUp(ShipperError):
+    """--max-attempts was set and used up; the batch stays in the channel."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 # --- state directory and channel ---
@@ -103,6 +174,18 @@ class DeadlineExceeded(ShipperError):
     """--once: the channel was not empty when --deadline passed."""
 
     exit_code = EXIT_DEADLINE
+
+
+# --- the collector (flume-ship collect) ---
+
+
+class LimitRefused(ShipperError):
+    """collect refuses or drops one client connection by a limit (shipper.collector.limits); the
+    collector counts it under ``reason`` and logs it, and serves on: it never ends the command."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # --- text from peers, on its way into a log line ---

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shipper.collector.server import Collector, CollectorOptions
-from shipper.transport.stream import Address, TLSOptions
+from shipper.transport import Address, TLSOptions
 from shipper.collector.writer import RollingWriter
 
 

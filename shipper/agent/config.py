@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from shipper.errors import ConfigError
+from shipper.errors import ConfigError, ConfigFileError, Problem
+from shipper.tail.options import parse_size  # sizes are written the same in the file, flags and rules
 
 DEFAULT_CONFIG = "/etc/flume-ship/flume-ship.toml"
 DEFAULT_SOURCE = "default"  # the source the command line's PATHS make; its offset keys have no prefix
@@ -110,19 +111,19 @@ class DeliverySection:
                                  flag="--connect-timeout", lo=0.001)
     request_timeout: float = opt(20.0, "Seconds for each call's reply; the first call of a connection "
                                  "includes the Avro handshake.", flag="--request-timeout", lo=0.001)
-    compress: str = opt("none", "none or deflate (must match the collector's compression-type).",
-                        flag="--compress", choices=("none", "deflate"))
-    compression_level: int = opt(6, "zlib level 0-9 with compress = \"deflate\".", flag="--compression-level",
-                                 lo=0)
-    tls: bool = opt(False, "Use TLS and verify the collector's certificate.", flag="--tls")
+    compress: str = opt("none", "Compression on the wire: none or deflate (Flume's compression-type). Both ends "
+                        "must agree: nothing on the wire negotiates it.", flag="--compress", choices=("none", "deflate"))
+    compression_level: int = opt(6, "zlib level 0-9 for deflate.", flag="--compression-level", lo=0)
+    tls: bool = opt(False, "Use TLS and verify the collector's certificate (system CA store unless tls_ca).",
+                    flag="--tls")
     tls_ca: str | None = opt(None, "CA bundle (PEM) to verify the collector's certificate with; implies tls.",
                              flag="--tls-ca")
-    tls_insecure: bool = opt(False, "TLS without verifying the certificate (testing only); implies tls.",
-                             flag="--tls-insecure")
+    tls_insecure: bool = opt(False, "TLS WITHOUT verifying the certificate (like Flume's trust-all-certs); "
+                             "implies tls. For tests only.", flag="--tls-insecure")
     tls_server_name: str | None = opt(None, "Name to verify in the certificate and send as SNI (default: the "
                                       "collector's host).", flag="--tls-server-name")
-    tls_layering: str = opt("zlib-outside", "With TLS and deflate together: zlib-outside (Flume >= 1.10) or "
-                            "tls-outside (Flume <= 1.9).", flag="--tls-layering",
+    tls_layering: str = opt("zlib-outside", "With TLS and deflate together: zlib-outside (zlib carries TLS, "
+                            "Flume >= 1.10) or tls-outside (TLS carries zlib, Flume <= 1.9).", flag="--tls-layering",
                             choices=("zlib-outside", "tls-outside"))
     # mutual TLS: the certificate presented to a collector that requires one (collect --tls-client-ca)
     tls_cert: str | None = opt(None, "Client certificate chain (PEM) to present to collectors that require one "
@@ -205,7 +206,7 @@ class SourceSection:
 
         host = self.host
         if host is None and self.host_header_value == "ip":
-            from shipper.transport.stream import local_address
+            from shipper.transport import local_address
 
             host = local_address()
         return TailOptions(
@@ -235,21 +236,12 @@ class Config:
         return Path(self.channel.state_dir).expanduser() if self.channel.state_dir else default_state_dir()
 
     def addresses(self) -> list:
-        from shipper.transport.stream import Address
+        from shipper.transport import Address
 
         return [Address.parse_collector(c) for c in self.delivery.collectors]
 
     def client_options(self):
-        from shipper.transport.stream import ClientOptions, TLSOptions
-
-        d = self.delivery
-        tls = None
-        if d.tls or d.tls_ca or d.tls_insecure or d.tls_cert:
-            tls = TLSOptions(ca_file=d.tls_ca, insecure=d.tls_insecure, server_name=d.tls_server_name,
-                             cert_file=d.tls_cert, key_file=d.tls_key)
-        return ClientOptions(connect_timeout=d.connect_timeout, request_timeout=d.request_timeout,
-                             compress=None if d.compress == "none" else d.compress,
-                             compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
+        return client_options_of(self.delivery)
 
     def sink_options(self):
         from shipper.sink.worker import SinkOptions
@@ -259,30 +251,21 @@ class Config:
                            backoff_max=d.backoff_max)
 
 
+def client_options_of(d: DeliverySection):
+    """The transport options of a [delivery] section: the one place ``tail``, ``send`` and ``ping``
+    turn transport settings into ``ClientOptions``."""
+    from shipper.transport import ClientOptions, TLSOptions
+
+    tls = None
+    if d.tls or d.tls_ca or d.tls_insecure or d.tls_cert:
+        tls = TLSOptions(ca_file=d.tls_ca, insecure=d.tls_insecure, server_name=d.tls_server_name,
+                         cert_file=d.tls_cert, key_file=d.tls_key)
+    return ClientOptions(connect_timeout=d.connect_timeout, request_timeout=d.request_timeout,
+                         compress=None if d.compress == "none" else d.compress,
+                         compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
+
+
 SECTIONS = {"agent": AgentSection, "channel": ChannelSection, "delivery": DeliverySection}
-
-
-# --------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str  # the file, or "command line"
-    key: str  # dotted TOML key, or the flag
-    why: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.key}: {self.why}"
-
-
-class ConfigFileError(ConfigError):
-    """One or more configuration problems; ``problems`` lists each with its file or flag and key."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = list(problems)
-        first = str(self.problems[0]) if self.problems else "invalid configuration"
-        more = f" (and {len(self.problems) - 1} more problems; run flume-ship validate)" if len(self.problems) > 1 else ""
-        super().__init__(first + more)
 
 
 # --------------------------------------------------------------------------- loading
@@ -510,7 +493,7 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
 
 
 def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> None:
-    from shipper.transport.stream import Address
+    from shipper.transport import Address
 
     d: DeliverySection = sections["delivery"]
     for i, text in enumerate(d.collectors):
@@ -565,23 +548,6 @@ def overlaps(sources: Iterable[SourceSection]) -> list[tuple[str, str, str]]:
                     out.append((owner[ident], src.name, p))
                 owner.setdefault(ident, src.name)
     return out
-
-
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(value: Any) -> int:
-    """4096, "64K", "500M", "1G", "1GiB", "2MB" (binary units) -> bytes; ValueError saying why."""
-    if isinstance(value, bool):
-        raise ValueError("must be a size like 4096, \"64K\" or \"1G\"")
-    if isinstance(value, int):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"must be a size like 4096, \"64K\" or \"1G\", not {value!r}")
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
-    if not m:
-        raise ValueError(f"{value!r} is not a size (examples: 4096, 64K, 500M, 1G)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
 
 # --------------------------------------------------------------------------- the generated reference

@@ -2,7 +2,7 @@
 
 Bytes in, events out; events in, bytes out. Nothing here opens sockets, reads clocks or starts
 threads, and nothing here imports from the rest of ``shipper``: the transport layers
-(``shipper.transport.stream``, ``shipper.sink.client``, ``shipper.collector.server``) drive these state machines. The
+(``shipper.transport``, ``shipper.sink.client``, ``shipper.collector.server``) drive these state machines. The
 wire format followed is avro-rpc-wire.md; the project's own notes are docs/protocol.md.
 
 Typical client use::
@@ -15,7 +15,6 @@ Typical client use::
         ... also send conn.data_to_send() (a NONE handshake re-queues the call)
 """
 
-from shipper.avroipc.requestor import ClientConnection
 from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, InflateLimitExceeded, ZlibDecoder, ZlibEncoder
 from shipper.avroipc.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shipper.avroipc.events import (
@@ -24,7 +23,7 @@ from shipper.avroipc.events import (
     CallRefused,
     CallSucceeded,
     ConnectionClosed,
-    Event,
+    ConnectionEvent,
     HandshakeCompleted,
     HandshakeRetry,
 )
@@ -44,6 +43,7 @@ from shipper.avroipc.protocol import (
     protocol_hash,
 )
 from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
+from shipper.avroipc.requestor import ClientConnection
 from shipper.avroipc.responder import DEFAULT_MAX_EVENTS_PER_CALL, ProtocolCache, ServerConnection
 
 __all__ = [
@@ -55,11 +55,11 @@ __all__ = [
     "CallSucceeded",
     "ClientConnection",
     "ConnectionClosed",
+    "ConnectionEvent",
     "DEFAULT_MAX_BUFFERS",
     "DEFAULT_MAX_DECODED_BYTES",
     "DEFAULT_MAX_EVENTS_PER_CALL",
     "DEFAULT_MAX_FRAME_BYTES",
-    "Event",
     "Frame",
     "FrameDecoder",
     "HandshakeCompleted",

@@ -37,18 +37,18 @@ def zigzag(n: int) -> bytes:
 
 
 # Small lengths dominate (event bodies of ~100 bytes): precompute their encodings.
-_SMALL = [zigzag(i) for i in range(8192)]
+SMALL_ZIGZAG = [zigzag(i) for i in range(8192)]  # encodings of 0..8191, for lengths on hot paths
 
 
 def encode_long(n: int) -> bytes:
     if 0 <= n < 8192:
-        return _SMALL[n]
+        return SMALL_ZIGZAG[n]
     return zigzag(n)
 
 
 def encode_bytes(b: bytes) -> bytes:
     n = len(b)
-    return (_SMALL[n] if n < 8192 else zigzag(n)) + b
+    return (SMALL_ZIGZAG[n] if n < 8192 else zigzag(n)) + b
 
 
 def encode_string(s: str) -> bytes:

@@ -1,4 +1,7 @@
-"""Events the connection state machines hand to the transport (frozen, slotted dataclasses)."""
+"""Connection events: what the state machines hand to the transport (frozen, slotted dataclasses).
+
+Not to be confused with a Flume event, which is :class:`shipper.avroipc.flume_event.FlumeEvent`.
+"""
 
 from __future__ import annotations
 
@@ -73,6 +76,6 @@ class ConnectionClosed:
     """receive_data(b"") was called: the peer closed its side."""
 
 
-Event = (
+ConnectionEvent = (
     HandshakeCompleted | HandshakeRetry | CallSucceeded | CallFailed | CallReceived | CallRefused | ConnectionClosed
 )

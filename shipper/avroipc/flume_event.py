@@ -1,12 +1,17 @@
-"""The ``AvroFlumeEvent`` record and its array, on the hot paths of both roles.
+"""Flume events (``AvroFlumeEvent``): the one codec, used by the tail source, the sink and both roles.
 
 ``record AvroFlumeEvent { map<string> headers; bytes body; }`` is encoded as the headers map (one
 block from Java: count, key/value strings, ``00``; an empty map is just ``00``) and then the body
 as Avro ``bytes``. ``appendBatch``'s parameter is ``array<AvroFlumeEvent>``: count, the events,
-``00``; an empty array is ``00``.
+``00``; an empty array is ``00``. A decoded event is a :class:`FlumeEvent` (named so, apart from
+the connection events of :mod:`shipper.avroipc.events`).
 
-Encoding: the client sends events that were encoded once, when they entered the channel, so
-:func:`encode_batch_param` only adds the array's count and end around the stored bytes.
+Encoding: the channel stores events already encoded, so the sink sends stored bytes as they are
+and :func:`encode_batch` only adds the array's count and end around them. Encoders of many events
+with the same headers work on pieces: :func:`encode_headers` once for the run, then
+:func:`encode_event_with` per body; the tail reader, which gives each line its own ``id``
+header, starts each event with :func:`encode_headers_open` (the map up to its last value) and
+appends the value, the map's end and the body. Every path gives the bytes of :func:`encode_event`.
 
 Decoding: the collector decodes hundreds of thousands of events a second, so
 :func:`read_event_array` is one tight loop over a ``bytes`` object with the one-byte varint case
@@ -20,17 +25,50 @@ Measured against fastavro's ``schemaless_reader`` in bench/bench_codec.py.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
-from shipper.avroipc.avro import AvroDecodeError, encode_bytes, encode_long, encode_string_map
+from shipper.avroipc.avro import AvroDecodeError, encode_bytes, encode_long, encode_string, encode_string_map
 from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
 
 
-def encode_event(headers: dict[str, str] | None, body: bytes) -> bytes:
-    return encode_string_map(headers) + encode_bytes(body)
+@dataclass(frozen=True, slots=True)
+class FlumeEvent:
+    """One Flume event: string headers and a raw byte body."""
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def encode_batch_param(encoded_events: Sequence[bytes]) -> bytes:
+def encode_headers(headers: Mapping[str, str] | None) -> bytes:
+    """The encoded headers map, to be reused for many bodies."""
+    return encode_string_map(dict(headers) if headers else None)
+
+
+def encode_headers_open(headers: Mapping[str, str], last_key: str) -> bytes:
+    """The map of ``headers`` plus ``last_key`` as its last entry, cut before that entry's value.
+
+    Appending ``encode_string(value) + b"\\x00"`` completes the map: the same bytes as
+    ``encode_headers({**headers, last_key: value})`` when ``last_key`` is not in ``headers``.
+    """
+    return (
+        encode_long(len(headers) + 1)
+        + b"".join(encode_string(k) + encode_string(v) for k, v in headers.items())
+        + encode_string(last_key)
+    )
+
+
+def encode_event_with(encoded_headers: bytes, body: bytes) -> bytes:
+    """One encoded event from a pre-encoded headers map and a body."""
+    return encoded_headers + encode_bytes(body)
+
+
+def encode_event(headers: Mapping[str, str] | None, body: bytes) -> bytes:
+    """One encoded event, headers first as in the record."""
+    return encode_headers(headers) + encode_bytes(body)
+
+
+def encode_batch(encoded_events: Sequence[bytes]) -> bytes:
     """The ``appendBatch`` parameter around already-encoded events, in one block as Java writes it."""
     if not encoded_events:
         return b"\x00"
@@ -122,6 +160,14 @@ def read_event(
     if n > limits.max_body_bytes:
         raise LimitExceeded("body", f"an event body of {n} bytes, over the cap of {limits.max_body_bytes}")
     return (headers, buf[pos : pos + n]), pos + n
+
+
+def decode_event(data: bytes) -> FlumeEvent:
+    """Exactly one encoded event; trailing bytes are an error."""
+    (headers, body), pos = read_event(data)
+    if pos != len(data):
+        raise AvroDecodeError(f"{len(data) - pos} bytes after the event")
+    return FlumeEvent(body=body, headers=headers)
 
 
 def read_event_array(

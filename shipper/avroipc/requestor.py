@@ -31,10 +31,11 @@ from shipper.avroipc.events import (
     CallFailed,
     CallSucceeded,
     ConnectionClosed,
-    Event,
+    ConnectionEvent,
     HandshakeCompleted,
     HandshakeRetry,
 )
+from shipper.avroipc.flume_event import encode_batch
 from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -52,7 +53,6 @@ from shipper.avroipc.protocol import (
     protocol_hash,
     read_handshake_response,
 )
-from shipper.avroipc.flume_event import encode_batch_param
 
 _NAME_APPEND = b"\x00" + encode_string("append")  # request metadata {} + message name
 _NAME_APPEND_BATCH = b"\x00" + encode_string("appendBatch")
@@ -90,7 +90,7 @@ class ClientConnection:
         self._handshaking = False  # a handshake-carrying call is out
         self._out: list[bytes] = []
         self._inbox = Inbox(max_buffers, max_frame_bytes)
-        self._events: list[Event] = []
+        self._events: list[ConnectionEvent] = []
 
     # --- sending ---
 
@@ -100,7 +100,7 @@ class ClientConnection:
         return len(self._pending)
 
     def send_append_batch(self, encoded_events: Sequence[bytes]) -> int:
-        return self._start(_NAME_APPEND_BATCH, encode_batch_param(encoded_events))
+        return self._start(_NAME_APPEND_BATCH, encode_batch(encoded_events))
 
     def send_append_batch_payload(self, count: int, payload: bytes) -> int:
         """appendBatch with ``count`` encoded events already joined into ``payload``: the same
@@ -160,7 +160,7 @@ class ClientConnection:
     def receive_data(self, data: bytes) -> None:
         self._inbox.receive_data(data)
 
-    def next_event(self) -> Event | None:
+    def next_event(self) -> ConnectionEvent | None:
         frames = self._inbox.frames
         while not self._events:
             if frames:
@@ -215,7 +215,7 @@ class ClientConnection:
         r.read_bytes_map()  # response metadata: Java sends {}, entries are allowed and ignored
         if r.read_boolean():
             r.read_union_index(1)  # the error union is ["string"]
-            event: Event = CallFailed(serial, r.read_string())
+            event: ConnectionEvent = CallFailed(serial, r.read_string())
         else:
             event = CallSucceeded(serial, Status(r.read_enum(3)))
         if not r.at_end():

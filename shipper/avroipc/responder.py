@@ -34,7 +34,8 @@ from collections import deque
 
 from shipper.avroipc.avro import AvroDecodeError, Reader, encode_string
 from shipper.avroipc.errors import LocalProtocolError
-from shipper.avroipc.events import CallReceived, CallRefused, ConnectionClosed, Event
+from shipper.avroipc.events import CallReceived, CallRefused, ConnectionClosed, ConnectionEvent
+from shipper.avroipc.flume_event import read_event, read_event_array
 from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -55,7 +56,6 @@ from shipper.avroipc.protocol import (
     protocol_hash,
     read_handshake_request,
 )
-from shipper.avroipc.flume_event import read_event, read_event_array
 from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
 
 DEFAULT_MAX_EVENTS_PER_CALL = 100_000
@@ -158,7 +158,7 @@ class ServerConnection:
     def receive_data(self, data: bytes) -> None:
         self._inbox.receive_data(data)
 
-    def next_event(self) -> Event | None:
+    def next_event(self) -> ConnectionEvent | None:
         frames = self._inbox.frames
         while frames:
             event = self._handle(frames.popleft())

@@ -7,23 +7,27 @@ design note, with the reasoning, is docs/channel.md; each part's docstring carri
 of operation:
 
 - :mod:`shipper.channel.store`: the on-disk format: schema, chunk encoding and checksums, opening
-  a database, the format check, the conversion of format 1, the read-only precheck.
-- :mod:`shipper.channel.core`: ``Channel`` (put, take, ack, nack, stats), ``Lease``,
-  ``ChannelStats``; invariants, back-pressure, the free-disk guard, the space reserve, write errors.
+  a database, the format check, the conversion of format 1, the read-only precheck, and
+  ``peek`` (what a stopped agent left: queue size and age, offsets) behind ``Channel.peek``.
+- :mod:`shipper.channel.core`: ``Channel`` (put, take, ack, nack, stats, peek), ``Lease``,
+  ``ChannelStats``; invariants, write errors and recovery.
+- :mod:`shipper.channel.space`: disk space: back-pressure, the free-disk guard, the full-disk
+  pause, the space reserve, reclaiming pages.
+- :mod:`shipper.channel.statedir`: the state directory, its lock and the reserve file.
 - :mod:`shipper.channel.repair`: salvaging a corrupt database (``salvage``) and the read-only
   ``verify`` behind ``flume-ship channel verify``.
 
 Every public name of the package is importable from ``shipper.channel`` itself.
 """
 
-from shipper.channel.core import (
-    DISK_POLL_SECONDS, RECLAIM_STEP_PAGES, RESERVE_MAX, RESERVE_MIN, RESERVE_NAME, Channel, ChannelStats, Lease,
-    reserve_size,
-)
+from shipper.channel.core import Channel, ChannelStats, Lease
 from shipper.channel.repair import SalvageReport, VerifyReport, salvage, verify
+from shipper.channel.space import (
+    DISK_POLL_SECONDS, RECLAIM_STEP_PAGES, RESERVE_MAX, RESERVE_MIN, RESERVE_NAME, reserve_size,
+)
 from shipper.channel.store import (
     APPLICATION_ID, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, FORMAT_VERSION, JOURNAL_SIZE_LIMIT, MAX_SEQ,
-    SCHEMA, SIDE_FILES, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOTADB, Chunk, chunk_crc, chunk_ok,
+    SCHEMA, SIDE_FILES, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOTADB, Chunk, Peek, chunk_crc, chunk_ok,
     decode_lens, encode_lens, log, offset_crc, split_points,
 )
 
@@ -31,6 +35,6 @@ __all__ = [
     "APPLICATION_ID", "CHUNK_BYTES", "CHUNK_COLUMNS", "CHUNK_EVENTS", "DB_NAME", "DISK_POLL_SECONDS",
     "FORMAT_VERSION", "JOURNAL_SIZE_LIMIT", "MAX_SEQ", "RECLAIM_STEP_PAGES", "RESERVE_MAX", "RESERVE_MIN",
     "RESERVE_NAME", "SCHEMA", "SIDE_FILES", "SQLITE_CORRUPT", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_NOTADB",
-    "Channel", "ChannelStats", "Chunk", "Lease", "SalvageReport", "VerifyReport", "chunk_crc", "chunk_ok",
+    "Channel", "ChannelStats", "Chunk", "Lease", "Peek", "SalvageReport", "VerifyReport", "chunk_crc", "chunk_ok",
     "decode_lens", "encode_lens", "offset_crc", "reserve_size", "salvage", "split_points", "verify",
 ]

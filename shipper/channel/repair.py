@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from shipper.channel.statedir import fsync_dir
 from shipper.channel.store import (
     _INSERT_CHUNK, APPLICATION_ID, CHUNK_COLUMNS, DB_NAME, FORMAT_VERSION, MAX_SEQ, SIDE_FILES, _file_bytes,
     _open_db, _regroup, _ro_uri, chunk_ok, offset_crc,
 )
 from shipper.errors import StateError
-from shipper.channel.statedir import fsync_dir
 
 # --- salvage ----------------------------------------------------------------------------------
 

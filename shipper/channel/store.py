@@ -346,3 +346,42 @@ def _precheck(db: Path) -> str | None:
         raise StateError(f"cannot open channel database {db}: {exc}") from exc
     finally:
         conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """What a stopped agent left in its channel: the queue's size and age, and the offset records."""
+
+    events: int
+    bytes: int
+    oldest_put_at: float | None  # wall-clock time of the oldest queued put, None when empty
+    offsets: dict[str, bytes]
+
+
+def peek(db: Path) -> Peek:
+    """Read counts, the oldest put time and the offset records in one read-only transaction.
+
+    SQLite WAL readers never block the writer, so this is safe while an agent runs. Both formats
+    are read: format 2 keeps chunks of events, format 1 one row per event.
+    """
+    if not db.exists():
+        raise StateError(f"no channel database at {db}; check --state-dir (has an agent ever run here?)")
+    try:
+        conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open {db} read-only: {exc}") from exc
+    try:
+        conn.execute("BEGIN")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "chunks" in tables:
+            sql = "SELECT coalesce(sum(count), 0), coalesce(sum(nbytes), 0), min(put_at) FROM chunks"
+        else:
+            sql = "SELECT count(*), coalesce(sum(length(body)), 0), min(put_at) FROM events"
+        events, nbytes, oldest = conn.execute(sql).fetchone()
+        offsets = {key: bytes(value) for key, value in conn.execute("SELECT key, value FROM offsets")}
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read {db}: {exc} (try flume-ship channel verify)") from exc
+    finally:
+        conn.close()
+    return Peek(events=events, bytes=nbytes, oldest_put_at=oldest, offsets=offsets)

@@ -1,5 +1,30 @@
-"""The ``flume-ship`` command line: ``main`` is the console script's entry point."""
+"""The ``flume-ship`` command line: one module per command group, registered on one typer app.
 
-from shipper.cli.app import main
+- :mod:`shipper.cli.app`: the app, global options (``--log-level``, ``--version``) and
+  :func:`~shipper.cli.app.report`, the one function that tells the user about an error.
+- :mod:`shipper.cli.options`: flags and parsers shared by commands (transport, headers, state dir).
+- :mod:`shipper.cli.tail`: ``tail`` and ``validate``; :mod:`shipper.cli.collect`: ``collect``;
+  :mod:`shipper.cli.send_ping`: ``send`` and ``ping``; :mod:`shipper.cli.status`: ``status``;
+  :mod:`shipper.cli.channel`: ``channel verify``.
 
-__all__ = ["main"]
+``main`` is the console script's entry point.
+"""
+
+import sys
+
+from shipper.cli import channel, collect, send_ping, tail, status  # noqa: F401  (registers the commands, in help order)
+from shipper.cli.app import app, report
+from shipper.errors import EXIT_INTERRUPTED, ShipperError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Run the app; a ShipperError becomes one line on stderr and its exit code."""
+    try:
+        app()
+    except ShipperError as err:
+        sys.exit(report(err).exit_code)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+

@@ -47,6 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from shipper.avroipc import DEFAULT_CALL_LIMITS, CallLimits
+from shipper.errors import LimitRefused
 
 CHARGE_FACTOR = 2
 MiB = 1024 * 1024
@@ -62,14 +63,6 @@ class ServerLimits:
     max_call_bytes: int = 32 * MiB  # one frame (one call), after inflation
     call: CallLimits = field(default_factory=lambda: DEFAULT_CALL_LIMITS)
     allow: tuple = ()  # ip_network objects; empty: everyone
-
-
-class LimitRefused(Exception):
-    """A connection is refused or dropped by a limit; ``reason`` is the counter's key."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------- who

@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 One thread accepts; each connection gets its own thread running the protocol core in the
-server role (``shipper.avroipc.ServerConnection``) under the same layer pipeline as the client
-(``shipper.transport.stream``: plain, deflate, TLS, TLS+deflate in either layering). Threads keep it simple:
+server role (``shipper.avroipc.ServerConnection``) under the same layer stack as the client
+(``shipper.transport.layers``: plain, deflate, TLS, TLS+deflate in either layering). Threads keep it simple:
 the work per connection is "read, decode, write a file, fsync, answer", the fsync and the socket
 calls release the GIL, and a few busy clients are what a collector sees.
 
-Per connection the loop is: read, run it up the pipeline, feed the core, gather every complete
+Per connection the loop is: read, run it up the layer stack, feed the core, gather every complete
 call it yields, hand all of their events to the writer as ONE write (one fsync for all the calls
 that arrived together), then answer each call: OK only after that write returned, FAILED when it
 raised. Nothing is acknowledged that is not in the file.
@@ -64,14 +64,13 @@ from shipper.collector.limits import (
     Allowance,
     AllowList,
     CollectorStats,
-    LimitRefused,
     MemoryBudget,
     RateLimitedLog,
     ServerLimits,
 )
-from shipper.errors import ConfigError, printable
-from shipper.transport.stream import RECV_SIZE, Address, TLSOptions, build_pipeline, check_layering, server_tls_context
 from shipper.collector.writer import RollingWriter
+from shipper.errors import ConfigError, LimitRefused, printable
+from shipper.transport import RECV_SIZE, Address, TLSOptions, build_layer_stack, check_layering, server_tls_context
 
 log = logging.getLogger("flume-ship.collect")
 
@@ -284,14 +283,13 @@ class Collector:
     # ---- one connection
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
-        limits = self.limits
-        pipeline = build_pipeline(
+        layers = build_layer_stack(
             self.options.compress, self.options.tls_layering, self.tls_ctx, server_side=True
         )
         recv_size = _DEFLATE_RECV_SIZE if self.options.compress else RECV_SIZE
         conn = self._new_connection()
         allowance = Allowance(self.budget)
-        tls = pipeline.tls
+        tls = layers.tls
         started = quiet_since = time.monotonic()
         partial_since: float | None = None
         with self._lock:
@@ -315,11 +313,11 @@ class Collector:
                     # ratio is at most ~1032:1, and never more than the budget has room for.
                     bound = max(0, min(allowance.room() - held, _MAX_INFLATION * len(raw) + 65536))
                     allowance.charge(held + bound)
-                    pipeline.set_inflate_limit(bound)
+                    layers.set_inflate_limit(bound)
                 else:
                     allowance.charge(held)
                 was_handshaking = tls is not None and not tls.handshake_done
-                data, reply, eof = pipeline.up(raw)
+                data, reply, eof = layers.up(raw)
                 if reply:
                     self._send(sock, reply)
                 if was_handshaking and tls.handshake_done:
@@ -335,7 +333,7 @@ class Collector:
                 closed = self._answer(conn, peer)
                 out = conn.data_to_send()
                 if out:
-                    self._send(sock, pipeline.down(out))
+                    self._send(sock, layers.down(out))
                 allowance.charge(conn.buffered)
                 now = time.monotonic()
                 if conn.in_frame or (raw and not data and (tls is None or tls.handshake_done)):
@@ -362,7 +360,7 @@ class Collector:
             reason = f"TLS error, disconnected: {printable(_tls_reason(err))}"
             self.stats.reject("tls")
             self.rlog.log(logging.WARNING, "tls", "client %s: %s", peer, reason)
-            alert = pipeline.tls_alert()
+            alert = layers.tls_alert()
             if alert:
                 try:
                     sock.settimeout(1.0)

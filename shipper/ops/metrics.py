@@ -48,6 +48,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 
 from shipper.errors import ConfigError
+from shipper.ops.document import StatusDocument, Totals
 from shipper.ops.telemetry import LATENCY_BUCKETS
 
 log = logging.getLogger("flume-ship.metrics")
@@ -55,18 +56,17 @@ log = logging.getLogger("flume-ship.metrics")
 P = "flume_ship_"
 
 
-class AgentCollector:
-    """A prometheus-client collector that reads the agent's snapshot at each scrape."""
+class SnapshotExporter:
+    """Exports the agent's status document at each scrape (prometheus-client calls ``collect``)."""
 
     def __init__(self, agent):
         self.agent = agent
 
     def collect(self):
-        snap = self.agent.snapshot()
-        yield from families(snap)
+        yield from families(self.agent.snapshot())
 
 
-def families(snap: dict):
+def families(doc: StatusDocument):
     def counter(name, doc, labels=()):
         return CounterMetricFamily(P + name, doc, labels=list(labels))
 
@@ -81,39 +81,39 @@ def families(snap: dict):
     unparsed = counter("event_time_unparsed", "Events whose own time did not parse (read time kept).", ["source"])
     open_files = gauge("open_files", "Tailed files holding a descriptor.", ["source"])
     waiting = gauge("files_waiting", "Tailed files waiting for a descriptor (read in turns).", ["source"])
-    for s in snap["sources"]:
-        read.add_metric([s["name"]], s.get("events_read", 0))
-        put.add_metric([s["name"]], s.get("events_put", 0))
-        behind.add_metric([s["name"]], s.get("bytes_behind", 0))
-        dropped.add_metric([s["name"]], s.get("rules_dropped", 0))
-        joined.add_metric([s["name"]], s.get("rules_joined", 0))
-        unparsed.add_metric([s["name"]], s.get("rules_time_unparsed", 0))
-        open_files.add_metric([s["name"]], s.get("open_files", 0))
-        waiting.add_metric([s["name"]], s.get("waiting_files", 0))
+    for s in doc.sources:
+        read.add_metric([s.name], s.events_read or 0)
+        put.add_metric([s.name], s.events_put or 0)
+        behind.add_metric([s.name], s.bytes_behind)
+        dropped.add_metric([s.name], s.rules_dropped or 0)
+        joined.add_metric([s.name], s.rules_joined or 0)
+        unparsed.add_metric([s.name], s.rules_time_unparsed or 0)
+        open_files.add_metric([s.name], s.open_files or 0)
+        waiting.add_metric([s.name], s.waiting_files or 0)
     yield from (read, put, behind, dropped, joined, unparsed, open_files, waiting)
     budget = gauge("open_files_budget", "Most tailed files open at once, all sources together.")
-    budget.add_metric([], (snap.get("descriptors") or {}).get("budget", 0))
+    budget.add_metric([], doc.descriptors.budget if doc.descriptors else 0)
     yield budget
 
-    t = snap["totals"]
+    t = doc.totals or Totals()
     acked = counter("events_acked", "Events acknowledged by a collector and removed from the channel.")
-    acked.add_metric([], t["events_acked"])
+    acked.add_metric([], t.events_acked)
     acked_bytes = counter("bytes_acked", "Event bytes acknowledged and removed from the channel.")
-    acked_bytes.add_metric([], t["bytes_acked"])
+    acked_bytes.add_metric([], t.bytes_acked)
     retries = counter("retries", "Batch retries (failover to another collector, or after a backoff).")
-    retries.add_metric([], t["retries"])
+    retries.add_metric([], t.retries)
     yield from (acked, acked_bytes, retries)
 
-    ch = snap["channel"]
-    for name, doc, value in (
-        ("channel_events", "Events queued in the channel (in flight included).", ch["events"]),
-        ("channel_bytes", "Event bytes queued in the channel.", ch["bytes"]),
+    ch = doc.channel
+    for name, text, value in (
+        ("channel_events", "Events queued in the channel (in flight included).", ch.events),
+        ("channel_bytes", "Event bytes queued in the channel.", ch.bytes),
         ("channel_oldest_event_age_seconds", "Age of the oldest queued event (0 when empty).",
-         ch["oldest_event_age"] or 0.0),
-        ("channel_put_blocked", "1 while reading is paused: channel full or disk low.", 1 if ch["put_blocked"] else 0),
-        ("channel_capacity_bytes", "Channel capacity.", ch["capacity_bytes"]),
+         ch.oldest_event_age or 0.0),
+        ("channel_put_blocked", "1 while reading is paused: channel full or disk low.", 1 if ch.put_blocked else 0),
+        ("channel_capacity_bytes", "Channel capacity.", ch.capacity_bytes or 0),
     ):
-        g = gauge(name, doc)
+        g = gauge(name, text)
         g.add_metric([], value)
         yield g
 
@@ -124,22 +124,22 @@ def families(snap: dict):
     penalty = gauge("collector_penalty_seconds", "Time left in the penalty box.", ["collector"])
     latency = HistogramMetricFamily(P + "collector_latency_seconds", "Reply time of successful appendBatch calls.",
                                     labels=["collector"])
-    for c in snap["collectors"]:
-        a = [c["address"]]
-        sent.add_metric(a, c["events_ok"])
-        failed.add_metric(a, c["failures"])
-        up.add_metric(a, 0 if c["consecutive_failures"] else 1)
-        fails.add_metric(a, c["consecutive_failures"])
-        penalty.add_metric(a, c["penalty_seconds"])
-        counts = c.get("latency_buckets") or [0] * len(LATENCY_BUCKETS)
-        buckets = [(repr(b), n) for b, n in zip(LATENCY_BUCKETS, counts)] + [("+Inf", c.get("latency_count", 0))]
-        latency.add_metric(a, buckets, c.get("latency_sum", 0.0))
+    for c in doc.collectors:
+        a = [c.address]
+        sent.add_metric(a, c.events_ok)
+        failed.add_metric(a, c.failures)
+        up.add_metric(a, 0 if c.consecutive_failures else 1)
+        fails.add_metric(a, c.consecutive_failures)
+        penalty.add_metric(a, c.penalty_seconds)
+        counts = c.latency_buckets or [0] * len(LATENCY_BUCKETS)
+        buckets = [(repr(b), n) for b, n in zip(LATENCY_BUCKETS, counts)] + [("+Inf", c.latency_count)]
+        latency.add_metric(a, buckets, c.latency_sum)
     yield from (sent, failed, up, fails, penalty, latency)
 
     last = gauge("last_ack_timestamp_seconds", "Wall clock of the last acknowledged batch (0: none yet).")
-    last.add_metric([], t.get("last_ack") or 0)
+    last.add_metric([], t.last_ack or 0)
     healthy = gauge("healthy", "1 unless events are queued and nothing was acknowledged for stall_timeout.")
-    healthy.add_metric([], 1 if snap["health"]["healthy"] else 0)
+    healthy.add_metric([], 1 if doc.health and doc.health.healthy else 0)
     yield from (last, healthy)
 
 
@@ -171,12 +171,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _agent_health(agent):
     snap = agent.snapshot()
-    h = snap["health"]
-    ch = snap["channel"]
-    doc = {"healthy": h["healthy"], "reason": h["reason"], "queued": ch["events"],
-           "oldest_event_age": ch["oldest_event_age"], "last_ack": snap["totals"]["last_ack"],
-           "state": snap["state"]}
-    return doc, h["healthy"]
+    h = snap.health
+    doc = {"healthy": h.healthy, "reason": h.reason, "queued": snap.channel.events,
+           "oldest_event_age": snap.channel.oldest_event_age, "last_ack": snap.totals.last_ack,
+           "state": snap.state}
+    return doc, h.healthy
 
 
 class CollectStatsCollector:
@@ -222,11 +221,11 @@ class CollectStatsCollector:
 
 class MetricsServer:
     def __init__(self, agent, listen: str, *, collector=None, health=None):
-        from shipper.transport.stream import Address
+        from shipper.transport import Address
 
         address = Address.parse(listen)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector if collector is not None else AgentCollector(agent))
+        registry.register(collector if collector is not None else SnapshotExporter(agent))
         try:
             self.httpd = ThreadingHTTPServer((address.host, address.port), _Handler)
         except OSError as exc:

@@ -4,11 +4,12 @@ Two ways to know, and the command picks the better one:
 
 * **Running agent**: it rewrites ``<state dir>/status.json`` every ``status_interval`` seconds (and
   once more when it stops), atomically: written to ``status.json.tmp-<pid>`` then renamed over the
-  old one, so a reader sees a whole file or the previous one, never half. The document is
-  :meth:`shipper.agent.core.Agent.snapshot` (files, channel, collectors, totals, health).
-* **Stopped agent** (or a status file older than a few intervals): the truth is in the channel. The
-  database is opened read-only (SQLite WAL readers never block the writer, as ``channel verify``
-  does), for the queued events and the age of the oldest, and the tail offset records; each
+  old one, so a reader sees a whole file or the previous one, never half. The document is a
+  :class:`~shipper.ops.document.StatusDocument` built by :func:`shipper.agent.snapshot.snapshot`
+  (files, channel, collectors, totals, health).
+* **Stopped agent** (or a status file older than a few intervals): the truth is in the channel.
+  :meth:`Channel.peek <shipper.channel.Channel.peek>` reads it read-only (SQLite WAL readers never
+  block the writer) for the queued events, the age of the oldest and the tail offset records; each
   record's file is stat'ed now for its size, so "bytes behind" is what the next start will read.
   Collector figures come from the last status file, labelled as such.
 
@@ -22,11 +23,11 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from pathlib import Path
 
 from shipper.errors import StateError
+from shipper.ops.document import AgentProcess, ChannelStatus, SourceStatus, StatusDocument, TrackedFile
 
 STATUS_NAME = "status.json"
 STALE_INTERVALS = 5  # a status file older than this many intervals (and 10 s) is not trusted
@@ -35,7 +36,7 @@ STALE_INTERVALS = 5  # a status file older than this many intervals (and 10 s) i
 # --------------------------------------------------------------------------- writing (the agent)
 
 
-def write_status(state_dir: Path, doc: dict) -> None:
+def write_status(state_dir: Path, doc: StatusDocument) -> None:
     """Replace ``status.json`` atomically; errors are ignored (status is advice, shipping goes on)."""
     final = Path(state_dir) / STATUS_NAME
     tmp = final.with_name(f"{STATUS_NAME}.tmp-{os.getpid()}")
@@ -44,7 +45,7 @@ def write_status(state_dir: Path, doc: dict) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "w", encoding="utf-8") as fh:
             os.fchmod(fd, 0o600)
-            json.dump(doc, fh, separators=(",", ":"))
+            json.dump(doc.to_json(), fh, separators=(",", ":"))
         os.replace(tmp, final)
     except OSError:
         try:
@@ -96,16 +97,15 @@ def lock_holder(state_dir: Path) -> int | None:
     return pid
 
 
-def read_status_file(state_dir: Path) -> dict | None:
+def read_status_file(state_dir: Path) -> StatusDocument | None:
     try:
         with open(Path(state_dir) / STATUS_NAME, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        return doc if isinstance(doc, dict) else None
-    except (OSError, ValueError):
+            return StatusDocument.from_json(json.load(fh))
+    except (OSError, ValueError, TypeError):
         return None
 
 
-def collect(state_dir: str | os.PathLike) -> dict:
+def gather(state_dir: str | os.PathLike) -> StatusDocument:
     """The status document for ``state_dir``: the live one, or one rebuilt from the channel."""
     state_dir = Path(state_dir).expanduser()
     if not state_dir.is_dir():
@@ -113,62 +113,39 @@ def collect(state_dir: str | os.PathLike) -> dict:
     holder = lock_holder(state_dir)
     last = read_status_file(state_dir)
     now = time.time()
-    if holder is not None and last is not None and last.get("pid") == holder:
-        interval = float(last.get("status_interval") or 2.0)
-        age = now - float(last.get("written_at") or 0)
+    if holder is not None and last is not None and last.pid == holder:
+        interval = float(last.status_interval or 2.0)
+        age = now - float(last.written_at or 0)
         if age <= max(10.0, STALE_INTERVALS * interval):
-            last["agent"] = {"running": True, "pid": holder, "source": "status file",
-                             "status_age": round(age, 1)}
+            last.agent = AgentProcess(running=True, pid=holder, source="status file", status_age=round(age, 1))
             return last
     doc = offline(state_dir)
     note = None
     if holder is not None:
         note = (f"agent pid {holder} holds the state directory but its status file is missing or stale; "
                 "figures read from the channel")
-    doc["agent"] = {"running": holder is not None, "pid": holder, "source": "channel", "note": note}
+    doc.agent = AgentProcess(running=holder is not None, pid=holder, source="channel", note=note)
     if last is not None:
-        doc["collectors"] = last.get("collectors", [])
-        doc["collectors_as_of"] = last.get("written_at")
-        doc["totals"] = last.get("totals", {})
-        doc["last_state"] = last.get("state")
+        doc.collectors = last.collectors
+        doc.collectors_as_of = last.written_at
+        doc.totals = last.totals
+        doc.last_state = last.state
     return doc
 
 
-def offline(state_dir: Path) -> dict:
-    """Channel depth and per-file offsets straight from the database (read-only) and the files."""
-    from shipper.channel import DB_NAME
+def offline(state_dir: Path) -> StatusDocument:
+    """Channel depth and per-file offsets from the channel (read-only) and the files themselves."""
+    from shipper.channel import Channel
     from shipper.tail.identity import KEY_PREFIX, Record
 
-    db = state_dir / DB_NAME
-    if not db.exists():
-        raise StateError(f"no channel database at {db}; check --state-dir (has an agent ever run here?)")
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot open {db} read-only: {exc}") from exc
-    try:
-        conn.execute("BEGIN")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        # The schema belongs to shipper.channel (format 2 stores chunks of events, format 1 one row
-        # per event); only the counts, the oldest put time and the offset records are read here.
-        if "chunks" in tables:
-            sql = "SELECT coalesce(sum(count), 0), coalesce(sum(nbytes), 0), min(put_at) FROM chunks"
-        else:
-            sql = "SELECT count(*), coalesce(sum(length(body)), 0), min(put_at) FROM events"
-        events, nbytes, oldest = conn.execute(sql).fetchone()
-        rows = conn.execute("SELECT key, value FROM offsets").fetchall()
-        conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot read {db}: {exc} (try flume-ship channel verify)") from exc
-    finally:
-        conn.close()
-    sources: dict[str, list[dict]] = {}
-    for key, value in rows:
+    peek = Channel.peek(state_dir)
+    sources: dict[str, list[TrackedFile]] = {}
+    for key, value in peek.offsets.items():
         name, sep, ident = key.partition("/") if key.startswith("src:") else ("src:default", "/", key)
         if not sep or not ident.startswith(KEY_PREFIX):
             continue
         try:
-            rec = Record.decode(bytes(value))
+            rec = Record.decode(value)
         except ValueError:
             continue
         size, state = rec.size, "stopped"
@@ -180,18 +157,17 @@ def offline(state_dir: Path) -> dict:
                 state = "moved"  # the next start looks for it by identity next to its old name
         except OSError:
             state = "missing"
-        sources.setdefault(name[4:], []).append({
-            "path": rec.path, "origin": rec.origin, "identity": ident, "generation": rec.gen,
-            "offset": rec.offset, "size": size, "behind": max(0, size - rec.offset), "state": state})
-    return {
-        "state": "stopped", "written_at": time.time(), "state_dir": str(state_dir),
-        "channel": {"events": events, "bytes": nbytes,
-                    "oldest_event_age": max(0.0, time.time() - oldest) if oldest is not None else None},
-        "sources": [{"name": n, "files": sorted(fs, key=lambda f: f["path"]),
-                     "bytes_behind": sum(f["behind"] for f in fs)} for n, fs in sorted(sources.items())],
-        "collectors": [],
-        "totals": {},
-    }
+        sources.setdefault(name[4:], []).append(TrackedFile(
+            path=rec.path, origin=rec.origin, identity=ident, generation=rec.gen,
+            offset=rec.offset, size=size, behind=max(0, size - rec.offset), state=state))
+    oldest = peek.oldest_put_at
+    return StatusDocument(
+        state="stopped", written_at=time.time(), state_dir=str(state_dir),
+        channel=ChannelStatus(events=peek.events, bytes=peek.bytes,
+                              oldest_event_age=max(0.0, time.time() - oldest) if oldest is not None else None),
+        sources=[SourceStatus(name=n, files=sorted(fs, key=lambda f: f.path), bytes_behind=sum(f.behind for f in fs))
+                 for n, fs in sorted(sources.items())],
+    )
 
 
 # --------------------------------------------------------------------------- rendering
@@ -224,74 +200,69 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt(header), *(fmt(r) for r in rows)]
 
 
-def render(doc: dict) -> str:
+def render(doc: StatusDocument) -> str:
     now = time.time()
-    agent = doc.get("agent", {})
+    agent = doc.agent or AgentProcess(running=False, pid=None, source="channel")
     out = []
-    if agent.get("running"):
-        up = _age(now - doc["started_at"]) if doc.get("started_at") else "?"
-        out.append(f"agent: running (pid {agent.get('pid')}, up {up}, status {agent.get('status_age', '?')}s old)"
-                   f"  state dir: {doc.get('state_dir')}")
+    if agent.running:
+        up = _age(now - doc.started_at) if doc.started_at else "?"
+        age = agent.status_age if agent.status_age is not None else "?"
+        out.append(f"agent: running (pid {agent.pid}, up {up}, status {age}s old)  state dir: {doc.state_dir}")
     else:
-        out.append(f"agent: not running  state dir: {doc.get('state_dir')}")
-    if agent.get("note"):
-        out.append(f"note: {agent['note']}")
-    health = doc.get("health")
-    if health and agent.get("running"):
-        out.append(f"health: {'ok' if health['healthy'] else 'UNHEALTHY'} ({health['reason']})")
+        out.append(f"agent: not running  state dir: {doc.state_dir}")
+    if agent.note:
+        out.append(f"note: {agent.note}")
+    if doc.health and agent.running:
+        out.append(f"health: {'ok' if doc.health.healthy else 'UNHEALTHY'} ({doc.health.reason})")
     out.append("")
-    rows = []
-    for src in doc.get("sources", []):
-        for f in src.get("files", []):
-            rows.append([src["name"], f["path"], f["identity"], f["offset"], f["size"], f["behind"], f["state"]])
+    rows = [[src.name, f.path, f.identity, f.offset, f.size, f.behind, f.state] for src in doc.sources for f in src.files]
     if rows:
         out += _table(["SOURCE", "FILE", "IDENTITY", "OFFSET", "SIZE", "BEHIND", "STATE"], rows)
     else:
         out.append("no files tracked yet")
-    for src in doc.get("sources", []):
-        more = src.get("files_total", 0) - len(src.get("files", []))
+    for src in doc.sources:
+        more = (src.files_total or 0) - len(src.files)
         if more > 0:
-            states = ", ".join(f"{n} {s}" for s, n in sorted((src.get("files_by_state") or {}).items()))
-            out.append(f"{src['name']}: {more} more files not listed ({src['files_total']} in all: {states}); "
+            states = ", ".join(f"{n} {s}" for s, n in sorted((src.files_by_state or {}).items()))
+            out.append(f"{src.name}: {more} more files not listed ({src.files_total} in all: {states}); "
                        "the list shows the files behind first")
-    behind = sum(s.get("bytes_behind", 0) for s in doc.get("sources", []))
+    behind = doc.bytes_behind
     out.append(f"bytes behind in total: {behind} ({_bytes(behind)})")
-    for src in doc.get("sources", []):
-        if src.get("rules_dropped") or src.get("rules_time_unparsed"):
-            out.append(f"source {src['name']}: {src.get('rules_dropped', 0)} events dropped by its rules, "
-                       f"{src.get('rules_time_unparsed', 0)} with a time that did not parse")
-    fds = doc.get("descriptors")
-    if fds and agent.get("running"):
-        line = f"open files: {fds.get('open', 0)} of {fds.get('budget', 0)}"
-        if fds.get("waiting"):
-            line += f"; {fds['waiting']} files waiting for a descriptor (read in turns)"
+    for src in doc.sources:
+        if src.rules_dropped or src.rules_time_unparsed:
+            out.append(f"source {src.name}: {src.rules_dropped or 0} events dropped by its rules, "
+                       f"{src.rules_time_unparsed or 0} with a time that did not parse")
+    fds = doc.descriptors
+    if fds and agent.running:
+        line = f"open files: {fds.open} of {fds.budget}"
+        if fds.waiting:
+            line += f"; {fds.waiting} files waiting for a descriptor (read in turns)"
         out.append(line)
     out.append("")
-    ch = doc.get("channel", {})
-    line = f"channel: {ch.get('events', 0)} events ({_bytes(ch.get('bytes'))}) queued"
-    line += f", oldest {_age(ch.get('oldest_event_age'))} old" if ch.get("events") else ""
-    if ch.get("leased_events"):
-        line += f", {ch['leased_events']} in flight"
-    if ch.get("put_blocked"):
-        line += f"; reading PAUSED ({ch['put_blocked']})"
+    ch = doc.channel
+    line = f"channel: {ch.events} events ({_bytes(ch.bytes)}) queued"
+    line += f", oldest {_age(ch.oldest_event_age)} old" if ch.events else ""
+    if ch.leased_events:
+        line += f", {ch.leased_events} in flight"
+    if ch.put_blocked:
+        line += f"; reading PAUSED ({ch.put_blocked})"
     out.append(line)
     out.append("")
-    cols = doc.get("collectors", [])
-    if cols:
-        if doc.get("collectors_as_of"):
-            out.append(f"collectors as of {_age(now - doc['collectors_as_of'])} ago (when the agent last wrote "
+    if doc.collectors:
+        if doc.collectors_as_of:
+            out.append(f"collectors as of {_age(now - doc.collectors_as_of)} ago (when the agent last wrote "
                        "its status):")
         rows = []
-        for c in cols:
-            last = _age(now - c["last_success"]) + " ago" if c.get("last_success") else "never"
-            rows.append([c["address"], c["state"], last, c["consecutive_failures"],
-                         f"{c['penalty_seconds']:.1f}s" if c.get("penalty_seconds") else "-",
-                         (c.get("last_error") or "-")[:60] if c.get("consecutive_failures") else "-"])
+        for c in doc.collectors:
+            last = _age(now - c.last_success) + " ago" if c.last_success else "never"
+            rows.append([c.address, c.state, last, c.consecutive_failures,
+                         f"{c.penalty_seconds:.1f}s" if c.penalty_seconds else "-",
+                         (c.last_error or "-")[:60] if c.consecutive_failures else "-"])
         out += _table(["COLLECTOR", "STATE", "LAST SUCCESS", "FAILURES", "PENALTY", "LAST ERROR"], rows)
-    t = doc.get("totals") or {}
+    t = doc.totals
     if t:
         out.append("")
-        out.append(f"totals: read {t.get('events_read', 0)}, put {t.get('events_put', 0)}, acknowledged "
-                   f"{t.get('events_acked', 0)}, retries {t.get('retries', 0)}, failed attempts "
-                   f"{t.get('send_failures', 0)}")
+        out.append(f"totals: read {t.events_read}, put {t.events_put}, acknowledged "
+                   f"{t.events_acked}, retries {t.retries}, failed attempts "
+                   f"{t.send_failures}")
     return "\n".join(out) + "\n"

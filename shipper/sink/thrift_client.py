@@ -29,15 +29,10 @@ import logging
 import time
 from dataclasses import replace
 
-from shipper.sink.client import (
-    CollectorClient,
-    ProbeReport,
-    Step,
-    connect_steps,
-    _probe_into,
-)
-from shipper.errors import CollectorRejected, RequestTimeout, ShipperError, TransportError
-from shipper.transport.stream import Address, ClientOptions, PeerClosed, open_stream
+from shipper.errors import CollectorRejected, PeerClosed, RequestTimeout, ShipperError, TransportError
+from shipper.sink.client import CollectorClient
+from shipper.sink.probe import ProbeReport, Step, _probe_into, connect_steps
+from shipper.transport import Address, ClientOptions, open_stream
 from shipper.transport.thrift import ClientCore
 
 log = logging.getLogger("flume-ship.sink")

@@ -45,7 +45,7 @@ from typing import Callable, Sequence
 
 import tenacity
 
-from shipper.errors import ChannelIOError, ShipperError
+from shipper.errors import ChannelIOError, GaveUp, ShipperError
 from shipper.sink.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
@@ -63,14 +63,8 @@ class SinkOptions:
     log_repeat_interval: float = 30.0  # a collector that keeps failing is logged at most this often
 
 
-class Aborted(Exception):
+class _Aborted(Exception):
     """The in-flight batch must be given back now (drain timeout, deadline)."""
-
-
-class GaveUp(ShipperError):
-    """--max-attempts was set and used up; the batch stays in the channel."""
-
-    exit_code = 3
 
 
 class CollectorPool:
@@ -190,7 +184,7 @@ class SinkWorker:
                 self.delivered_events += lease.count
                 if self.telemetry:
                     self.telemetry.acked(lease.count, lease.nbytes)
-        except Aborted:
+        except _Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
             self.error = exc
@@ -278,7 +272,7 @@ class SinkWorker:
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0 and self.abort.wait(seconds):
-            raise Aborted()
+            raise _Aborted()
 
     def _count_retry(self, retry_state: tenacity.RetryCallState) -> None:
         if self.telemetry:
@@ -288,7 +282,7 @@ class SinkWorker:
         """One collector, the parts not yet answered OK (``done`` holds their indexes; with
         window 1 they are a prefix, so the rest goes out in order)."""
         if self.abort.is_set():
-            raise Aborted()
+            raise _Aborted()
         todo = [i for i in range(len(parts)) if i not in done]
         i = self.pool.choose(frozenset(self.tried))
         self.tried.add(i)

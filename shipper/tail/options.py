@@ -6,8 +6,9 @@ raises :class:`shipper.errors.ConfigError` naming the option.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from shipper.errors import ConfigError
 from shipper.tail.rules import Rules
@@ -115,3 +116,20 @@ class FilesSummary:
     by_state: dict[str, int]
     bytes_behind: int
     rows: list[FileStatus]  # behind first, then the most recently active; at most the limit asked
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value: Any) -> int:
+    """4096, "64K", "500M", "1G", "1GiB", "2MB" (binary units) -> bytes; ValueError saying why."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size like 4096, \"64K\" or \"1G\"")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a size like 4096, \"64K\" or \"1G\", not {value!r}")
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
+    if not m:
+        raise ValueError(f"{value!r} is not a size (examples: 4096, 64K, 500M, 1G)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])

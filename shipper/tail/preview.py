@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-from shipper.event import decode_event
+from shipper.avroipc.flume_event import decode_event
 from shipper.tail.decode import Transcoder
 from shipper.tail.events import EventCutter
 from shipper.tail.options import TailOptions

@@ -27,10 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shipper.avroipc.avro import encode_long, encode_string, zigzag
-from shipper.event import encode_event, encode_headers
-
-_SMALL = [zigzag(i) for i in range(8192)]  # the same table shipper.avroipc.avro keeps
+from shipper.avroipc.avro import SMALL_ZIGZAG, encode_string, zigzag
+from shipper.avroipc.flume_event import encode_event, encode_headers, encode_headers_open
 
 
 @dataclass(slots=True)
@@ -68,13 +66,8 @@ class Encoder:
         self._gen = gen
         self._h = encode_headers(self._headers)
         if self.event_ids:
-            # The map with "id" as its last entry, up to the id's value; the same bytes
-            # encode_headers gives for headers | {"id": value}.
-            self._prefix = (
-                encode_long(len(self._headers) + 1)
-                + b"".join(encode_string(k) + encode_string(v) for k, v in self._headers.items())
-                + encode_string("id")
-            )
+            # The map with "id" as its last entry, up to the id's value.
+            self._prefix = encode_headers_open(self._headers, "id")
 
     @property
     def headers(self) -> dict[str, str]:
@@ -93,13 +86,13 @@ class Encoder:
         if self.event_ids:
             return self._run_with_ids(lines, bodies, offset)
         h = self._h
-        small = _SMALL
+        small = SMALL_ZIGZAG
         return [h + small[len(b)] + b if len(b) < 8192 else h + zigzag(len(b)) + b for b in bodies]
 
     def _run_with_ids(self, lines: list[bytes], bodies: list[bytes], offset: int) -> list[bytes]:
         prefix, gen, out = self._prefix, self._gen, []
         for raw, body in zip(lines, bodies):
-            out.append(prefix + encode_string(f"{gen}:{offset}") + b"\x00" + _SMALL[len(body)] + body
+            out.append(prefix + encode_string(f"{gen}:{offset}") + b"\x00" + SMALL_ZIGZAG[len(body)] + body
                        if len(body) < 8192 else
                        prefix + encode_string(f"{gen}:{offset}") + b"\x00" + zigzag(len(body)) + body)
             offset += len(raw) + 1
@@ -111,7 +104,7 @@ class Encoder:
             headers.update(extra)
         if self.event_ids:
             headers["id"] = f"{self._gen}:{offset}"
-        return encode_event(body, headers)
+        return encode_event(headers, body)
 
 
 class LineCutter:

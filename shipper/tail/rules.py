@@ -151,7 +151,7 @@ def _line_res(pattern: str) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
 
 def multiline_from(value: Any, prefix: str = "multiline") -> Multiline | None:
     """``"java"`` or a table ``{preset | start | pattern, negate, max_lines, max_bytes, timeout}``."""
-    from shipper.agent.config import parse_size
+    from shipper.tail.options import parse_size
 
     if value is None or value == {}:
         return None

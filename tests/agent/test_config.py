@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shipper.agent.config import Config, ConfigFileError, Overlay, load, parse_size
+from shipper.agent.config import Config, Overlay, load, parse_size
+from shipper.errors import ConfigFileError
 from shipper.errors import EXIT_USAGE
 from tests.support import cli_argv
 

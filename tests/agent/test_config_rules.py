@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from shipper.agent.config import ConfigFileError, Overlay, load
+from shipper.agent.config import Overlay, load
+from shipper.errors import ConfigFileError
 from shipper.errors import EXIT_INPUT, EXIT_USAGE
 from tests.support import cli_argv
 

@@ -7,7 +7,7 @@ import subprocess
 
 from shipper.agent.config import load
 from shipper.errors import EXIT_USAGE
-from shipper.transport.stream import Address
+from shipper.transport import Address
 from tests.support import cli_argv
 
 MIXED = """

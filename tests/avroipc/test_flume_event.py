@@ -1,20 +1,19 @@
-"""The AvroFlumeEvent codec on the hot paths (records.py) and its public face (shipper.event)."""
+"""The AvroFlumeEvent codec (shipper.avroipc.flume_event): the hot paths and the pieces encoders build from."""
 
 from __future__ import annotations
 
 import pytest
 
-from shipper.avroipc.avro import AvroDecodeError, Reader
-from shipper.avroipc.flume_event import encode_batch_param, encode_event, read_event_array
-from shipper.event import (
-    Event,
-    decode_batch,
+from shipper.avroipc.avro import AvroDecodeError, encode_string
+from shipper.avroipc.flume_event import (
+    FlumeEvent,
     decode_event,
     encode_batch,
-    encode_event as event_encode_event,
+    encode_event,
     encode_event_with,
     encode_headers,
-    read_batch,
+    encode_headers_open,
+    read_event_array,
 )
 
 A = {"host": "web-1", "file": "/var/log/a"}
@@ -23,7 +22,7 @@ B = {"host": "web-2"}
 
 def test_runs_of_identical_headers_decode_to_independent_dicts():
     events = [(A, b"1"), (A, b"2"), (B, b"3"), (A, b"4"), ({}, b"5"), (A, b""), (B, b"7")]
-    data = encode_batch_param([encode_event(h, b) for h, b in events])
+    data = encode_batch([encode_event(h, b) for h, b in events])
     got, pos = read_event_array(data)
     assert got == events and pos == len(data)
     got[0][0]["host"] = "changed"  # one event's headers are its own
@@ -33,7 +32,7 @@ def test_runs_of_identical_headers_decode_to_independent_dicts():
 def test_a_body_that_starts_like_the_previous_headers_is_still_a_body():
     prev = encode_headers(B)
     events = [(B, b"x"), ({}, prev + b"tail")]
-    data = encode_batch_param([encode_event(h, b) for h, b in events])
+    data = encode_batch([encode_event(h, b) for h, b in events])
     assert read_event_array(data)[0] == events
 
 
@@ -53,20 +52,19 @@ def test_malformed_arrays_are_decode_errors(data):
 
 
 def test_max_events_is_checked_before_the_events_are_built():
-    data = encode_batch_param([encode_event({}, b"")] * 10)
+    data = encode_batch([encode_event({}, b"")] * 10)
     with pytest.raises(AvroDecodeError, match="more than 9"):
         read_event_array(data, 0, 9)
     assert len(read_event_array(data, 0, 10)[0]) == 10
 
 
-def test_event_module_keeps_its_public_names_and_bytes():
-    pre = encode_headers(A)
-    one = encode_event_with(pre, b"body")
-    assert one == event_encode_event(b"body", A) == Event(b"body", A).encode() == encode_event(A, b"body")
-    batch = encode_batch([one, event_encode_event(b"x")])
-    assert decode_batch(batch) == [Event(b"body", A), Event(b"x", {})]
-    assert decode_event(one) == Event(b"body", A)
-    r = Reader(batch + b"more")
-    assert read_batch(r) == [Event(b"body", A), Event(b"x", {})] and r.remaining == 4
-    with pytest.raises(AvroDecodeError):
-        decode_batch(batch + b"\x00")
+def test_every_encoding_path_gives_the_same_bytes():
+    one = encode_event(A, b"body")
+    assert encode_event_with(encode_headers(A), b"body") == one
+    assert encode_headers_open(A, "id") + encode_string("g:7") + b"\x00" == encode_headers({**A, "id": "g:7"})
+    assert encode_event(None, b"x") == encode_event({}, b"x") == b"\x00\x02x"
+    assert decode_event(one) == FlumeEvent(b"body", A)
+    with pytest.raises(AvroDecodeError, match="1 bytes after the event"):
+        decode_event(one + b"\x00")
+    events, pos = read_event_array(encode_batch([one, encode_event({}, b"x")]) + b"more")
+    assert events == [(A, b"body"), ({}, b"x")] and pos == len(one) + 5

@@ -34,7 +34,7 @@ from shipper.avroipc import (
     encode_frame,
 )
 from shipper.avroipc.avro import AvroDecodeError
-from shipper.avroipc.flume_event import encode_batch_param, encode_event, read_event, read_event_array
+from shipper.avroipc.flume_event import encode_batch, encode_event, read_event, read_event_array
 from tests.avroipc import vectors as v
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,7 +234,7 @@ def test_client_to_server_round_trip_in_random_pieces(events, data):
 @given(events_st, st.integers(0, 9))
 def test_deflate_round_trip_of_many_frames(events, level):
     enc, dec = ZlibEncoder(level), ZlibDecoder()
-    frames = [encode_frame(i, [encode_batch_param([encode_event(h, b) for h, b in events])]) for i in range(3)]
+    frames = [encode_frame(i, [encode_batch([encode_event(h, b) for h, b in events])]) for i in range(3)]
     assert b"".join(dec.decode(enc.encode(f)) for f in frames) == b"".join(frames)
 
 
@@ -272,7 +272,7 @@ def test_event_encoding_equals_apache_avro(headers, body):
 @given(events_st)
 def test_batch_equals_apache_avro_and_decodes_like_fastavro(events):
     datum = [{"headers": h, "body": b} for h, b in events]
-    ours = encode_batch_param([encode_event(h, b) for h, b in events])
+    ours = encode_batch([encode_event(h, b) for h, b in events])
     apache = apache_encode(APACHE_ARRAY, datum)
     # Apache's Python writer puts an empty array as 00 and one block otherwise, like Java.
     assert ours == apache

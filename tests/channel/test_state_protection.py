@@ -10,6 +10,7 @@ import pytest
 
 from shipper.channel import DB_NAME, Channel
 from shipper.errors import StateError
+from shipper.ops.document import ChannelStatus, StatusDocument
 from shipper.ops.status import STATUS_NAME, write_status
 
 
@@ -55,6 +56,10 @@ def test_a_channel_db_symlink_is_refused(tmp_path):
     assert not (tmp_path / "elsewhere.db").exists()
 
 
+def _status(d) -> StatusDocument:
+    return StatusDocument(state="running", written_at=1.0, state_dir=str(d), channel=ChannelStatus())
+
+
 def test_state_files_are_created_private_under_a_loose_umask_and_narrowed_when_found_wide(tmp_path):
     d = tmp_path / "state"
     old = os.umask(0o000)
@@ -67,7 +72,7 @@ def test_state_files_are_created_private_under_a_loose_umask_and_narrowed_when_f
     assert mode(d) == 0o700
     assert mode(d / DB_NAME) == 0o600
     os.chmod(d / DB_NAME, 0o644)
-    write_status(d, {"ok": True})
+    write_status(d, _status(d))
     assert mode(d / STATUS_NAME) == 0o600
     os.chmod(d / STATUS_NAME, 0o666)
     Channel.open(d).close()
@@ -83,5 +88,5 @@ def test_status_is_never_written_through_a_symlink_at_its_temporary_name(tmp_pat
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")
     (d / f"{STATUS_NAME}.tmp-{os.getpid()}").symlink_to(victim)
-    write_status(d, {"ok": True})  # status is advice: it gives up, quietly
+    write_status(d, _status(d))  # status is advice: it gives up, quietly
     assert victim.read_text() == "untouched\n"

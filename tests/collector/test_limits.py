@@ -11,10 +11,10 @@ from shipper.collector.limits import (
     Admission,
     Allowance,
     AllowList,
-    LimitRefused,
     MemoryBudget,
     RateLimitedLog,
 )
+from shipper.errors import LimitRefused
 
 
 def test_allow_list_matches_networks_and_ipv4_mapped_addresses():

@@ -19,11 +19,16 @@ def value(text: str, name: str) -> float:
     return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1))
 
 
-def test_collect_counts_connections_calls_events_bytes_and_rejects(tmp_path):
+def collect_with_metrics(tmp_path, *flags: str) -> tuple[Proc, str, str]:
+    """A collect process with --metrics-listen: (process, its address, its metrics address)."""
     proc = Proc("collect", "--listen", "127.0.0.1:0", "--out", str(tmp_path / "out"), "--metrics-listen",
-                "127.0.0.1:0", "--max-body-bytes", "10")
+                "127.0.0.1:0", *flags)
     addr = proc.wait_for(r"listening on (127\.0\.0\.1:\d+)").group(1)
-    metrics = proc.wait_for(r"metrics on http://(\S+)/metrics").group(1)
+    return proc, addr, proc.wait_for(r"metrics on http://(\S+)/metrics").group(1)
+
+
+def test_collect_counts_connections_calls_events_bytes_and_rejects(tmp_path):
+    proc, addr, metrics = collect_with_metrics(tmp_path, "--max-body-bytes", "10")
     try:
         cp = subprocess.run(cli_argv("send", "-", "--to", addr), input=b"one\ntwo\nthree\n", capture_output=True,
                             timeout=60)
@@ -46,10 +51,7 @@ def test_collect_counts_connections_calls_events_bytes_and_rejects(tmp_path):
 
 
 def test_max_call_events_refuses_a_larger_call_and_counts_it(tmp_path):
-    proc = Proc("collect", "--listen", "127.0.0.1:0", "--out", str(tmp_path / "out"), "--metrics-listen",
-                "127.0.0.1:0", "--max-call-events", "3")
-    addr = proc.wait_for(r"listening on (127\.0\.0\.1:\d+)").group(1)
-    metrics = proc.wait_for(r"metrics on http://(\S+)/metrics").group(1)
+    proc, addr, metrics = collect_with_metrics(tmp_path, "--max-call-events", "3")
     try:
         ok = subprocess.run(cli_argv("send", "-", "--to", addr, "--batch-size", "3"), input=b"a\nb\nc\n",
                             capture_output=True, timeout=60)

@@ -21,7 +21,8 @@ def test_configuration_reference_matches_the_typed_config():
 def test_every_flag_named_in_the_config_exists_on_tail():
     import typer.main
 
-    from shipper.cli.app import app, tail_cmd
+    from shipper.cli import app
+    from shipper.cli.tail import tail_cmd
 
     command = typer.main.get_command(app).commands["tail"]
     opts = {o for p in command.params for o in getattr(p, "opts", [])}
@@ -59,7 +60,8 @@ def test_docs_name_only_commands_and_exit_codes_that_exist():
 def test_every_collect_flag_is_in_the_collect_table_with_its_default():
     import typer.main
 
-    from shipper.cli.app import _COLLECT_LIMIT_FLAGS, app
+    from shipper.cli import app
+    from shipper.cli.collect import COLLECT_LIMIT_FLAGS
 
     text = (DOCS / "configuration.md").read_text()
     table = text[text.index("## `flume-ship collect`"):]
@@ -69,6 +71,6 @@ def test_every_collect_flag_is_in_the_collect_table_with_its_default():
         if longest in ("--help", "-h"):
             continue
         assert f"`{longest}" in table, f"collect {longest} is missing from docs/configuration.md"
-    for flag, default, _help in _COLLECT_LIMIT_FLAGS.values():
+    for flag, default, _help in COLLECT_LIMIT_FLAGS.values():
         row = next(line for line in table.splitlines() if line.startswith(f"| `{flag}`"))
         assert f"`{default:g}`" in row if isinstance(default, float) else f"`{default}`" in row, row

@@ -22,7 +22,7 @@ from shipper.avroipc.flume_event import encode_event
 from shipper.avroipc.framing import chunks
 from shipper.avroipc.protocol import HandshakeRequest, encode_handshake_request
 from shipper.sink.client import client_for
-from shipper.transport.stream import Address, ClientOptions
+from shipper.transport import Address, ClientOptions
 from tests.support import Proc
 
 MiB = 1024 * 1024

@@ -242,7 +242,7 @@ def test_two_thousand_idle_connections_hold_no_more_than_max_connections_threads
 
 
 def test_a_silent_tls_client_is_timed_out(targets, tls_files):
-    from shipper.transport.stream import TLSOptions
+    from shipper.transport import TLSOptions
 
     t = targets("--tls-handshake-timeout", "1", "--tls-cert", tls_files["cert"], "--tls-key", tls_files["key"])
     silent = connect(t.address)
@@ -374,7 +374,7 @@ def test_a_client_outside_the_allow_list_is_refused_at_once(targets):
 
 
 def test_the_thrift_collector_has_the_same_connection_limits(targets):
-    from shipper.transport.stream import Address
+    from shipper.transport import Address
 
     t = targets("--protocol", "thrift", "--frame-timeout", "2", "--idle-timeout", "3", "--max-call-bytes", "16M",
                 "--memory-budget", "32M")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shipper.sink.client import CollectorClient
-from shipper.event import encode_event
-from shipper.transport.stream import ClientOptions
+from shipper.avroipc.flume_event import encode_event
+from shipper.transport import ClientOptions
 
 FAST = dict(connect_timeout=5.0, request_timeout=10.0)
 
@@ -14,7 +14,7 @@ FAST = dict(connect_timeout=5.0, request_timeout=10.0)
 def payload(tag: str, n: int) -> tuple[int, bytes, bytes]:
     """(count, joined encoded events, the lines the collector writes for them)."""
     bodies = [f"{tag} {i:05d} ".encode() + b"p" * (i % 90) for i in range(n)]
-    return n, b"".join(encode_event(b) for b in bodies), b"".join(b + b"\n" for b in bodies)
+    return n, b"".join(encode_event({}, b) for b in bodies), b"".join(b + b"\n" for b in bodies)
 
 
 @pytest.mark.parametrize("compress", [None, "deflate"])

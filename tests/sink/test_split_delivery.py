@@ -11,8 +11,8 @@ import threading
 from shipper.avroipc import CallReceived, ProtocolCache, ServerConnection, Status
 from shipper.channel import Channel
 from shipper.sink.client import CollectorClient
-from shipper.event import encode_event
-from shipper.transport.stream import Address, ClientOptions
+from shipper.avroipc.flume_event import encode_event
+from shipper.transport import Address, ClientOptions
 from shipper.sink.policy import Selector
 from shipper.sink.worker import CollectorPool, SinkOptions, SinkWorker
 
@@ -75,7 +75,7 @@ def bodies(n: int) -> list[bytes]:
 def test_a_chunk_bigger_than_the_batch_goes_out_as_batch_sized_calls_in_order(tmp_path):
     collector = ScriptedCollector()
     with Channel.open(tmp_path, min_free_bytes=0, chunk_events=1000) as ch:
-        ch.put([encode_event(b) for b in bodies(1000)])
+        ch.put([encode_event({}, b) for b in bodies(1000)])
         lease = ch.take(300, 1 << 30)
         assert lease.count == 1000  # the whole chunk
         w = worker(ch, collector, batch_size=300)
@@ -90,7 +90,7 @@ def test_a_chunk_bigger_than_the_batch_goes_out_as_batch_sized_calls_in_order(tm
 def test_a_refused_call_is_resumed_from_in_order_and_the_lease_waits_for_it(tmp_path):
     collector = ScriptedCollector(fail={1})  # the second call of the first attempt is refused
     with Channel.open(tmp_path, min_free_bytes=0, chunk_events=1000) as ch:
-        ch.put([encode_event(b) for b in bodies(1000)])
+        ch.put([encode_event({}, b) for b in bodies(1000)])
         lease = ch.take(250, 1 << 30)
         w = worker(ch, collector, batch_size=250)  # default window: one call at a time
         w.deliver(lease)  # returns only once every part was answered OK
@@ -108,7 +108,7 @@ def test_a_refused_call_is_resumed_from_in_order_and_the_lease_waits_for_it(tmp_
 def test_pipelined_parts_answered_ok_are_not_sent_again(tmp_path):
     collector = ScriptedCollector(fail={1})
     with Channel.open(tmp_path, min_free_bytes=0, chunk_events=1000) as ch:
-        ch.put([encode_event(b) for b in bodies(1000)])
+        ch.put([encode_event({}, b) for b in bodies(1000)])
         lease = ch.take(250, 1 << 30)
         w = worker(ch, collector, batch_size=250, window=4)
         w.deliver(lease)  # returns only once every part was answered OK
@@ -127,7 +127,7 @@ def test_a_lease_within_the_batch_is_one_call_of_the_stored_bytes(tmp_path):
     collector = ScriptedCollector()
     with Channel.open(tmp_path, min_free_bytes=0, chunk_events=100) as ch:
         for i in range(0, 300, 100):
-            ch.put([encode_event(b) for b in bodies(300)[i:i + 100]])
+            ch.put([encode_event({}, b) for b in bodies(300)[i:i + 100]])
         lease = ch.take(1000, 1 << 30)
         assert len(lease.chunks) == 3
         w = worker(ch, collector, batch_size=1000)

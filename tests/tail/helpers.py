@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from shipper.channel import Channel
-from shipper.event import Event, decode_event
+from shipper.avroipc.flume_event import FlumeEvent, decode_event
 from shipper.tail import TailOptions, TailSource
 
 
@@ -19,9 +19,9 @@ def make_source(channel, *patterns, **options) -> TailSource:
     return TailSource(TailOptions(paths=[str(p) for p in patterns], **options), channel)
 
 
-def drain(channel) -> list[Event]:
+def drain(channel) -> list[FlumeEvent]:
     """Take and ack everything in the channel, decoded, in order."""
-    out: list[Event] = []
+    out: list[FlumeEvent] = []
     while True:
         lease = channel.take(100_000, 1 << 30)
         if lease is None:

@@ -6,7 +6,7 @@ import codecs
 
 import pytest
 
-from shipper.event import decode_event
+from shipper.avroipc.flume_event import decode_event
 from shipper.tail.decode import Transcoder, check_encoding
 from shipper.tail.events import EventCutter
 from shipper.tail.reader import Cursor, Encoder

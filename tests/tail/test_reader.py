@@ -2,7 +2,7 @@
 
 from hypothesis import given, settings, strategies as st
 
-from shipper.event import decode_event, encode_event, encode_event_with, encode_headers
+from shipper.avroipc.flume_event import decode_event, encode_event, encode_event_with, encode_headers
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 
 
@@ -93,7 +93,7 @@ def test_precomputed_encoding_matches_the_event_codec():
     out = enc.run([b"short", body], 0, False)
     h = encode_headers(headers)
     assert out == [encode_event_with(h, b"short"), encode_event_with(h, body)]
-    assert out[0] == encode_event(b"short", headers)
+    assert out[0] == encode_event(headers, b"short")
 
 
 def test_event_ids_are_generation_and_byte_offset_and_encode_like_the_codec():
@@ -102,4 +102,4 @@ def test_event_ids_are_generation_and_byte_offset_and_encode_like_the_codec():
     assert [(e.body, e.headers["id"]) for e in events] == [(b"ab", "g:0"), (b"cd", "g:4")]
     enc = Encoder(True)
     enc.begin(headers, "g")
-    assert enc.run([b"ab"], 7, False) == [encode_event(b"ab", {"host": "h", "id": "g:7"})]
+    assert enc.run([b"ab"], 7, False) == [encode_event({"host": "h", "id": "g:7"}, b"ab")]

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from shipper.event import decode_event
+from shipper.avroipc.flume_event import decode_event
 from shipper.tail.events import EventCutter
 from shipper.tail.reader import Cursor, Encoder
 from shipper.tail.rules import PRESETS, RuleError, rules_from

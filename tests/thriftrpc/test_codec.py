@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from shipper.event import encode_event as avro_event
+from shipper.avroipc.flume_event import encode_event as avro_event
 from shipper.thriftrpc import (
     CallFailed,
     CallReceived,
@@ -34,7 +34,7 @@ EVENTS = [
 
 
 def stored(events) -> bytes:
-    return b"".join(avro_event(body, headers) for headers, body in events)
+    return b"".join(avro_event(headers, body) for headers, body in events)
 
 
 def unframe(data: bytes) -> bytes:

@@ -14,7 +14,7 @@ import tracemalloc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipper.event import encode_event as avro_event
+from shipper.avroipc.flume_event import encode_event as avro_event
 from shipper.thriftrpc import (
     CallFailed,
     CallSucceeded,
@@ -37,7 +37,7 @@ protos = st.sampled_from(("compact", "binary"))
 @SETTINGS
 @given(protos, events)
 def test_stored_events_transcode_to_what_thrift_writes_and_decode_back(proto, evs):
-    payload = b"".join(avro_event(body, headers) for headers, body in evs)
+    payload = b"".join(avro_event(headers, body) for headers, body in evs)
     structs = transcode_payload(proto, len(evs), payload)
     assert structs == b"".join(codec.encode_event(proto, h, b) for h, b in evs)
     client, server = ClientConnection(proto), ServerConnection()

@@ -13,8 +13,9 @@ import pytest
 from shipper.avroipc import Status
 from shipper.sink.client import CollectorClient
 from shipper.errors import CollectorRejected, ConnectTimeout, PeerProtocolError, RequestTimeout, TransportError
-from shipper.event import encode_event
-from shipper.transport.stream import Address, CertificateError, ClientOptions, TLSOptions
+from shipper.avroipc.flume_event import encode_event
+from shipper.transport import Address, ClientOptions, TLSOptions
+from shipper.errors import CertificateError
 from tests.conftest import RunningCollector
 
 FAST = dict(connect_timeout=5.0, request_timeout=10.0)
@@ -26,7 +27,7 @@ def batches(n_batches: int, size: int, tag: str = "") -> list[list[bytes]]:
 
 def deliver(client: CollectorClient, bodies_per_batch: list[list[bytes]]) -> bytes:
     for bodies in bodies_per_batch:
-        client.append_batch([encode_event(b) for b in bodies])
+        client.append_batch([encode_event({}, b) for b in bodies])
     return b"".join(b + b"\n" for bodies in bodies_per_batch for b in bodies)
 
 
@@ -61,7 +62,7 @@ def test_tls_without_the_ca_fails_verification_and_closes(start_collector, serve
     col = start_collector(tls=server_tls)
     client = CollectorClient(col.address, ClientOptions(tls=TLSOptions(), **FAST))
     with pytest.raises(CertificateError, match="certificate verify failed"):
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert not client.connected
     assert col.output() == b""
 
@@ -70,7 +71,7 @@ def test_tls_name_mismatch_fails_verification(start_collector, server_tls, tls_f
     col = start_collector(tls=server_tls)
     options = ClientOptions(tls=TLSOptions(ca_file=tls_files["ca"], server_name="other.example"), **FAST)
     with pytest.raises(CertificateError):
-        CollectorClient(col.address, options).append_batch([encode_event(b"x")])
+        CollectorClient(col.address, options).append_batch([encode_event({}, b"x")])
 
 
 def test_tls_insecure_skips_verification(start_collector, server_tls):
@@ -128,7 +129,7 @@ def test_layering_mismatch_fails_instead_of_hanging(start_collector, server_tls,
     )
     client = CollectorClient(col.address, options)
     with pytest.raises(TransportError):
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert not client.connected
 
 
@@ -139,13 +140,13 @@ def test_unwritable_output_answers_failed_then_recovers(start_collector):
     col.out.write_bytes(b"not a directory")
     client = CollectorClient(col.address, ClientOptions(**FAST))
     with pytest.raises(CollectorRejected) as info:
-        client.append_batch([encode_event(b"lost?")])
+        client.append_batch([encode_event({}, b"lost?")])
     assert info.value.status == Status.FAILED
     assert info.value.retriable
     assert not client.connected  # every failure closes the connection
     col.out.unlink()
     col.out.mkdir()
-    client.append_batch([encode_event(b"kept")])  # a new connection, a new handshake
+    client.append_batch([encode_event({}, b"kept")])  # a new connection, a new handshake
     assert client.connected
     client.close()
     assert col.output() == b"kept\n"
@@ -154,13 +155,13 @@ def test_unwritable_output_answers_failed_then_recovers(start_collector):
 def test_garbage_client_is_disconnected_while_another_carries_on(start_collector):
     col = start_collector()
     good = CollectorClient(col.address, ClientOptions(**FAST))
-    good.append_batch([encode_event(b"before")])
+    good.append_batch([encode_event({}, b"before")])
     bad = socket.create_connection((col.address.host, col.address.port))
     bad.sendall(b"\xff" * 64 + b"GET / HTTP/1.1\r\n\r\n")
     bad.settimeout(10)
     assert bad.recv(100) == b""  # the collector hung up on it
     bad.close()
-    good.append_batch([encode_event(b"after")])
+    good.append_batch([encode_event({}, b"after")])
     good.close()
     assert col.output() == b"before\nafter\n"
 
@@ -168,7 +169,7 @@ def test_garbage_client_is_disconnected_while_another_carries_on(start_collector
 def test_silent_server_gives_request_timeout_not_a_hang(silent_server):
     client = CollectorClient(silent_server, ClientOptions(connect_timeout=2.0, request_timeout=0.5))
     with pytest.raises(RequestTimeout):
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert not client.connected
 
 
@@ -176,7 +177,7 @@ def test_silent_server_with_tls_gives_connect_timeout(silent_server):
     options = ClientOptions(connect_timeout=0.5, request_timeout=5.0, tls=TLSOptions(insecure=True))
     client = CollectorClient(silent_server, options)
     with pytest.raises(ConnectTimeout):
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert not client.connected
 
 
@@ -185,7 +186,7 @@ def test_refused_is_a_transport_error():
     addr = Address("127.0.0.1", port.getsockname()[1])
     port.close()
     with pytest.raises(TransportError, match="refused") as info:
-        CollectorClient(addr, ClientOptions(**FAST)).append_batch([encode_event(b"x")])
+        CollectorClient(addr, ClientOptions(**FAST)).append_batch([encode_event({}, b"x")])
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
@@ -202,7 +203,7 @@ def test_server_sending_garbage_is_a_peer_protocol_error():
     t.start()
     client = CollectorClient(Address("127.0.0.1", listener.getsockname()[1]), ClientOptions(**FAST))
     with pytest.raises(PeerProtocolError):
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert not client.connected
     t.join(10)
     listener.close()
@@ -213,14 +214,14 @@ def test_reconnects_after_the_collector_restarts_on_the_same_port(tmp_path):
     out.mkdir()
     first = RunningCollector(out)
     client = CollectorClient(first.address, ClientOptions(**FAST))
-    client.append_batch([encode_event(b"one")])
+    client.append_batch([encode_event({}, b"one")])
     first.stop()
     second = RunningCollector(out, listen=first.address)
     try:
         with pytest.raises(TransportError):  # the old connection is gone: closed, then reopened
-            client.append_batch([encode_event(b"two?")])
+            client.append_batch([encode_event({}, b"two?")])
         assert not client.connected
-        client.append_batch([encode_event(b"two")])
+        client.append_batch([encode_event({}, b"two")])
     finally:
         client.close()
         second.stop()
@@ -233,7 +234,7 @@ def test_pipelined_batches_are_all_acknowledged_in_order(start_collector, compre
     data = batches(50, 40, tag="p")
     acks: list[int] = []
     with CollectorClient(col.address, ClientOptions(compress=compress, **FAST)) as client:
-        n = client.append_batches(([encode_event(b) for b in bodies] for bodies in data), window=8, on_ack=acks.append)
+        n = client.append_batches(([encode_event({}, b) for b in bodies] for bodies in data), window=8, on_ack=acks.append)
     assert n == sum(acks) == 50 * 40
     assert col.output() == b"".join(b + b"\n" for bodies in data for b in bodies)
 
@@ -244,7 +245,7 @@ def test_pipelined_failure_reports_what_was_acknowledged(start_collector):
     col.out.write_bytes(b"")  # cannot write: every batch is answered FAILED
     client = CollectorClient(col.address, ClientOptions(**FAST))
     with pytest.raises(CollectorRejected) as info:
-        client.append_batches(([encode_event(b"x")] for _ in range(10)), window=4)
+        client.append_batches(([encode_event({}, b"x")] for _ in range(10)), window=4)
     assert info.value.acknowledged == 0
     assert not client.connected
 

@@ -11,10 +11,12 @@ import threading
 
 import pytest
 
-from shipper.sink.client import client_for, probe
+from shipper.sink.client import client_for
+from shipper.sink.probe import probe
 from shipper.errors import CollectorRejected, PeerProtocolError, RequestTimeout, TransportError
-from shipper.event import encode_event
-from shipper.transport.stream import Address, CertificateError, ClientOptions, TLSOptions
+from shipper.avroipc.flume_event import encode_event
+from shipper.errors import CertificateError
+from shipper.transport import Address, ClientOptions, TLSOptions
 from shipper.collector.writer import RollingWriter
 from shipper.sink.thrift_client import ThriftCollectorClient
 from shipper.collector.thrift_server import ThriftCollector
@@ -67,7 +69,7 @@ def test_batches_arrive_in_order_byte_for_byte(thrift_collector, proto):
     with client_for(thrift(col.address, proto), ClientOptions(**FAST)) as client:
         assert isinstance(client, ThriftCollectorClient)
         for bodies in data:
-            client.append_batch([encode_event(b, {"h": "v"}) for b in bodies])
+            client.append_batch([encode_event({"h": "v"}, b) for b in bodies])
     assert col.output() == b"".join(b + b"\n" for bodies in data for b in bodies)
 
 
@@ -75,7 +77,7 @@ def test_batches_arrive_in_order_byte_for_byte(thrift_collector, proto):
 def test_stored_payloads_pipelined_are_all_acknowledged(thrift_collector, proto):
     col = thrift_collector()
     data = [lines(40, f"p{b}-") for b in range(30)]
-    payloads = [(len(bodies), b"".join(encode_event(b) for b in bodies)) for bodies in data]
+    payloads = [(len(bodies), b"".join(encode_event({}, b) for b in bodies)) for bodies in data]
     acked: list[int] = []
     with client_for(thrift(col.address, proto), ClientOptions(**FAST)) as client:
         n = client.append_payloads(payloads, window=8, on_ack=lambda i, _n: acked.append(i))
@@ -87,11 +89,11 @@ def test_tls_verifies_against_the_given_ca(thrift_collector, server_tls, tls_fil
     col = thrift_collector(tls=server_tls)
     options = ClientOptions(tls=TLSOptions(ca_file=tls_files["ca"]), **FAST)
     with client_for(thrift(col.address), options) as client:
-        client.append_batch([encode_event(b"secret")])
+        client.append_batch([encode_event({}, b"secret")])
     assert col.output() == b"secret\n"
     client = client_for(thrift(col.address), ClientOptions(tls=TLSOptions(), **FAST))
     with pytest.raises(CertificateError):
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert not client.connected
 
 
@@ -99,7 +101,7 @@ def test_compress_applies_to_avro_collectors_only(thrift_collector, caplog):
     col = thrift_collector()
     with caplog.at_level("INFO", logger="flume-ship.sink"):
         with client_for(thrift(col.address), ClientOptions(compress="deflate", **FAST)) as client:
-            client.append_batch([encode_event(b"plain")])
+            client.append_batch([encode_event({}, b"plain")])
     assert col.output() == b"plain\n"
     assert "applies to Avro collectors only" in caplog.text
 
@@ -110,11 +112,11 @@ def test_unwritable_output_answers_failed_then_recovers(thrift_collector):
     col.out.write_bytes(b"not a directory")
     client = client_for(thrift(col.address), ClientOptions(**FAST))
     with pytest.raises(CollectorRejected, match="answered FAILED") as info:
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert info.value.retriable and not client.connected
     col.out.unlink()
     col.out.mkdir()
-    client.append_batch([encode_event(b"y")])
+    client.append_batch([encode_event({}, b"y")])
     client.close()
     assert col.output() == b"y\n"
 
@@ -127,7 +129,7 @@ def test_frame_over_the_limit_disconnects_that_client_only(thrift_collector):
     assert hostile.recv(10) == b""  # disconnected, nothing allocated for it
     hostile.close()
     with client_for(thrift(col.address), ClientOptions(**FAST)) as client:
-        client.append_batch([encode_event(b"fine")])
+        client.append_batch([encode_event({}, b"fine")])
     assert col.output() == b"fine\n"
 
 
@@ -135,8 +137,8 @@ def test_call_over_the_event_limit_is_refused(thrift_collector):
     col = thrift_collector(limits={"max_events_per_call": 10})
     client = client_for(thrift(col.address), ClientOptions(**FAST))
     with pytest.raises(CollectorRejected, match="limit of 10"):
-        client.append_batch([encode_event(b"e")] * 11)
-    client.append_batch([encode_event(b"e")] * 10)
+        client.append_batch([encode_event({}, b"e")] * 11)
+    client.append_batch([encode_event({}, b"e")] * 10)
     client.close()
     assert col.output() == b"e\n" * 10
 
@@ -240,10 +242,10 @@ def test_each_failure_is_retriable_closes_the_connection_and_the_next_call_recon
     source = scripted([action, "ok"])
     client = client_for(thrift(source.address), ClientOptions(**FAST))
     with pytest.raises(error, match=text) as info:
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert info.value.retriable
     assert not client.connected
-    client.append_batch([encode_event(b"x")])  # a new connection, answered OK
+    client.append_batch([encode_event({}, b"x")])  # a new connection, answered OK
     client.close()
     assert source.calls == 2
 
@@ -252,7 +254,7 @@ def test_silent_after_connect_is_a_request_timeout(scripted):
     source = scripted(["silent"])
     client = client_for(thrift(source.address), ClientOptions(connect_timeout=2.0, request_timeout=0.5))
     with pytest.raises(RequestTimeout):
-        client.append_batch([encode_event(b"x")])
+        client.append_batch([encode_event({}, b"x")])
     assert not client.connected
 
 
@@ -261,7 +263,7 @@ def test_refused_is_a_transport_error():
     addr = thrift(Address("127.0.0.1", s.getsockname()[1]))
     s.close()
     with pytest.raises(TransportError, match="refused"):
-        client_for(addr, ClientOptions(**FAST)).append_batch([encode_event(b"x")])
+        client_for(addr, ClientOptions(**FAST)).append_batch([encode_event({}, b"x")])
 
 
 # --------------------------------------------------------------------------- ping

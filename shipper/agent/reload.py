@@ -1,0 +1,85 @@
+"""Reload: apply a re-read configuration to a running agent, losing and repeating nothing.
+
+On SIGHUP the agent re-reads the configuration (the same file, with the same command-line flags on
+top). If it is invalid, each problem is logged and the agent keeps running as before. Otherwise:
+sources removed or changed are stopped (each commits what it read, with its offsets); if the
+delivery settings changed, the sink workers finish their in-flight batches (up to
+``drain_timeout``, then the batch is given back to the channel) and new workers start with the new
+collectors; then new and changed sources start and resume from their committed offsets. The
+channel stays open throughout. Channel and metrics-endpoint settings need a restart (a warning
+says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from shipper.agent.runners import Delivery, SourceRunner
+from shipper.agent.snapshot import status_line
+from shipper.errors import ConfigError
+
+log = logging.getLogger("flume-ship.agent")
+
+
+def reload(agent) -> None:
+    """Apply the re-read configuration to the running agent (SIGHUP); see the module docstring."""
+    if not agent.can_reload or agent.once:
+        log.info("SIGHUP: nothing to reload")
+        return
+    agent.notifier.reloading()
+    try:
+        new = agent.reload_config()
+    except ConfigError as exc:
+        for problem in exc.lines():
+            log.error("reload refused: %s", problem)
+        log.error("reload refused: still running the previous configuration")
+        agent.notifier.ready(status_line(agent))
+        return
+    old = agent.config
+    if new.channel != old.channel:
+        log.warning("reload: [channel] settings changed; they take effect at the next restart")
+    if new.agent.metrics_listen != old.agent.metrics_listen:
+        log.warning("reload: agent.metrics_listen changed; it takes effect at the next restart")
+    new = replace(new, channel=old.channel, agent=replace(new.agent, metrics_listen=old.agent.metrics_listen))
+    agent.reloads += 1
+    drain = new.agent.drain_timeout
+    wanted = {s.name: s for s in new.sources}
+    # 1. Stop sources that go away or change: each commits what it read, with its offsets.
+    for name, runner in list(agent.sources.items()):
+        if wanted.get(name) != runner.config:
+            agent.notifier.watchdog()  # a long reload must not look like a hang
+            runner.stop(drain + 5)
+            retire_counts(agent, runner)
+            del agent.sources[name]
+            log.info("reload: source %s %s", name, "changed" if name in wanted else "removed")
+    # 2. Replace the sink workers if the delivery settings changed.
+    if new.delivery != old.delivery:
+        old_delivery = agent.delivery
+        agent.notifier.watchdog()
+        if not old_delivery.stop(drain):
+            agent.retired.append(old_delivery)
+        agent.telemetry.keep_collectors(new.addresses())
+        agent.delivery = Delivery(new, agent.channel, agent.telemetry)
+        agent.delivery.start()
+        agent.progress_base = time.monotonic()  # new collectors get a full stall_timeout
+        log.info("reload: collectors now %s (%s)", ",".join(new.delivery.collectors), new.delivery.balance)
+    agent.retired = [d for d in agent.retired if d.alive]
+    # 3. Start sources that are new or changed; they resume from their committed offsets.
+    for name, section in wanted.items():
+        if name not in agent.sources:
+            runner = SourceRunner(section, agent.channel, agent.descriptors)
+            runner.start()
+            agent.sources[name] = runner
+            log.info("reload: source %s tails %s", name, " ".join(section.paths))
+    agent.config = new
+    log.info("reloaded configuration: %d sources, %d collectors", len(new.sources), len(new.delivery.collectors))
+    agent.notifier.ready(status_line(agent))
+
+
+def retire_counts(agent, runner: SourceRunner) -> None:
+    """Keep a stopped runner's counters, so a source's totals survive its restart."""
+    acc = agent.retired_counts.setdefault(runner.name, {})
+    for k, v in runner.counts().items():
+        acc[k] = acc.get(k, 0) + v

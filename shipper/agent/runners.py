@@ -1,0 +1,185 @@
+"""What the agent runs: one runner per tail source, and the sink workers of one delivery setting.
+
+Sources and the channel: every source sees the channel through a :class:`SourceChannel`, which
+keeps its offset records under the prefix ``src:<name>/`` (none for the source named ``default``,
+the one the command line's PATHS make, so state from before config files is kept). A tail source
+forgets the records it does not find among its own files, so without the prefix two sources would
+delete each other's offsets. The wrapper also counts the events each source put.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from shipper.agent.config import DEFAULT_SOURCE, Config, SourceSection
+from shipper.errors import ShipperError
+from shipper.ops.document import CollectorStatus
+from shipper.ops.telemetry import Telemetry
+from shipper.sink.policy import Balance, Selector
+from shipper.sink.worker import CollectorPool, SinkWorker
+
+log = logging.getLogger("flume-ship.agent")
+
+
+def source_prefix(name: str) -> str:
+    """The prefix of a source's offset keys in the channel."""
+    return "" if name == DEFAULT_SOURCE else f"src:{name}/"
+
+
+class SourceChannel:
+    """The channel as one tail source sees it: its own offset records only; its puts counted."""
+
+    def __init__(self, channel, prefix: str):
+        self.channel = channel
+        self.prefix = prefix
+        self.events_put = 0
+        self.bytes_put = 0
+
+    def offsets(self) -> dict[str, bytes]:
+        p = self.prefix
+        every = self.channel.offsets()
+        if not p:
+            return {k: v for k, v in every.items() if not k.startswith("src:")}
+        return {k[len(p):]: v for k, v in every.items() if k.startswith(p)}
+
+    def put(self, events, offsets=None, timeout=None) -> bool:
+        events = list(events)
+        if offsets and self.prefix:
+            offsets = {self.prefix + k: v for k, v in offsets.items()}
+        ok = self.channel.put(events, offsets, timeout=timeout)
+        if ok:
+            self.events_put += len(events)
+            self.bytes_put += sum(map(len, events))
+        return ok
+
+    def __getattr__(self, name):  # stats(), wait_for_events(), ...: the shared channel's
+        return getattr(self.channel, name)
+
+
+class SourceRunner:
+    """One configured source: its TailSource, its thread and its stop flag."""
+
+    def __init__(self, config: SourceSection, channel, budget=None):
+        from shipper.tail import TailSource
+
+        self.config = config
+        self.name = config.name
+        self.view = SourceChannel(channel, source_prefix(config.name))
+        self.source = TailSource(config.tail_options(), self.view, budget)
+        self.stop_flag = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name=f"tail-{self.name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.source.run(self.stop_flag)
+        except BaseException as exc:  # the agent stops and reports it
+            self.error = exc
+            if not isinstance(exc, ShipperError):
+                log.exception("source %s stopped by an unexpected error", self.name)
+
+    def stop(self, timeout: float) -> None:
+        self.stop_flag.set()
+        self.source.wakeup()
+        if self.thread is not None:
+            self.thread.join(timeout)
+        if not self.alive:
+            self.source.close()  # its share of the descriptor budget goes back to the others
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def counts(self) -> dict[str, int]:
+        c = self.source.counters
+        return {"events_read": c.get("events", 0), "events_put": self.view.events_put,
+                "bytes_put": self.view.bytes_put, "rotations": c.get("rotations", 0),
+                "truncations": c.get("truncations", 0), "descriptor_waits": c.get("descriptor_waits", 0),
+                "incomplete_scans": c.get("incomplete_scans", 0),
+                **{f"rules_{k}": v for k, v in self.source.rule_counts().items()}}
+
+
+class Delivery:
+    """The sink workers for one set of delivery settings, with their own stop flags."""
+
+    def __init__(self, config: Config, channel, telemetry: Telemetry):
+        d = config.delivery
+        self.config = d
+        self.addresses = config.addresses()
+        self.selector = Selector(len(self.addresses), Balance(d.balance), d.max_penalty)
+        sink_options = config.sink_options()
+        self.pool = CollectorPool(self.addresses, self.selector, sink_options, telemetry)
+        client_options = config.client_options()
+        self.stopping = threading.Event()
+        self.abort = threading.Event()
+        self.exit_when_empty = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+        def make_client(address):
+            from shipper.sink.client import client_for
+
+            return client_for(address, client_options)
+
+        self.workers = [
+            SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,
+                       exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"sink-{n}")
+            for n in range(d.sinks)
+        ]
+
+    def start(self) -> None:
+        for w in self.workers:
+            t = threading.Thread(target=w.run, name=w.name, daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    @property
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def stop(self, drain_timeout: float) -> bool:
+        """Finish in-flight batches for up to ``drain_timeout``, then give them back; True when all ended."""
+        self.stopping.set()
+        self.join(time.monotonic() + drain_timeout)
+        return not self.alive
+
+    def join(self, deadline: float) -> None:
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self.alive:
+            log.warning("drain timeout: giving in-flight batches back to the channel")
+            self.abort.set()
+            for t in self.threads:
+                t.join(5.0)
+
+    def error(self) -> BaseException | None:
+        return next((w.error for w in self.workers if w.error is not None), None)
+
+    def collectors(self, telemetry_snapshot: dict) -> list[CollectorStatus]:
+        now = time.monotonic()
+        out = []
+        for i, address in enumerate(self.addresses):
+            h = self.selector.health[i]
+            t = telemetry_snapshot["collectors"].get(str(address), {})
+            penalty = max(0.0, h.penalty_until - now)
+            if h.failures:
+                state = "down" if penalty > 0 else "retrying"
+            elif h.last_success is not None or t.get("last_success") is not None:
+                state = "up"  # telemetry remembers a success from before a reload
+            else:
+                state = "standby"
+            out.append(CollectorStatus(
+                address=str(address), state=state, last_success=t.get("last_success"),
+                consecutive_failures=h.failures, penalty_seconds=round(penalty, 3),
+                failures=h.total_failures, events_ok=t.get("events_ok", 0),
+                batches_ok=t.get("batches_ok", 0), last_error=h.last_error,
+                last_latency=t.get("last_latency"),
+                latency_buckets=t.get("latency_buckets"), latency_count=t.get("latency_count", 0),
+                latency_sum=t.get("latency_sum", 0.0),
+            ))
+        return out
