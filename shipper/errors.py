@@ -36,7 +36,8 @@ EXIT_UNAVAILABLE = 3  # a collector could not be reached or did not accept the e
 EXIT_LOCKED = 4  # another flume-ship holds the state directory
 EXIT_STATE = 5  # the state directory is unusable (newer format, unreadable, not writable)
 EXIT_DEADLINE = 6  # --once: delivery did not finish before --deadline
-EXIT_INPUT = 7  # an input file could not be read
+EXIT_INPUT = 7  # an input is missing or unreadable (--once: a path that matches nothing, a file it cannot read)
+EXIT_QUEUED = 8  # --once: stopped by SIGINT/SIGTERM with events still queued (they wait for the next run)
 EXIT_INTERRUPTED = 130  # stopped by a second SIGINT/SIGTERM before draining finished
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Callable
 
@@ -38,7 +39,7 @@ from shipper.agent.config import Config
 from shipper.agent.reload import reload
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
-from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK
+from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
 from shipper.ops.telemetry import Telemetry
@@ -46,6 +47,7 @@ from shipper.ops.telemetry import Telemetry
 log = logging.getLogger("flume-ship.agent")
 
 _TICK = 0.2  # the main loop looks at its flags this often
+_GRACE = 0.5  # after a deadline or drain timeout, how long given-back batches may take to be nacked
 
 
 class Agent:
@@ -72,6 +74,7 @@ class Agent:
         self.progress_base = time.monotonic()
         self.state = "starting"
         self.reloads = 0
+        self._read_finished: list[bool] = []
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -181,7 +184,7 @@ class Agent:
         for r in self.sources.values():
             r.stop(max(0.0, deadline - time.monotonic()))
         self.delivery.stopping.set()
-        self.delivery.join(deadline)
+        self.delivery.join(deadline, grace=_GRACE)
         for r in self.sources.values():
             if r.error is not None:
                 raise r.error
@@ -190,33 +193,83 @@ class Agent:
         return EXIT_OK
 
     def _run_once(self, started: float) -> int:
+        """Read everything, ship it, and say truthfully how it went (the exit codes in the module
+        docstring). The deadline bounds the whole run, reading and draining included."""
         self.delivery.start()
         self.state = "running"
         log.info("shipping %s once", self._what())
         self.notifier.ready("shipping once")
-        for r in self.sources.values():
-            try:
-                r.source.run_once()
-            finally:
-                r.source.close()
-        self.delivery.exit_when_empty.set()
         end = started + self.deadline if self.deadline else None
-        while self.delivery.alive:
+        read_stop = threading.Event()
+        finished = self._read_finished = []
+        reading = threading.Thread(target=self._read_all, args=(read_stop, finished), name="read-once", daemon=True)
+        reading.start()
+        while reading.is_alive() or self.delivery.alive:
+            if not reading.is_alive():
+                self.delivery.exit_when_empty.set()
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return self._deadline_passed(read_stop, reading, end)
             if self._stop_requested:
-                self.delivery.stop(self.config.agent.drain_timeout)
-                return EXIT_OK
-            if end is not None and time.monotonic() >= end:
-                self.delivery.abort.set()
-                self.delivery.join(time.monotonic() + 5)
-                left = self.channel.stats().events
-                log.error("--deadline of %.0fs passed with %d events still queued; they stay in the "
-                          "channel for the next run", self.deadline, left)
-                return EXIT_DEADLINE
-            for t in self.delivery.threads:
-                t.join(_TICK)
+                return self._interrupted(read_stop, reading, end)
+            time.sleep(_TICK if end is None else max(0.0, min(_TICK, end - now)))
+        for r in self.sources.values():
+            if r.error is not None:
+                raise r.error
         if self.delivery.error() is not None:
             raise self.delivery.error()
+        problems = [p for r in self.sources.values() for p in r.source.problems()]
+        if problems:
+            for p in problems:
+                log.error("input: %s", p)
+            raise InputError(f"{len(problems)} input{'s' if len(problems) > 1 else ''} missing or unreadable "
+                             f"(first: {problems[0]}); everything readable was shipped")
         return EXIT_OK
+
+    def _read_all(self, stop: threading.Event, finished: list[bool]) -> None:
+        for r in self.sources.values():
+            try:
+                if not r.source.run_once(stop):
+                    return
+            except BaseException as exc:  # reported after the run, like a source thread's error
+                r.error = exc
+                return
+            finally:
+                r.source.close()
+        finished.append(True)
+
+    def _deadline_passed(self, read_stop: threading.Event, reading, end: float) -> int:
+        """Give in-flight batches back at once: a call blocked on a silent collector is left to die
+        with the process (its lease lives in memory; the events stay in the channel)."""
+        read_stop.set()
+        self.delivery.abort.set()
+        self.delivery.join(end + _GRACE, grace=0.0, quiet=True)
+        reading.join(max(0.0, end + _GRACE - time.monotonic()))
+        left = self.channel.stats().events
+        log.error("--deadline of %gs passed with %d events still queued%s; they stay in the channel for the "
+                  "next run", self.deadline, left, "" if not reading.is_alive() else " and files not read to the end")
+        return EXIT_DEADLINE
+
+    def _interrupted(self, read_stop: threading.Event, reading, end: float | None) -> int:
+        """SIGINT/SIGTERM during --once: stop reading, let calls on the wire finish (up to the drain
+        timeout, and never past the deadline); exit 0 only if that left nothing behind."""
+        read_stop.set()
+        until = time.monotonic() + self.config.agent.drain_timeout
+        if end is not None:
+            until = min(until, end)
+        reading.join(max(0.0, until - time.monotonic()))
+        self.delivery.stopping.set()
+        self.delivery.join(until, grace=_GRACE)
+        left = self.channel.stats().events
+        if left == 0 and self._read_complete(reading):
+            return EXIT_OK
+        log.error("interrupted with %d events queued%s; they stay in the channel for the next run", left,
+                  "" if self._read_complete(reading) else " and files not read to the end")
+        return EXIT_QUEUED
+
+    def _read_complete(self, reading) -> bool:
+        """Every source read its files to their end (not stopped half-way)."""
+        return not reading.is_alive() and bool(self._read_finished)
 
     def _shutdown(self, started: float) -> None:
         snap = self.telemetry.snapshot()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from shipper.agent.config import DeliverySection, client_options_of, parse_size
+from shipper.agent.config import DeliverySection, check_flag, client_options_of, parse_size
 from shipper.cli.app import report
 from shipper.errors import ConfigFileError
 
@@ -103,6 +103,12 @@ def with_transport_flags(before: str | None = None, *, build: bool = True) -> Ca
 def client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
     """The transport flags as a DeliverySection, built into ClientOptions by the agent's own function."""
     compression_flag(compress)
+    try:
+        for name, flag, value in (("connect_timeout", "--connect-timeout", connect_timeout),
+                                  ("request_timeout", "--request-timeout", request_timeout)):
+            check_flag(DeliverySection, name, value, flag)
+    except ConfigFileError as err:
+        raise report(err) from None
     section = DeliverySection(compress=compress.lower(), compression_level=level, tls=tls, tls_ca=tls_ca,
                               tls_insecure=tls_insecure, tls_server_name=tls_name, tls_layering=layering,
                               connect_timeout=connect_timeout, request_timeout=request_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from typing import Optional
 
@@ -139,6 +140,8 @@ def tail_cmd(
 
     if deadline is not None and not once:
         raise typer.BadParameter("only makes sense with --once", param_hint="--deadline")
+    if deadline is not None and not math.isfinite(deadline):
+        raise typer.BadParameter("must be a finite number of seconds", param_hint="--deadline")
     path = config if config is not None else default_config_path()
     overlay = overlay_from_flags(ctx, paths)
     try:

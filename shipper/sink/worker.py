@@ -50,6 +50,8 @@ from shipper.sink.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
 
+_STOP_LOOK = 0.1  # a backoff looks at the stop flag this often
+
 
 @dataclass(frozen=True)
 class SinkOptions:
@@ -162,6 +164,7 @@ class SinkWorker:
         self._make_client = make_client
         self.tried: set[int] = set()
         self.backoffs = 0
+        self._part_acked = False  # the lease being delivered has parts acknowledged already
         self.delivered_events = 0
         self.error: BaseException | None = None
 
@@ -271,8 +274,12 @@ class SinkWorker:
             raise
 
     def _sleep(self, seconds: float) -> None:
-        if seconds > 0 and self.abort.wait(seconds):
-            raise _Aborted()
+        """Back off; a stop or an abort ends the wait and gives the batch back (nothing is on the wire)."""
+        until = time.monotonic() + seconds
+        while seconds > 0:
+            if self.abort.wait(min(seconds, _STOP_LOOK)) or (self.stopping.is_set() and not self._part_acked):
+                raise _Aborted()
+            seconds = until - time.monotonic()
 
     def _count_retry(self, retry_state: tenacity.RetryCallState) -> None:
         if self.telemetry:
@@ -281,7 +288,10 @@ class SinkWorker:
     def _attempt(self, parts: list[tuple[int, bytes]], done: set[int]) -> None:
         """One collector, the parts not yet answered OK (``done`` holds their indexes; with
         window 1 they are a prefix, so the rest goes out in order)."""
-        if self.abort.is_set():
+        self._part_acked = bool(done)
+        if self.abort.is_set() or (self.stopping.is_set() and not done):
+            # Stopping: the drain waits only for calls already on the wire. A lease partly
+            # acknowledged is finished instead (giving it back would send those parts twice).
             raise _Aborted()
         todo = [i for i in range(len(parts)) if i not in done]
         i = self.pool.choose(frozenset(self.tried))

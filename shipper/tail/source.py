@@ -119,6 +119,23 @@ class _Seen(NamedTuple):
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime)
 
 
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
+
+
+def _what(pattern: str, path: str, why: str) -> str:
+    return why if path == pattern else f"matches {path}, which {why}"
+
+
 class _Stopped(Exception):
     """The stop flag was set while a put was blocked; the batch is still uncommitted."""
 
@@ -248,6 +265,7 @@ class TailSource:
         self._stop: threading.Event | None = None
         self._deadline: float | None = None  # final flush at shutdown gives up at this time
         self._io_error_logged = False
+        self._missing: dict[str, str] = {}  # pattern -> why it matched no regular file at the last look
 
         self._lock = threading.Lock()  # guards the two fields below, shared with watchdog's thread
         self._due_paths: set[str] = set()
@@ -287,21 +305,51 @@ class TailSource:
                 self._stop_watch()
                 self._close_all()
 
-    def run_once(self) -> None:
+    def run_once(self, stop: threading.Event | None = None) -> bool:
         """Read every matched file to its current end (incomplete last lines included) and commit.
 
         Files beyond the descriptor budget are read in turns: this returns when every one of them
-        has had its turn to the end, not after the first pass."""
+        has had its turn to the end, not after the first pass. ``stop`` ends it early (what was
+        read but not committed is read again next time); returns False then, True when done."""
         self._eof_flush = True
+        self._stop = stop
         try:
             self._pass(force_full=True)
             while self._hot or self._waiting:
+                if stop is not None and stop.is_set():
+                    return False
                 self._pass()
                 if self._waiting and not self._hot:
                     time.sleep(0.02)  # every slot is held by another source's files: its next pass frees some
+            return not (stop is not None and stop.is_set())
+        except _Stopped:
+            self._reset()
+            return False
         finally:
             self._eof_flush = False
+            self._stop = None
             self._close_all()
+
+    def problems(self) -> list[str]:
+        """What could not be read at the last look: patterns that matched no regular file, and files
+        that could not be opened or read (with the bytes they hold). Empty when everything was read."""
+        out = [f"{pat}: {why}" for pat, why in self._missing.items()]
+        for f in list(self._files.values()):
+            if f.unreadable:
+                out.append(f"{f.path}: cannot read ({f.unreadable}); {max(0, f.size - f.cur.offset)} bytes "
+                           "not shipped")
+        return out
+
+    def _note_pattern(self, pat: str, why: str | None) -> None:
+        """Remember whether a pattern matched; log the change (a service keeps looking for it)."""
+        before = self._missing.get(pat)
+        if why is None:
+            if self._missing.pop(pat, None) is not None and not self._eof_flush:
+                log.info("tail: %s now matches a file", pat)
+            return
+        self._missing[pat] = why
+        if before is None and not self._eof_flush:
+            log.warning("tail: %s: %s; still looking for it", pat, why)
 
     def poll(self) -> int:
         """One pass over every file (discovery included), then commit. Returns the events put."""
@@ -469,14 +517,18 @@ class TailSource:
         for pat in self._patterns:
             found = expand(pat, dirs.list)
             errors += found.errors
+            other = None  # what the pattern named when it matched no regular file
+            hits = 0
             for p in found.paths:
                 key = by_path.get(p)
                 if key is not None and trust_dirs:
                     f = files[key]
                     if dirs.unchanged(f.parent) and not rotation.due(f.order):
                         cands.setdefault(key, (p, None, True))
+                        hits += 1
                         continue
                 if p.lower().endswith(COMPRESSED_SUFFIXES) or self._select.excluded(p):
+                    other = other or _what(pat, p, "is compressed or excluded")
                     continue
                 try:
                     st = os.stat(p)
@@ -484,9 +536,14 @@ class TailSource:
                     continue
                 except OSError as exc:
                     errors.append(exc)
+                    other = _what(pat, p, f"cannot be looked at ({exc.strerror or exc})")
                     continue
                 if stat.S_ISREG(st.st_mode):
                     cands.setdefault(file_key(st.st_dev, st.st_ino), (p, _Seen.of(st), True))
+                    hits += 1
+                else:
+                    other = other or _what(pat, p, f"is {_kind(st.st_mode)}, not a regular file")
+            self._note_pattern(pat, None if hits else (other or "matches no file"))
 
         # Directories to look in for rotations: those of the families and of what the globs found.
         # An unchanged directory holds nothing new; only the others are read entry by entry.
