@@ -100,6 +100,7 @@ class DeliveryError(ShipperError):
     retriable = True
     exit_code = EXIT_UNAVAILABLE
     acknowledged: int = 0  # events acknowledged OK before this failure (pipelined calls)
+    busy = False  # the collector is alive and answering, only not accepting now: retry it soon
 
 
 class TransportError(DeliveryError):
@@ -124,6 +125,8 @@ class CertificateError(TransportError):
 
 class CollectorRejected(DeliveryError):
     """The collector answered, but not OK: Status FAILED or UNKNOWN, or an Avro system error."""
+
+    busy = True
 
     status: object = None  # the Status it answered (FAILED, UNKNOWN), or None for an error message
     message: str | None = None  # the collector's error text, when it answered with one

@@ -105,6 +105,10 @@ class DeliverySection:
                              "min(this, 2^failures).", flag="--max-penalty", lo=0)
     backoff_max: float = opt(30.0, "Cap in seconds on the wait between retries while no collector is healthy.",
                              flag="--backoff-max", lo=0.1)
+    busy_penalty: float = opt(5.0, "Longest time in seconds a collector that is alive but busy (it answered "
+                              "FAILED or with an error) is skipped, and the cap on the wait before trying it "
+                              "again; Flume's own sink runner backs off at most 5 s. An unreachable collector "
+                              "keeps --max-penalty.", flag="--busy-penalty", lo=0.1)
     batch_size: int = opt(1000, "Most events in one appendBatch.", flag="--batch-size", lo=1)
     batch_bytes: int = opt(4 << 20, "Most event bytes in one appendBatch.", flag="--batch-bytes", kind="size", lo=1)
     linger: float = opt(0.2, "Seconds a partial batch waits for more events before it is sent.", flag="--linger",
@@ -248,7 +252,7 @@ class Config:
 
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
-                           backoff_max=d.backoff_max)
+                           backoff_max=d.backoff_max, busy_penalty=d.busy_penalty)
 
 
 def client_options_of(d: DeliverySection):

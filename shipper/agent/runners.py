@@ -112,7 +112,7 @@ class Delivery:
         d = config.delivery
         self.config = d
         self.addresses = config.addresses()
-        self.selector = Selector(len(self.addresses), Balance(d.balance), d.max_penalty)
+        self.selector = Selector(len(self.addresses), Balance(d.balance), d.max_penalty, d.busy_penalty)
         sink_options = config.sink_options()
         self.pool = CollectorPool(self.addresses, self.selector, sink_options, telemetry)
         client_options = config.client_options()

@@ -95,6 +95,7 @@ def tail_cmd(
     balance: str = declared(DeliverySection, "balance", panel=DELIVERY_HELP),
     max_penalty: float = declared(DeliverySection, "max_penalty", min=0.0, panel=DELIVERY_HELP),
     backoff_max: float = declared(DeliverySection, "backoff_max", min=0.1, panel=DELIVERY_HELP),
+    busy_penalty: float = declared(DeliverySection, "busy_penalty", min=0.1, panel=DELIVERY_HELP),
     header: list[str] = declared(SourceSection, "headers", panel=SOURCE_HELP, default=[],
                                  help="K=V header added to every event (repeatable)."),
     no_timestamp: bool = declared(SourceSection, "timestamp_header", panel=SOURCE_HELP, default=False,

@@ -61,6 +61,7 @@ class SinkOptions:
     window: int = 1  # calls in flight when a lease is sent as several batches (>1 may reorder)
     backoff_initial: float = 0.5  # first backoff bound (full jitter draws from [0, bound])
     backoff_max: float = 30.0  # the cap on any single wait
+    busy_penalty: float = 5.0  # the cap on a wait (and a penalty) for a collector alive but busy
     max_attempts: int | None = None  # None = retry forever
     log_repeat_interval: float = 30.0  # a collector that keeps failing is logged at most this often
 
@@ -84,6 +85,10 @@ class CollectorPool:
         with self._lock:
             return self.selector.choose(time.monotonic(), tried)
 
+    def next_is_busy(self) -> bool:
+        with self._lock:
+            return self.selector.next_is_busy()
+
     def has_untried(self, tried: frozenset[int]) -> bool:
         with self._lock:
             return self.selector.has_untried_eligible(time.monotonic(), tried)
@@ -99,17 +104,17 @@ class CollectorPool:
     def failure(self, i: int, exc: BaseException) -> None:
         now = time.monotonic()
         with self._lock:
-            penalty = self.selector.record_failure(i, now, str(exc))
+            penalty = self.selector.record_failure(i, now, str(exc), busy=getattr(exc, "busy", False))
             n = self.selector.health[i].failures
             due = n == 1 or now - self._last_logged[i] >= self.options.log_repeat_interval
             if due:
                 self._last_logged[i] = now
         if due:
             if n == 1:
-                log.warning("collector %s failed: %s (skipped for %.0fs)", self.addresses[i], exc, penalty)
+                log.warning("collector %s failed: %s (skipped for %gs)", self.addresses[i], exc, penalty)
             else:
                 log.warning(
-                    "collector %s still failing: %d attempts in a row, last: %s (skipped for %.0fs)",
+                    "collector %s still failing: %d attempts in a row, last: %s (skipped for %gs)",
                     self.addresses[i], n, exc, penalty,
                 )
         if self.telemetry:
@@ -124,6 +129,10 @@ class _Wait(tenacity.wait.wait_base):
         self.backoff = tenacity.wait_random_exponential(
             multiplier=worker.options.backoff_initial, max=worker.options.backoff_max
         )
+        self.busy_backoff = tenacity.wait_random_exponential(
+            multiplier=worker.options.backoff_initial,
+            max=min(worker.options.busy_penalty, worker.options.backoff_max),
+        )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         if self.worker.pool.has_untried(frozenset(self.worker.tried)):
@@ -133,7 +142,8 @@ class _Wait(tenacity.wait.wait_base):
         # The exponent grows with backoff rounds, not with failovers between collectors.
         state = tenacity.RetryCallState(retry_state.retry_object, None, (), {})
         state.attempt_number = self.worker.backoffs
-        return self.backoff(state)
+        # A busy collector (it answered, only not OK) is tried again soon; an unreachable one waits.
+        return (self.busy_backoff if self.worker.pool.next_is_busy() else self.backoff)(state)
 
 
 class SinkWorker:
