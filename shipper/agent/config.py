@@ -427,6 +427,11 @@ def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> 
             bad(top if top in origin else f"{prefix}.{err.key}", err.why)
         if not src.paths and f"{prefix}.paths" not in origin and "paths" not in table:
             bad(f"{prefix}.paths", "required: a list of files or globs")
+        elif not errors:
+            try:  # the checks the tail options make of their own (checked here, not at start)
+                src.tail_options()
+            except (ConfigError, ValueError) as exc:
+                bad(prefix, str(exc))
         out.append(src)
     return out
 

@@ -19,11 +19,18 @@ Lifecycle:
   open throughout, so nothing is lost, and nothing acknowledged is sent again.
 * SIGTERM / SIGINT: the sources stop reading and commit; the sinks take nothing new and finish
   their in-flight batch. Whatever is still in flight when ``drain_timeout`` runs out is given back to
-  the channel. A final status file is written; exit 0. A second signal exits at once (130): that
+  the channel (a sink that is only backing off gives its batch back at once). A final status file
+  is written; exit 0. A second signal exits at once (130): that
   loses nothing either, since leases live in memory and unacknowledged events are taken again at
   the next start.
-* ``--once`` (cron): read every file to its current end, ship until the channel is empty, exit 0;
-  exit 6 when ``deadline`` passes first (the rest waits in the channel for the next run).
+* ``--once`` (cron): read every file to its current end (in a thread, so signals and the deadline
+  are seen while reading), ship until the channel is empty, and exit 0 only if that shipped every
+  line of every matched file. Exit 7 when a path matched no regular file or a file could not be
+  read (what was readable is shipped first); 6 when ``deadline`` passes: it bounds the whole run,
+  so in-flight calls are abandoned, not waited for (their leases live in memory: the events stay in
+  the channel for the next run); 8 when a signal stopped it with events queued.
+* Stopping drains only calls on the wire: a worker backing off, or about to retry, gives its batch
+  back at once, so a stop with every collector down is immediate.
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def tail_cmd(
     once: bool = typer.Option(False, "--once", help="Read every file to its current end, ship everything, "
                               "then exit 0 (for cron)."),
     deadline: Optional[float] = typer.Option(None, "--deadline", min=0.1, help="With --once: exit 6 if "
-                                             "delivery has not finished after this many seconds."),
+                                             "delivery has not finished after this many seconds (reading and the "
+                                             "drain included)."),
     metrics_listen: Optional[str] = declared(AgentSection, "metrics_listen", envvar="FLUME_SHIP_METRICS_LISTEN",
                                              panel=OPS_HELP),
     stall_timeout: float = declared(AgentSection, "stall_timeout", min=0.1, panel=OPS_HELP),
@@ -132,7 +133,9 @@ def tail_cmd(
     Runs until SIGTERM/SIGINT, then finishes the batches in flight and exits 0 (a second signal
     exits 130 at once; nothing unacknowledged is lost either way). SIGHUP re-reads the --config
     file (sources and collectors added, changed or removed) without losing or repeating events.
-    With --once, exits 0 when everything read is acknowledged, 6 when --deadline passes first.
+    With --once, exits 0 only when every line of every matched file was acknowledged; 6 when
+    --deadline passes first (it bounds the whole run), 7 when a path matches no regular file or a
+    file cannot be read, 8 when stopped by a signal with events still queued.
     While no collector accepts, events wait in the channel and delivery is retried for ever.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
     """
