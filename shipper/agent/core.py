@@ -138,8 +138,13 @@ class Agent:
                  self.metrics_server.address)
 
     def _what(self) -> str:
-        paths = " ".join(p for s in self.config.sources for p in s.paths)
-        return f"{paths} to {','.join(self.config.delivery.collectors)}"
+        """The sources (by name, with their patterns) and the collectors; the files come from each
+        source's own start lines."""
+        srcs = "; ".join(" ".join(s.paths) if s.name == "default" else f"source {s.name} ({' '.join(s.paths)})"
+                         for s in self.config.sources)
+        d = self.config.delivery
+        how = f" ({d.balance})" if len(d.collectors) > 1 else ""
+        return f"{srcs} to {','.join(d.collectors)}{how}"
 
     # --- run -------------------------------------------------------------------------------
 
