@@ -21,8 +21,13 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Run the app; a ShipperError becomes one line on stderr and its exit code."""
+    import typer.main
+
+    from shipper.cli.polish import hoist_globals, polish
+
+    command = polish(typer.main.get_command(app))
     try:
-        app()
+        command(args=hoist_globals(sys.argv[1:], set(getattr(command, "commands", {}))), prog_name="flume-ship")
     except ShipperError as err:
         sys.exit(report(err).exit_code)
     except KeyboardInterrupt:

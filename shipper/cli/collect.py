@@ -42,6 +42,10 @@ def collect(
     Answers OK for a batch only once it is written (and fsynced), FAILED when it cannot be
     written. Stops cleanly on SIGTERM or SIGINT: the batches being written are finished and
     answered, files are closed, exit 0 (a second signal exits 130 at once).
+
+    Example: flume-ship collect --listen 0.0.0.0:4141 --out /var/spool/flume-ship
+
+    Example: flume-ship collect --protocol thrift --listen 127.0.0.1:4353 --out ./received
     """
     import os
     import signal

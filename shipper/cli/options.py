@@ -144,7 +144,7 @@ def header_flags(pairs: list[str]) -> dict[str, str]:
 
 
 OPT_CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="TOML configuration file "
-                           "(docs/configuration.md) [default: /etc/flume-ship/flume-ship.toml when it exists]. "
+                           "(docs/configuration.md); without it, /etc/flume-ship/flume-ship.toml when that exists. "
                            "Flags given on the command line override it.", rich_help_panel=OPS_HELP)
 
 

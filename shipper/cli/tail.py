@@ -138,6 +138,10 @@ def tail_cmd(
     file cannot be read, 8 when stopped by a signal with events still queued.
     While no collector accepts, events wait in the channel and delivery is retried for ever.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
+
+    Example: flume-ship tail '/var/log/app/*.log' --to collector1:4141,collector2:4141
+
+    Example (cron): flume-ship tail --once --deadline 240 --config /etc/flume-ship/flume-ship.toml
     """
     from shipper.agent.core import Agent
     from shipper.agent.config import default_config_path, load
@@ -159,14 +163,16 @@ def tail_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    config: Optional[str] = typer.Argument(None, help="The TOML file to check [default: --config, "
-                                           "$FLUME_SHIP_CONFIG, or /etc/flume-ship/flume-ship.toml]."),
+    config: Optional[str] = typer.Argument(None, help="The TOML file to check (default: --config, "
+                                           "$FLUME_SHIP_CONFIG, or /etc/flume-ship/flume-ship.toml)."),
     config_opt: Optional[str] = typer.Option(None, "--config", help="Same as the argument."),
 ) -> None:
     """Check a configuration file: every key, type and value, collector addresses, overlapping sources.
 
     Prints each problem as FILE: KEY: WHY and exits 2, or a summary of what would run and exits 0.
     Nothing is started and no collector is contacted (use flume-ship ping for that).
+
+    Example: flume-ship validate /etc/flume-ship/flume-ship.toml
     """
     from shipper.agent.config import default_config_path, load
 
