@@ -73,6 +73,9 @@ class AgentSection:
                                      flag="--metrics-listen")
     stall_timeout: float = opt(300.0, "`/health` answers 503 when events are queued and nothing has been "
                                "acknowledged for this many seconds.", flag="--stall-timeout", lo=0.1)
+    progress_interval: float = opt(30.0, "Seconds between progress log lines (shipped, rate, queued, bytes "
+                                   "behind, collectors up; with --once the time left); 0: none. On a terminal, "
+                                   "tail --once redraws a live line instead.", flag="--progress-interval", lo=0)
     status_interval: float = opt(2.0, "Seconds between rewrites of `status.json` in the state directory "
                                  "(read by `flume-ship status`).", flag="--status-interval", lo=0.1)
     max_open_files: int = opt(0, "Most tailed files open at once, all sources together; files beyond it are "

@@ -49,6 +49,7 @@ from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
+from shipper.ops.progress import Progress, Reading, TerminalLine
 from shipper.ops.telemetry import Telemetry
 
 log = logging.getLogger("flume-ship.agent")
@@ -82,6 +83,9 @@ class Agent:
         self.state = "starting"
         self.reloads = 0
         self._read_finished: list[bool] = []
+        self._progress: Progress | None = None
+        self._next_progress = 0.0
+        self._terminal: TerminalLine | None = None
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -175,6 +179,7 @@ class Agent:
         self.state = "running"
         log.info("shipping %s", self._what())
         self.notifier.ready(self._status_line())
+        self._start_progress()
         next_status = 0.0
         while not self._stop_requested:
             time.sleep(_TICK)
@@ -187,6 +192,7 @@ class Agent:
             if now >= next_status:
                 next_status = now + self.config.agent.status_interval
                 self._tick_status()
+            self._tick_progress(now)
             failed = next((r for r in self.sources.values() if r.error is not None), None)
             if failed is not None or not self.delivery.alive:
                 break
@@ -216,6 +222,7 @@ class Agent:
         finished = self._read_finished = []
         reading = threading.Thread(target=self._read_all, args=(read_stop, finished), name="read-once", daemon=True)
         reading.start()
+        self._start_progress()
         while reading.is_alive() or self.delivery.alive:
             if not reading.is_alive():
                 self.delivery.exit_when_empty.set()
@@ -224,6 +231,7 @@ class Agent:
                 return self._deadline_passed(read_stop, reading, end)
             if self._stop_requested:
                 return self._interrupted(read_stop, reading, end)
+            self._tick_progress(now)
             time.sleep(_TICK if end is None else max(0.0, min(_TICK, end - now)))
         for r in self.sources.values():
             if r.error is not None:
@@ -284,10 +292,12 @@ class Agent:
         return not reading.is_alive() and bool(self._read_finished)
 
     def _shutdown(self, started: float) -> None:
+        self._end_progress()
         snap = self.telemetry.snapshot()
+        batches = snap["batches_acked"]
         log.info(
-            "shipped %d events (%d bytes) in %d batches in %.1fs; %d retries",
-            snap["events_acked"], snap["bytes_acked"], snap["batches_acked"],
+            "shipped %d events (%d bytes, headers included) in %d batch%s in %.1fs; %d retries",
+            snap["events_acked"], snap["bytes_acked"], batches, "" if batches == 1 else "es",
             time.monotonic() - started, snap["retries"],
         )
         self.state = "stopped"
@@ -301,6 +311,47 @@ class Agent:
             self._tick_status()
             self.channel.close()
         self.notifier.close()
+
+    # --- progress (shipper.ops.progress) ----------------------------------------------------
+
+    def _reading(self, now: float) -> Reading:
+        snap = self.telemetry.snapshot()
+        stats = self.channel.stats()
+        behind = 0
+        for r in self.sources.values():
+            try:
+                behind += r.source.summary(0).behind
+            except Exception:  # a source being replaced by a reload: counted at the next line
+                pass
+        health = self.delivery.selector.health
+        return Reading(now, snap["events_acked"], snap["bytes_acked"], stats.events, stats.bytes, behind,
+                       sum(1 for h in health if h.failures == 0), len(health))
+
+    def _start_progress(self) -> None:
+        now = time.monotonic()
+        self._progress = Progress(self._reading(now))
+        interval = self.config.agent.progress_interval
+        if self.once and TerminalLine.wanted():
+            self._terminal = TerminalLine()
+            self._terminal.attach()
+            interval = 1.0
+        self._next_progress = now + interval if interval > 0 else float("inf")
+
+    def _tick_progress(self, now: float) -> None:
+        if self._progress is None or now < self._next_progress:
+            return
+        line = self._progress.line(self._reading(now), eta=self.once)
+        if self._terminal is not None:
+            self._terminal.show(line)
+            self._next_progress = now + 1.0
+        else:
+            log.info("progress: %s", line)
+            self._next_progress = now + self.config.agent.progress_interval
+
+    def _end_progress(self) -> None:
+        if self._terminal is not None:
+            self._terminal.detach()
+            self._terminal = None
 
     # --- reload and status (shipper.agent.reload, shipper.agent.snapshot) -----------------
 

@@ -126,6 +126,7 @@ def tail_cmd(
                                              panel=OPS_HELP),
     stall_timeout: float = declared(AgentSection, "stall_timeout", min=0.1, panel=OPS_HELP),
     status_interval: float = declared(AgentSection, "status_interval", min=0.1, panel=OPS_HELP),
+    progress_interval: float = declared(AgentSection, "progress_interval", min=0.0, panel=OPS_HELP),
     max_open_files: int = declared(AgentSection, "max_open_files", min=0, panel=SOURCE_HELP),
 ) -> None:
     """Tail files into the durable channel and ship them to Flume Avro collectors (the main job).
