@@ -194,3 +194,31 @@ def test_port_zero_is_not_a_collector(tmp_path):
                                 "--state-dir", str(tmp_path / "st")), capture_output=True, text=True, timeout=60)
     assert r.returncode == EXIT_USAGE
     assert "port 0 cannot be connected to" in r.stderr
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one_running(tmp_path, collector):
+    logs = tmp_path / "a.log"
+    write_lines(logs, 10)
+    cfg = tmp_path / "c.toml"
+    good = f'[delivery]\ncollectors = ["{collector.addr}"]\n[sources.app]\npaths = ["{logs}"]\n'.encode()
+    cfg.write_bytes(good)
+    p = Proc("tail", "--config", str(cfg), "--state-dir", str(tmp_path / "st"))
+    try:
+        p.wait_for("shipping source app")
+        for bad, why in ((good + b"# caf\xe9\n", "not UTF-8 text"),
+                         (good.replace(b"[sources.app]", b"[agent]\nstall_timeout = nan\n[sources.app]"),
+                          "agent.stall_timeout: must be a finite number")):
+            cfg.write_bytes(bad)
+            p.popen.send_signal(signal.SIGHUP)
+            p.wait_for(f"reload refused: .*{why}")
+            p.wait_for("reload refused: still running the previous configuration")
+            assert p.popen.poll() is None
+        with open(logs, "ab") as fh:
+            fh.write(b"after 000000\n")
+        deadline = time.monotonic() + 30
+        while b"after 000000" not in collector.bodies() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert b"after 000000" in collector.bodies()
+    finally:
+        assert p.stop(signal.SIGTERM) == EXIT_OK, p.stderr
+    assert "Traceback" not in p.stderr
