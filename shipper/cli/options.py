@@ -143,6 +143,10 @@ def header_flags(pairs: list[str]) -> dict[str, str]:
     return headers
 
 
+OPT_AGENT_STATE_DIR = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
+                                   help="The agent's state directory (without it: channel.state_dir of "
+                                   "the config file, else the default of tail).")
+
 OPT_CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="TOML configuration file "
                            "(docs/configuration.md); without it, /etc/flume-ship/flume-ship.toml when that exists. "
                            "Flags given on the command line override it.", rich_help_panel=OPS_HELP)

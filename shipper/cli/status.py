@@ -7,14 +7,12 @@ from typing import Optional
 import typer
 
 from shipper.cli.app import app
-from shipper.cli.options import OPT_CONFIG, state_dir_from_config
+from shipper.cli.options import OPT_AGENT_STATE_DIR, OPT_CONFIG, state_dir_from_config
 
 
 @app.command("status")
 def status_cmd(
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
-                                            help="The agent's state directory (without it: channel.state_dir of "
-                                            "the config file, else the default of tail)."),
+    state_dir: Optional[str] = OPT_AGENT_STATE_DIR,
     config: Optional[str] = OPT_CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print the whole status document as JSON (for scripts)."),
 ) -> None:

@@ -10,14 +10,12 @@ from typing import Optional
 import typer
 
 from shipper.cli.app import app
-from shipper.cli.options import OPT_CONFIG, state_dir_from_config
+from shipper.cli.options import OPT_AGENT_STATE_DIR, OPT_CONFIG, state_dir_from_config
 
 
 @app.command("top")
 def top_cmd(
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
-                                            help="The agent's state directory (without it: channel.state_dir of "
-                                            "the config file, else the default of tail)."),
+    state_dir: Optional[str] = OPT_AGENT_STATE_DIR,
     config: Optional[str] = OPT_CONFIG,
     interval: float = typer.Option(1.0, "--interval", min=0.1, max=3600, help="Seconds between frames."),
     frames: int = typer.Option(0, "--frames", min=0, help="Stop after this many frames (0: until Ctrl-C)."),

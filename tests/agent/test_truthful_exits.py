@@ -37,13 +37,9 @@ def collector(tmp_path):
 
 
 @pytest.fixture
-def blackhole():
-    """A port that accepts connections into its backlog and never answers (a hung collector)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(64)
-    yield f"127.0.0.1:{s.getsockname()[1]}"
-    s.close()
+def blackhole(silent_server):
+    """A collector that accepts connections and never answers, as HOST:PORT."""
+    return str(silent_server)
 
 
 def write_lines(path: Path, n: int, tag: str = "line") -> None:
