@@ -37,7 +37,8 @@ EXIT_UNAVAILABLE = 3  # a collector could not be reached or did not accept the e
 EXIT_LOCKED = 4  # another flume-ship holds the state directory
 EXIT_STATE = 5  # the state directory is unusable (newer format, unreadable, not writable)
 EXIT_DEADLINE = 6  # --once: delivery did not finish before --deadline
-EXIT_INPUT = 7  # an input file could not be read
+EXIT_INPUT = 7  # an input is missing or unreadable (--once: a path that matches nothing, a file it cannot read)
+EXIT_QUEUED = 8  # --once: stopped by SIGINT/SIGTERM with events still queued (they wait for the next run)
 EXIT_INTERRUPTED = 130  # stopped by a second SIGINT/SIGTERM before draining finished
 
 
@@ -100,6 +101,7 @@ class DeliveryError(ShipperError):
     retriable = True
     exit_code = EXIT_UNAVAILABLE
     acknowledged: int = 0  # events acknowledged OK before this failure (pipelined calls)
+    busy = False  # the collector is alive and answering, only not accepting now: retry it soon
 
 
 class TransportError(DeliveryError):
@@ -129,6 +131,8 @@ class ClientCertificateRefused(TransportError):
 
 class CollectorRejected(DeliveryError):
     """The collector answered, but not OK: Status FAILED or UNKNOWN, or an Avro system error."""
+
+    busy = True
 
     status: object = None  # the Status it answered (FAILED, UNKNOWN), or None for an error message
     message: str | None = None  # the collector's error text, when it answered with one

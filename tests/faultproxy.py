@@ -46,8 +46,10 @@ def _rst_close(sock: socket.socket) -> None:
 
 class FaultProxy:
     def __init__(self, upstream: tuple[str, int], mode: str = "pass", host: str = "127.0.0.1", port: int = 0,
-                 delay: float = 1.0):
+                 delay: float = 1.0, failed_budget: int | None = None):
         self.upstream = upstream
+        self.failed_budget = failed_budget  # mode failed: after this many FAILED answers, switch to pass
+        self.failed_answers = 0
         self.host = host
         self.delay = delay
         self.mode = mode
@@ -192,6 +194,9 @@ class FaultProxy:
                     if isinstance(ev, CallReceived):
                         if mode == "failed":
                             conn.respond(ev.serial, Status.FAILED)
+                            self.failed_answers += 1
+                            if self.failed_budget is not None and self.failed_answers >= self.failed_budget:
+                                self.set_mode("pass")
                         else:
                             conn.respond_error(ev.serial, "java.lang.RuntimeException: injected")
                 out = conn.data_to_send()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import os
 import re
 import tomllib
@@ -45,6 +46,9 @@ from shipper.tail.options import parse_size  # sizes are written the same in the
 DEFAULT_CONFIG = "/etc/flume-ship/flume-ship.toml"
 DEFAULT_SOURCE = "default"  # the source the command line's PATHS make; its offset keys have no prefix
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_INT = 2**31 - 1  # counts and ports: beyond this a value is a typo, and SQLite or a socket would choke
+MAX_SECONDS = 365 * 86400.0  # durations: NaN, inf and 1e300 would crash a socket or disable a check
+MAX_SIZE = 1 << 50
 RESERVED_HEADERS = ("timestamp", "host", "file", "id", "split", "truncated")
 
 
@@ -69,6 +73,9 @@ class AgentSection:
                                      flag="--metrics-listen")
     stall_timeout: float = opt(300.0, "`/health` answers 503 when events are queued and nothing has been "
                                "acknowledged for this many seconds.", flag="--stall-timeout", lo=0.1)
+    progress_interval: float = opt(30.0, "Seconds between progress log lines (shipped, rate, queued, bytes "
+                                   "behind, collectors up; with --once the time left); 0: none. On a terminal, "
+                                   "tail --once redraws a live line instead.", flag="--progress-interval", lo=0)
     status_interval: float = opt(2.0, "Seconds between rewrites of `status.json` in the state directory "
                                  "(read by `flume-ship status`).", flag="--status-interval", lo=0.1)
     max_open_files: int = opt(0, "Most tailed files open at once, all sources together; files beyond it are "
@@ -101,6 +108,10 @@ class DeliverySection:
                              "min(this, 2^failures).", flag="--max-penalty", lo=0)
     backoff_max: float = opt(30.0, "Cap in seconds on the wait between retries while no collector is healthy.",
                              flag="--backoff-max", lo=0.1)
+    busy_penalty: float = opt(5.0, "Longest time in seconds a collector that is alive but busy (it answered "
+                              "FAILED or with an error) is skipped, and the cap on the wait before trying it "
+                              "again; Flume's own sink runner backs off at most 5 s. An unreachable collector "
+                              "keeps --max-penalty.", flag="--busy-penalty", lo=0.1)
     batch_size: int = opt(1000, "Most events in one appendBatch.", flag="--batch-size", lo=1)
     batch_bytes: int = opt(4 << 20, "Most event bytes in one appendBatch.", flag="--batch-bytes", kind="size", lo=1)
     linger: float = opt(0.2, "Seconds a partial batch waits for more events before it is sent.", flag="--linger",
@@ -248,7 +259,7 @@ class Config:
 
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
-                           backoff_max=d.backoff_max)
+                           backoff_max=d.backoff_max, busy_penalty=d.busy_penalty)
 
 
 def client_options_of(d: DeliverySection):
@@ -290,6 +301,9 @@ def load_raw(path: str) -> dict:
         raise ConfigFileError([Problem(path, "-", f"cannot read: {exc.strerror or exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError([Problem(path, "-", f"not valid TOML: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError([Problem(path, "-", f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset "
+                                       f"{exc.start} (TOML files are UTF-8; re-save it as UTF-8)")]) from None
 
 
 @dataclass
@@ -419,8 +433,13 @@ def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> 
         for err in errors:
             top = f"{prefix}.{err.key.split('.')[0].split('[')[0]}"
             bad(top if top in origin else f"{prefix}.{err.key}", err.why)
-        if not src.paths and f"{prefix}.paths" not in origin:
+        if not src.paths and f"{prefix}.paths" not in origin and "paths" not in table:
             bad(f"{prefix}.paths", "required: a list of files or globs")
+        elif not errors:
+            try:  # the checks the tail options make of their own (checked here, not at start)
+                src.tail_options()
+            except (ConfigError, ValueError) as exc:
+                bad(prefix, str(exc))
         out.append(src)
     return out
 
@@ -448,6 +467,8 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
     ftype = str(f.type)
     if kind == "size":
         value = parse_size(value)
+        if value > MAX_SIZE:
+            raise ValueError(f"must be at most 1P ({MAX_SIZE} bytes), not {value}")
     elif kind == "headers":
         if not isinstance(value, dict):
             raise ValueError("must be a table of strings, like { env = \"prod\" }")
@@ -467,7 +488,7 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
         raise ValueError("must be a table { key = value, ... }")
     elif ftype.startswith("tuple"):
         if isinstance(value, str):
-            value = [value]
+            raise ValueError(f"must be a list of strings, like [{value!r}], not a string".replace("'", '"'))
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             raise ValueError("must be a non-empty list of strings")
         value = tuple(value)
@@ -477,10 +498,14 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
     elif ftype == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be a whole number, not {value!r}")
+        if not -MAX_INT <= value <= MAX_INT:
+            raise ValueError(f"must be at most {MAX_INT}, not {value}")
     elif ftype == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"must be a number of seconds, not {value!r}")
         value = float(value)
+        if not math.isfinite(value) or abs(value) > MAX_SECONDS:
+            raise ValueError(f"must be a finite number of seconds up to {MAX_SECONDS:.0f} (a year), not {value:g}")
     elif "str" in ftype:
         if not isinstance(value, str):
             raise ValueError(f"must be a string, not {value!r}")
@@ -490,6 +515,15 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
         raise ValueError(f"must be at least {lo:g}")
     del default
     return value
+
+
+def check_flag(section: type, name: str, value: Any, flag: str) -> Any:
+    """A flag of a command without a config file (``send``, ``ping``), checked as the key it sets."""
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    try:
+        return _convert(f, value)
+    except ValueError as exc:
+        raise ConfigFileError([Problem("command line", flag, str(exc))]) from None
 
 
 def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> None:

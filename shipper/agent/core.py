@@ -19,11 +19,18 @@ Lifecycle:
   open throughout, so nothing is lost, and nothing acknowledged is sent again.
 * SIGTERM / SIGINT: the sources stop reading and commit; the sinks take nothing new and finish
   their in-flight batch. Whatever is still in flight when ``drain_timeout`` runs out is given back to
-  the channel. A final status file is written; exit 0. A second signal exits at once (130): that
+  the channel (a sink that is only backing off gives its batch back at once). A final status file
+  is written; exit 0. A second signal exits at once (130): that
   loses nothing either, since leases live in memory and unacknowledged events are taken again at
   the next start.
-* ``--once`` (cron): read every file to its current end, ship until the channel is empty, exit 0;
-  exit 6 when ``deadline`` passes first (the rest waits in the channel for the next run).
+* ``--once`` (cron): read every file to its current end (in a thread, so signals and the deadline
+  are seen while reading), ship until the channel is empty, and exit 0 only if that shipped every
+  line of every matched file. Exit 7 when a path matched no regular file or a file could not be
+  read (what was readable is shipped first); 6 when ``deadline`` passes: it bounds the whole run,
+  so in-flight calls are abandoned, not waited for (their leases live in memory: the events stay in
+  the channel for the next run); 8 when a signal stopped it with events queued.
+* Stopping drains only calls on the wire: a worker backing off, or about to retry, gives its batch
+  back at once, so a stop with every collector down is immediate.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Callable
 
@@ -38,14 +46,16 @@ from shipper.agent.config import Config
 from shipper.agent.reload import reload
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
-from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK
+from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
+from shipper.ops.progress import Progress, Reading, TerminalLine
 from shipper.ops.telemetry import Telemetry
 
 log = logging.getLogger("flume-ship.agent")
 
 _TICK = 0.2  # the main loop looks at its flags this often
+_GRACE = 0.5  # after a deadline or drain timeout, how long given-back batches may take to be nacked
 
 
 class Agent:
@@ -72,6 +82,10 @@ class Agent:
         self.progress_base = time.monotonic()
         self.state = "starting"
         self.reloads = 0
+        self._read_finished: list[bool] = []
+        self._progress: Progress | None = None
+        self._next_progress = 0.0
+        self._terminal: TerminalLine | None = None
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -128,8 +142,13 @@ class Agent:
                  self.metrics_server.address)
 
     def _what(self) -> str:
-        paths = " ".join(p for s in self.config.sources for p in s.paths)
-        return f"{paths} to {','.join(self.config.delivery.collectors)}"
+        """The sources (by name, with their patterns) and the collectors; the files come from each
+        source's own start lines."""
+        srcs = "; ".join(" ".join(s.paths) if s.name == "default" else f"source {s.name} ({' '.join(s.paths)})"
+                         for s in self.config.sources)
+        d = self.config.delivery
+        how = f" ({d.balance})" if len(d.collectors) > 1 else ""
+        return f"{srcs} to {','.join(d.collectors)}{how}"
 
     # --- run -------------------------------------------------------------------------------
 
@@ -160,6 +179,7 @@ class Agent:
         self.state = "running"
         log.info("shipping %s", self._what())
         self.notifier.ready(self._status_line())
+        self._start_progress()
         next_status = 0.0
         while not self._stop_requested:
             time.sleep(_TICK)
@@ -172,6 +192,7 @@ class Agent:
             if now >= next_status:
                 next_status = now + self.config.agent.status_interval
                 self._tick_status()
+            self._tick_progress(now)
             failed = next((r for r in self.sources.values() if r.error is not None), None)
             if failed is not None or not self.delivery.alive:
                 break
@@ -181,7 +202,7 @@ class Agent:
         for r in self.sources.values():
             r.stop(max(0.0, deadline - time.monotonic()))
         self.delivery.stopping.set()
-        self.delivery.join(deadline)
+        self.delivery.join(deadline, grace=_GRACE)
         for r in self.sources.values():
             if r.error is not None:
                 raise r.error
@@ -190,39 +211,93 @@ class Agent:
         return EXIT_OK
 
     def _run_once(self, started: float) -> int:
+        """Read everything, ship it, and say truthfully how it went (the exit codes in the module
+        docstring). The deadline bounds the whole run, reading and draining included."""
         self.delivery.start()
         self.state = "running"
         log.info("shipping %s once", self._what())
         self.notifier.ready("shipping once")
-        for r in self.sources.values():
-            try:
-                r.source.run_once()
-            finally:
-                r.source.close()
-        self.delivery.exit_when_empty.set()
         end = started + self.deadline if self.deadline else None
-        while self.delivery.alive:
+        read_stop = threading.Event()
+        finished = self._read_finished = []
+        reading = threading.Thread(target=self._read_all, args=(read_stop, finished), name="read-once", daemon=True)
+        reading.start()
+        self._start_progress()
+        while reading.is_alive() or self.delivery.alive:
+            if not reading.is_alive():
+                self.delivery.exit_when_empty.set()
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return self._deadline_passed(read_stop, reading, end)
             if self._stop_requested:
-                self.delivery.stop(self.config.agent.drain_timeout)
-                return EXIT_OK
-            if end is not None and time.monotonic() >= end:
-                self.delivery.abort.set()
-                self.delivery.join(time.monotonic() + 5)
-                left = self.channel.stats().events
-                log.error("--deadline of %.0fs passed with %d events still queued; they stay in the "
-                          "channel for the next run", self.deadline, left)
-                return EXIT_DEADLINE
-            for t in self.delivery.threads:
-                t.join(_TICK)
+                return self._interrupted(read_stop, reading, end)
+            self._tick_progress(now)
+            time.sleep(_TICK if end is None else max(0.0, min(_TICK, end - now)))
+        for r in self.sources.values():
+            if r.error is not None:
+                raise r.error
         if self.delivery.error() is not None:
             raise self.delivery.error()
+        problems = [p for r in self.sources.values() for p in r.source.problems()]
+        if problems:
+            for p in problems:
+                log.error("input: %s", p)
+            raise InputError(f"{len(problems)} input{'s' if len(problems) > 1 else ''} missing or unreadable "
+                             f"(first: {problems[0]}); everything readable was shipped")
         return EXIT_OK
 
+    def _read_all(self, stop: threading.Event, finished: list[bool]) -> None:
+        for r in self.sources.values():
+            try:
+                if not r.source.run_once(stop):
+                    return
+            except BaseException as exc:  # reported after the run, like a source thread's error
+                r.error = exc
+                return
+            finally:
+                r.source.close()
+        finished.append(True)
+
+    def _deadline_passed(self, read_stop: threading.Event, reading, end: float) -> int:
+        """Give in-flight batches back at once: a call blocked on a silent collector is left to die
+        with the process (its lease lives in memory; the events stay in the channel)."""
+        read_stop.set()
+        self.delivery.abort.set()
+        self.delivery.join(end + _GRACE, grace=0.0, quiet=True)
+        reading.join(max(0.0, end + _GRACE - time.monotonic()))
+        left = self.channel.stats().events
+        log.error("--deadline of %gs passed with %d events still queued%s; they stay in the channel for the "
+                  "next run", self.deadline, left, "" if not reading.is_alive() else " and files not read to the end")
+        return EXIT_DEADLINE
+
+    def _interrupted(self, read_stop: threading.Event, reading, end: float | None) -> int:
+        """SIGINT/SIGTERM during --once: stop reading, let calls on the wire finish (up to the drain
+        timeout, and never past the deadline); exit 0 only if that left nothing behind."""
+        read_stop.set()
+        until = time.monotonic() + self.config.agent.drain_timeout
+        if end is not None:
+            until = min(until, end)
+        reading.join(max(0.0, until - time.monotonic()))
+        self.delivery.stopping.set()
+        self.delivery.join(until, grace=_GRACE)
+        left = self.channel.stats().events
+        if left == 0 and self._read_complete(reading):
+            return EXIT_OK
+        log.error("interrupted with %d events queued%s; they stay in the channel for the next run", left,
+                  "" if self._read_complete(reading) else " and files not read to the end")
+        return EXIT_QUEUED
+
+    def _read_complete(self, reading) -> bool:
+        """Every source read its files to their end (not stopped half-way)."""
+        return not reading.is_alive() and bool(self._read_finished)
+
     def _shutdown(self, started: float) -> None:
+        self._end_progress()
         snap = self.telemetry.snapshot()
+        batches = snap["batches_acked"]
         log.info(
-            "shipped %d events (%d bytes) in %d batches in %.1fs; %d retries",
-            snap["events_acked"], snap["bytes_acked"], snap["batches_acked"],
+            "shipped %d events (%d bytes, headers included) in %d batch%s in %.1fs; %d retries",
+            snap["events_acked"], snap["bytes_acked"], batches, "" if batches == 1 else "es",
             time.monotonic() - started, snap["retries"],
         )
         self.state = "stopped"
@@ -236,6 +311,47 @@ class Agent:
             self._tick_status()
             self.channel.close()
         self.notifier.close()
+
+    # --- progress (shipper.ops.progress) ----------------------------------------------------
+
+    def _reading(self, now: float) -> Reading:
+        snap = self.telemetry.snapshot()
+        stats = self.channel.stats()
+        behind = 0
+        for r in self.sources.values():
+            try:
+                behind += r.source.summary(0).behind
+            except Exception:  # a source being replaced by a reload: counted at the next line
+                pass
+        health = self.delivery.selector.health
+        return Reading(now, snap["events_acked"], snap["bytes_acked"], stats.events, stats.bytes, behind,
+                       sum(1 for h in health if h.failures == 0), len(health))
+
+    def _start_progress(self) -> None:
+        now = time.monotonic()
+        self._progress = Progress(self._reading(now))
+        interval = self.config.agent.progress_interval
+        if self.once and TerminalLine.wanted():
+            self._terminal = TerminalLine()
+            self._terminal.attach()
+            interval = 1.0
+        self._next_progress = now + interval if interval > 0 else float("inf")
+
+    def _tick_progress(self, now: float) -> None:
+        if self._progress is None or now < self._next_progress:
+            return
+        line = self._progress.line(self._reading(now), eta=self.once)
+        if self._terminal is not None:
+            self._terminal.show(line)
+            self._next_progress = now + 1.0
+        else:
+            log.info("progress: %s", line)
+            self._next_progress = now + self.config.agent.progress_interval
+
+    def _end_progress(self) -> None:
+        if self._terminal is not None:
+            self._terminal.detach()
+            self._terminal = None
 
     # --- reload and status (shipper.agent.reload, shipper.agent.snapshot) -----------------
 

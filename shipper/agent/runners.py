@@ -112,7 +112,7 @@ class Delivery:
         d = config.delivery
         self.config = d
         self.addresses = config.addresses()
-        self.selector = Selector(len(self.addresses), Balance(d.balance), d.max_penalty)
+        self.selector = Selector(len(self.addresses), Balance(d.balance), d.max_penalty, d.busy_penalty)
         sink_options = config.sink_options()
         self.pool = CollectorPool(self.addresses, self.selector, sink_options, telemetry)
         client_options = config.client_options()
@@ -148,14 +148,19 @@ class Delivery:
         self.join(time.monotonic() + drain_timeout)
         return not self.alive
 
-    def join(self, deadline: float) -> None:
+    def join(self, deadline: float, grace: float = 5.0, quiet: bool = False) -> None:
+        """Wait for the workers until ``deadline``; then give their batches back and wait ``grace``
+        more. A worker still blocked in a call after that is left behind (a daemon thread: its
+        lease lives in memory, so its events are taken again at the next start)."""
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
         if self.alive:
-            log.warning("drain timeout: giving in-flight batches back to the channel")
+            if not quiet:
+                log.warning("drain timeout: giving in-flight batches back to the channel")
             self.abort.set()
+            until = time.monotonic() + grace
             for t in self.threads:
-                t.join(5.0)
+                t.join(max(0.0, until - time.monotonic()))
 
     def error(self) -> BaseException | None:
         return next((w.error for w in self.workers if w.error is not None), None)

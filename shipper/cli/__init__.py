@@ -5,14 +5,14 @@
 - :mod:`shipper.cli.options`: flags and parsers shared by commands (transport, headers, state dir).
 - :mod:`shipper.cli.tail`: ``tail`` and ``validate``; :mod:`shipper.cli.collect`: ``collect``;
   :mod:`shipper.cli.send_ping`: ``send`` and ``ping``; :mod:`shipper.cli.status`: ``status``;
-  :mod:`shipper.cli.channel`: ``channel verify``.
+  :mod:`shipper.cli.channel`: ``channel verify``; :mod:`shipper.cli.top`: ``top``.
 
 ``main`` is the console script's entry point.
 """
 
 import sys
 
-from shipper.cli import channel, collect, send_ping, tail, status  # noqa: F401  (registers the commands, in help order)
+from shipper.cli import channel, collect, send_ping, tail, status, top  # noqa: F401  (registers the commands, in help order)
 from shipper.cli.app import app, report
 from shipper.errors import EXIT_INTERRUPTED, ShipperError
 
@@ -21,8 +21,13 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Run the app; a ShipperError becomes one line on stderr and its exit code."""
+    import typer.main
+
+    from shipper.cli.polish import hoist_globals, polish
+
+    command = polish(typer.main.get_command(app))
     try:
-        app()
+        command(args=hoist_globals(sys.argv[1:], set(getattr(command, "commands", {}))), prog_name="flume-ship")
     except ShipperError as err:
         sys.exit(report(err).exit_code)
     except KeyboardInterrupt:

@@ -154,6 +154,10 @@ def collect(
     written. Stops cleanly on SIGTERM or SIGINT: the batches being written are finished and
     answered, files are closed, exit 0 (a second signal exits 130 at once). Exit 2 for a bad
     flag, an address it cannot listen on, or an --out that is not a writable directory.
+
+    Example: flume-ship collect --listen 0.0.0.0:4141 --out /var/spool/flume-ship
+
+    Example: flume-ship collect --protocol thrift --listen 127.0.0.1:4353 --out ./received
     """
     import os
     import signal

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from shipper.agent.config import DeliverySection, client_options_of, parse_size
+from shipper.agent.config import DeliverySection, check_flag, client_options_of, parse_size
 from shipper.cli.app import report
 from shipper.errors import ConfigFileError
 
@@ -118,6 +118,12 @@ def client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, tls_cer
                                  param_hint="--tls-insecure")
     if bool(tls_cert) != bool(tls_key):
         raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
+    try:
+        for name, flag, value in (("connect_timeout", "--connect-timeout", connect_timeout),
+                                  ("request_timeout", "--request-timeout", request_timeout)):
+            check_flag(DeliverySection, name, value, flag)
+    except ConfigFileError as err:
+        raise report(err) from None
     section = DeliverySection(compress=compress.lower(), compression_level=level, tls=tls, tls_ca=tls_ca,
                               tls_insecure=tls_insecure, tls_server_name=tls_name, tls_cert=tls_cert,
                               tls_key=tls_key, tls_layering=layering, connect_timeout=connect_timeout,
@@ -153,8 +159,12 @@ def header_flags(pairs: list[str]) -> dict[str, str]:
     return headers
 
 
+OPT_AGENT_STATE_DIR = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
+                                   help="The agent's state directory (without it: channel.state_dir of "
+                                   "the config file, else the default of tail).")
+
 OPT_CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="TOML configuration file "
-                           "(docs/configuration.md) [default: /etc/flume-ship/flume-ship.toml when it exists]. "
+                           "(docs/configuration.md); without it, /etc/flume-ship/flume-ship.toml when that exists. "
                            "Flags given on the command line override it.", rich_help_panel=OPS_HELP)
 
 

@@ -33,6 +33,10 @@ def send(
     Lines are sent as raw bytes without their newline (and a carriage return before it).
     Exit 0 only when every line was acknowledged OK; 3 when the collector is unreachable or
     did not accept a batch; 7 when the file cannot be read.
+
+    Example: flume-ship send --to collector:4141 /var/log/app.log
+
+    Example: flume-ship send --to collector:4141 --header env=prod --compress deflate old.log
     """
     from shipper.sink.client import client_for, send_lines, split_lines
     from shipper.transport import Address
@@ -98,6 +102,10 @@ def ping(
 
     Use it after "Handshake timed out": it tells a refused port from a silent one, a TLS or
     compression mismatch from a middlebox. Exit 0 only when the collector is healthy, else 3.
+
+    Example: flume-ship ping collector:4141
+
+    Example: flume-ship ping thrift://collector:4353 --tls-ca ca.pem
     """
     from shipper.sink.probe import probe
     from shipper.transport import Address

@@ -7,14 +7,12 @@ from typing import Optional
 import typer
 
 from shipper.cli.app import app
-from shipper.cli.options import OPT_CONFIG, state_dir_from_config
+from shipper.cli.options import OPT_AGENT_STATE_DIR, OPT_CONFIG, state_dir_from_config
 
 
 @app.command("status")
 def status_cmd(
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
-                                            help="The agent's state directory [default: channel.state_dir of "
-                                            "the config file, else the default of tail]."),
+    state_dir: Optional[str] = OPT_AGENT_STATE_DIR,
     config: Optional[str] = OPT_CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print the whole status document as JSON (for scripts)."),
 ) -> None:
@@ -23,6 +21,10 @@ def status_cmd(
     Works while the agent runs (from the status file it rewrites every few seconds) and when it
     is stopped (from the channel database, read-only, and the files themselves). Exit 0, or 5
     when the state directory holds no channel.
+
+    Example: flume-ship status --state-dir /var/lib/flume-ship
+
+    Example: flume-ship status --config /etc/flume-ship/flume-ship.toml --json
     """
     import json as _json
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from typing import Optional
 
@@ -94,6 +95,7 @@ def tail_cmd(
     balance: str = declared(DeliverySection, "balance", panel=DELIVERY_HELP),
     max_penalty: float = declared(DeliverySection, "max_penalty", min=0.0, panel=DELIVERY_HELP),
     backoff_max: float = declared(DeliverySection, "backoff_max", min=0.1, panel=DELIVERY_HELP),
+    busy_penalty: float = declared(DeliverySection, "busy_penalty", min=0.1, panel=DELIVERY_HELP),
     header: list[str] = declared(SourceSection, "headers", panel=SOURCE_HELP, default=[],
                                  help="K=V header added to every event (repeatable)."),
     no_timestamp: bool = declared(SourceSection, "timestamp_header", panel=SOURCE_HELP, default=False,
@@ -118,11 +120,13 @@ def tail_cmd(
     once: bool = typer.Option(False, "--once", help="Read every file to its current end, ship everything, "
                               "then exit 0 (for cron)."),
     deadline: Optional[float] = typer.Option(None, "--deadline", min=0.1, help="With --once: exit 6 if "
-                                             "delivery has not finished after this many seconds."),
+                                             "delivery has not finished after this many seconds (reading and the "
+                                             "drain included)."),
     metrics_listen: Optional[str] = declared(AgentSection, "metrics_listen", envvar="FLUME_SHIP_METRICS_LISTEN",
                                              panel=OPS_HELP),
     stall_timeout: float = declared(AgentSection, "stall_timeout", min=0.1, panel=OPS_HELP),
     status_interval: float = declared(AgentSection, "status_interval", min=0.1, panel=OPS_HELP),
+    progress_interval: float = declared(AgentSection, "progress_interval", min=0.0, panel=OPS_HELP),
     max_open_files: int = declared(AgentSection, "max_open_files", min=0, panel=SOURCE_HELP),
 ) -> None:
     """Tail files into the durable channel and ship them to Flume Avro collectors (the main job).
@@ -130,15 +134,23 @@ def tail_cmd(
     Runs until SIGTERM/SIGINT, then finishes the batches in flight and exits 0 (a second signal
     exits 130 at once; nothing unacknowledged is lost either way). SIGHUP re-reads the --config
     file (sources and collectors added, changed or removed) without losing or repeating events.
-    With --once, exits 0 when everything read is acknowledged, 6 when --deadline passes first.
+    With --once, exits 0 only when every line of every matched file was acknowledged; 6 when
+    --deadline passes first (it bounds the whole run), 7 when a path matches no regular file or a
+    file cannot be read, 8 when stopped by a signal with events still queued.
     While no collector accepts, events wait in the channel and delivery is retried for ever.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
+
+    Example: flume-ship tail '/var/log/app/*.log' --to collector1:4141,collector2:4141
+
+    Example (cron): flume-ship tail --once --deadline 240 --config /etc/flume-ship/flume-ship.toml
     """
     from shipper.agent.core import Agent
     from shipper.agent.config import default_config_path, load
 
     if deadline is not None and not once:
         raise typer.BadParameter("only makes sense with --once", param_hint="--deadline")
+    if deadline is not None and not math.isfinite(deadline):
+        raise typer.BadParameter("must be a finite number of seconds", param_hint="--deadline")
     path = config if config is not None else default_config_path()
     overlay = overlay_from_flags(ctx, paths)
     try:
@@ -152,14 +164,16 @@ def tail_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    config: Optional[str] = typer.Argument(None, help="The TOML file to check [default: --config, "
-                                           "$FLUME_SHIP_CONFIG, or /etc/flume-ship/flume-ship.toml]."),
+    config: Optional[str] = typer.Argument(None, help="The TOML file to check (default: --config, "
+                                           "$FLUME_SHIP_CONFIG, or /etc/flume-ship/flume-ship.toml)."),
     config_opt: Optional[str] = typer.Option(None, "--config", help="Same as the argument."),
 ) -> None:
     """Check a configuration file: every key, type and value, collector addresses, overlapping sources.
 
     Prints each problem as FILE: KEY: WHY and exits 2, or a summary of what would run and exits 0.
     Nothing is started and no collector is contacted (use flume-ship ping for that).
+
+    Example: flume-ship validate /etc/flume-ship/flume-ship.toml
     """
     from shipper.agent.config import default_config_path, load
 

@@ -9,7 +9,11 @@ garbage from the collector are all retriable; a bug in our own code is not.
 
 *Which* collector: a Flume-style penalty box. A collector that fails is skipped for
 ``min(max_penalty, 2 ** consecutive_failures)`` seconds (2 s, 4 s, 8 s, ... then the cap) and tried
-again after; one success clears its record. Among the collectors not in the box, ``failover`` takes
+again after; one success clears its record. A collector that is alive but busy (it answered FAILED
+or with an error: the error's ``busy`` attribute) is skipped for
+``min(busy_penalty, 0.5 * 2 ** (consecutive_failures - 1))`` (0.5 s, 1 s, 2 s, 4 s, then the cap, 5 s
+by default: Flume's own sink runner backs off at most 5 s), since it will take events again as soon
+as its channel drains; an unreachable one keeps the long penalty. Among the collectors not in the box, ``failover`` takes
 them in the listed order (the first healthy one gets all the traffic), ``round_robin`` starts one
 further round the list on every batch, ``random`` shuffles them.
 
@@ -48,9 +52,14 @@ class CollectorHealth:
     total_failures: int = 0
     last_success: float | None = None
     last_error: str | None = None
+    busy: bool = False  # the last failure was a busy answer, not an unreachable collector
 
-    def penalty(self, max_penalty: float) -> float:
-        return min(max_penalty, float(2**min(self.failures, 62))) if self.failures else 0.0
+    def penalty(self, max_penalty: float, busy_penalty: float = 5.0) -> float:
+        if not self.failures:
+            return 0.0
+        if self.busy:
+            return min(busy_penalty, 0.5 * float(2**min(self.failures - 1, 62)))
+        return min(max_penalty, float(2**min(self.failures, 62)))
 
 
 @dataclass
@@ -60,6 +69,7 @@ class Selector:
     count: int
     balance: Balance = Balance.FAILOVER
     max_penalty: float = 30.0
+    busy_penalty: float = 5.0
     rng: random.Random = field(default_factory=random.Random)
     health: list[CollectorHealth] = field(init=False)
     _next_start: int = field(default=0, init=False)
@@ -92,6 +102,11 @@ class Selector:
                 return i
         return min(range(self.count), key=lambda i: (self.health[i].penalty_until, i))
 
+    def next_is_busy(self) -> bool:
+        """The collector tried next, once every one is in the box, is only busy (a short wait)."""
+        i = min(range(self.count), key=lambda i: (self.health[i].penalty_until, i))
+        return self.health[i].busy
+
     def has_untried_eligible(self, now: float, tried: frozenset[int]) -> bool:
         return any(i not in tried for i in self.eligible(now))
 
@@ -100,16 +115,18 @@ class Selector:
         h = self.health[i]
         had = h.failures
         h.failures = 0
+        h.busy = False
         h.penalty_until = 0.0
         h.last_success = now
         return had
 
-    def record_failure(self, i: int, now: float, error: str) -> float:
-        """Put collector ``i`` in the box; returns the penalty in seconds."""
+    def record_failure(self, i: int, now: float, error: str, busy: bool = False) -> float:
+        """Put collector ``i`` in the box (briefly when ``busy``); returns the penalty in seconds."""
         h = self.health[i]
         h.failures += 1
         h.total_failures += 1
         h.last_error = error
-        pen = h.penalty(self.max_penalty)
+        h.busy = busy
+        pen = h.penalty(self.max_penalty, self.busy_penalty)
         h.penalty_until = now + pen
         return pen

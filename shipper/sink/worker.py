@@ -62,6 +62,8 @@ from shipper.sink.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
 
+_STOP_LOOK = 0.1  # a backoff looks at the stop flag this often
+
 
 @dataclass(frozen=True)
 class SinkOptions:
@@ -71,6 +73,7 @@ class SinkOptions:
     window: int = 1  # calls in flight when a lease is sent as several batches (>1 may reorder)
     backoff_initial: float = 0.5  # first backoff bound (full jitter draws from [0, bound])
     backoff_max: float = 30.0  # the cap on any single wait
+    busy_penalty: float = 5.0  # the cap on a wait (and a penalty) for a collector alive but busy
     max_attempts: int | None = None  # None = retry forever
     log_repeat_interval: float = 30.0  # a collector that keeps failing is logged at most this often
 
@@ -94,6 +97,10 @@ class CollectorPool:
         with self._lock:
             return self.selector.choose(time.monotonic(), tried)
 
+    def next_is_busy(self) -> bool:
+        with self._lock:
+            return self.selector.next_is_busy()
+
     def has_untried(self, tried: frozenset[int]) -> bool:
         with self._lock:
             return self.selector.has_untried_eligible(time.monotonic(), tried)
@@ -109,17 +116,17 @@ class CollectorPool:
     def failure(self, i: int, exc: BaseException) -> None:
         now = time.monotonic()
         with self._lock:
-            penalty = self.selector.record_failure(i, now, str(exc))
+            penalty = self.selector.record_failure(i, now, str(exc), busy=getattr(exc, "busy", False))
             n = self.selector.health[i].failures
             due = n == 1 or now - self._last_logged[i] >= self.options.log_repeat_interval
             if due:
                 self._last_logged[i] = now
         if due:
             if n == 1:
-                log.warning("collector %s failed: %s (skipped for %.0fs)", self.addresses[i], exc, penalty)
+                log.warning("collector %s failed: %s (skipped for %gs)", self.addresses[i], exc, penalty)
             else:
                 log.warning(
-                    "collector %s still failing: %d attempts in a row, last: %s (skipped for %.0fs)",
+                    "collector %s still failing: %d attempts in a row, last: %s (skipped for %gs)",
                     self.addresses[i], n, exc, penalty,
                 )
         if self.telemetry:
@@ -134,6 +141,10 @@ class _Wait(tenacity.wait.wait_base):
         self.backoff = tenacity.wait_random_exponential(
             multiplier=worker.options.backoff_initial, max=worker.options.backoff_max
         )
+        self.busy_backoff = tenacity.wait_random_exponential(
+            multiplier=worker.options.backoff_initial,
+            max=min(worker.options.busy_penalty, worker.options.backoff_max),
+        )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         if self.worker.pool.has_untried(frozenset(self.worker.tried)):
@@ -143,7 +154,8 @@ class _Wait(tenacity.wait.wait_base):
         # The exponent grows with backoff rounds, not with failovers between collectors.
         state = tenacity.RetryCallState(retry_state.retry_object, None, (), {})
         state.attempt_number = self.worker.backoffs
-        return self.backoff(state)
+        # A busy collector (it answered, only not OK) is tried again soon; an unreachable one waits.
+        return (self.busy_backoff if self.worker.pool.next_is_busy() else self.backoff)(state)
 
 
 class SinkWorker:
@@ -174,6 +186,7 @@ class SinkWorker:
         self._make_client = make_client
         self.tried: set[int] = set()
         self.backoffs = 0
+        self._part_acked = False  # the lease being delivered has parts acknowledged already
         self.delivered_events = 0
         self.error: BaseException | None = None
         self._ack_pool: ThreadPoolExecutor | None = None
@@ -333,8 +346,12 @@ class SinkWorker:
             raise
 
     def _sleep(self, seconds: float) -> None:
-        if seconds > 0 and self.abort.wait(seconds):
-            raise _Aborted()
+        """Back off; a stop or an abort ends the wait and gives the batch back (nothing is on the wire)."""
+        until = time.monotonic() + seconds
+        while seconds > 0:
+            if self.abort.wait(min(seconds, _STOP_LOOK)) or (self.stopping.is_set() and not self._part_acked):
+                raise _Aborted()
+            seconds = until - time.monotonic()
 
     def _count_retry(self, retry_state: tenacity.RetryCallState) -> None:
         if self.telemetry:
@@ -343,7 +360,10 @@ class SinkWorker:
     def _attempt(self, parts: list[tuple[int, bytes]], done: set[int]) -> None:
         """One collector, the parts not yet answered OK (``done`` holds their indexes; with
         window 1 they are a prefix, so the rest goes out in order)."""
-        if self.abort.is_set():
+        self._part_acked = bool(done)
+        if self.abort.is_set() or (self.stopping.is_set() and not done):
+            # Stopping: the drain waits only for calls already on the wire. A lease partly
+            # acknowledged is finished instead (giving it back would send those parts twice).
             raise _Aborted()
         todo = [i for i in range(len(parts)) if i not in done]
         i = self.pool.choose(frozenset(self.tried))

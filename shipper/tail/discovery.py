@@ -117,18 +117,37 @@ def rotation_base(name: str, bases: set[str]) -> str | None:
     return None
 
 
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
+
+
+def _what(pattern: str, path: str, why: str) -> str:
+    return why if path == pattern else f"matches {path}, which {why}"
+
+
 @dataclass(slots=True)
 class Scan:
     """What one scan saw. ``cands``: file key -> (path, what a stat said, or None for a known file
     in an unchanged directory not due for a stat, whether a glob matched it); ``rotation_origin``:
     for unknown rotation-named files, the name they look like a rotation of; ``family_mtime``: per
     family (origin), the newest mtime known before the scan (filled only when something unknown was
-    seen); ``errors``: what could not be looked at (the scan is then incomplete)."""
+    seen); ``errors``: what could not be looked at (the scan is then incomplete); ``unmatched``: per
+    pattern, why it matched no regular file (None when it did)."""
 
     cands: dict[str, tuple[str, Seen | None, bool]]
     rotation_origin: dict[str, str]
     family_mtime: dict[str, float]
     errors: list[OSError]
+    unmatched: dict[str, str | None]  # per pattern: None if it matched a file, else what it named
 
 
 class Scanner:
@@ -165,17 +184,22 @@ class Scanner:
         # A scan that could not look everywhere (a listing or stat failed for want of a descriptor,
         # a permission, a stale handle) is incomplete: what it did not see is not gone.
         errors: list[OSError] = []
+        unmatched: dict[str, str | None] = {}
         for pat in self.patterns:
             found = expand(pat, dirs.list)
             errors += found.errors
+            other = None  # what the pattern named when it matched no regular file
+            hits = 0
             for p in found.paths:
                 key = by_path.get(p)
                 if key is not None and trust_dirs:
                     f = files[key]
                     if dirs.unchanged(f.parent) and not rotation.due(f.order):
                         cands.setdefault(key, (p, None, True))
+                        hits += 1
                         continue
                 if p.lower().endswith(COMPRESSED_SUFFIXES) or self.select.excluded(p):
+                    other = other or _what(pat, p, "is compressed or excluded")
                     continue
                 try:
                     st = os.stat(p)
@@ -183,9 +207,14 @@ class Scanner:
                     continue
                 except OSError as exc:
                     errors.append(exc)
+                    other = _what(pat, p, f"cannot be looked at ({exc.strerror or exc})")
                     continue
                 if stat.S_ISREG(st.st_mode):
                     cands.setdefault(file_key(st.st_dev, st.st_ino), (p, Seen.of(st), True))
+                    hits += 1
+                else:
+                    other = other or _what(pat, p, f"is {_kind(st.st_mode)}, not a regular file")
+            unmatched[pat] = None if hits else (other or "matches no file")
 
         # Directories to look in for rotations: those of the families and of what the globs found.
         # An unchanged directory holds nothing new; only the others are read entry by entry.
@@ -258,4 +287,4 @@ class Scanner:
             if f.key not in cands and not f.gone and not f.deleted and dirs.unchanged(f.parent):
                 cands[f.key] = (f.path, None, False)
         dirs.forget(looked)
-        return Scan(cands, rotation_origin, family_mtime, errors)
+        return Scan(cands, rotation_origin, family_mtime, errors, unmatched)

@@ -110,6 +110,7 @@ log = logging.getLogger("flume-ship.tail")
 _MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most this often
 _COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
 _MAX_SLEEP = 0.5  # the stop flag is looked at least this often
+_START_LINES = 20  # files listed one a line at start (the most behind); the rest at debug level
 
 
 class _Stopped(Exception):
@@ -234,6 +235,8 @@ class TailSource:
         self._stop: threading.Event | None = None
         self._deadline: float | None = None  # final flush at shutdown gives up at this time
         self._io_error_logged = False
+        self._start_sizes: dict[str, int] | None = {}  # first scan only: the sizes it saw, for its log lines
+        self._missing: dict[str, str] = {}  # pattern -> why it matched no regular file at the last look
 
         self._lock = threading.Lock()  # guards the two fields below, shared with watchdog's thread
         self._due_paths: set[str] = set()
@@ -273,21 +276,55 @@ class TailSource:
                 self._stop_watch()
                 self._close_all()
 
-    def run_once(self) -> None:
+    def run_once(self, stop: threading.Event | None = None) -> bool:
         """Read every matched file to its current end (incomplete last lines included) and commit.
 
         Files beyond the descriptor budget are read in turns: this returns when every one of them
-        has had its turn to the end, not after the first pass."""
+        has had its turn to the end, not after the first pass. ``stop`` ends it early (what was
+        read but not committed is read again next time); returns False then, True when done."""
         self._eof_flush = True
+        self._stop = stop
         try:
             self._pass(force_full=True)
             while self._hot or self._waiting:
+                if stop is not None and stop.is_set():
+                    return False
                 self._pass()
                 if self._waiting and not self._hot:
                     time.sleep(0.02)  # every slot is held by another source's files: its next pass frees some
+            return not (stop is not None and stop.is_set())
+        except _Stopped:
+            self._reset()
+            return False
         finally:
             self._eof_flush = False
+            self._stop = None
             self._close_all()
+
+    def problems(self) -> list[str]:
+        """What could not be read at the last look: patterns that matched no regular file, and files
+        that could not be opened or read (with the bytes they hold). Empty when everything was read."""
+        out = [f"{pat}: {why}" for pat, why in self._missing.items()]
+        for f in list(self._files.values()):
+            if f.unreadable:
+                try:
+                    size = os.stat(f.path).st_size
+                except OSError:
+                    size = f.size
+                out.append(f"{f.path}: cannot read ({f.unreadable}); {max(0, size - f.cur.offset)} bytes "
+                           "not shipped")
+        return out
+
+    def _note_pattern(self, pat: str, why: str | None) -> None:
+        """Remember whether a pattern matched; log the change (a service keeps looking for it)."""
+        before = self._missing.get(pat)
+        if why is None:
+            if self._missing.pop(pat, None) is not None and not self._eof_flush:
+                log.info("tail: %s now matches a file", pat)
+            return
+        self._missing[pat] = why
+        if before is None and not self._eof_flush:
+            log.warning("tail: %s: %s; still looking for it", pat, why)
 
     def poll(self) -> int:
         """One pass over every file (discovery included), then commit. Returns the events put."""
@@ -448,6 +485,8 @@ class TailSource:
         assert records is not None
         scan = self._scanner.scan(self._files, self._by_path, records, watched=self._watching)
         cands, rotation_origin, family_mtime, errors = scan.cands, scan.rotation_origin, scan.family_mtime, scan.errors
+        for pat, why in scan.unmatched.items():
+            self._note_pattern(pat, why)
 
         seen: set[str] = set()
         for key, (path, st, from_glob) in cands.items():
@@ -473,7 +512,10 @@ class TailSource:
                     self.counters["ignored_older"] += 1
                     log.info("tail: %s: not modified for over %gs (ignore_older): taking it from its end",
                              path, self.o.ignore_older)
-                self._track(path, st, origin=path, at_end=at_end)
+                f = self._track(path, st, origin=path, at_end=at_end)
+                if not first:
+                    log.info("tail: %s: new file (%d bytes), reading it from %s", path, st.st_size,
+                             "its end" if at_end else "the start")
                 continue
             origin = rotation_origin.get(path)
             if origin is None or origin not in family_mtime or st.st_mtime < family_mtime[origin]:
@@ -488,6 +530,8 @@ class TailSource:
             self.counters["rotated_found"] += 1
             self._track(path, st, origin=origin, at_end=False)
 
+        if first:
+            self._log_start()
         if errors:
             self._incomplete(errors)
             return  # forget nothing on the evidence of a scan that could not look everywhere
@@ -496,10 +540,32 @@ class TailSource:
                 if f.fd is not None:
                     f.gone = True  # moved out of sight or deleted: finish through the descriptor
                 else:
+                    log.info("tail: %s: gone (deleted or moved out of sight) after %d bytes; no longer tailed",
+                             f.path, f.cur.offset)
                     self._drop(f)
         for key in [k for k in records if k not in seen]:
             del records[key]
             self._dirty[key] = False
+
+    def _log_start(self) -> None:
+        """Say what the first scan found: every file and where reading starts (a summary and the
+        files most behind, past ``_START_LINES`` files; every file at debug level)."""
+        sizes, self._start_sizes = self._start_sizes or {}, None
+        files = sorted(self._files.values(), key=lambda f: (f.origin, not f.rotated, f.order))
+        size = {f.key: max(f.size, sizes.get(f.key, 0)) for f in files}
+        behind = sum(max(0, size[f.key] - f.cur.offset) for f in files)
+        log.info("tail: %s: %d file%s matched, %d bytes to read", " ".join(self.o.paths), len(files),
+                 "" if len(files) == 1 else "s", behind)
+        shown = files if len(files) <= _START_LINES else sorted(
+            files, key=lambda f: size[f.key] - f.cur.offset, reverse=True)[:_START_LINES]
+        for f in files:
+            where = ("from its end" if f.start_at_end else f"at byte {f.cur.offset} of {size[f.key]}" if f.cur.offset
+                     else f"from the start ({size[f.key]} bytes)")
+            log.log(logging.INFO if f in shown else logging.DEBUG, "tail: %s: reading %s%s", f.path, where,
+                    f" (rotated from {f.origin})" if f.path != f.origin else "")
+        if len(files) > _START_LINES:
+            log.info("tail: ... and %d more files (listed at --log-level debug; flume-ship status shows them all)",
+                     len(files) - _START_LINES)
 
     def _incomplete(self, errors: list[OSError]) -> None:
         self.counters["incomplete_scans"] += 1
@@ -556,6 +622,8 @@ class TailSource:
         f.last_growth = time.monotonic()
         f.age_class, f.age_mtime = 1, st.st_mtime
         self._files[key] = f
+        if self._start_sizes is not None:
+            self._start_sizes[key] = st.st_size
         if at_end:
             if self._open(f):
                 try:
@@ -664,6 +732,8 @@ class TailSource:
                     if (f.fd is not None and not f.cur.pending and f.key not in self._hot
                             and now - f.last_growth >= self.o.close_inactive):
                         self._close(f)
+                        log.info("tail: %s: closed after %gs without growth (read to byte %d); reopened when "
+                                 "it changes", f.path, self.o.close_inactive, f.cur.offset)
 
     # ----- descriptors -----
 

@@ -25,7 +25,7 @@ class Address:
         raw = text.strip()
         scheme, sep, rest = raw.partition("://")
         if not sep:
-            return cls.parse(raw)
+            return cls.parse(raw).dialable(text)
         scheme = scheme.lower()
         if scheme not in RPCS:
             raise ConfigError(f"bad collector {text!r}: unknown scheme {scheme}://, use avro:// or thrift://")
@@ -38,7 +38,13 @@ class Address:
                 raise ConfigError(f"bad collector {text!r}: {item!r} is not an option here "
                                   "(thrift:// takes ?protocol=compact or ?protocol=binary)")
             protocol = value
-        return cls(base.host, base.port, scheme, protocol)
+        return cls(base.host, base.port, scheme, protocol).dialable(text)
+
+    def dialable(self, text: str) -> "Address":
+        """This address, if a client can connect to it: port 0 only means "any port" to a listener."""
+        if self.port == 0:
+            raise ConfigError(f"bad collector {text!r}: port 0 cannot be connected to; give the collector's port")
+        return self
 
     @classmethod
     def parse(cls, text: str) -> "Address":
