@@ -156,6 +156,7 @@ class Channel(SpaceManagement):
         self._leased_events = self._leased_bytes = 0
         self._failing = False  # a write failed and has not succeeded since: log once per streak
         self.quarantined = 0
+        self.groups = None  # shipper.channel.groups.GroupQueues, when the agent has collector groups
         self.salvage: SalvageReport | None = None
         self._init_space(state_dir, capacity_bytes)
         try:
@@ -222,6 +223,8 @@ class Channel(SpaceManagement):
         self._events, self._bytes = n, nbytes
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        if self.groups is not None:
+            self.groups.recount()
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -288,16 +291,31 @@ class Channel(SpaceManagement):
             raise ChannelIOError(f"channel {what}: cannot reopen {self.db_path}: {exc}") from exc
 
     def put(self, events: Sequence[bytes], offsets: Mapping[str, bytes | None] | None = None,
-            timeout: float | None = None) -> bool:
-        """Store events and offset records in one transaction; False if no room before timeout."""
+            timeout: float | None = None, groups: Sequence[tuple[str, ...]] | None = None) -> bool:
+        """Store events and offset records in one transaction; False if no room before timeout.
+
+        With collector groups (``self.groups``), ``groups`` says, event by event, which groups each
+        is owed to (see :mod:`shipper.channel.groups`); chunks never mix events of different routes."""
         if not isinstance(events, list):
             events = list(events)
+        if (groups is None) != (self.groups is None) or (groups is not None and len(groups) != len(events)):
+            raise ValueError("put: give groups (one tuple per event) exactly when the channel has groups")
+        if groups is not None:
+            self.groups.check(groups)
         offsets = dict(offsets or {})
         for key, value in offsets.items():
             if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
                 raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
         # The chunks are built before taking the lock: joining and checksumming is the CPU part.
-        chunks = self._chunks(events)
+        chunk_groups: list[tuple[str, ...]] = []
+        if groups is None:
+            chunks = self._chunks(events)
+        else:
+            chunks = []
+            for lo, hi in _runs(groups):
+                part = self._chunks(events[lo:hi])
+                chunks += part
+                chunk_groups += [groups[lo]] * len(part)
         nbytes = sum(c[1] for c in chunks)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -311,7 +329,9 @@ class Channel(SpaceManagement):
             for count, size, crc, lens, body in chunks:
                 last += count
                 rows.append((last, count, size, now, crc, lens, body))
-            self._write("put", _put_txn, rows, offsets)
+            self._write("put", _put_txn, rows, offsets, self.groups, chunk_groups)
+            if self.groups is not None:
+                self.groups.added(rows, chunk_groups)
             self._next_seq += len(events)
             self._events += len(events)
             self._bytes += nbytes
@@ -512,9 +532,22 @@ class Channel(SpaceManagement):
         self.close()
 
 
-def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes | None]) -> None:
+def _runs(groups: Sequence[tuple[str, ...]]) -> list[tuple[int, int]]:
+    """(lo, hi) index ranges of consecutive events routed to the same groups."""
+    out, lo = [], 0
+    for i in range(1, len(groups) + 1):
+        if i == len(groups) or groups[i] != groups[lo]:
+            out.append((lo, i))
+            lo = i
+    return out
+
+
+def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes | None], groups=None,
+             chunk_groups=()) -> None:
     if rows:
         conn.executemany(_INSERT_CHUNK, rows)
+        if groups is not None:
+            groups.put_rows(conn, rows, chunk_groups)
     for key, value in offsets.items():
         if value is None:
             conn.execute("DELETE FROM offsets WHERE key = ?", (key,))
