@@ -176,6 +176,12 @@ class SourceSection:
                                    "with a `/`, the whole path.", flag="--exclude", factory=tuple)
     ignore_older: float = opt(0.0, "A file seen for the first time and unmodified for this many seconds is taken "
                               "from its end (0: off).", lo=0)
+    groups: tuple[str, ...] = opt(help="Collector groups (`[groups.NAME]`) this source's events go to; two or "
+                                  "more send every event to each (Flume's replicating selector). Unset: every "
+                                  "group when the config has `[groups]` and no `route`.", factory=tuple)
+    route: Any = opt(None, "`{ header = \"kind\", mapping = { error = [\"alerts\"], ... }, default = [\"main\"] }`: "
+                     "the group(s) chosen by a header's value, event by event (Flume's multiplexing selector); "
+                     "an event whose value is not mapped goes to `default`. Instead of `groups`.", kind="table")
     encoding: str | None = opt(None, "The files' encoding (`utf-16le`, `utf-16be`, `utf-16` by BOM, `latin-1`, `gbk`, "
                                "...): lines are split in it and shipped as UTF-8. Unset: bytes pass unchanged.")
 
@@ -225,6 +231,13 @@ class Config:
     delivery: DeliverySection = field(default_factory=DeliverySection)
     sources: tuple[SourceSection, ...] = ()
     file: str | None = None  # the file it was read from, if any
+    # [groups.NAME]: (name, its delivery settings: [delivery]'s, overridden by the table); () = one
+    # implicit group, [delivery] itself (see shipper.agent.routes)
+    groups: tuple[tuple[str, DeliverySection], ...] = ()
+
+    def group(self, name: str) -> "Config":
+        """This config as the one group ``name`` sees it: its settings as ``delivery``."""
+        return dataclasses.replace(self, delivery=dict(self.groups)[name], groups=())
 
     def state_path(self) -> Path:
         from shipper.channel.statedir import default_state_dir
@@ -347,8 +360,8 @@ def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
         problems.append(Problem("command line" if key in origin else where, origin.get(key, key), why))
 
     for key in raw:
-        if key not in (*SECTIONS, "sources"):
-            bad(key, f"unknown section (known: {', '.join([*SECTIONS, 'sources'])})")
+        if key not in (*SECTIONS, "sources", "groups"):
+            bad(key, f"unknown section (known: {', '.join([*SECTIONS, 'sources', 'groups'])})")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         table = raw.get(name, {})
@@ -363,7 +376,13 @@ def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
         sections[name] = _build_section(cls, table, name, bad)
 
     sources = _build_sources(raw, overlay, bad, origin)
-    if not sections["delivery"].collectors and not any(p.key in ("delivery.collectors", "--to") for p in problems):
+    from shipper.agent.routes import build_groups
+
+    groups = build_groups(raw, sections["delivery"], sources, lambda t, p: _build_section(DeliverySection, t, p, bad),
+                          bad)
+    if groups:
+        pass  # each group's collectors are checked by build_groups; [delivery] only lends defaults
+    elif not sections["delivery"].collectors and not any(p.key in ("delivery.collectors", "--to") for p in problems):
         problems.append(Problem(where, "delivery.collectors", "no collector given: set collectors = "
                                 "[\"host:port\"] or pass --to HOST:PORT"))
     if not sources and not any(p.key.startswith("sources") for p in problems):
@@ -373,7 +392,7 @@ def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
     if problems:
         raise ConfigFileError(problems)
     return Config(agent=sections["agent"], channel=sections["channel"], delivery=sections["delivery"],
-                  sources=tuple(sources), file=path)
+                  sources=tuple(sources), file=path, groups=groups)
 
 
 def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> list[SourceSection]:

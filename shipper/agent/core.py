@@ -106,16 +106,22 @@ class Agent:
         from shipper.channel import Channel
 
         c = self.config.channel
-        d = self.config.delivery
+        d = min((g for _, g in self.config.groups), key=lambda g: g.batch_size, default=self.config.delivery)
         # Chunks no bigger than a batch: a lease is then always sent as one call, and a crash
         # re-sends at most one batch. (A reload that shrinks the batch splits leases instead.)
         self.channel = Channel.open(self.config.state_path(), capacity_bytes=c.capacity,
                                     min_free_bytes=c.min_free,
                                     chunk_events=min(1000, d.batch_size),
                                     chunk_bytes=min(1 << 20, d.batch_bytes))
-        self.telemetry.keep_collectors(self.config.addresses())
-        self.delivery = Delivery(self.config, self.channel, self.telemetry)
-        self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors) for s in self.config.sources}
+        if self.config.groups:  # routes: one queue and one set of sink workers per group
+            from shipper.agent.routes import open_routes
+
+            self.delivery, routers = open_routes(self.config, self.channel, self.telemetry)
+        else:
+            self.telemetry.keep_collectors(self.config.addresses())
+            self.delivery, routers = Delivery(self.config, self.channel, self.telemetry), {}
+        self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors, routers.get(s.name))
+                        for s in self.config.sources}
 
     def _start_metrics(self) -> None:
         listen = self.config.agent.metrics_listen
@@ -129,6 +135,8 @@ class Agent:
 
     def _what(self) -> str:
         paths = " ".join(p for s in self.config.sources for p in s.paths)
+        if self.config.groups:
+            return f"{paths} to " + "; ".join(f"{n}: {','.join(g.collectors)}" for n, g in self.config.groups)
         return f"{paths} to {','.join(self.config.delivery.collectors)}"
 
     # --- run -------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ def source_prefix(name: str) -> str:
 class SourceChannel:
     """The channel as one tail source sees it: its own offset records only; its puts counted."""
 
-    def __init__(self, channel, prefix: str):
+    def __init__(self, channel, prefix: str, router=None):
         self.channel = channel
         self.prefix = prefix
+        self.router = router  # shipper.agent.routes.Router: the groups of each event, with routes
         self.events_put = 0
         self.bytes_put = 0
 
@@ -48,7 +49,10 @@ class SourceChannel:
         events = list(events)
         if offsets and self.prefix:
             offsets = {self.prefix + k: v for k, v in offsets.items()}
-        ok = self.channel.put(events, offsets, timeout=timeout)
+        if self.router is not None:
+            ok = self.channel.put(events, offsets, timeout=timeout, groups=self.router(events))
+        else:
+            ok = self.channel.put(events, offsets, timeout=timeout)
         if ok:
             self.events_put += len(events)
             self.bytes_put += sum(map(len, events))
@@ -61,12 +65,12 @@ class SourceChannel:
 class SourceRunner:
     """One configured source: its TailSource, its thread and its stop flag."""
 
-    def __init__(self, config: SourceSection, channel, budget=None):
+    def __init__(self, config: SourceSection, channel, budget=None, router=None):
         from shipper.tail import TailSource
 
         self.config = config
         self.name = config.name
-        self.view = SourceChannel(channel, source_prefix(config.name))
+        self.view = SourceChannel(channel, source_prefix(config.name), router)
         self.source = TailSource(config.tail_options(), self.view, budget)
         self.stop_flag = threading.Event()
         self.thread: threading.Thread | None = None
@@ -108,7 +112,7 @@ class SourceRunner:
 class Delivery:
     """The sink workers for one set of delivery settings, with their own stop flags."""
 
-    def __init__(self, config: Config, channel, telemetry: Telemetry):
+    def __init__(self, config: Config, channel, telemetry: Telemetry, flags=None, name: str = "sink"):
         d = config.delivery
         self.config = d
         self.addresses = config.addresses()
@@ -116,9 +120,9 @@ class Delivery:
         sink_options = config.sink_options()
         self.pool = CollectorPool(self.addresses, self.selector, sink_options, telemetry)
         client_options = config.client_options()
-        self.stopping = threading.Event()
-        self.abort = threading.Event()
-        self.exit_when_empty = threading.Event()
+        # flags: (stopping, abort, exit_when_empty) shared with other groups' workers (routes)
+        self.stopping, self.abort, self.exit_when_empty = flags or (threading.Event(), threading.Event(),
+                                                                    threading.Event())
         self.threads: list[threading.Thread] = []
 
         def make_client(address):
@@ -128,7 +132,7 @@ class Delivery:
 
         self.workers = [
             SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,
-                       exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"sink-{n}")
+                       exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"{name}-{n}")
             for n in range(d.sinks)
         ]
 

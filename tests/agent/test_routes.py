@@ -1,0 +1,128 @@
+"""Routes end to end, real processes: two collector groups, one of them dead; a multiplexing rule.
+
+Replicating with a dead group: one source sends to groups ``live`` and ``late``; the collector of
+``late`` is not running at first. ``live`` must receive every line, in order, while ``late`` is
+dead, and ``late`` must receive every line, in order, once its collector comes up.
+
+Multiplexing: the value of a header the source extracts from each line (``level``) picks the
+group: ERROR lines to ``alerts``, the rest to ``main`` (the default).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.ops.common import collected, start_collector, status, wait_until, write_lines
+from tests.support import Proc, cli_argv, free_port
+
+COMMON = """
+[channel]
+state_dir = "{state}"
+
+[delivery]
+batch_size = 100
+linger = 0.05
+connect_timeout = 1.0
+request_timeout = 2.0
+backoff_max = 0.5
+max_penalty = 0.5
+
+[agent]
+drain_timeout = 5
+status_interval = 0.3
+"""
+
+
+def test_a_dead_group_holds_up_nothing_and_gets_everything_once_back(tmp_path):
+    log = tmp_path / "logs" / "app.log"
+    live, live_addr = start_collector(tmp_path / "live")
+    late_port = free_port()
+    cfg = tmp_path / "ship.toml"
+    cfg.write_text(COMMON.format(state=tmp_path / "state") + f"""
+[groups.live]
+collectors = ["{live_addr}"]
+
+[groups.late]
+collectors = ["127.0.0.1:{late_port}"]
+
+[sources.app]
+paths = ["{log}"]
+groups = ["live", "late"]
+""")
+    write_lines(log, "app", 0, 1500)
+    agent = Proc("tail", "--config", str(cfg))
+    late = None
+    try:
+        agent.wait_for("shipping")
+        write_lines(log, "app", 1500, 1500)
+        expected = [f"app {i:06d}".encode() for i in range(3000)]
+        wait_until(lambda: collected(tmp_path / "live") == expected, "the live group has every line in order",
+                   procs=[agent, live])
+        doc = status(tmp_path / "state")
+        groups = {g["name"]: g for g in doc["groups"]}
+        assert groups["live"]["queued_events"] == 0
+        assert groups["late"]["queued_events"] == 3000
+        late = Proc("collect", "--listen", f"127.0.0.1:{late_port}", "--out", str(tmp_path / "late"))
+        late.wait_for("listening on")
+        wait_until(lambda: collected(tmp_path / "late") == expected, "the late group has every line in order",
+                   procs=[agent, late])
+        wait_until(lambda: status(tmp_path / "state")["channel"]["events"] == 0, "the channel empties",
+                   procs=[agent])
+    finally:
+        assert agent.stop() == 0, agent.stderr
+        live.stop()
+        if late is not None:
+            late.stop()
+    assert collected(tmp_path / "live") == expected  # nothing more after the other group came back
+
+
+def test_a_header_the_source_extracts_chooses_the_group(tmp_path):
+    log = tmp_path / "logs" / "app.log"
+    main, main_addr = start_collector(tmp_path / "main")
+    alerts, alerts_addr = start_collector(tmp_path / "alerts")
+    cfg = tmp_path / "ship.toml"
+    cfg.write_text(COMMON.format(state=tmp_path / "state") + f"""
+[groups.main]
+collectors = ["{main_addr}"]
+
+[groups.alerts]
+collectors = ["{alerts_addr}"]
+
+[sources.app]
+paths = ["{log}"]
+extract = {{ regex = "^(?P<level>[A-Z]+) " }}
+route = {{ header = "level", mapping = {{ ERROR = ["alerts"] }}, default = ["main"] }}
+""")
+    lines = [f"{'ERROR' if i % 7 == 0 else 'INFO'} {i:05d}" for i in range(1000)]
+    log.parent.mkdir(parents=True)
+    log.write_text("\n".join(lines) + "\n")
+    agent = Proc("tail", "--config", str(cfg))
+    try:
+        errors = [line.encode() for line in lines if line.startswith("ERROR")]
+        rest = [line.encode() for line in lines if not line.startswith("ERROR")]
+        wait_until(lambda: collected(tmp_path / "alerts") == errors and collected(tmp_path / "main") == rest,
+                   "each line in its group, in order", procs=[agent, main, alerts])
+    finally:
+        assert agent.stop() == 0, agent.stderr
+        main.stop()
+        alerts.stop()
+
+
+def test_validate_says_which_route_names_no_group_and_which_group_no_source_reaches(tmp_path):
+    cfg = tmp_path / "ship.toml"
+    cfg.write_text(COMMON.format(state=tmp_path / "state") + f"""
+[groups.main]
+collectors = ["127.0.0.1:4141"]
+
+[groups.spare]
+collectors = ["127.0.0.1:4142"]
+
+[sources.app]
+paths = ["{tmp_path}/*.log"]
+groups = ["main", "typo"]
+""")
+    r = subprocess.run(cli_argv("validate", "--config", str(cfg)), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "sources.app.groups" in r.stderr and "no group named 'typo'" in r.stderr
+    assert "groups.spare" in r.stderr and "no source sends to this group" in r.stderr
+    assert "Traceback" not in r.stderr
