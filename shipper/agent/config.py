@@ -596,6 +596,8 @@ def reference_markdown() -> str:
             out.append(f"| `{f.name}` | {_show_default(f)} | {f'`{flag}`' if flag else ''} | "
                        f"{f.metadata['help']} |")
         out.append("")
+    out += ["### `[groups.NAME]`", "", "A collector group (routes): every key of `[delivery]`, each one the group "
+            "does not set taken from `[delivery]`; `collectors` is required. Flags set `[delivery]` only.", ""]
     out.append(REFERENCE_END)
     return "\n".join(out) + "\n"
 

@@ -177,6 +177,36 @@ class Router:
         return out
 
 
+def router_for(config: Config, source: SourceSection) -> "Router | None":
+    return Router(source, [n for n, _ in config.groups]) if config.groups else None
+
+
+def reload_routes(agent, new: Config, drain: float) -> None:
+    """SIGHUP changed the groups (added, removed, changed, or routes turned on or off).
+
+    The caller has stopped every source (each committed what it read). Here the old sink workers
+    finish their in-flight batches, and those still running after ``drain`` are aborted (their
+    leases go back to the channel), so no lease of the old queues outlives them; then the
+    channel's group queues are reopened for the new names (a removed group's events stay in the
+    channel, owed to it, and a warning says how many) and the new workers start."""
+    from shipper.agent.runners import Delivery
+
+    old_delivery = agent.delivery
+    agent.notifier.watchdog()
+    if not old_delivery.stop(drain):
+        old_delivery.join(time.monotonic())  # abort: in-flight leases are nacked
+    if new.groups:
+        agent.delivery, _ = open_routes(new, agent.channel, agent.telemetry)
+    else:
+        agent.channel.groups = None  # one queue again: every stored chunk is delivered once
+        agent.telemetry.keep_collectors(new.addresses())
+        agent.delivery = Delivery(new, agent.channel, agent.telemetry)
+    agent.delivery.start()
+    agent.progress_base = time.monotonic()
+    log.info("reload: groups now %s", "; ".join(f"{n}: {','.join(g.collectors)}" for n, g in new.groups)
+             or "none (one group: [delivery])")
+
+
 # --------------------------------------------------------------------------- delivery per group
 
 

@@ -126,3 +126,42 @@ groups = ["main", "typo"]
     assert "sources.app.groups" in r.stderr and "no group named 'typo'" in r.stderr
     assert "groups.spare" in r.stderr and "no source sends to this group" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_sighup_adds_a_group_then_removes_it_with_nothing_lost(tmp_path):
+    log = tmp_path / "logs" / "app.log"
+    one, one_addr = start_collector(tmp_path / "one")
+    two, two_addr = start_collector(tmp_path / "two")
+    cfg = tmp_path / "ship.toml"
+
+    def write_config(groups: dict[str, str]):
+        text = COMMON.format(state=tmp_path / "state")
+        for name, addr in groups.items():
+            text += f'\n[groups.{name}]\ncollectors = ["{addr}"]\n'
+        text += f'\n[sources.app]\npaths = ["{log}"]\n'
+        cfg.write_text(text)
+
+    write_config({"one": one_addr})
+    write_lines(log, "app", 0, 500)
+    agent = Proc("tail", "--config", str(cfg))
+    try:
+        first = [f"app {i:06d}".encode() for i in range(500)]
+        wait_until(lambda: collected(tmp_path / "one") == first, "group one has the first lines", procs=[agent])
+        write_config({"one": one_addr, "two": two_addr})
+        agent.popen.send_signal(1)
+        agent.wait_for("reloaded configuration: 1 sources, 2 collectors")
+        write_lines(log, "app", 500, 500)
+        every = [f"app {i:06d}".encode() for i in range(1000)]
+        wait_until(lambda: collected(tmp_path / "one") == every and collected(tmp_path / "two") == every[500:],
+                   "both groups have the lines written after the reload", procs=[agent])
+        two.stop()  # group two goes dark, then is removed while it still owes lines
+        write_lines(log, "app", 1000, 100)
+        wait_until(lambda: len(collected(tmp_path / "one")) == 1100, "group one goes on", procs=[agent])
+        write_config({"one": one_addr})
+        agent.popen.send_signal(1)
+        agent.wait_for("reloaded configuration: 1 sources, 1 collectors")
+        agent.wait_for(r"holds 100 events for group 'two', which is not configured")
+        assert status(tmp_path / "state")["channel"]["events"] == 100  # kept, not dropped
+    finally:
+        assert agent.stop() == 0, agent.stderr
+        one.stop()
