@@ -114,6 +114,12 @@ class DeliverySection:
     compress: str = opt("none", "Compression on the wire: none or deflate (Flume's compression-type). Both ends "
                         "must agree: nothing on the wire negotiates it.", flag="--compress", choices=("none", "deflate"))
     compression_level: int = opt(6, "zlib level 0-9 for deflate.", flag="--compression-level", lo=0)
+    max_rejects: int = opt(0, "A batch the collectors REJECT this many times (they answered FAILED or an error, "
+                           "not unreachable: that is retried for ever) is moved aside, and delivery goes on: to "
+                           "`secondary`, else to the dead letters (`flume-ship channel dead-letters`). 0: never.",
+                           lo=0)
+    secondary: str | None = opt(None, "With `max_rejects`, the group (`[groups.NAME]`) that takes the batches this "
+                                "group gave up on (Fluentd's `<secondary>`). Unset: the dead letters.")
     tls: bool = opt(False, "Use TLS and verify the collector's certificate (system CA store unless tls_ca).",
                     flag="--tls")
     tls_ca: str | None = opt(None, "CA bundle (PEM) to verify the collector's certificate with; implies tls.",
@@ -257,7 +263,7 @@ class Config:
 
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
-                           backoff_max=d.backoff_max)
+                           backoff_max=d.backoff_max, max_rejects=d.max_rejects)
 
 
 def client_options_of(d: DeliverySection):

@@ -66,6 +66,11 @@ def build_groups(raw: dict, delivery: DeliverySection, sources: Sequence[SourceS
         _check_group(group, prefix, bad)
         out.append((name, group))
     names = [n for n, _ in out]
+    for name, group in out:
+        if group.secondary is not None and (group.secondary not in names or group.secondary == name):
+            bad(f"{GROUPS_KEY}.{name}.secondary", f"must name another group (groups: {', '.join(names)})")
+    if delivery.secondary is not None and not tables:
+        bad("delivery.secondary", "names a group, but there is no [groups.NAME] table (unset: the dead letters)")
     used: set[str] = set()
     for src in sources:
         where = f"sources.{src.name}"
@@ -90,6 +95,7 @@ def build_groups(raw: dict, delivery: DeliverySection, sources: Sequence[SourceS
             bad(f"{where}.{'route' if src.route else 'groups'}", f"no group named {g!r} (groups: "
                 f"{', '.join(names) or 'none'})")
         used |= targets
+    used |= {g.secondary for _, g in out if g.secondary}  # a secondary is reached through its primary
     for name in names:
         if tables and sources and name not in used:
             bad(f"{GROUPS_KEY}.{name}", "no source sends to this group: name it in a source's groups or route")
@@ -236,9 +242,9 @@ class GroupedDelivery:
         self.config = config.delivery
         self.queues = queues
         flags = (self.stopping, self.abort, self.exit_when_empty)
-        self.groups = {name: delivery_cls(config.group(name), queues.view(name), telemetry, flags=flags,
-                                          name=f"sink-{name}")
-                       for name, _ in config.groups}
+        self.groups = {name: delivery_cls(config.group(name), queues.view(name, group.secondary), telemetry,
+                                          flags=flags, name=f"sink-{name}")
+                       for name, group in config.groups}
 
     @property
     def threads(self) -> list[threading.Thread]:

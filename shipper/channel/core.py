@@ -458,6 +458,25 @@ class Channel(SpaceManagement):
             else:
                 self._reclaim()
 
+    def dead_letter(self, lease: Lease, reason: str) -> str:
+        """Move the leased chunks to the dead letters (:mod:`shipper.channel.deadletter`) in one
+        transaction: like ``ack``, but the events are kept there. Returns where they went."""
+        from shipper.channel.deadletter import insert_dead
+
+        def txn(conn):
+            insert_dead(conn, lease, None, reason)
+            _ack_txn(conn, lease.first_seq, lease.last_seq)
+
+        with self._cond:
+            if self._closed or self._leases.get(lease.id) is not lease:
+                raise ValueError(f"lease {lease.id} is not open (acked or nacked already?)")
+            self._write("dead-letter", txn)
+            self._forget(lease)
+            self._events -= lease.count
+            self._bytes -= lease.nbytes
+            self._cond.notify_all()
+        return "the dead letters"
+
     def nack(self, lease: Lease) -> None:
         """Give the chunks back; they are the next ones taken, in their original order."""
         with self._cond:

@@ -114,10 +114,10 @@ class GroupQueues:
 
     # --- one group's queue ----------------------------------------------------------------
 
-    def view(self, name: str) -> "GroupView":
+    def view(self, name: str, secondary: str | None = None) -> "GroupView":
         if name not in self._owed:
             raise KeyError(name)
-        return GroupView(self, name)
+        return GroupView(self, name, secondary)
 
     def take(self, grp: str, max_events: int, max_bytes: int) -> Lease | None:
         ch = self.channel
@@ -225,6 +225,40 @@ class GroupQueues:
                 else:
                     ch._reclaim()
 
+    def dead_letter(self, grp: str, lease: Lease, reason: str, secondary: str | None = None) -> str:
+        """Group ``grp`` gave up on the lease: hand it to ``secondary``'s queue, or move it to the
+        dead letters (:mod:`shipper.channel.deadletter`); the same transaction as an ack's."""
+        from shipper.channel.deadletter import insert_dead
+
+        ch = self.channel
+        if secondary is not None and secondary not in self._owed:
+            secondary = None  # not configured now: never drop, keep it as a dead letter
+        with ch._cond:
+            if ch._closed or self._leases[grp].get(lease.id) is not lease:
+                raise ValueError(f"lease {lease.id} of group {grp} is not open (acked or nacked already?)")
+            freed = [0, 0]
+
+            def txn(conn):
+                if secondary is None:
+                    insert_dead(conn, lease, grp, reason)
+                else:
+                    conn.execute("INSERT OR IGNORE INTO group_pending (grp, last_seq) SELECT ?, last_seq FROM "
+                                 "group_pending WHERE grp = ? AND last_seq BETWEEN ? AND ?",
+                                 (secondary, grp, lease.first_seq, lease.last_seq))
+                _group_ack_txn(conn, grp, lease.first_seq, lease.last_seq, freed)
+
+            ch._write("dead-letter", txn)
+            self._forget(grp, lease)
+            if secondary is not None:
+                self.recount()
+            else:
+                self._owed[grp][0] -= lease.count
+                self._owed[grp][1] -= lease.nbytes
+            ch._events -= freed[0]
+            ch._bytes -= freed[1]
+            ch._cond.notify_all()
+        return f"group {secondary}" if secondary else "the dead letters"
+
     def nack(self, grp: str, lease: Lease) -> None:
         ch = self.channel
         with ch._cond:
@@ -275,9 +309,10 @@ class GroupQueues:
 class GroupView:
     """One group's queue with the channel's take/ack/nack/wait_for_events: what its sinks see."""
 
-    def __init__(self, queues: GroupQueues, name: str):
+    def __init__(self, queues: GroupQueues, name: str, secondary: str | None = None):
         self.queues = queues
         self.name = name
+        self.secondary = secondary  # where batches it gives up on go (None: the dead letters)
 
     def take(self, max_events: int, max_bytes: int) -> Lease | None:
         return self.queues.take(self.name, max_events, max_bytes)
@@ -287,6 +322,9 @@ class GroupView:
 
     def nack(self, lease: Lease) -> None:
         self.queues.nack(self.name, lease)
+
+    def dead_letter(self, lease: Lease, reason: str) -> str:
+        return self.queues.dead_letter(self.name, lease, reason, self.secondary)
 
     def wait_for_events(self, timeout: float) -> bool:
         return self.queues.wait_for_events(self.name, timeout)

@@ -45,7 +45,7 @@ from typing import Callable, Sequence
 
 import tenacity
 
-from shipper.errors import ChannelIOError, GaveUp, ShipperError
+from shipper.errors import ChannelIOError, CollectorRejected, GaveUp, Poisoned, ShipperError
 from shipper.sink.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
@@ -60,6 +60,7 @@ class SinkOptions:
     backoff_initial: float = 0.5  # first backoff bound (full jitter draws from [0, bound])
     backoff_max: float = 30.0  # the cap on any single wait
     max_attempts: int | None = None  # None = retry forever
+    max_rejects: int = 0  # a batch collectors rejected this often is dead-lettered (0: never)
     log_repeat_interval: float = 30.0  # a collector that keeps failing is logged at most this often
 
 
@@ -162,6 +163,7 @@ class SinkWorker:
         self._make_client = make_client
         self.tried: set[int] = set()
         self.backoffs = 0
+        self.rejects = 0
         self.delivered_events = 0
         self.error: BaseException | None = None
 
@@ -177,6 +179,9 @@ class SinkWorker:
                     continue
                 try:
                     self.deliver(lease)
+                except Poisoned as exc:
+                    self._ack(lease, dead=str(exc))
+                    continue
                 except BaseException:
                     self.channel.nack(lease)
                     raise
@@ -193,16 +198,22 @@ class SinkWorker:
         finally:
             self.close()
 
-    def _ack(self, lease) -> None:
+    def _ack(self, lease, dead: str | None = None) -> None:
         """Ack until the channel takes it: a write error here must not drop the worker.
 
         Should the process stop before the ack lands, the batch is sent again at the next start
-        (a duplicate, never a loss).
+        (a duplicate, never a loss). With ``dead`` (why), the batch is moved aside instead: to the
+        dead letters or the group's secondary (``channel.dead_letter``), in one transaction.
         """
         failures = 0
         while True:
             try:
-                self.channel.ack(lease)
+                if dead is None:
+                    self.channel.ack(lease)
+                else:
+                    where = self.channel.dead_letter(lease, dead)
+                    log.error("%s: %s; %d events moved to %s (see flume-ship channel dead-letters)",
+                              self.name, dead, lease.count, where)
                 return
             except ChannelIOError as exc:
                 failures += 1
@@ -252,6 +263,7 @@ class SinkWorker:
             parts = lease.batches(opts.batch_size, opts.batch_bytes)
         self.tried.clear()
         self.backoffs = 0
+        self.rejects = 0
         stop = tenacity.stop_never
         if self.options.max_attempts:
             stop = tenacity.stop_after_attempt(self.options.max_attempts)
@@ -300,6 +312,11 @@ class SinkWorker:
         except BaseException as exc:
             if is_retriable(exc):
                 self.pool.failure(i, exc)
+            if isinstance(exc, CollectorRejected) and exc.about_batch and self.options.max_rejects:
+                self.rejects += 1
+                if self.rejects >= self.options.max_rejects:
+                    raise Poisoned(f"collectors rejected a batch {self.rejects} times (max_rejects), last: "
+                                   f"{exc}") from exc
             raise
         self.pool.success(i, time.monotonic() - started, sum(parts[j][0] for j in todo))
 

@@ -111,3 +111,36 @@ def test_group_rows_are_in_the_same_transaction_as_the_chunks(tmp_path):
     owed = {(g, k) for g, k in conn.execute("SELECT grp, last_seq FROM group_pending")}
     conn.close()
     assert owed == {(g, k) for g in "ab" for k in chunks}
+
+
+def test_a_batch_a_group_gives_up_on_goes_to_its_secondary_or_the_dead_letters(tmp_path):
+    from shipper.channel.deadletter import list_dead, read_events
+
+    ch, q = open_groups(tmp_path, names=("a", "b", "c"))
+    ch.put([b"p1", b"p2"], groups=[("a",), ("c",)])
+    a, c = q.view("a", secondary="b"), q.view("c")
+    assert a.dead_letter(a.take(10, 1 << 20), "rejected") == "group b"
+    assert q.stats()["a"].events == 0 and drain(q.view("b")) == [b"p1"]
+    assert c.dead_letter(c.take(10, 1 << 20), "rejected 3 times") == "the dead letters"
+    assert ch.stats().events == 0
+    ch.close()
+    (dead,) = list_dead(tmp_path)
+    assert (dead.group, dead.count, dead.reason) == ("c", 1, "rejected 3 times")
+    assert [events for _, events in read_events(tmp_path, None)] == [[b"p2"]]
+
+
+def test_requeue_puts_dead_letters_back_at_the_end_of_their_group(tmp_path):
+    from shipper.channel.deadletter import list_dead, requeue
+
+    ch, q = open_groups(tmp_path)
+    ch.put([b"bad"], groups=[("b",)])
+    b = q.view("b")
+    b.dead_letter(b.take(10, 1 << 20), "x")
+    ch.put([b"later"], groups=[("b",)])
+    ch.close()
+    with Channel.open(tmp_path, min_free_bytes=0) as plain:
+        assert requeue(plain, None) == (1, 1)
+    assert list_dead(tmp_path) == []
+    ch, q = open_groups(tmp_path)
+    assert drain(q.view("a")) == [] and drain(q.view("b")) == [b"later", b"bad"]
+    ch.close()
