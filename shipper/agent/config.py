@@ -114,6 +114,10 @@ class DeliverySection:
     compress: str = opt("none", "Compression on the wire: none or deflate (Flume's compression-type). Both ends "
                         "must agree: nothing on the wire negotiates it.", flag="--compress", choices=("none", "deflate"))
     compression_level: int = opt(6, "zlib level 0-9 for deflate.", flag="--compression-level", lo=0)
+    max_events_per_second: float = opt(0.0, "Most events this group's sinks send per second, all of them "
+                                       "together; the rest waits in the channel. 0: no limit.", lo=0)
+    max_bytes_per_second: int = opt(0, "Most event bytes this group's sinks send per second; the rest waits in "
+                                    "the channel. 0: no limit.", kind="size", lo=0)
     max_rejects: int = opt(0, "A batch the collectors REJECT this many times (they answered FAILED or an error, "
                            "not unreachable: that is retried for ever) is moved aside, and delivery goes on: to "
                            "`secondary`, else to the dead letters (`flume-ship channel dead-letters`). 0: never.",
@@ -182,6 +186,11 @@ class SourceSection:
                                    "with a `/`, the whole path.", flag="--exclude", factory=tuple)
     ignore_older: float = opt(0.0, "A file seen for the first time and unmodified for this many seconds is taken "
                               "from its end (0: off).", lo=0)
+    max_lines_per_second: float = opt(0.0, "Most events (lines) this source puts into the channel per second, "
+                                      "averaged (a backlog catch-up then does not flood shared collectors); "
+                                      "reading waits, nothing is dropped. 0: no limit.", lo=0)
+    max_bytes_per_second: int = opt(0, "Most event bytes this source puts into the channel per second; reading "
+                                    "waits. 0: no limit.", kind="size", lo=0)
     groups: tuple[str, ...] = opt(help="Collector groups (`[groups.NAME]`) this source's events go to; two or "
                                   "more send every event to each (Flume's replicating selector). Unset: every "
                                   "group when the config has `[groups]` and no `route`.", factory=tuple)

@@ -18,6 +18,7 @@ from shipper.errors import ShipperError
 from shipper.ops.document import CollectorStatus
 from shipper.ops.telemetry import Telemetry
 from shipper.sink.policy import Balance, Selector
+from shipper.sink.ratelimit import limit_of
 from shipper.sink.worker import CollectorPool, SinkWorker
 
 log = logging.getLogger("flume-ship.agent")
@@ -31,9 +32,11 @@ def source_prefix(name: str) -> str:
 class SourceChannel:
     """The channel as one tail source sees it: its own offset records only; its puts counted."""
 
-    def __init__(self, channel, prefix: str, router=None):
+    def __init__(self, channel, prefix: str, router=None, limit=None, stop=None):
         self.channel = channel
         self.prefix = prefix
+        self.limit = limit  # shipper.sink.ratelimit.RateLimit: the source's max lines/bytes per second
+        self.stop = stop
         self.router = router  # shipper.agent.routes.Router: the groups of each event, with routes
         self.events_put = 0
         self.bytes_put = 0
@@ -47,6 +50,8 @@ class SourceChannel:
 
     def put(self, events, offsets=None, timeout=None) -> bool:
         events = list(events)
+        if self.limit is not None and events:
+            self.limit.acquire(len(events), sum(map(len, events)), self.stop)
         if offsets and self.prefix:
             offsets = {self.prefix + k: v for k, v in offsets.items()}
         if self.router is not None:
@@ -70,9 +75,10 @@ class SourceRunner:
 
         self.config = config
         self.name = config.name
-        self.view = SourceChannel(channel, source_prefix(config.name), router)
-        self.source = TailSource(config.tail_options(), self.view, budget)
         self.stop_flag = threading.Event()
+        limit = limit_of(config.max_lines_per_second, config.max_bytes_per_second)
+        self.view = SourceChannel(channel, source_prefix(config.name), router, limit, self.stop_flag)
+        self.source = TailSource(config.tail_options(), self.view, budget)
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
@@ -130,9 +136,10 @@ class Delivery:
 
             return client_for(address, client_options)
 
+        limit = limit_of(d.max_events_per_second, d.max_bytes_per_second)  # shared by the workers
         self.workers = [
             SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,
-                       exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"{name}-{n}")
+                       exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"{name}-{n}", limit=limit)
             for n in range(d.sinks)
         ]
 

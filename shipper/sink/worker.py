@@ -150,6 +150,7 @@ class SinkWorker:
         exit_when_empty: threading.Event | None = None,
         telemetry=None,
         name: str = "sink-0",
+        limit=None,
     ):
         self.channel = channel
         self.pool = pool
@@ -164,6 +165,7 @@ class SinkWorker:
         self.tried: set[int] = set()
         self.backoffs = 0
         self.rejects = 0
+        self.limit = limit  # shipper.sink.ratelimit.RateLimit shared by the group's workers, or None
         self.delivered_events = 0
         self.error: BaseException | None = None
 
@@ -178,6 +180,8 @@ class SinkWorker:
                         return
                     continue
                 try:
+                    if self.limit is not None:
+                        self.limit.acquire(lease.count, lease.nbytes, self.abort)
                     self.deliver(lease)
                 except Poisoned as exc:
                     self._ack(lease, dead=str(exc))
