@@ -118,6 +118,10 @@ class DeliverySection:
                                        "together; the rest waits in the channel. 0: no limit.", lo=0)
     max_bytes_per_second: int = opt(0, "Most event bytes this group's sinks send per second; the rest waits in "
                                     "the channel. 0: no limit.", kind="size", lo=0)
+    reset_connection_interval: float = opt(0.0, "Reconnect each collector connection this many seconds after it "
+                                           "was opened, between two batches (Flume's reset-connection-interval: "
+                                           "collectors behind a load balancer or VIP get traffic when hosts are "
+                                           "added). 0: keep connections.", lo=0)
     max_rejects: int = opt(0, "A batch the collectors REJECT this many times (they answered FAILED or an error, "
                            "not unreachable: that is retried for ever) is moved aside, and delivery goes on: to "
                            "`secondary`, else to the dead letters (`flume-ship channel dead-letters`). 0: never.",
@@ -272,7 +276,8 @@ class Config:
 
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
-                           backoff_max=d.backoff_max, max_rejects=d.max_rejects)
+                           backoff_max=d.backoff_max, max_rejects=d.max_rejects,
+                           reset_connection_interval=d.reset_connection_interval)
 
 
 def client_options_of(d: DeliverySection):

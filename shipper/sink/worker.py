@@ -61,6 +61,7 @@ class SinkOptions:
     backoff_max: float = 30.0  # the cap on any single wait
     max_attempts: int | None = None  # None = retry forever
     max_rejects: int = 0  # a batch collectors rejected this often is dead-lettered (0: never)
+    reset_connection_interval: float = 0.0  # reconnect a connection this old, between batches (0: never)
     log_repeat_interval: float = 30.0  # a collector that keeps failing is logged at most this often
 
 
@@ -161,6 +162,8 @@ class SinkWorker:
         self.telemetry = telemetry
         self.name = name
         self._clients = [None] * len(pool.addresses)
+        self._since = [0.0] * len(pool.addresses)  # when each client's connection was opened
+        self.recycled = 0
         self._make_client = make_client
         self.tried: set[int] = set()
         self.backoffs = 0
@@ -306,6 +309,7 @@ class SinkWorker:
         if client is None:
             client = self._clients[i] = self._make_client(self.pool.addresses[i])
         started = time.monotonic()
+        self._recycle(i, client, started)
         try:
             if len(todo) == 1:
                 client.append_payload(*parts[todo[0]])
@@ -323,6 +327,20 @@ class SinkWorker:
                                    f"{exc}") from exc
             raise
         self.pool.success(i, time.monotonic() - started, sum(parts[j][0] for j in todo))
+
+    def _recycle(self, i: int, client, now: float) -> None:
+        """Flume's reset-connection-interval: a connection older than the interval is closed before
+        the next batch (never with a call in flight, so the switch neither loses nor repeats one)
+        and the call below opens a new one, resolving the address again (a VIP's new hosts)."""
+        interval = self.options.reset_connection_interval
+        if not client.connected:
+            self._since[i] = now
+        elif interval and now - self._since[i] >= interval:
+            client.close()
+            self._since[i] = now
+            self.recycled += 1
+            log.debug("%s: reconnecting to %s (reset_connection_interval %gs)", self.name,
+                      self.pool.addresses[i], interval)
 
     def close(self) -> None:
         for client in self._clients:
