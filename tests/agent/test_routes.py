@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.ops.common import collected, start_collector, status, wait_until, write_lines
+from tests.ops.common import collected, http_get, start_collector, status, wait_until, write_lines
 from tests.support import Proc, cli_argv, free_port
 
 COMMON = """
@@ -50,9 +50,10 @@ paths = ["{log}"]
 groups = ["live", "late"]
 """)
     write_lines(log, "app", 0, 1500)
-    agent = Proc("tail", "--config", str(cfg))
+    agent = Proc("tail", "--config", str(cfg), "--metrics-listen", "127.0.0.1:0")
     late = None
     try:
+        metrics = agent.wait_for(r"metrics on http://(\S+)/metrics").group(1)
         agent.wait_for("shipping")
         write_lines(log, "app", 1500, 1500)
         expected = [f"app {i:06d}".encode() for i in range(3000)]
@@ -62,6 +63,13 @@ groups = ["live", "late"]
         groups = {g["name"]: g for g in doc["groups"]}
         assert groups["live"]["queued_events"] == 0
         assert groups["late"]["queued_events"] == 3000
+        code, body = http_get(f"http://{metrics}/metrics")
+        assert code == 200
+        assert 'flume_ship_group_queued_events{group="late"} 3000.0' in body.decode()
+        assert 'flume_ship_group_queued_events{group="live"} 0.0' in body.decode()
+        text = subprocess.run(cli_argv("status", "--state-dir", str(tmp_path / "state")), capture_output=True,
+                              text=True, timeout=60).stdout
+        assert any(line.split()[:2] == ["late", "3000"] for line in text.splitlines()), text
         late = Proc("collect", "--listen", f"127.0.0.1:{late_port}", "--out", str(tmp_path / "late"))
         late.wait_for("listening on")
         wait_until(lambda: collected(tmp_path / "late") == expected, "the late group has every line in order",
