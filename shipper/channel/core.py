@@ -468,7 +468,9 @@ class Channel(SpaceManagement):
             _ack_txn(conn, lease.first_seq, lease.last_seq)
 
         with self._cond:
-            if self._closed or self._leases.get(lease.id) is not lease:
+            if self._closed:
+                return "nowhere yet (the channel is closed: the batch is taken again after restart)"
+            if self._leases.get(lease.id) is not lease:
                 raise ValueError(f"lease {lease.id} is not open (acked or nacked already?)")
             self._write("dead-letter", txn)
             self._forget(lease)

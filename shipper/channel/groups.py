@@ -234,7 +234,9 @@ class GroupQueues:
         if secondary is not None and secondary not in self._owed:
             secondary = None  # not configured now: never drop, keep it as a dead letter
         with ch._cond:
-            if ch._closed or self._leases[grp].get(lease.id) is not lease:
+            if ch._closed:
+                return "nowhere yet (the channel is closed: the batch is taken again after restart)"
+            if self._leases[grp].get(lease.id) is not lease:
                 raise ValueError(f"lease {lease.id} of group {grp} is not open (acked or nacked already?)")
             freed = [0, 0]
 
