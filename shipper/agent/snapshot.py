@@ -102,7 +102,7 @@ def snapshot(agent) -> StatusDocument:
                                     **counts))
     collectors = agent.delivery.collectors(tele) if agent.delivery else []
     groups = [GroupStatus(**g) for g in agent.delivery.group_status(tele)] \
-        if hasattr(agent.delivery, "group_status") else []
+        if hasattr(agent.delivery, "group_status") else None
     return StatusDocument(
         version=__version__, pid=os.getpid(), state=agent.state, written_at=time.time(),
         started_at=agent.started, config_file=agent.config.file, reloads=agent.reloads,

@@ -148,7 +148,7 @@ class StatusDocument:
     channel: ChannelStatus
     sources: list[SourceStatus] = field(default_factory=list)
     collectors: list[CollectorStatus] = field(default_factory=list)
-    groups: list[GroupStatus] = field(default_factory=list)  # with routes only
+    groups: list[GroupStatus] | None = field(default=None, metadata=LIVE)  # with routes only
     totals: Totals | None = None  # None: not known (a stopped agent without a status file)
     version: str | None = field(default=None, metadata=LIVE)
     pid: int | None = field(default=None, metadata=LIVE)
