@@ -362,41 +362,59 @@ class Channel(SpaceManagement):
                 return None
             if self._conn is None:
                 self._reopen("take")
-            spans = sorted((l.first_seq, l.last_seq) for l in self._leases.values())
-            start, i = 0, 0
-            while True:
-                while i < len(spans) and spans[i][0] <= start:
-                    start = max(start, spans[i][1] + 1)
-                    i += 1
-                limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
-                picked, full = self._read_run(start, limit, max_events, max_bytes)
-                if picked:
-                    break
-                if i >= len(spans):
-                    return None
-                start = spans[i][1] + 1
-                i += 1
-            (first, first_chunk), last = picked[0], picked[-1][0]
-            lease = Lease(next(self._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last,
-                          full or limit != MAX_SEQ)
+            found = self._pick(sorted((l.first_seq, l.last_seq) for l in self._leases.values()),
+                               max_events, max_bytes)
+            if found is None:
+                return None
+            lease = self._lease(*found)
             self._leases[lease.id] = lease
             self._leased_events += lease.count
             self._leased_bytes += lease.nbytes
             return lease
 
-    def _read_run(self, start: int, limit: int, max_events: int,
-                  max_bytes: int) -> tuple[list[tuple[int, Chunk]], bool]:
+    def _pick(self, spans: list[tuple[int, int]], max_events: int, max_bytes: int,
+              grp: str | None = None) -> tuple[list[tuple[int, Chunk]], bool] | None:
+        """The lowest run of chunks outside ``spans`` (the open leases, sorted), of the whole channel
+        or of group ``grp``'s queue; with whether the run is full (see Lease). None: nothing free."""
+        start, i = 0, 0
+        while True:
+            while i < len(spans) and spans[i][0] <= start:
+                start = max(start, spans[i][1] + 1)
+                i += 1
+            limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
+            picked, full = self._read_run(start, limit, max_events, max_bytes, grp)
+            if picked:
+                return picked, full or limit != MAX_SEQ
+            if i >= len(spans):
+                return None
+            start = spans[i][1] + 1
+            i += 1
+
+    def _lease(self, picked: list[tuple[int, Chunk]], full: bool) -> Lease:
+        (first, first_chunk), last = picked[0], picked[-1][0]
+        return Lease(next(self._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last, full)
+
+    # A group's run: the chunks it still owes (shipper.channel.groups), else every stored chunk.
+    _RUN_META = ("SELECT last_seq, count, nbytes FROM chunks WHERE last_seq BETWEEN ? AND ? ORDER BY last_seq LIMIT ?",
+                 "SELECT c.last_seq, c.count, c.nbytes FROM group_pending p JOIN chunks c ON c.last_seq = p.last_seq "
+                 "WHERE p.grp = ? AND p.last_seq BETWEEN ? AND ? ORDER BY p.last_seq LIMIT ?")
+    _RUN_BODIES = (f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq BETWEEN ? AND ? ORDER BY last_seq",
+                   f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq IN (SELECT last_seq FROM group_pending "
+                   "WHERE grp = ? AND last_seq BETWEEN ? AND ?) ORDER BY last_seq")
+
+    def _read_run(self, start: int, limit: int, max_events: int, max_bytes: int,
+                  grp: str | None = None) -> tuple[list[tuple[int, Chunk]], bool]:
         """Chunks keyed start..limit in order, within the limits; a damaged chunk ends the run.
         Also says whether the run stopped at a stored chunk (that did not fit, or was damaged)."""
+        which, lead = (0, ()) if grp is None else (1, (grp,))
         while True:
             picked: list[tuple[int, Chunk]] = []
             bad, stopped = None, False
             try:
                 # First the small columns only (no overflow pages read), to choose the run ...
                 keys, n, nbytes = [], 0, 0
-                for key, count, size in self._conn.execute(
-                        "SELECT last_seq, count, nbytes FROM chunks WHERE last_seq BETWEEN ? AND ? "
-                        "ORDER BY last_seq LIMIT ?", (start, limit, max_events)):
+                for key, count, size in self._conn.execute(self._RUN_META[which],
+                                                           (*lead, start, limit, max_events)):
                     if keys and (not isinstance(count, int) or not isinstance(size, int)
                                  or n + count > max_events or nbytes + size > max_bytes):
                         stopped = True
@@ -406,8 +424,7 @@ class Channel(SpaceManagement):
                         n, nbytes = n + count, nbytes + size
                 # ... then the bodies of exactly those chunks.
                 if keys:
-                    cur = self._conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq BETWEEN ? AND ? "
-                                             "ORDER BY last_seq", (keys[0], keys[-1]))
+                    cur = self._conn.execute(self._RUN_BODIES[which], (*lead, keys[0], keys[-1]))
                     try:
                         for key, count, size, _, crc, lens, body in cur:
                             if not chunk_ok(count, size, crc, lens, body):
@@ -423,7 +440,10 @@ class Channel(SpaceManagement):
                 raise ChannelIOError(f"channel take failed in {self.state_dir}: {exc}") from exc
             if bad is None or picked:
                 return picked, stopped or bad is not None  # a bad chunk after the run: the next take
-            self._quarantine(bad)
+            if grp is None:
+                self._quarantine(bad)
+            else:
+                self.groups.quarantine(bad)
             start = bad + 1
 
     def _quarantine(self, key: int) -> None:

@@ -168,11 +168,7 @@ def requeue(channel, ids: Sequence[int] | None, group: str | None = None) -> tup
     (holding the state directory's lock)."""
     ch = channel
     with ch._cond:
-        conn = ch._conn
-        conn.execute(DEAD_TABLE)
-        rows = conn.execute("SELECT id, grp, count, nbytes, crc, lens, body FROM dead_letters ORDER BY id").fetchall()
-        _check_ids(ids, [r[0] for r in rows])
-        rows = [r for r in rows if ids is None or r[0] in ids]
+        rows = _chosen(ch, "id, grp, count, nbytes, crc, lens, body", ids)
         now, last = time.time(), ch._next_seq - 1
         chunks, owed = [], []
         for id_, grp, count, nbytes, crc, lens, body in rows:
@@ -183,14 +179,12 @@ def requeue(channel, ids: Sequence[int] | None, group: str | None = None) -> tup
                 owed.append((target, last))
 
         def txn(conn):
-            from shipper.channel.groups import GROUP_TABLE
+            from shipper.channel.groups import ensure_table
             from shipper.channel.store import _INSERT_CHUNK
 
             conn.executemany(_INSERT_CHUNK, chunks)
             if owed:
-                for stmt in GROUP_TABLE.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+                ensure_table(conn)
                 conn.executemany("INSERT INTO group_pending (grp, last_seq) VALUES (?, ?)", owed)
             conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r in rows])
 
@@ -200,14 +194,18 @@ def requeue(channel, ids: Sequence[int] | None, group: str | None = None) -> tup
         return len(rows), sum(r[2] for r in rows)
 
 
+def _chosen(ch, columns: str, ids: Sequence[int] | None) -> list[tuple]:
+    """The dead-letter rows ``ids`` (None: all) of an open channel, in id order (lock held)."""
+    ch._write("open dead letters", lambda conn: conn.execute(DEAD_TABLE))
+    rows = ch._conn.execute(f"SELECT {columns} FROM dead_letters ORDER BY id").fetchall()
+    _check_ids(ids, [r[0] for r in rows])
+    return [r for r in rows if ids is None or r[0] in ids]
+
+
 def purge(channel, ids: Sequence[int] | None) -> tuple[int, int]:
     """Delete dead batches for good. Returns (batches, events)."""
     ch = channel
     with ch._cond:
-        conn = ch._conn
-        conn.execute(DEAD_TABLE)
-        rows = conn.execute("SELECT id, count FROM dead_letters ORDER BY id").fetchall()
-        _check_ids(ids, [r[0] for r in rows])
-        rows = [r for r in rows if ids is None or r[0] in ids]
+        rows = _chosen(ch, "id, count", ids)
         ch._write("purge", lambda c: c.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r in rows]))
         return len(rows), sum(r[1] for r in rows)

@@ -41,8 +41,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from shipper.channel.core import Lease
-from shipper.channel.store import CHUNK_COLUMNS, MAX_SEQ, Chunk, _is_corrupt, chunk_ok
-from shipper.errors import ChannelIOError, StateError
 
 log = logging.getLogger("flume-ship.channel")
 
@@ -128,69 +126,17 @@ class GroupQueues:
                 return None
             if ch._conn is None:
                 ch._reopen("take")
-            spans = sorted((l.first_seq, l.last_seq) for l in self._leases[grp].values())
-            start, i = 0, 0
-            while True:
-                while i < len(spans) and spans[i][0] <= start:
-                    start = max(start, spans[i][1] + 1)
-                    i += 1
-                limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
-                picked, full = self._read_run(grp, start, limit, max_events, max_bytes)
-                if picked:
-                    break
-                if i >= len(spans):
-                    return None
-                start = spans[i][1] + 1
-                i += 1
-            (first, first_chunk), last = picked[0], picked[-1][0]
-            lease = Lease(next(ch._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last,
-                          full or limit != MAX_SEQ)
+            found = ch._pick(sorted((l.first_seq, l.last_seq) for l in self._leases[grp].values()),
+                             max_events, max_bytes, grp)
+            if found is None:
+                return None
+            lease = ch._lease(*found)
             self._leases[grp][lease.id] = lease
             self._leased[grp] += lease.count
             return lease
 
-    def _read_run(self, grp: str, start: int, limit: int, max_events: int, max_bytes: int):
-        ch = self.channel
-        while True:
-            picked: list[tuple[int, Chunk]] = []
-            bad, stopped = None, False
-            try:
-                keys, n, nbytes = [], 0, 0
-                for key, count, size in ch._conn.execute(
-                        "SELECT c.last_seq, c.count, c.nbytes FROM group_pending p JOIN chunks c "
-                        "ON c.last_seq = p.last_seq WHERE p.grp = ? AND p.last_seq BETWEEN ? AND ? "
-                        "ORDER BY p.last_seq LIMIT ?", (grp, start, limit, max_events)):
-                    if keys and (not isinstance(count, int) or not isinstance(size, int)
-                                 or n + count > max_events or nbytes + size > max_bytes):
-                        stopped = True
-                        break
-                    keys.append(key)
-                    if isinstance(count, int) and isinstance(size, int):
-                        n, nbytes = n + count, nbytes + size
-                if keys:
-                    cur = ch._conn.execute(
-                        f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq IN (SELECT last_seq FROM "
-                        "group_pending WHERE grp = ? AND last_seq BETWEEN ? AND ?) ORDER BY last_seq",
-                        (grp, keys[0], keys[-1]))
-                    try:
-                        for key, count, size, _, crc, lens, body in cur:
-                            if not chunk_ok(count, size, crc, lens, body):
-                                bad = key
-                                break
-                            picked.append((key, Chunk(count, lens, body)))
-                    finally:
-                        cur.close()
-            except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc):
-                    raise StateError(f"channel database {ch.db_path} is corrupt ({exc}); "
-                                     "restart flume-ship to salvage it") from exc
-                raise ChannelIOError(f"channel take failed in {ch.state_dir}: {exc}") from exc
-            if bad is None or picked:
-                return picked, stopped or bad is not None
-            self._quarantine(bad)
-            start = bad + 1
-
-    def _quarantine(self, key: int) -> None:
+    def quarantine(self, key: int) -> None:
+        """The core found chunk ``key`` damaged while group take read it: set it aside for all."""
         owners = [g for (g,) in self.channel._conn.execute(
             "SELECT grp FROM group_pending WHERE last_seq = ?", (key,))]
         row = self.channel._conn.execute("SELECT count, nbytes FROM chunks WHERE last_seq = ?", (key,)).fetchone()
@@ -341,10 +287,14 @@ class GroupView:
         return getattr(self.queues.channel, name)
 
 
-def _open_txn(conn: sqlite3.Connection, adopt: tuple[str, ...]) -> None:
+def ensure_table(conn: sqlite3.Connection) -> None:
     for stmt in GROUP_TABLE.split(";"):  # not executescript: it would commit the transaction
         if stmt.strip():
             conn.execute(stmt)
+
+
+def _open_txn(conn: sqlite3.Connection, adopt: tuple[str, ...]) -> None:
+    ensure_table(conn)
     # Rows whose chunk is gone (an agent without routes delivered it): nothing is owed any more.
     conn.execute("DELETE FROM group_pending WHERE last_seq NOT IN (SELECT last_seq FROM chunks)")
     # Chunks owed to nobody (written without routes): owed to the default groups.
