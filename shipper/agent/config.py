@@ -427,11 +427,7 @@ def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> 
     out = []
     for name, table in tables.items():
         prefix = f"sources.{name}"
-        if not isinstance(table, dict):
-            bad(prefix, "must be a table ([sources.NAME] with paths = [...])")
-            continue
-        if not SOURCE_NAME.match(name):
-            bad(prefix, "a source name may hold only letters, digits, '_', '-' and '.' (at most 64)")
+        if not named_table("sources", name, table, "paths", bad):
             continue
         table = dict(table)
         if "name" in table:
@@ -457,6 +453,17 @@ def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> 
             bad(f"{prefix}.paths", "required: a list of files or globs")
         out.append(src)
     return out
+
+
+def named_table(kind: str, name: str, table, needs: str, bad) -> bool:
+    """A ``[KIND.NAME]`` table is a table under a usable name; else say what is wrong (False)."""
+    if not isinstance(table, dict):
+        bad(f"{kind}.{name}", f"must be a table ([{kind}.NAME] with {needs} = [...])")
+        return False
+    if not SOURCE_NAME.match(name):
+        bad(f"{kind}.{name}", f"a {kind[:-1]} name may hold only letters, digits, '_', '-' and '.' (at most 64)")
+        return False
+    return True
 
 
 def _build_section(cls, table: dict, prefix: str, bad):

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from shipper.agent.config import SOURCE_NAME, Config, DeliverySection, SourceSection
+from shipper.agent.config import Config, DeliverySection, SourceSection, named_table
 from shipper.avroipc.flume_event import read_event
 
 log = logging.getLogger("flume-ship.agent")
@@ -52,11 +52,7 @@ def build_groups(raw: dict, delivery: DeliverySection, sources: Sequence[SourceS
     out = []
     for name, table in tables.items():
         prefix = f"{GROUPS_KEY}.{name}"
-        if not isinstance(table, dict):
-            bad(prefix, "must be a table ([groups.NAME] with collectors = [...])")
-            continue
-        if not SOURCE_NAME.match(name):
-            bad(prefix, "a group name may hold only letters, digits, '_', '-' and '.' (at most 64)")
+        if not named_table(GROUPS_KEY, name, table, "collectors", bad):
             continue
         own = build_section(dict(table), prefix)
         known = {f.name for f in dataclasses.fields(DeliverySection)}

@@ -34,15 +34,12 @@ whose chunks are gone).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
 from shipper.channel.core import Lease
-
-log = logging.getLogger("flume-ship.channel")
 
 GROUP_TABLE = """
 CREATE TABLE IF NOT EXISTS group_pending (

@@ -33,22 +33,22 @@ status_interval = 0.3
 """
 
 
+def write_config(path, state, groups: dict[str, str], source: str):
+    """COMMON, one [groups.NAME] per (name, collector address), then the source table's text."""
+    text = COMMON.format(state=state)
+    for name, addr in groups.items():
+        text += f'\n[groups.{name}]\ncollectors = ["{addr}"]\n'
+    path.write_text(text + "\n" + source)
+    return path
+
+
 def test_a_dead_group_holds_up_nothing_and_gets_everything_once_back(tmp_path):
     log = tmp_path / "logs" / "app.log"
     live, live_addr = start_collector(tmp_path / "live")
     late_port = free_port()
-    cfg = tmp_path / "ship.toml"
-    cfg.write_text(COMMON.format(state=tmp_path / "state") + f"""
-[groups.live]
-collectors = ["{live_addr}"]
-
-[groups.late]
-collectors = ["127.0.0.1:{late_port}"]
-
-[sources.app]
-paths = ["{log}"]
-groups = ["live", "late"]
-""")
+    cfg = write_config(tmp_path / "ship.toml", tmp_path / "state",
+                       {"live": live_addr, "late": f"127.0.0.1:{late_port}"},
+                       f'[sources.app]\npaths = ["{log}"]\ngroups = ["live", "late"]\n')
     write_lines(log, "app", 0, 1500)
     agent = Proc("tail", "--config", str(cfg), "--metrics-listen", "127.0.0.1:0")
     late = None
@@ -88,14 +88,7 @@ def test_a_header_the_source_extracts_chooses_the_group(tmp_path):
     log = tmp_path / "logs" / "app.log"
     main, main_addr = start_collector(tmp_path / "main")
     alerts, alerts_addr = start_collector(tmp_path / "alerts")
-    cfg = tmp_path / "ship.toml"
-    cfg.write_text(COMMON.format(state=tmp_path / "state") + f"""
-[groups.main]
-collectors = ["{main_addr}"]
-
-[groups.alerts]
-collectors = ["{alerts_addr}"]
-
+    cfg = write_config(tmp_path / "ship.toml", tmp_path / "state", {"main": main_addr, "alerts": alerts_addr}, f"""
 [sources.app]
 paths = ["{log}"]
 extract = {{ regex = "^(?P<level>[A-Z]+) " }}
@@ -117,18 +110,9 @@ route = {{ header = "level", mapping = {{ ERROR = ["alerts"] }}, default = ["mai
 
 
 def test_validate_says_which_route_names_no_group_and_which_group_no_source_reaches(tmp_path):
-    cfg = tmp_path / "ship.toml"
-    cfg.write_text(COMMON.format(state=tmp_path / "state") + f"""
-[groups.main]
-collectors = ["127.0.0.1:4141"]
-
-[groups.spare]
-collectors = ["127.0.0.1:4142"]
-
-[sources.app]
-paths = ["{tmp_path}/*.log"]
-groups = ["main", "typo"]
-""")
+    cfg = write_config(tmp_path / "ship.toml", tmp_path / "state",
+                       {"main": "127.0.0.1:4141", "spare": "127.0.0.1:4142"},
+                       f'[sources.app]\npaths = ["{tmp_path}/*.log"]\ngroups = ["main", "typo"]\n')
     r = subprocess.run(cli_argv("validate", "--config", str(cfg)), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "sources.app.groups" in r.stderr and "no group named 'typo'" in r.stderr
@@ -141,21 +125,14 @@ def test_sighup_adds_a_group_then_removes_it_with_nothing_lost(tmp_path):
     one, one_addr = start_collector(tmp_path / "one")
     two, two_addr = start_collector(tmp_path / "two")
     cfg = tmp_path / "ship.toml"
-
-    def write_config(groups: dict[str, str]):
-        text = COMMON.format(state=tmp_path / "state")
-        for name, addr in groups.items():
-            text += f'\n[groups.{name}]\ncollectors = ["{addr}"]\n'
-        text += f'\n[sources.app]\npaths = ["{log}"]\n'
-        cfg.write_text(text)
-
-    write_config({"one": one_addr})
+    source = f'[sources.app]\npaths = ["{log}"]\n'
+    write_config(cfg, tmp_path / "state", {"one": one_addr}, source)
     write_lines(log, "app", 0, 500)
     agent = Proc("tail", "--config", str(cfg))
     try:
         first = [f"app {i:06d}".encode() for i in range(500)]
         wait_until(lambda: collected(tmp_path / "one") == first, "group one has the first lines", procs=[agent])
-        write_config({"one": one_addr, "two": two_addr})
+        write_config(cfg, tmp_path / "state", {"one": one_addr, "two": two_addr}, source)
         agent.popen.send_signal(1)
         agent.wait_for("reloaded configuration: 1 sources, 2 collectors")
         write_lines(log, "app", 500, 500)
@@ -165,7 +142,7 @@ def test_sighup_adds_a_group_then_removes_it_with_nothing_lost(tmp_path):
         two.stop()  # group two goes dark, then is removed while it still owes lines
         write_lines(log, "app", 1000, 100)
         wait_until(lambda: len(collected(tmp_path / "one")) == 1100, "group one goes on", procs=[agent])
-        write_config({"one": one_addr})
+        write_config(cfg, tmp_path / "state", {"one": one_addr}, source)
         agent.popen.send_signal(1)
         agent.wait_for("reloaded configuration: 1 sources, 1 collectors")
         agent.wait_for(r"holds 100 events for group 'two', which is not configured")
