@@ -21,10 +21,16 @@ module only decides how much of the file system must be looked at again to know 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple
 
-from shipper.tail.globs import Listing, list_dir
+from shipper.tail.globs import Listing, expand, list_dir
+from shipper.tail.identity import COMPRESSED_SUFFIXES, ROTATED_SUFFIX_SEPARATORS, Record, file_key
+from shipper.tail.selection import Selection
 
 RACY_SECONDS = 2.0  # a listing taken this soon after the directory's mtime is not trusted
 MAX_AGE = 60.0  # a listing is taken afresh at least this often
@@ -86,3 +92,170 @@ class StatRotation:
     def due(self, order: int) -> bool:
         """Is the file with this tracking number due for a stat in this rescan?"""
         return order % self.every == self._turn
+
+
+class Seen(NamedTuple):
+    """What discovery keeps of a stat: a tenth of an ``os.stat_result``'s memory, same names."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime: float
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "Seen":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime)
+
+
+def rotation_base(name: str, bases: set[str]) -> str | None:
+    """The tracked name ``name`` is a rotation of, if any (app.log.1 -> app.log)."""
+    if name.lower().endswith(COMPRESSED_SUFFIXES):
+        return None
+    for i, ch in enumerate(name):
+        if ch in ROTATED_SUFFIX_SEPARATORS and i and name[:i] in bases:
+            return name[:i]
+    return None
+
+
+@dataclass(slots=True)
+class Scan:
+    """What one scan saw. ``cands``: file key -> (path, what a stat said, or None for a known file
+    in an unchanged directory not due for a stat, whether a glob matched it); ``rotation_origin``:
+    for unknown rotation-named files, the name they look like a rotation of; ``family_mtime``: per
+    family (origin), the newest mtime known before the scan (filled only when something unknown was
+    seen); ``errors``: what could not be looked at (the scan is then incomplete)."""
+
+    cands: dict[str, tuple[str, Seen | None, bool]]
+    rotation_origin: dict[str, str]
+    family_mtime: dict[str, float]
+    errors: list[OSError]
+
+
+class Scanner:
+    """Finds the files the globs match and those lying next to tracked files under rotation names.
+
+    It observes the file system and decides nothing about identity: ``shipper.tail.source`` judges
+    every candidate (adopt a stored record, follow a rename, start a new file, skip a copy)."""
+
+    def __init__(self, patterns: list[str], select: Selection) -> None:
+        self.patterns = patterns
+        self.select = select
+        self.dirs = DirCache()
+        self.rotation = StatRotation()
+
+    def reset(self) -> None:
+        """Forget every listing (after the tail source forgot its state)."""
+        self.dirs = DirCache()
+
+    def scan(self, files: Mapping[str, Any], by_path: Mapping[str, str], records: Mapping[str, Record], *,
+             watched: bool) -> Scan:
+        """One look. ``files``: the tracked files (``path``, ``origin``, ``parent``, ``order``, ``ino``,
+        ``mtime``, ``gone``, ``deleted``); ``by_path``: path -> key of a tracked file; ``records``:
+        stored records not tracked yet; ``watched``: inotify reports growth, so known files in
+        unchanged directories are stat'ed only in their turn."""
+        dirs = self.dirs
+        dirs.begin()
+        # While notifications work, a known file in an unchanged directory is stat'ed only in its
+        # turn (shipper.tail.discovery); growth of closed files reaches us through inotify.
+        rotation = self.rotation
+        rotation.begin()
+        trust_dirs = watched
+        # (path, stat or None when unchanged and not looked at, matched by a glob)
+        cands: dict[str, tuple[str, Seen | None, bool]] = {}
+        # A scan that could not look everywhere (a listing or stat failed for want of a descriptor,
+        # a permission, a stale handle) is incomplete: what it did not see is not gone.
+        errors: list[OSError] = []
+        for pat in self.patterns:
+            found = expand(pat, dirs.list)
+            errors += found.errors
+            for p in found.paths:
+                key = by_path.get(p)
+                if key is not None and trust_dirs:
+                    f = files[key]
+                    if dirs.unchanged(f.parent) and not rotation.due(f.order):
+                        cands.setdefault(key, (p, None, True))
+                        continue
+                if p.lower().endswith(COMPRESSED_SUFFIXES) or self.select.excluded(p):
+                    continue
+                try:
+                    st = os.stat(p)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    errors.append(exc)
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, Seen.of(st), True))
+
+        # Directories to look in for rotations: those of the families and of what the globs found.
+        # An unchanged directory holds nothing new; only the others are read entry by entry.
+        looked: set[str] = set()
+        for f in files.values():
+            looked.add(f.parent)
+            if f.path != f.origin:
+                looked.add(os.path.dirname(f.origin))
+        for r in records.values():
+            looked.add(os.path.dirname(r.path))
+            looked.add(os.path.dirname(r.origin))
+        for path, st, _ in cands.values():
+            if st is not None:
+                looked.add(os.path.dirname(path))
+        listings: dict[str, Listing] = {}
+        for d in looked:
+            try:
+                entries = dirs.list(d)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    errors.append(exc)
+                continue
+            if not dirs.unchanged(d):
+                listings[d] = entries
+        # Families as they stood before this scan: origin -> newest mtime we know for it. Needed
+        # only to judge files we do not track yet (new, or found in a changed directory).
+        family_mtime: dict[str, float] = {}
+        if listings or records or any(key not in files for key in cands):
+            for item in (*files.values(), *records.values()):
+                if family_mtime.get(item.origin, -1.0) < item.mtime:
+                    family_mtime[item.origin] = item.mtime
+        bases: dict[str, set[str]] = {d: set() for d in listings}
+        if bases:
+            for path in (*family_mtime, *(c[0] for c in cands.values())):
+                d, b = os.path.split(path)
+                if d in bases:
+                    bases[d].add(b)
+            known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
+            globbed = {c[0] for c in cands.values()}
+        rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
+        for d, bs in bases.items():
+            prefix = d if d.endswith(os.sep) else d + os.sep
+            listing = listings[d]
+            for name, ino in zip(listing.names, listing.inos):
+                path = prefix + name
+                if path in globbed:
+                    continue
+                try:
+                    # The name is judged even when the inode is known: a known inode number is
+                    # only a guess until the record's identity check passes (inodes are reused),
+                    # and a file whose record fails it is judged by its name like any other.
+                    base = rotation_base(name, bs)
+                    if base is None and ino not in known_inodes:
+                        continue
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    errors.append(exc)
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                key = file_key(st.st_dev, st.st_ino)
+                if key not in cands:
+                    cands[key] = (path, Seen.of(st), False)
+                    if base is not None:
+                        rotation_origin[path] = os.path.join(d, base)
+        # Files known under a name in an unchanged directory are still there under that name.
+        for f in files.values():
+            if f.key not in cands and not f.gone and not f.deleted and dirs.unchanged(f.parent):
+                cands[f.key] = (f.path, None, False)
+        dirs.forget(looked)
+        return Scan(cands, rotation_origin, family_mtime, errors)

@@ -2,19 +2,28 @@
 
 Theory of operation
 -------------------
-*Discovery* (:meth:`TailSource._discover`, at start, on watchdog's create/move events, and every
-``rescan_interval`` as the safety net) expands the globs, then lists the directory of every
-tracked file. A directory entry is a candidate if its inode is one we know, or its name looks like
-a rotation of a tracked name (``app.log.1``, ``app.log-2024``). Each candidate is matched by
-identity (``shipper.tail.identity``): a tracked file under a new name was rotated by rename (its
-path is updated, its offset kept); a stored record is adopted if the fingerprint still matches;
-a glob match never seen before is new (read from 0, or from its end with ``from_end`` at the first
-scan). A known inode number is not an identity: a file whose stored record fails the check (a new
-file on a reused inode) is judged by its name like any file we never saw. An unknown rotation-named file that was written after the last state we stored for its
-family is a file rotated away while we were not looking (stopped across rotations, or several
-rotations between two looks): it is read from 0, before the current file. A rotation-named file
-whose head matches a tracked file's fingerprint is a copy (copytruncate) and is skipped, except to
-recover the lines a truncation would otherwise lose (see below).
+*Discovery* (at start, on watchdog's create/move events, and every ``rescan_interval`` as the
+safety net) has two halves. ``shipper.tail.discovery.Scanner`` looks: it expands the globs
+(``shipper.tail.globs``, which reports listings it could not make) and lists the directory of every
+tracked file, reusing listings of unchanged directories. A directory entry is a candidate if its
+inode is one we know, or its name looks like a rotation of a tracked name (``app.log.1``,
+``app.log-2024``). :meth:`TailSource._discover` judges: each candidate is matched by identity
+(``shipper.tail.identity``): a tracked file under a new name was rotated by rename (its path is
+updated, its offset kept); a stored record is adopted if the fingerprint still matches; a glob
+match never seen before is new (read from 0, or from its end with ``from_end`` at the first scan).
+A known inode number is not an identity: a file whose stored record fails the check (a new file on
+a reused inode) is judged by its name like any file we never saw. An unknown rotation-named file
+that was written after the last state we stored for its family is a file rotated away while we
+were not looking (stopped across rotations, or several rotations between two looks): it is read
+from 0, before the current file. A rotation-named file whose head matches a tracked file's
+fingerprint is a copy (copytruncate) and is skipped, except to recover the lines a truncation would
+otherwise lose (see below). An error is never a verdict: a scan that could not look everywhere
+forgets nothing, and a file that cannot be opened or read keeps its offset and identity.
+
+*Descriptors* (``shipper.tail.descriptors``): open files stay within a budget shared by the
+agent's sources; beyond it, files are read in turns (at their end first, least recently grown
+next; a rotated or deleted file with lines left keeps its descriptor), and a file that finds no
+descriptor waits for the next pass.
 
 *Families*: the files tailed as one name (``origin``): the current file and its rotated
 predecessors. Within a family, rotated files are served first, oldest first, and the current file
@@ -67,11 +76,9 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple
 
 from shipper.errors import ChannelIOError
 from shipper.tail.identity import (
-    COMPRESSED_SUFFIXES,
     FP_MAX,
     KEY_PREFIX,
     ROTATED_SUFFIX_SEPARATORS,
@@ -90,9 +97,8 @@ from shipper.tail.descriptors import (
     current_open_file_limit,
     open_file_budget,
 )
-from shipper.tail.discovery import DirCache, StatRotation
+from shipper.tail.discovery import Scanner, Seen, rotation_base
 from shipper.tail.events import EventCutter
-from shipper.tail.globs import Listing, expand
 from shipper.tail.options import FileStatus, FilesSummary, TailOptions
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 from shipper.tail.selection import Selection
@@ -104,19 +110,6 @@ log = logging.getLogger("flume-ship.tail")
 _MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most this often
 _COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
 _MAX_SLEEP = 0.5  # the stop flag is looked at least this often
-
-
-class _Seen(NamedTuple):
-    """What discovery keeps of a stat: a tenth of an ``os.stat_result``'s memory, same names."""
-
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime: float
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> "_Seen":
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime)
 
 
 class _Stopped(Exception):
@@ -167,16 +160,6 @@ class _File:
                 self.fd = None
 
 
-def _rotation_base(name: str, bases: set[str]) -> str | None:
-    """The tracked name ``name`` is a rotation of, if any (app.log.1 -> app.log)."""
-    if name.lower().endswith(COMPRESSED_SUFFIXES):
-        return None
-    for i, ch in enumerate(name):
-        if ch in ROTATED_SUFFIX_SEPARATORS and i and name[:i] in bases:
-            return name[:i]
-    return None
-
-
 def _rotation_rank(path: str) -> int:
     """A tie-break for rotated files with equal mtimes: app.log.3 is older than app.log.2.
 
@@ -206,9 +189,11 @@ class TailSource:
         self._waiting: dict[str, None] = {}  # files waiting for a descriptor, in arrival order
         self._shortage_logged = -1e9
         self._incomplete_logged = -1e9
-        self._dirs = DirCache()
-        self._stat_rotation = StatRotation()
         self._parents: dict[str, str] = {}
+        # Bumped by everything that changes what summary() shows (a file served, tracked, dropped,
+        # moved, opened, closed, waiting): an idle agent's status tick reuses the last summary.
+        self._changes = 0
+        self._summary: tuple[tuple[int, int], FilesSummary] | None = None
         self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in options.paths]
         if options.rules.active or options.byte_offset_header or options.uuid_header or options.encoding:
             self._cutter: LineCutter = EventCutter(
@@ -224,6 +209,7 @@ class TailSource:
             self._hold = options.partial_line_timeout
         self._enc = Encoder(options.add_event_id)
         self._select = Selection(tuple(options.exclude), options.ignore_older)
+        self._scanner = Scanner(self._patterns, self._select)
         static = dict(options.headers)
         if options.add_host:
             static[options.host_key] = options.host or os.uname().nodename
@@ -361,6 +347,10 @@ class TailSource:
     def summary(self, limit: int) -> FilesSummary:
         """Counts over every file, and rows for at most ``limit`` of them: those behind (most behind
         first), then the most recently grown. Cheap enough for every status tick with 50,000 files."""
+        version = self._changes
+        cached = self._summary
+        if cached is not None and cached[0] == (version, limit):
+            return cached[1]  # nothing a summary shows has changed since the last one
         files = list(self._files.values())
         by_state: Counter[str] = Counter()
         lagging = []
@@ -380,7 +370,9 @@ class TailSource:
                 files += heapq.nlargest(limit - len(files), (f for f in self._files.values() if f not in ahead),
                                         key=attrgetter("last_growth"))
         rows = [self._file_status(f) for f in sorted(files, key=lambda f: (f.origin, not f.rotated, f.order))]
-        return FilesSummary(len(self._files), dict(by_state), behind, rows)
+        summary = FilesSummary(len(self._files), dict(by_state), behind, rows)
+        self._summary = ((version, limit), summary)
+        return summary
 
     def identities(self) -> set[str]:
         """The offset keys of every tracked file."""
@@ -429,6 +421,7 @@ class TailSource:
 
     def _reset(self) -> None:
         """Forget everything in memory; the next poll starts again from the committed records."""
+        self._changes += 1
         self._close_all()
         self._files.clear()
         self._by_path.clear()
@@ -439,7 +432,7 @@ class TailSource:
         self._hot.clear()
         self._partial.clear()
         self._next_rescan = 0.0
-        self._dirs = DirCache()
+        self._scanner.reset()
 
     def _close_all(self) -> None:
         for f in self._files.values():
@@ -453,112 +446,8 @@ class TailSource:
         first, self._first_scan = self._first_scan, False
         records = self._records
         assert records is not None
-        dirs = self._dirs
-        dirs.begin()
-        # While notifications work, a known file in an unchanged directory is stat'ed only in its
-        # turn (shipper.tail.discovery); growth of closed files reaches us through inotify.
-        rotation = self._stat_rotation
-        rotation.begin()
-        trust_dirs = self._watching
-        # (path, stat or None when unchanged and not looked at, matched by a glob)
-        cands: dict[str, tuple[str, _Seen | None, bool]] = {}
-        # A scan that could not look everywhere (a listing or stat failed for want of a descriptor,
-        # a permission, a stale handle) is incomplete: what it did not see is not gone.
-        errors: list[OSError] = []
-        files, by_path = self._files, self._by_path
-        for pat in self._patterns:
-            found = expand(pat, dirs.list)
-            errors += found.errors
-            for p in found.paths:
-                key = by_path.get(p)
-                if key is not None and trust_dirs:
-                    f = files[key]
-                    if dirs.unchanged(f.parent) and not rotation.due(f.order):
-                        cands.setdefault(key, (p, None, True))
-                        continue
-                if p.lower().endswith(COMPRESSED_SUFFIXES) or self._select.excluded(p):
-                    continue
-                try:
-                    st = os.stat(p)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    errors.append(exc)
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, _Seen.of(st), True))
-
-        # Directories to look in for rotations: those of the families and of what the globs found.
-        # An unchanged directory holds nothing new; only the others are read entry by entry.
-        looked: set[str] = set()
-        for f in files.values():
-            looked.add(f.parent)
-            if f.path != f.origin:
-                looked.add(os.path.dirname(f.origin))
-        for r in records.values():
-            looked.add(os.path.dirname(r.path))
-            looked.add(os.path.dirname(r.origin))
-        for path, st, _ in cands.values():
-            if st is not None:
-                looked.add(os.path.dirname(path))
-        listings: dict[str, Listing] = {}
-        for d in looked:
-            try:
-                entries = dirs.list(d)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
-                    errors.append(exc)
-                continue
-            if not dirs.unchanged(d):
-                listings[d] = entries
-        # Families as they stood before this scan: origin -> newest mtime we know for it. Needed
-        # only to judge files we do not track yet (new, or found in a changed directory).
-        family_mtime: dict[str, float] = {}
-        if listings or records or any(key not in files for key in cands):
-            for item in (*files.values(), *records.values()):
-                if family_mtime.get(item.origin, -1.0) < item.mtime:
-                    family_mtime[item.origin] = item.mtime
-        bases: dict[str, set[str]] = {d: set() for d in listings}
-        if bases:
-            for path in (*family_mtime, *(c[0] for c in cands.values())):
-                d, b = os.path.split(path)
-                if d in bases:
-                    bases[d].add(b)
-            known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
-            globbed = {c[0] for c in cands.values()}
-        rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
-        for d, bs in bases.items():
-            prefix = d if d.endswith(os.sep) else d + os.sep
-            listing = listings[d]
-            for name, ino in zip(listing.names, listing.inos):
-                path = prefix + name
-                if path in globbed:
-                    continue
-                try:
-                    # The name is judged even when the inode is known: a known inode number is
-                    # only a guess until the record's identity check passes (inodes are reused),
-                    # and a file whose record fails it is judged by its name like any other.
-                    base = _rotation_base(name, bs)
-                    if base is None and ino not in known_inodes:
-                        continue
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    errors.append(exc)
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                key = file_key(st.st_dev, st.st_ino)
-                if key not in cands:
-                    cands[key] = (path, _Seen.of(st), False)
-                    if base is not None:
-                        rotation_origin[path] = os.path.join(d, base)
-        # Files known under a name in an unchanged directory are still there under that name.
-        for f in files.values():
-            if f.key not in cands and not f.gone and not f.deleted and dirs.unchanged(f.parent):
-                cands[f.key] = (f.path, None, False)
-        dirs.forget(looked)
+        scan = self._scanner.scan(self._files, self._by_path, records, watched=self._watching)
+        cands, rotation_origin, family_mtime, errors = scan.cands, scan.rotation_origin, scan.family_mtime, scan.errors
 
         seen: set[str] = set()
         for key, (path, st, from_glob) in cands.items():
@@ -570,6 +459,7 @@ class TailSource:
                     self._move(f, path)
                 elif st is not None and f.fd is None and (st.st_size != f.size or st.st_mtime != f.mtime):
                     self._hot.add(key)  # a closed file changed: open and serve it
+                    self._changes += 1
                 continue
             rec = records.pop(key, None)
             if rec is not None and self._adopt(rec, path, st, from_glob):
@@ -621,7 +511,7 @@ class TailSource:
             log.warning("tail: could not look everywhere (%s%s); files not seen keep their offsets until "
                         "a scan sees them", what, f", and {len(errors) - 1} more" if len(errors) > 1 else "")
 
-    def _adopt(self, rec: Record, path: str, st: _Seen, from_glob: bool) -> bool:
+    def _adopt(self, rec: Record, path: str, st: Seen, from_glob: bool) -> bool:
         """Resume a stored file if it is still the same; True if ``path`` is dealt with.
 
         False: the record is not this file's (deleted; the caller judges the file as unknown)."""
@@ -656,9 +546,10 @@ class TailSource:
         self._track(path, st, origin=path, at_end=False)
         return True
 
-    def _track(self, path: str, st: _Seen | os.stat_result, *, origin: str, at_end: bool,
+    def _track(self, path: str, st: Seen | os.stat_result, *, origin: str, at_end: bool,
                gen: str | None = None) -> _File:
         key = file_key(st.st_dev, st.st_ino)
+        self._changes += 1
         self._order += 1
         f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order,
                   self._parent_of(path))
@@ -684,7 +575,7 @@ class TailSource:
         d = os.path.dirname(path)
         return self._parents.setdefault(d, d)
 
-    def _start_at_end(self, f: _File, st: _Seen | os.stat_result) -> None:
+    def _start_at_end(self, f: _File, st: Seen | os.stat_result) -> None:
         """``from_end``: skip what ``f`` holds now, up to its last complete line."""
         f.cur.offset = self._line_end_before(f.fd, st.st_size)
         head = read_head(f.fd, min(FP_MAX, f.cur.offset))
@@ -701,6 +592,7 @@ class TailSource:
     def _move(self, f: _File, path: str) -> None:
         if self._by_path.get(f.path) == f.key:
             del self._by_path[f.path]
+        self._changes += 1
         was_rotated = f.path != f.origin
         f.path = path
         f.parent = self._parent_of(path)
@@ -712,6 +604,7 @@ class TailSource:
             log.info("tail: %s: rotated to %s; reading it to its end", f.origin, path)
 
     def _drop(self, f: _File) -> None:
+        self._changes += 1
         self._close(f)
         self._unwait(f)
         self._files.pop(f.key, None)
@@ -826,6 +719,7 @@ class TailSource:
     def _close(self, f: _File) -> None:
         if f.fd is None:
             return
+        self._changes += 1
         try:
             f.close()
         finally:
@@ -862,12 +756,14 @@ class TailSource:
 
     def _wait(self, f: _File) -> None:
         if not f.waiting:
+            self._changes += 1
             f.waiting = True
             self._waiting[f.key] = None
             self.counters["descriptor_waits"] += 1
 
     def _unwait(self, f: _File) -> None:
         if f.waiting:
+            self._changes += 1
             f.waiting = False
             self._waiting.pop(f.key, None)
             if not self._waiting:
@@ -882,6 +778,7 @@ class TailSource:
 
     def _trouble(self, f: _File, exc: OSError) -> None:
         """A read, stat or hash of an open file failed: close it and retry later; its offset stands."""
+        self._changes += 1
         self._close(f)
         if f.unreadable is None:
             log.warning("tail: %s: read failed (%s); retrying every %gs, its offset is kept", f.path,
@@ -894,6 +791,7 @@ class TailSource:
 
         An error of the open descriptor (stat, read, hash) closes it and leaves the offset as it
         is: only bytes actually read can judge a file truncated or rewritten."""
+        self._changes += 1
         if f.fd is None and not self._open(f):
             return False
         try:
@@ -1078,7 +976,7 @@ class TailSource:
         except OSError:
             return None
         for e in entries:
-            if _rotation_base(e.name, {base}) is None:
+            if rotation_base(e.name, {base}) is None:
                 continue
             try:
                 st = os.stat(e.path)

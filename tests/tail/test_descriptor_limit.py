@@ -206,3 +206,27 @@ def test_kill_9_with_more_files_than_descriptors_then_restart(tmp_path):
         check_exactly_once(list(per_line), {f: LINES for f in range(FILES)})
     finally:
         collect.stop()
+
+
+def test_status_summary_lists_the_files_behind_and_counts_the_rest(tmp_path):
+    logs = tmp_path / "logs"
+    write_files(logs, 300, 2)
+    ch = open_channel(tmp_path / "state")
+    try:
+        src = make_source(ch, logs / "*.log", max_open_files=16)
+        for _ in range(100):
+            if src.poll() == 0 and not src._hot and not src._waiting:
+                break
+        first = src.summary(20)
+        assert first.total == 300 and first.bytes_behind == 0 and len(first.rows) == 20
+        assert sum(first.by_state.values()) == 300
+        assert src.summary(20) is first  # nothing changed: the last summary is reused
+        append_lines(logs / "app-00123.log", 123, 2, 3)
+        assert src.poll() == 3
+        after = src.summary(20)
+        assert after is not first and after.bytes_behind == 0
+        grown = [r for r in after.rows if r.path.endswith("app-00123.log")]  # the most recently grown
+        assert grown and grown[0].offset == grown[0].size > 0
+    finally:
+        src.close()
+        ch.close()

@@ -122,7 +122,7 @@ def test_rescans_that_reuse_listings_keep_every_file_and_see_every_change(tmp_pa
     try:
         assert len(wait_for(40)) == 40
         time.sleep(1.0)  # many rescans, most from reused listings; idle files closed
-        assert src._dirs.unchanged(str(d))
+        assert src._scanner.dirs.unchanged(str(d))
         for i in range(0, 40, 3):
             append(d / f"f{i:02d}.log", f"f{i:02d} 1\n".encode())
         os.rename(d / "f01.log", d / "f01.log.1")
