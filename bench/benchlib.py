@@ -30,15 +30,52 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "shipper", *args]
 
 
+_VOCAB = (b"user session request response cache miss hit db query timeout retry connection pool worker thread "
+          b"queue message payload handler service upstream downstream latency error warning info debug trace auth "
+          b"token login logout order item cart checkout payment invoice shipment customer account profile settings "
+          b"config reload start stop ready health check metrics export import batch stream file read write open "
+          b"close").split()
+_KEYS = (b"user_id", b"order", b"trace", b"span", b"bytes", b"ms", b"status", b"path", b"ip", b"host")
+_POOL = 20_000  # distinct message tails: 2-20 MB apart, far beyond any codec's window or a 1 MiB chunk
+
+
+def _tails(size: int, seed: int = 1) -> list[bytes]:
+    """Log-like message tails of about ``size`` bytes: words, counters, hex ids and addresses.
+    They compress about as real logs do (~3x with zlib level 1, ~2-2.5x with LZ4), not like
+    lines padded with one repeated string, which would flatter any compression."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(_POOL):
+        parts, n = [], 0
+        target = max(8, size + rng.randrange(-size // 10, size // 10 + 1))
+        while n < target:
+            r = rng.random()
+            if r < 0.8:
+                p = rng.choice(_VOCAB)
+            elif r < 0.92:
+                p = rng.choice(_KEYS) + b"=%d" % rng.randrange(100000)
+            elif r < 0.97:
+                p = b"%s=%08x" % (rng.choice(_KEYS), rng.getrandbits(32))
+            else:
+                p = b"10.%d.%d.%d" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            parts.append(p)
+            n += len(p) + 1
+        out.append(b" ".join(parts))
+    return out
+
+
 def make_lines(path: Path, n: int, size: int = 100) -> int:
-    """``n`` lines of about ``size`` bytes (newline included); returns the file's size."""
-    filler = (b"abcdefghijklmnopqrstuvwxyz0123456789-" * (size // 30 + 4))
-    head_len = len(b"2024-05-01T12:00:00.000Z INFO app[0000000]: request served in 000 ms ")
+    """``n`` log-like lines of about ``size`` bytes on average (newline included); returns the
+    file's size. Each line: a timestamp, a level, a counter, then a message tail (see _tails)."""
+    head_len = len(b"2024-05-01T12:00:00.000Z INFO app[0000000]: ")
+    tails = [t[:max(1, size - head_len - 1 + (len(t) - size))] for t in _tails(size)]
+    levels = (b"INFO", b"INFO", b"INFO", b"WARN", b"DEBUG")
     with path.open("wb", buffering=1 << 20) as f:
         for i in range(n):
-            pad = max(1, size - head_len - 1 - (i % 7) + 3)
-            f.write(b"2024-05-01T12:00:00.000Z INFO app[%07d]: request served in %3d ms " % (i, i % 997))
-            f.write(filler[(i % 13):(i % 13) + pad] + b"\n")
+            f.write(b"2024-05-01T12:%02d:%02d.%03dZ %s app[%07d]: %s\n" % (
+                i // 60000 % 60, i // 1000 % 60, i % 1000, levels[i % 5], i, tails[i % _POOL]))
     return path.stat().st_size
 
 

@@ -53,8 +53,8 @@ from shipper.channel.space import SpaceManagement, _disk_free
 from shipper.channel.statedir import StateLock, fsync_dir, prepare_state_dir
 from shipper.channel.store import (
     _INSERT_CHUNK, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, MAX_SEQ, SQLITE_FULL, Chunk, Peek, _code,
-    _Corrupt, _file_bytes, _is_corrupt, _open_db, _precheck, chunk_crc, chunk_ok, encode_lens, offset_crc, peek,
-    split_points,
+    _Corrupt, _file_bytes, _is_corrupt, _open_db, _precheck, chunk_crc, chunk_ok, encode_lens, offset_crc,
+    pack_payload, peek, split_points, unpack_payload,
 )
 from shipper.errors import ChannelIOError, StateError
 
@@ -138,10 +138,12 @@ class Channel(SpaceManagement):
     """See the module docstring. Thread-safe: one lock guards the connection and the counters."""
 
     def __init__(self, state_dir: Path, lock: StateLock, capacity_bytes: int, capacity_events: int,
-                 min_free_bytes: int, chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES):
+                 min_free_bytes: int, chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES,
+                 compress: bool = True):
         if chunk_events < 1 or chunk_bytes < 1:
             raise ValueError("chunk_events and chunk_bytes must be at least 1")
         self.state_dir = state_dir
+        self.compress = compress
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
         self.db_path = state_dir / DB_NAME
@@ -185,13 +187,15 @@ class Channel(SpaceManagement):
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, capacity_bytes: int = 1 << 30,
              capacity_events: int = 10_000_000, min_free_bytes: int = 500 * 1024 * 1024,
-             chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES) -> "Channel":
+             chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES, compress: bool = True) -> "Channel":
         """Create the directory if needed, take its lock (StateLocked), open, convert or salvage
-        the database. ``chunk_events``/``chunk_bytes`` bound the rows new puts write."""
+        the database. ``chunk_events``/``chunk_bytes`` bound the rows new puts write; ``compress``
+        says whether they store their payload LZ4-compressed when that is shorter."""
         path = prepare_state_dir(state_dir)
         lock = StateLock(path)
         try:
-            return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes)
+            return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes,
+                       compress)
         except BaseException:
             lock.release()
             raise
@@ -340,14 +344,15 @@ class Channel(SpaceManagement):
         return True
 
     def _chunks(self, events: list[bytes]) -> list[tuple[int, int, int, bytes, bytes]]:
-        """(count, nbytes, crc, lens, body) per chunk of ``events``."""
+        """(count, nbytes, crc, lens, stored body) per chunk of ``events`` (see store: compression)."""
         out = []
         lengths = list(map(len, events))
         for lo, hi in split_points(lengths, self.chunk_events, self.chunk_bytes):
             part = events if hi - lo == len(events) else events[lo:hi]
-            body = b"".join(part)
+            payload = b"".join(part)
+            body = pack_payload(payload) if self.compress else payload
             lens = encode_lens(lengths[lo:hi])
-            out.append((hi - lo, len(body), chunk_crc(body, lens), lens, body))
+            out.append((hi - lo, len(payload), chunk_crc(body, lens), lens, body))
         return out
 
     # --- taking -------------------------------------------------------------------------------
@@ -427,10 +432,14 @@ class Channel(SpaceManagement):
                     cur = self._conn.execute(self._RUN_BODIES[which], (*lead, keys[0], keys[-1]))
                     try:
                         for key, count, size, _, crc, lens, body in cur:
-                            if not chunk_ok(count, size, crc, lens, body):
+                            try:
+                                if not chunk_ok(count, size, crc, lens, body):
+                                    raise ValueError("checksum")
+                                payload = unpack_payload(body, size)
+                            except ValueError:
                                 bad = key
                                 break
-                            picked.append((key, Chunk(count, lens, body)))
+                            picked.append((key, Chunk(count, lens, payload)))
                     finally:
                         cur.close()
             except sqlite3.DatabaseError as exc:

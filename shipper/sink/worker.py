@@ -26,10 +26,21 @@ puts the collector in the penalty box and, if another collector is still eligibl
 once; if none is, waits an exponential backoff with full jitter before the next attempt. While no
 collector accepts, the events simply stay in the channel.
 
+Overlap: once a lease is delivered, the worker takes the next one (only if it is ready: a whole
+batch, or one lingering could not grow) and sends it while a helper thread commits the first one's
+ack; the next ack waits for that commit. SQLite's commit (an fsync) and the collector's round trip
+(its own fsync) then run at the same time instead of one after the other, and the order of one
+worker's batches is unchanged: lease N+1 is taken only after lease N was answered OK, and sent only
+then. The cost is in the crash bound: a worker may hold TWO delivered-or-in-flight leases whose
+acks have not committed (N, acked in the background, and N+1, being sent), so a crash can make it
+send up to ``2 x batch_size`` events again (one batch before the overlap). Nothing can be lost:
+an ack is only ever for a lease a collector answered OK.
+
 Shutdown: ``stopping`` means "take nothing new, finish what is in flight"; ``abort`` means "give the
 in-flight batch back now" (used when the drain timeout runs out or a deadline passes). A batch that
 is given back is nacked, so it is the first one shipped next time; had the process died instead,
-the lease would have vanished with it and the events would be taken again after restart.
+the lease would have vanished with it and the events would be taken again after restart. A lease
+taken ahead (see Overlap) is still sent once ``stopping`` is set; ``abort`` nacks it.
 
 Several workers (``--sinks N``) may run at once, each with its own connections; they share the
 channel and the selector. With more than one worker, batches can arrive out of order.
@@ -40,6 +51,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -171,31 +183,43 @@ class SinkWorker:
         self.limit = limit  # shipper.sink.ratelimit.RateLimit shared by the group's workers, or None
         self.delivered_events = 0
         self.error: BaseException | None = None
+        self._ack_pool: ThreadPoolExecutor | None = None
 
     # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
+        lease = None  # taken, not yet delivered
+        acking = None  # (lease, future): delivered; its ack runs while ``lease`` is sent
         try:
-            while not self.stopping.is_set() and not self.abort.is_set():
-                lease = self._next_lease()
+            while not self.abort.is_set() and (lease is not None or not self.stopping.is_set()):
                 if lease is None:
-                    if self.exit_when_empty.is_set() and self.channel.stats().events == 0:
-                        return
-                    continue
+                    lease = self._next_lease()
+                    if lease is None:
+                        if self.exit_when_empty.is_set() and self.channel.stats().events == 0:
+                            return
+                        continue
                 try:
                     if self.limit is not None:
                         self.limit.acquire(lease.count, lease.nbytes, self.abort)
                     self.deliver(lease)
-                except Poisoned as exc:
+                except Poisoned as exc:  # moved aside (dead letters or a secondary); delivery goes on
                     self._ack(lease, dead=str(exc))
+                    lease = None
                     continue
                 except BaseException:
                     self.channel.nack(lease)
+                    lease = None
                     raise
-                self._ack(lease)
-                self.delivered_events += lease.count
-                if self.telemetry:
-                    self.telemetry.acked(lease.count, lease.nbytes)
+                finally:
+                    acking = self._settle(acking)
+                # Take the next lease BEFORE acking this one (a take waits for the channel's lock,
+                # which the ack's commit holds), then commit the ack while that lease is sent.
+                done, lease = lease, self._take_ready()
+                if lease is None:
+                    self._ack(done)
+                    self._acked(done)
+                else:
+                    acking = (done, self._acker().submit(self._ack, done))
         except _Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
@@ -203,7 +227,46 @@ class SinkWorker:
             if not isinstance(exc, ShipperError):
                 log.exception("%s stopped by an unexpected error", self.name)
         finally:
+            if lease is not None:
+                self.channel.nack(lease)
+            try:
+                self._settle(acking)
+            except BaseException as exc:  # the batch is sent again next time: a duplicate, not a loss
+                log.warning("%s: a delivered batch was not acknowledged: %s", self.name, exc)
             self.close()
+
+    def _acker(self) -> ThreadPoolExecutor:
+        if self._ack_pool is None:
+            self._ack_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-ack")
+        return self._ack_pool
+
+    def _settle(self, acking) -> None:
+        """Wait for a background ack to finish and count its batch as delivered; returns None."""
+        if acking is not None:
+            done, future = acking
+            future.result()
+            self._acked(done)
+        return None
+
+    def _acked(self, lease) -> None:
+        self.delivered_events += lease.count
+        if self.telemetry:
+            self.telemetry.acked(lease.count, lease.nbytes)
+
+    def _take_ready(self):
+        """A lease to send next at once, or None: only one that waiting would not grow (full, a
+        whole batch, or --once), and nothing new while stopping."""
+        opts = self.options
+        if self.stopping.is_set() or self.abort.is_set():
+            return None
+        lease = self._take(opts.batch_size, opts.batch_bytes)
+        if lease is None:
+            return None
+        if (lease.count >= opts.batch_size or lease.nbytes >= opts.batch_bytes or opts.linger <= 0
+                or getattr(lease, "full", False) or self.exit_when_empty.is_set()):
+            return lease
+        self.channel.nack(lease)
+        return None
 
     def _ack(self, lease, dead: str | None = None) -> None:
         """Ack until the channel takes it: a write error here must not drop the worker.
@@ -343,6 +406,9 @@ class SinkWorker:
                       self.pool.addresses[i], interval)
 
     def close(self) -> None:
+        if self._ack_pool is not None:
+            self._ack_pool.shutdown(wait=True)
+            self._ack_pool = None
         for client in self._clients:
             if client is not None:
                 try:

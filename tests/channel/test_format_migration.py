@@ -87,7 +87,7 @@ def test_a_v1_database_with_queued_events_is_converted_in_place_on_open(tmp_path
     state = tmp_path / "state"
     survive = make_v1(state)
     r = verify(state)  # verify reads v1 as it is and says what will happen
-    assert "format version: 1 (converted to 2 at the next start)" in r.stdout
+    assert f"format version: 1 (converted to {FORMAT_VERSION} at the next start)" in r.stdout
     assert f"events: {len(survive)} (" in r.stdout and "1 events fail their checksum" in r.stdout
 
     caplog.set_level("INFO", logger="flume-ship.channel")
@@ -108,7 +108,7 @@ def test_a_v1_database_with_queued_events_is_converted_in_place_on_open(tmp_path
         newest = ch.take(10, 1 << 20)
         assert newest.events == [b"new"] and newest.first_seq == 2551  # above the v1 high-water mark
     assert user_version(state) == FORMAT_VERSION
-    assert "converted from format 1 to 2" in caplog.text and "1 damaged events quarantined" in caplog.text
+    assert f"converted from format 1 to {FORMAT_VERSION}" in caplog.text and "1 damaged events quarantined" in caplog.text
     with sqlite3.connect(state / DB_NAME) as db:
         assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'events'").fetchone()[0] == 0
         q = sorted(db.execute("SELECT last_seq, count FROM quarantine"))
@@ -117,7 +117,7 @@ def test_a_v1_database_with_queued_events_is_converted_in_place_on_open(tmp_path
         for last, count in db.execute("SELECT last_seq, count FROM chunks"):
             assert not (last - count + 1 <= 700 <= last) and not (last - count + 1 <= 1100 <= last)
     r = verify(state)
-    assert r.returncode == 0 and "format version: 2\n" in r.stdout and "quarantined events: 2" in r.stdout
+    assert r.returncode == 0 and f"format version: {FORMAT_VERSION}\n" in r.stdout and "quarantined events: 2" in r.stdout
 
 
 def test_a_conversion_that_fails_part_way_leaves_the_v1_file_as_it_was(tmp_path, monkeypatch):

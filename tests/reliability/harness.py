@@ -33,6 +33,7 @@ shared); every wait has a generous timeout that only guards against a hang.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 import re
 import subprocess
@@ -45,6 +46,10 @@ from pathlib import Path
 from tests.support import ROOT, Proc
 
 BATCH = 200
+# What one kill may make a sink send again: the lease being sent plus the delivered one whose ack
+# commits meanwhile (shipper/sink/worker.py, "Overlap"). Faults that leave the process alive keep
+# the one-batch bound: every delivered lease is still acked.
+IN_FLIGHT = 2 * BATCH
 LINE_PAD = 80  # bodies of ~100 bytes
 # A failure guard for every wait (never a timing assertion); --soak scenarios get more.
 DELIVERY_TIMEOUT = 120.0
@@ -60,10 +65,11 @@ _LINE = re.compile(rb"^(\S+) (\d{8}) ")
 class Stream:
     """One writer's numbered lines; ``n`` lines were written so far (seqs 0..n-1)."""
 
-    def __init__(self, name: str, path: Path, pad: int = LINE_PAD):
+    def __init__(self, name: str, path: Path, pad: int = LINE_PAD, noise: bool = False):
         self.name = name
         self.path = Path(path)
         self.pad = b"x" * pad
+        self.noise = noise  # pad each line with its own random-looking hex: it does not compress
         self.n = 0
         self.lock = threading.Lock()
         self.breaks: list[int] = []  # seqs that start a new physical file (after a rotation)
@@ -78,7 +84,11 @@ class Stream:
         return bisect.bisect_right(self.breaks, seq)
 
     def line(self, seq: int) -> bytes:
-        return b"%s %08d %s" % (self.name.encode(), seq, self.pad)
+        pad = self.pad
+        if self.noise:
+            digest = hashlib.blake2b(b"%d" % seq).hexdigest().encode()
+            pad = (digest * (len(pad) // len(digest) + 1))[:len(pad)]
+        return b"%s %08d %s" % (self.name.encode(), seq, pad)
 
     def chunk(self, count: int) -> bytes:
         data = b"".join(self.line(i) + b"\n" for i in range(self.n, self.n + count))

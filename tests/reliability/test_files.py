@@ -15,7 +15,7 @@ import threading
 import time
 
 from tests.reliability.harness import (
-    BATCH, Collector, ProxyProc, Stream, check, record, start_tail, wait_delivered,
+    BATCH, IN_FLIGHT, Collector, ProxyProc, Stream, check, record, start_tail, wait_delivered,
 )
 
 
@@ -55,7 +55,7 @@ def test_rotations_while_stopped(tmp_path, cleanup, scale):
         if t.lost:
             break
     recover = time.monotonic() - started
-    bound = 3 * BATCH
+    bound = 3 * IN_FLIGHT
     record(f"{rotations} rename rotations while stopped (x3)", t, bound, recover, "recover = restart to last line")
     check(t, bound)
 
@@ -162,7 +162,7 @@ def test_inode_reuse_with_a_different_first_line(tmp_path, cleanup, scale):
     cleanup.append(tail.kill)
     started = time.monotonic()
     t = wait_delivered([col], streams, [tail])
-    bound = 3 * scale * BATCH
+    bound = 3 * scale * IN_FLIGHT
     record("inode reuse, a different first line", t, bound, time.monotonic() - started,
            f"inode reused {reused} of {3 * scale} times")
     check(t, bound)
@@ -242,9 +242,9 @@ def test_many_files(tmp_path, cleanup, scale):
     cleanup.append(tail.kill)
     started = time.monotonic()
     t = wait_delivered([col], streams, [tail], timeout=240)
-    record(f"{nfiles} files, SIGKILL mid first pass", t, BATCH, time.monotonic() - started,
+    record(f"{nfiles} files, SIGKILL mid first pass", t, IN_FLIGHT, time.monotonic() - started,
            "recover = restart to last line")
-    check(t, BATCH)
+    check(t, IN_FLIGHT)
 
 
 def test_long_line_with_no_newline_at_eof(tmp_path, cleanup):

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 
-from tests.reliability.harness import BATCH, REPORT, Collector, Row, start_tail
+from tests.reliability.harness import IN_FLIGHT, REPORT, Collector, Row, start_tail
 
 KILLS = 4
 
@@ -95,8 +95,8 @@ def test_kill_9_while_stack_traces_are_written_never_splits_an_event(tmp_path, c
         assert by_id.setdefault(r["headers"]["id"], r["body"]) == r["body"]  # a repeat is the same event
     repeats = len(bodies) - len(set(bodies))
     assert len(by_id) == len(want)
-    assert repeats <= KILLS * BATCH
+    assert repeats <= KILLS * IN_FLIGHT
     assert not any("DEBUG" in b for b in bodies)
-    REPORT.append(Row(f"kill -9 inside multiline events (x{KILLS})", len(want), 0, repeats, KILLS * BATCH,
+    REPORT.append(Row(f"kill -9 inside multiline events (x{KILLS})", len(want), 0, repeats, KILLS * IN_FLIGHT,
                       time.monotonic() - restarted, "events (stack traces), not lines; repeats are whole "
                       "events with their id; 0 split"))
