@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.benchlib import ROOT, cli, loadavg, make_lines, start_collect, stop  # noqa: E402
 from shipper.channel import Channel  # noqa: E402
 from shipper.channel.groups import GroupQueues  # noqa: E402
 
@@ -65,21 +65,12 @@ def rate_case(seconds: float) -> None:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         log = d / "app.log"
-        with open(log, "wb") as fh:
-            for i in range(0, int(1000 * (seconds + 20)), 1000):
-                fh.write(b"".join(b"line %09d padding padding padding\n" % j for j in range(i, i + 1000)))
-        col = subprocess.Popen([sys.executable, "-m", "shipper", "collect", "--listen", "127.0.0.1:0", "--out",
-                                str(d / "out")], stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        addr = None
-        for line in col.stderr:
-            if "listening on" in line:
-                addr = line.split("listening on")[1].split()[0]
-                break
+        make_lines(log, int(1000 * (seconds + 20)))
+        col, addr = start_collect(d / "out")
         cfg = d / "ship.toml"
         cfg.write_text(f'[channel]\nstate_dir = "{d / "state"}"\n[delivery]\ncollectors = ["{addr}"]\n'
                        f'linger = 0.05\n[sources.app]\npaths = ["{log}"]\nmax_lines_per_second = 1000\n')
-        agent = subprocess.Popen([sys.executable, "-m", "shipper", "tail", "--config", str(cfg)],
-                                 stderr=subprocess.DEVNULL, cwd=ROOT)
+        agent = subprocess.Popen(cli("tail", "--config", str(cfg)), stderr=subprocess.DEVNULL, cwd=ROOT)
 
         def delivered() -> int:
             return sum(sum(1 for _ in open(p, "rb")) for p in (d / "out").rglob("*") if p.is_file())
@@ -90,10 +81,8 @@ def rate_case(seconds: float) -> None:
             time.sleep(seconds)
             b, tb = delivered(), time.monotonic()
         finally:
-            agent.terminate()
-            agent.wait(30)
-            col.terminate()
-            col.wait(30)
+            stop(agent)
+            stop(col)
     rate = (b - a) / (tb - ta)
     print(f"  limit 1000 lines/s over {tb - ta:.1f}s: {b - a:,} lines = {rate:,.0f} lines/s "
           f"({(rate / 1000 - 1) * 100:+.1f}% from the limit)")
@@ -105,7 +94,7 @@ def main() -> None:
     ap.add_argument("--rate-seconds", type=float, default=30.0)
     ap.add_argument("--skip-rate", action="store_true")
     args = ap.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    print(f"load average {loadavg()}")
     print("channel (1,000-event batches and leases):")
     channel_case("one queue (no routes)", args.events, None, None)
     channel_case("one group", args.events, ("a",), lambda i: [("a",)] * 1000)
