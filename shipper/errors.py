@@ -26,6 +26,7 @@ tailed files in ``shipper.tail``. The protocol core keeps its own small tree
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Exit codes, documented in README.md. Keep the two in step.
@@ -121,6 +122,11 @@ class CertificateError(TransportError):
     """TLS: the server's certificate did not verify."""
 
 
+class ClientCertificateRefused(TransportError):
+    """TLS: the collector requires a client certificate (mutual TLS) and we sent none, or one it
+    does not accept."""
+
+
 class CollectorRejected(DeliveryError):
     """The collector answered, but not OK: Status FAILED or UNKNOWN, or an Avro system error."""
 
@@ -177,3 +183,36 @@ class DeadlineExceeded(ShipperError):
     """--once: the channel was not empty when --deadline passed."""
 
     exit_code = EXIT_DEADLINE
+
+
+# --- the collector (flume-ship collect) ---
+
+
+class LimitRefused(ShipperError):
+    """collect refuses or drops one client connection by a limit (shipper.collector.limits); the
+    collector counts it under ``reason`` and logs it, and serves on: it never ends the command."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- text from peers, on its way into a log line ---
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str | bytes, limit: int = 512) -> str:
+    """Peer-provided text made safe for one log line: control characters (newlines included)
+    escaped as ``\\n``, ``\\x1b``..., so a peer cannot forge log lines or drive a terminal, and
+    cut to ``limit`` characters."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if len(text) > limit:
+        text = text[:limit] + f"...[{len(text) - limit} more characters]"
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(m) -> str:
+    c = m.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")

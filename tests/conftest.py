@@ -79,7 +79,9 @@ def silent_server():
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory) -> dict[str, str]:
-    """A CA and a server certificate for 127.0.0.1 / localhost, as PEM files: ca, cert, key."""
+    """A CA and a server certificate for 127.0.0.1 / localhost, as PEM files: ca, cert, key; and
+    client certificates for mutual TLS: client_cert/client_key (CN "client agent-7", same CA) and
+    stranger_cert/stranger_key (signed by another CA)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -132,6 +134,34 @@ def tls_files(tmp_path_factory) -> dict[str, str]:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
+
+    def client_cert(name: str, issuer_name, issuer_key) -> None:
+        """A client certificate (mutual TLS) for CN=``name``, signed by the given issuer."""
+        k = ec.generate_private_key(ec.SECP256R1())
+        c = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer_name)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(issuer_key, hashes.SHA256())
+        )
+        tag = name.split()[0]
+        paths[f"{tag}_cert"] = d / f"{tag}.pem"
+        paths[f"{tag}_key"] = d / f"{tag}.key"
+        paths[f"{tag}_cert"].write_bytes(c.public_bytes(serialization.Encoding.PEM))
+        paths[f"{tag}_key"].write_bytes(
+            k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+        )
+
+    client_cert("client agent-7", ca_name, ca_key)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert("stranger", x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")]), other_key)
     return {k: str(v) for k, v in paths.items()}
 
 

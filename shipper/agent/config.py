@@ -139,6 +139,10 @@ class DeliverySection:
     tls_layering: str = opt("zlib-outside", "With TLS and deflate together: zlib-outside (zlib carries TLS, "
                             "Flume >= 1.10) or tls-outside (TLS carries zlib, Flume <= 1.9).", flag="--tls-layering",
                             choices=("zlib-outside", "tls-outside"))
+    # mutual TLS: the certificate presented to a collector that requires one (collect --tls-client-ca)
+    tls_cert: str | None = opt(None, "Client certificate chain (PEM) to present to collectors that require one "
+                               "(mutual TLS); needs tls_key; implies tls.", flag="--tls-cert")
+    tls_key: str | None = opt(None, "Private key (PEM) of tls_cert.", flag="--tls-key")
 
 
 @dataclass(frozen=True)
@@ -286,8 +290,9 @@ def client_options_of(d: DeliverySection):
     from shipper.transport import ClientOptions, TLSOptions
 
     tls = None
-    if d.tls or d.tls_ca or d.tls_insecure:
-        tls = TLSOptions(ca_file=d.tls_ca, insecure=d.tls_insecure, server_name=d.tls_server_name)
+    if d.tls or d.tls_ca or d.tls_insecure or d.tls_cert:
+        tls = TLSOptions(ca_file=d.tls_ca, insecure=d.tls_insecure, server_name=d.tls_server_name,
+                         cert_file=d.tls_cert, key_file=d.tls_key)
     return ClientOptions(connect_timeout=d.connect_timeout, request_timeout=d.request_timeout,
                          compress=None if d.compress == "none" else d.compress,
                          compression_level=d.compression_level, tls=tls, tls_layering=d.tls_layering)
@@ -546,6 +551,10 @@ def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> No
         bad("delivery.compression_level", "must be 0 to 9")
     if len(set(d.collectors)) != len(d.collectors):
         bad("delivery.collectors", "a collector is listed twice")
+    if d.tls_insecure and d.tls_ca:
+        bad("delivery.tls_insecure", "contradicts tls_ca (verify with that CA, or do not verify): give one of them")
+    if bool(d.tls_cert) != bool(d.tls_key):
+        bad("delivery.tls_cert", "tls_cert and tls_key go together")
     listen = sections["agent"].metrics_listen
     if listen:
         try:

@@ -15,11 +15,12 @@ Typical client use::
         ... also send conn.data_to_send() (a NONE handshake re-queues the call)
 """
 
-from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, ZlibDecoder, ZlibEncoder
+from shipper.avroipc.compression import DEFAULT_MAX_DECODED_BYTES, InflateLimitExceeded, ZlibDecoder, ZlibEncoder
 from shipper.avroipc.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shipper.avroipc.events import (
     CallFailed,
     CallReceived,
+    CallRefused,
     CallSucceeded,
     ConnectionClosed,
     ConnectionEvent,
@@ -41,12 +42,16 @@ from shipper.avroipc.protocol import (
     Status,
     protocol_hash,
 )
+from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
 from shipper.avroipc.requestor import ClientConnection
 from shipper.avroipc.responder import DEFAULT_MAX_EVENTS_PER_CALL, ProtocolCache, ServerConnection
 
 __all__ = [
     "CallFailed",
+    "CallLimits",
     "CallReceived",
+    "CallRefused",
+    "DEFAULT_CALL_LIMITS",
     "CallSucceeded",
     "ClientConnection",
     "ConnectionClosed",
@@ -59,6 +64,8 @@ __all__ = [
     "FrameDecoder",
     "HandshakeCompleted",
     "HandshakeRetry",
+    "InflateLimitExceeded",
+    "LimitExceeded",
     "LocalProtocolError",
     "PROTOCOL_HASH",
     "PROTOCOL_HASH_1_11_1",

@@ -179,9 +179,12 @@ class Reader:
                 out[k] = self.read_string()
         return out
 
-    def read_bytes_map(self) -> dict[str, bytes]:
+    def read_bytes_map(self, max_entries: int | None = None) -> dict[str, bytes]:
+        """A ``map<bytes>``; past ``max_entries`` entries (checked per block) AvroDecodeError."""
         out: dict[str, bytes] = {}
         for count in self.block_counts(2):
+            if max_entries is not None and len(out) + count > max_entries:
+                raise AvroDecodeError(f"a map of more than {max_entries} entries")
             for _ in range(count):
                 k = self.read_string()
                 out[k] = self.read_bytes()

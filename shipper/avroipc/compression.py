@@ -7,7 +7,9 @@ close writes the final block and the Adler-32 trailer; a reader must accept EOF 
 
 The decoder bounds its output: it inflates in pieces of at most ``_STEP`` bytes and refuses a
 single :meth:`ZlibDecoder.decode` call that would yield more than ``max_output`` bytes, so a small
-"zip bomb" costs at most ``max_output`` of memory before the connection is dropped. A legitimate
+"zip bomb" costs at most ``max_output`` of memory before the connection is dropped
+(:class:`InflateLimitExceeded`). ``max_output`` may be changed between calls: a server lowers it
+to what its memory budget has left. A legitimate
 peer cannot reach that bound when the transport feeds the socket's bytes in reads of 64 KiB or
 less (deflate expands at most about 1032:1) unless a single frame exceeds the frame cap anyway.
 """
@@ -20,6 +22,10 @@ from shipper.avroipc.errors import RemoteProtocolError
 
 DEFAULT_MAX_DECODED_BYTES = 80 * 1024 * 1024
 _STEP = 256 * 1024
+
+
+class InflateLimitExceeded(RemoteProtocolError):
+    """One decode would have produced more than the decoder's ``max_output`` bytes."""
 
 
 class ZlibEncoder:
@@ -68,7 +74,7 @@ class ZlibDecoder:
                 piece = d.decompress(pending, _STEP)
                 total += len(piece)
                 if total > limit:
-                    raise RemoteProtocolError(f"deflate data expands beyond {limit} bytes in one read")
+                    raise InflateLimitExceeded(f"deflate data expands beyond {limit} bytes in one read")
                 if piece:
                     out.append(piece)
                 pending = d.unconsumed_tail

@@ -58,8 +58,24 @@ class CallReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class CallRefused:
+    """Server side: a call could not be run and was already answered with an Avro system error.
+
+    ``reason`` is a short key for counting (``malformed``, ``unknown-message``, ``handshake``,
+    ``protocol``, ``events``, ``body``, ``headers``, ``header-bytes``, ``metadata``); ``detail``
+    is the text sent back to the client. Nothing is left to answer.
+    """
+
+    serial: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """receive_data(b"") was called: the peer closed its side."""
 
 
-ConnectionEvent = HandshakeCompleted | HandshakeRetry | CallSucceeded | CallFailed | CallReceived | ConnectionClosed
+ConnectionEvent = (
+    HandshakeCompleted | HandshakeRetry | CallSucceeded | CallFailed | CallReceived | CallRefused | ConnectionClosed
+)

@@ -18,7 +18,9 @@ Decoding: the collector decodes hundreds of thousands of events a second, so
 inlined (header counts and lengths below 64 are one byte). It returns ``(headers, body)`` tuples.
 Every length is checked against what is left before slicing, every count against the bytes left
 (each event takes at least 2 bytes), and ``max_events`` bounds the Python objects one call can
-create. Measured against fastavro's ``schemaless_reader`` in bench/bench_codec.py.
+create. The caps of :class:`shipper.avroipc.limits.CallLimits` (headers per event and per call,
+header bytes, body size) are checked on the way, each before what it guards is allocated.
+Measured against fastavro's ``schemaless_reader`` in bench/bench_codec.py.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from shipper.avroipc.avro import AvroDecodeError, encode_bytes, encode_long, encode_string, encode_string_map
+from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +90,20 @@ def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
             raise AvroDecodeError("varint longer than 10 bytes")
 
 
-def _read_headers(buf: bytes, pos: int, end: int) -> tuple[dict[str, str], int]:
+def _read_headers(
+    buf: bytes, pos: int, end: int, max_count: int, max_bytes: int
+) -> tuple[dict[str, str], int]:
+    """A ``map<string>`` at ``pos`` of at most ``max_count`` entries and ``max_bytes`` bytes.
+
+    Each block's count is checked against ``max_count`` before its entries are decoded.
+    """
     headers: dict[str, str] = {}
+    start = pos
     while True:
         count, pos = _read_long(buf, pos)
         if count == 0:
+            if pos - start > max_bytes:
+                raise LimitExceeded("header-bytes", f"an event's headers take more than {max_bytes} bytes")
             return headers, pos
         if count < 0:
             count = -count
@@ -100,6 +112,10 @@ def _read_headers(buf: bytes, pos: int, end: int) -> tuple[dict[str, str], int]:
                 raise AvroDecodeError(f"map block byte size {size} out of range")
         if count * 2 > end - pos:
             raise AvroDecodeError(f"map block count {count} exceeds the bytes left")
+        if len(headers) + count > max_count:
+            raise LimitExceeded("headers", f"an event has more than {max_count} headers")
+        if pos - start > max_bytes:
+            raise LimitExceeded("header-bytes", f"an event's headers take more than {max_bytes} bytes")
         for _ in range(count):
             n = buf[pos]
             if n < 0x80 and not n & 1:  # the usual short key: a one-byte, non-negative length
@@ -127,11 +143,13 @@ def _read_headers(buf: bytes, pos: int, end: int) -> tuple[dict[str, str], int]:
             pos += n
 
 
-def read_event(buf: bytes, pos: int = 0) -> tuple[tuple[dict[str, str], bytes], int]:
+def read_event(
+    buf: bytes, pos: int = 0, limits: CallLimits = DEFAULT_CALL_LIMITS
+) -> tuple[tuple[dict[str, str], bytes], int]:
     """One AvroFlumeEvent at ``pos``; returns ((headers, body), next position)."""
     end = len(buf)
     try:
-        headers, pos = _read_headers(buf, pos, end)
+        headers, pos = _read_headers(buf, pos, end, limits.max_headers_per_event, limits.max_header_bytes_per_event)
         n, pos = _read_long(buf, pos)
     except IndexError:
         raise AvroDecodeError("truncated event") from None
@@ -139,6 +157,8 @@ def read_event(buf: bytes, pos: int = 0) -> tuple[tuple[dict[str, str], bytes], 
         raise AvroDecodeError("a header is not valid UTF-8") from None
     if n < 0 or n > end - pos:
         raise AvroDecodeError(f"body length {n} out of range")
+    if n > limits.max_body_bytes:
+        raise LimitExceeded("body", f"an event body of {n} bytes, over the cap of {limits.max_body_bytes}")
     return (headers, buf[pos : pos + n]), pos + n
 
 
@@ -151,16 +171,25 @@ def decode_event(data: bytes) -> FlumeEvent:
 
 
 def read_event_array(
-    buf: bytes, pos: int = 0, max_events: int | None = None
+    buf: bytes, pos: int = 0, max_events: int | None = None, limits: CallLimits = DEFAULT_CALL_LIMITS
 ) -> tuple[list[tuple[dict[str, str], bytes]], int]:
     """An ``array<AvroFlumeEvent>`` at ``pos``; returns (events, next position).
 
-    Raises AvroDecodeError on any malformation, or when there are more than ``max_events``.
+    Raises AvroDecodeError on any malformation, LimitExceeded past one of ``limits`` (or more
+    than ``max_events`` events, when given).
     """
     end = len(buf)
     events: list[tuple[dict[str, str], bytes]] = []
     append = events.append
-    limit = end if max_events is None else max_events
+    limit = min(end, limits.max_events if max_events is None else max_events)
+    max_body = limits.max_body_bytes
+    max_hdr_event, max_hdr_bytes_event = limits.max_headers_per_event, limits.max_header_bytes_per_event
+    # Per-call header budget, spent as events are decoded (each event is capped on its own
+    # first, so the overshoot before the check is at most one event's worth).
+    hdr_left, hdr_bytes_left = limits.max_headers_per_call, limits.max_header_bytes_per_call
+    # A header entry takes at least 2 bytes: when the whole call is too small to pass either cap
+    # (the usual case), the per-event accounting is skipped.
+    count_call = hdr_left * 2 < end - pos or hdr_bytes_left < end - pos
     # Events of one batch mostly share their headers (one tailed file, one set of static
     # headers). Avro encodings are prefix-free, so when the bytes at ``pos`` start with the
     # previous event's encoded map, that is this event's map: copy the dict, skip the parse.
@@ -184,19 +213,29 @@ def read_event_array(
             if count * 2 > end - pos:
                 raise AvroDecodeError(f"array block count {count} exceeds the bytes left")
             if len(events) + count > limit:
-                raise AvroDecodeError(f"more than {limit} events in one call")
+                raise LimitExceeded("events", f"more than {limit} events in one call")
             for _ in range(count):
                 if buf[pos] == 0:
                     headers: dict[str, str] = {}
                     pos += 1
-                elif buf.startswith(last_raw, pos):
-                    headers = last_headers.copy()
-                    pos += len(last_raw)
                 else:
-                    start = pos
-                    headers, pos = _read_headers(buf, pos, end)
-                    last_raw = buf[start:pos]
-                    last_headers = headers
+                    if buf.startswith(last_raw, pos):
+                        headers = last_headers.copy()
+                        pos += len(last_raw)
+                    else:
+                        start = pos
+                        headers, pos = _read_headers(buf, pos, end, max_hdr_event, max_hdr_bytes_event)
+                        last_raw = buf[start:pos]
+                        last_headers = headers
+                    if count_call:
+                        hdr_left -= len(headers)
+                        hdr_bytes_left -= len(last_raw)
+                        if hdr_left < 0:
+                            raise LimitExceeded("headers", f"more than {limits.max_headers_per_call} headers in one call")
+                        if hdr_bytes_left < 0:
+                            raise LimitExceeded(
+                                "header-bytes", f"headers of more than {limits.max_header_bytes_per_call} bytes in one call"
+                            )
                 b = buf[pos]
                 if b < 0x80:
                     if b & 1:
@@ -209,6 +248,8 @@ def read_event_array(
                         raise AvroDecodeError("negative body length")
                 if n > end - pos:
                     raise AvroDecodeError(f"body length {n} exceeds the bytes left")
+                if n > max_body:
+                    raise LimitExceeded("body", f"an event body of {n} bytes, over the cap of {max_body}")
                 npos = pos + n
                 append((headers, buf[pos:npos]))
                 pos = npos

@@ -170,7 +170,8 @@ class FrameDecoder:
             need = self._need
             if avail - pos < need:
                 break
-            self._buffers.append(bytes(buf[pos : pos + need]))
+            with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
+                self._buffers.append(bytes(view[pos : pos + need]))
             pos += need
             self._frame_bytes += need
             self._need = -1
@@ -197,6 +198,15 @@ class Inbox:
         self.error: RemoteProtocolError | None = None
         self.eof = False
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held: the decoder's partial frame and the frames not yet handled."""
+        return self._decoder.buffered + sum(sum(map(len, f.buffers)) for f in self.frames)
+
+    @property
+    def in_frame(self) -> bool:
+        return self._decoder.in_frame
+
     def receive_data(self, data: bytes) -> None:
         if not data:
             self.eof = True
@@ -208,7 +218,9 @@ class Inbox:
         try:
             self.frames.extend(self._decoder.feed(data))
         except RemoteProtocolError as exc:
-            self.error = exc
+            # Kept without its traceback: the traceback's frames hold the input buffers, and
+            # the cycle (inbox -> error -> frames -> inbox) would keep them until a full GC.
+            self.error = exc.with_traceback(None)
 
     def fail(self, message: str) -> RemoteProtocolError:
         """Break the connection: frames not yet handled are dropped, the error raised from now on."""

@@ -32,6 +32,7 @@ from shipper.avroipc.avro import (
     encode_bytes_map,
     encode_string,
 )
+from shipper.avroipc.limits import LimitExceeded
 
 PROTOCOL_TEXT = (
     '{"protocol":"AvroSourceProtocol","namespace":"org.apache.flume.source.avro","doc":"* Licensed'
@@ -142,12 +143,28 @@ def _read_opt(r: Reader, read):
     return None if r.read_union_index(2) == 0 else read()
 
 
-def read_handshake_request(r: Reader) -> HandshakeRequest:
-    """Raises AvroDecodeError when the bytes are not a HandshakeRequest."""
+def read_handshake_request(
+    r: Reader, max_protocol_bytes: int | None = None, max_meta_entries: int | None = None
+) -> HandshakeRequest:
+    """Raises AvroDecodeError when the bytes are not a HandshakeRequest.
+
+    With ``max_protocol_bytes``, a longer client protocol text raises ``LimitExceeded`` (reason
+    ``protocol``) before it is decoded; ``max_meta_entries`` bounds the ``meta`` map.
+    """
     client_hash = r.read_fixed(16)
-    client_protocol = _read_opt(r, r.read_string)
+    client_protocol = None
+    if r.read_union_index(2) == 1:
+        n = r.read_long()
+        if n < 0:
+            raise AvroDecodeError(f"negative length {n}")
+        if max_protocol_bytes is not None and n > max_protocol_bytes:
+            raise LimitExceeded("protocol", f"a client protocol text of {n} bytes, over the cap of {max_protocol_bytes}")
+        try:
+            client_protocol = r.read_fixed(n).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AvroDecodeError("string is not valid UTF-8") from exc
     server_hash = r.read_fixed(16)
-    meta = _read_opt(r, r.read_bytes_map)
+    meta = _read_opt(r, lambda: r.read_bytes_map(max_meta_entries))
     return HandshakeRequest(client_hash, client_protocol, server_hash, meta)
 
 

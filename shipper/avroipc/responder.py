@@ -6,8 +6,9 @@ Theory of operation (avro-rpc-wire.md §3.2, §4, §5, P2, P4-P9):
   HandshakeRequest; after it is set none may (a second handshake is read as call metadata and
   fails, giving a system error, as in Java).
 * Handshake: ``remote`` = the protocol cached under ``clientHash``; if none and the request
-  carries ``clientProtocol``, that text is cached under ``clientHash`` (not checked against the
-  hash, as in Java). match = BOTH if ``serverHash`` is ours and remote is known, CLIENT if remote
+  carries ``clientProtocol``, that text is cached under ``clientHash``, once checked: at most
+  ``max_protocol_bytes`` long (checked before it is decoded) and with that very MD5 (Java checks
+  neither; a hostile client could otherwise pin large texts in the cache). match = BOTH if ``serverHash`` is ours and remote is known, CLIENT if remote
   is known but ``serverHash`` is not ours, else NONE. Non-BOTH answers carry our text and hash;
   ``meta`` is always null. NONE answers with the handshake alone and does not run the call.
 * The handshake response goes in front of the answer to that request, and in no later one.
@@ -17,6 +18,10 @@ Theory of operation (avro-rpc-wire.md §3.2, §4, §5, P2, P4-P9):
   Broken framing is a RemoteProtocolError: the transport closes the connection.
 * Responses: ``chunks(handshake or nothing) + chunks(metadata 00) + chunks(flag + value)``.
   A ping (empty message name after a handshake) gets the handshake response alone.
+
+* Every call refused with a system error is also reported to the transport as a
+  :class:`CallRefused` event (reason + text), so the server can count and log it; the caps of
+  :class:`CallLimits` (events, body, headers, metadata, protocol text) refuse a call this way.
 
 Deviation from Java, on purpose: Java ignores bytes after the parameters; we answer a system
 error instead of running a call we may have misread.
@@ -29,7 +34,7 @@ from collections import deque
 
 from shipper.avroipc.avro import AvroDecodeError, Reader, encode_string
 from shipper.avroipc.errors import LocalProtocolError
-from shipper.avroipc.events import CallReceived, ConnectionClosed, ConnectionEvent
+from shipper.avroipc.events import CallReceived, CallRefused, ConnectionClosed, ConnectionEvent
 from shipper.avroipc.flume_event import read_event, read_event_array
 from shipper.avroipc.framing import (
     DEFAULT_MAX_BUFFERS,
@@ -51,6 +56,7 @@ from shipper.avroipc.protocol import (
     protocol_hash,
     read_handshake_request,
 )
+from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
 
 DEFAULT_MAX_EVENTS_PER_CALL = 100_000
 DEFAULT_MAX_CACHED_PROTOCOLS = 64
@@ -89,7 +95,11 @@ class ProtocolCache:
         return self._known.get(client_hash)
 
     def learn(self, client_hash: bytes, text: str) -> None:
-        """Cache a client's text; ValueError if it is not a protocol's JSON (Java parses it too)."""
+        """Cache a client's text; ValueError if it is not a protocol's JSON (Java parses it too)
+        or not the text its ``client_hash`` names (Java does not check; every client, Java's
+        included, sends the MD5 of the very text it sends)."""
+        if protocol_hash(text) != client_hash:
+            raise ValueError("client protocol does not match its MD5 hash")
         try:
             obj = json.loads(text)
         except ValueError as exc:
@@ -105,6 +115,10 @@ class ProtocolCache:
 class _BadCall(Exception):
     """The call cannot be decoded; answer a system error with this text."""
 
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class ServerConnection:
     def __init__(
@@ -114,9 +128,11 @@ class ServerConnection:
         max_buffers: int = DEFAULT_MAX_BUFFERS,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_events_per_call: int = DEFAULT_MAX_EVENTS_PER_CALL,
+        limits: CallLimits = DEFAULT_CALL_LIMITS,
     ) -> None:
         self.cache = cache
-        self.max_events_per_call = max_events_per_call
+        self.max_events_per_call = min(max_events_per_call, limits.max_events)
+        self.limits = limits
         self.established = False
         self._inbox = Inbox(max_buffers, max_frame_bytes)
         self._pending: dict[int, deque[bytes]] = {}  # serial -> handshake prefixes of open calls
@@ -126,6 +142,16 @@ class ServerConnection:
     def pending_calls(self) -> int:
         """Calls handed out by next_event() and not answered yet."""
         return sum(len(q) for q in self._pending.values())
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out as calls (partial and queued frames)."""
+        return self._inbox.buffered
+
+    @property
+    def in_frame(self) -> bool:
+        """True while a frame has begun and is not complete."""
+        return self._inbox.in_frame
 
     # --- receiving ---
 
@@ -152,32 +178,34 @@ class ServerConnection:
                     return None
                 self.established = True
             try:
-                r.read_bytes_map()  # request metadata: Java sends {}, entries are ignored
+                r.read_bytes_map(self.limits.max_meta_entries)  # request metadata: Java sends {}, entries are ignored
                 name = r.read_string()
             except AvroDecodeError as exc:
-                raise _BadCall(f"org.apache.avro.AvroRuntimeException: bad call header: {exc}") from None
+                raise _BadCall("metadata", f"org.apache.avro.AvroRuntimeException: bad call header: {exc}") from None
             if name == "" and handshake:
                 self._out.append(encode_frame(serial, chunks(handshake)))  # a handshake ping
                 return None
             events = self._read_params(r, name)
         except _BadCall as exc:
             self._send(serial, handshake, _system_error(str(exc)))
-            return None
+            return CallRefused(serial, exc.reason, str(exc))
         self._pending.setdefault(serial, deque()).append(handshake)
         return CallReceived(serial, name, events)
 
     def _handshake(self, r: Reader) -> tuple[bytes, HandshakeMatch]:
         try:
-            req = read_handshake_request(r)
+            req = read_handshake_request(r, self.limits.max_protocol_bytes, self.limits.max_meta_entries)
+        except LimitExceeded as exc:
+            raise _BadCall(exc.reason, f"org.apache.avro.AvroRuntimeException: {exc}") from None
         except AvroDecodeError as exc:
-            raise _BadCall(f"org.apache.avro.AvroRuntimeException: no valid handshake: {exc}") from None
+            raise _BadCall("handshake", f"org.apache.avro.AvroRuntimeException: no valid handshake: {exc}") from None
         cache = self.cache
         remote = cache.get(req.client_hash)
         if remote is None and req.client_protocol is not None:
             try:
                 cache.learn(req.client_hash, req.client_protocol)
             except ValueError as exc:
-                raise _BadCall(f"org.apache.avro.SchemaParseException: {exc}") from None
+                raise _BadCall("protocol", f"org.apache.avro.SchemaParseException: {exc}") from None
             remote = req.client_protocol
         if remote is None:
             match = HandshakeMatch.NONE
@@ -194,16 +222,18 @@ class ServerConnection:
     def _read_params(self, r: Reader, name: str) -> list[tuple[dict[str, str], bytes]]:
         try:
             if name == "appendBatch":
-                events, pos = read_event_array(r.buf, r.pos, self.max_events_per_call)
+                events, pos = read_event_array(r.buf, r.pos, self.max_events_per_call, self.limits)
             elif name == "append":
-                event, pos = read_event(r.buf, r.pos)
+                event, pos = read_event(r.buf, r.pos, self.limits)
                 events = [event]
             else:
-                raise _BadCall(f"org.apache.avro.AvroRuntimeException: No such remote message: {name}")
+                raise _BadCall("unknown-message", f"org.apache.avro.AvroRuntimeException: No such remote message: {name}")
+        except LimitExceeded as exc:
+            raise _BadCall(exc.reason, f"org.apache.avro.AvroRuntimeException: {name} refused: {exc}") from None
         except AvroDecodeError as exc:
-            raise _BadCall(f"org.apache.avro.AvroRuntimeException: bad {name} parameters: {exc}") from None
+            raise _BadCall("malformed", f"org.apache.avro.AvroRuntimeException: bad {name} parameters: {exc}") from None
         if pos != r.end:
-            raise _BadCall(f"org.apache.avro.AvroRuntimeException: {r.end - pos} bytes after the {name} parameters")
+            raise _BadCall("malformed", f"org.apache.avro.AvroRuntimeException: {r.end - pos} bytes after the {name} parameters")
         return events
 
     # --- answering ---

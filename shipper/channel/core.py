@@ -50,7 +50,7 @@ from typing import Mapping, Sequence
 
 from shipper.channel.repair import SalvageReport, salvage
 from shipper.channel.space import SpaceManagement, _disk_free
-from shipper.channel.statedir import StateLock, fsync_dir, prepare_state_dir
+from shipper.channel.statedir import StateLock, fsync_dir, prepare_state_dir, protect_state_files
 from shipper.channel.store import (
     _INSERT_CHUNK, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, MAX_SEQ, SQLITE_FULL, Chunk, Peek, _code,
     _Corrupt, _file_bytes, _is_corrupt, _open_db, _precheck, chunk_crc, chunk_ok, encode_lens, offset_crc,
@@ -194,8 +194,13 @@ class Channel(SpaceManagement):
         path = prepare_state_dir(state_dir)
         lock = StateLock(path)
         try:
-            return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes,
-                       compress)
+            protect_state_files(path, (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "status.json"))
+            old_umask = os.umask(0o077)  # a new database (and its -wal, -shm) is created 0600
+            try:
+                return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes,
+                           compress)
+            finally:
+                os.umask(old_umask)
         except BaseException:
             lock.release()
             raise

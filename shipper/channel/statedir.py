@@ -9,6 +9,13 @@ Default location (:func:`default_state_dir`):
 * any other user: ``$XDG_STATE_HOME/flume-ship`` when that variable holds an absolute path,
   else ``~/.local/state/flume-ship`` (the XDG Base Directory default for state).
 
+The directory must belong to this user and must not be writable by others (:func:`prepare_state_dir`
+refuses it otherwise: whoever can write there can replace the channel or plant a symlink), and
+every file in it is private: the lock file is opened without following a symlink (a planted
+``lock -> /etc/something`` would otherwise be truncated and overwritten with our pid), and
+:func:`protect_state_files` refuses symlinks among the state files and narrows their modes to
+0600 (a database created under a loose umask, or an older version's files).
+
 The lock (:class:`StateLock`) is ``flock(LOCK_EX | LOCK_NB)`` on ``<dir>/lock``. flock, not
 fcntl record locks, because flock belongs to the open file: a second opener conflicts even inside
 the same process, and closing some unrelated descriptor on the file never drops it. The kernel
@@ -29,6 +36,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from shipper.errors import StateError, StateLocked
@@ -59,7 +67,40 @@ def prepare_state_dir(path: str | os.PathLike) -> Path:
         raise StateError(f"state directory {path} is not a directory; choose another with --state-dir")
     if not os.access(path, os.W_OK | os.X_OK):
         raise StateError(f"state directory {path} is not writable by this user; choose another with --state-dir")
+    check_state_dir_owner(path)
     return path
+
+
+def check_state_dir_owner(path: Path) -> None:
+    """StateError unless ``path`` belongs to this user and others cannot write in it."""
+    st = os.stat(path)
+    if st.st_uid != os.geteuid():
+        raise StateError(
+            f"state directory {path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}): whoever owns "
+            f"it can read or replace the channel; chown it to this user or choose another with --state-dir"
+        )
+    if st.st_mode & stat.S_IWOTH:
+        raise StateError(
+            f"state directory {path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): anyone could "
+            f"replace the channel; run chmod o-w {path} (0700 is best) or choose another with --state-dir"
+        )
+
+
+def protect_state_files(path: Path, names: tuple[str, ...]) -> None:
+    """Refuse a symlink among the state files ``names``; narrow a file's mode to 0600."""
+    for name in names:
+        file = path / name
+        try:
+            st = os.lstat(file)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise StateError(f"{file} is a symbolic link; state files must be plain files: remove it")
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            try:
+                os.chmod(file, 0o600, follow_symlinks=False)
+            except OSError as exc:
+                raise StateError(f"cannot make {file} private (chmod 600): {exc.strerror or exc}") from exc
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -78,8 +119,11 @@ class StateLock:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / LOCK_NAME
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StateError(f"lock file {self.path} is a symbolic link; remove it (flume-ship creates its "
+                                 "own)") from exc
             raise StateError(f"cannot open lock file {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

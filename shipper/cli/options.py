@@ -65,33 +65,33 @@ TRANSPORT_FLAGS = [
     ("tls_ca", Optional[str], _transport("tls_ca")),
     ("tls_insecure", bool, _transport("tls_insecure")),
     ("tls_name", Optional[str], _transport("tls_server_name")),
+    ("tls_cert", Optional[str], _transport("tls_cert")),
+    ("tls_key", Optional[str], _transport("tls_key")),
     ("layering", str, _transport("tls_layering")),
     ("connect_timeout", float, _transport("connect_timeout")),
     ("request_timeout", float, _transport("request_timeout")),
 ]
 OPT_COMPRESS = TRANSPORT_FLAGS[0][2]
-OPT_LAYERING = TRANSPORT_FLAGS[6][2]
+OPT_LAYERING = TRANSPORT_FLAGS[8][2]
 
 
-def with_transport_flags(before: str | None = None, *, build: bool = True) -> Callable:
-    """Give a command the transport flags (inserted before parameter ``before``, else last).
-
-    With ``build``, the command gets them as one ``transport: ClientOptions`` argument, built the
-    way the agent builds its own (:func:`client_options`); without, it reads them from its context
-    (``tail`` lays them over the config file)."""
+def with_flags(flags: list, into: str, build: Callable | None, before: str | None = None) -> Callable:
+    """Give a command a group of flags ``(parameter, type, option)``, inserted before parameter
+    ``before`` (else last). With ``build``, the command gets them as one argument ``into``, built
+    by ``build(**values)``; without, it reads them from its context."""
 
     def decorate(command: Callable) -> Callable:
         sig = inspect.signature(command)
-        own = [p for p in sig.parameters.values() if p.name != "transport"]
+        own = [p for p in sig.parameters.values() if p.name != into]
         added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
-                 for name, kind, option in TRANSPORT_FLAGS]
+                 for name, kind, option in flags]
         at = next((i for i, p in enumerate(own) if p.name == before), len(own))
 
         @functools.wraps(command)
         def run(*args, **kwargs):
-            values = [kwargs.pop(name) for name, _, _ in TRANSPORT_FLAGS]
-            if build:
-                kwargs["transport"] = client_options(*values)
+            values = {name: kwargs.pop(name) for name, _, _ in flags}
+            if build is not None:
+                kwargs[into] = build(**values)
             return command(*args, **kwargs)
 
         run.__signature__ = sig.replace(parameters=own[:at] + added + own[at:])
@@ -100,12 +100,28 @@ def with_transport_flags(before: str | None = None, *, build: bool = True) -> Ca
     return decorate
 
 
-def client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, layering, connect_timeout, request_timeout):
+def with_transport_flags(before: str | None = None, *, build: bool = True) -> Callable:
+    """Give a command the transport flags (inserted before parameter ``before``, else last).
+
+    With ``build``, the command gets them as one ``transport: ClientOptions`` argument, built the
+    way the agent builds its own (:func:`client_options`); without, it reads them from its context
+    (``tail`` lays them over the config file)."""
+    return with_flags(TRANSPORT_FLAGS, "transport", client_options if build else None, before)
+
+
+def client_options(compress, level, tls, tls_ca, tls_insecure, tls_name, tls_cert, tls_key, layering,
+                   connect_timeout, request_timeout):
     """The transport flags as a DeliverySection, built into ClientOptions by the agent's own function."""
     compression_flag(compress)
+    if tls_insecure and tls_ca:
+        raise typer.BadParameter("contradicts --tls-ca (verify with that CA, or do not verify): give one of them",
+                                 param_hint="--tls-insecure")
+    if bool(tls_cert) != bool(tls_key):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
     section = DeliverySection(compress=compress.lower(), compression_level=level, tls=tls, tls_ca=tls_ca,
-                              tls_insecure=tls_insecure, tls_server_name=tls_name, tls_layering=layering,
-                              connect_timeout=connect_timeout, request_timeout=request_timeout)
+                              tls_insecure=tls_insecure, tls_server_name=tls_name, tls_cert=tls_cert,
+                              tls_key=tls_key, tls_layering=layering, connect_timeout=connect_timeout,
+                              request_timeout=request_timeout)
     return client_options_of(section)
 
 
@@ -116,14 +132,14 @@ def compression_flag(text: str) -> Optional[str]:
     return None if value == "none" else value
 
 
-def size_flag(text: str) -> int:
-    """A size flag of a command without a config file (``collect --roll-size``), as the file's sizes."""
+def size_flag(text: str, flag: str = "--roll-size") -> int:
+    """A size flag of a command without a config file (``collect --roll-size``, its limits), as the file's sizes."""
     try:
         value = parse_size(text)
     except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--roll-size") from None
+        raise typer.BadParameter(str(err), param_hint=flag) from None
     if value <= 0:
-        raise typer.BadParameter("must be greater than 0", param_hint="--roll-size")
+        raise typer.BadParameter("must be greater than 0", param_hint=flag)
     return value
 
 

@@ -8,13 +8,25 @@ server role (``shipper.avroipc.ServerConnection``) under the same layer stack as
 the work per connection is "read, decode, write a file, fsync, answer", the fsync and the socket
 calls release the GIL, and a few busy clients are what a collector sees.
 
-Per connection the loop is: read up to 256 KiB, run it up the layer stack, feed the core, gather
-every complete call it yields, hand all of their events to the :class:`RollingWriter` as ONE
-write (one fsync for all the calls that arrived together), then answer each call: OK only after
-that write returned, FAILED when it raised. Nothing is acknowledged that is not in the file.
+Per connection the loop is: read, run it up the layer stack, feed the core, gather every complete
+call it yields, hand all of their events to the writer as ONE write (one fsync for all the calls
+that arrived together), then answer each call: OK only after that write returned, FAILED when it
+raised. Nothing is acknowledged that is not in the file.
 
-Memory per connection is bounded by the read size plus the core's frame caps
-(``max_frame_bytes``); a frame larger than that is garbage by definition.
+Bounds (``shipper.collector.limits``, every one a flag of ``collect``): the accept loop closes a
+client outside the allow-list (``--allow``); at ``--max-connections`` it closes the connection
+idle the longest (idle for 1 s or more, between calls) to make room, and refuses the new one when
+none is idle; it refuses a client when no thread can be started for it; when accept itself fails for lack of descriptors, one spare
+descriptor is given up to accept and close the waiting client (a clean refusal instead of a
+hang), and the listener is paused with a growing back-off instead of spinning. Each connection
+reads with a timeout chosen by its state (TLS handshake, partial call, idle between calls),
+charges its share of the shared memory budget before it keeps bytes (inflation is capped by what
+the budget has left), and the core refuses calls past the per-call caps with an Avro error.
+Every refusal is counted by reason and logged at a limited rate; peer-provided text is escaped
+before it reaches a log line. With ``--tls-client-ca`` clients must present a certificate signed
+by that CA; each client's address (and certificate subject) is logged when it connects (at most
+once per 10 s per client address and subject, so a client reconnecting in a loop cannot flood
+the log).
 
 A peer that breaks the protocol (bad framing, a zlib or TLS error) is logged and disconnected;
 other connections carry on. A call the core can decode but does not know is answered with an
@@ -27,26 +39,58 @@ sees end-of-stream), the threads are joined, and the writer fsyncs and closes it
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import selectors
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from shipper.avroipc import (
     CallReceived,
+    CallRefused,
     ConnectionClosed,
+    InflateLimitExceeded,
     ProtocolCache,
     RemoteProtocolError,
     ServerConnection,
     Status,
 )
+from shipper.collector.limits import (
+    Admission,
+    Allowance,
+    AllowList,
+    CollectorStats,
+    MemoryBudget,
+    RateLimitedLog,
+    ServerLimits,
+)
 from shipper.collector.writer import RollingWriter
-from shipper.errors import ConfigError
+from shipper.errors import ConfigError, LimitRefused, printable
 from shipper.transport import RECV_SIZE, Address, TLSOptions, build_layer_stack, check_layering, server_tls_context
 
 log = logging.getLogger("flume-ship.collect")
+
+# accept() failures that mean "no descriptor / memory now": back off, do not spin.
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
+# With deflate, smaller reads keep what one read can inflate to (at most about 1032:1) small.
+_DEFLATE_RECV_SIZE = 16 * 1024
+_MAX_INFLATION = 1032
+
+
+class _Conn:
+    """What the accept loop knows of a connection: its thread, and since when it is idle
+    (between calls; None while a call or a TLS handshake is under way)."""
+
+    __slots__ = ("thread", "idle_since")
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self.thread = thread
+        self.idle_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,23 +101,32 @@ class CollectorOptions:
     tls_layering: str = "zlib-outside"
     backlog: int = 1024
     # A client that stops reading our answers fills the socket buffers; past this many seconds
-    # of a blocked send it is disconnected, so it cannot hold a thread for ever. Reads have no
-    # timeout: an idle connection is normal (Flume keeps its connections open).
+    # of a blocked send it is disconnected, so it cannot hold a thread for ever.
     send_timeout: float = 60.0
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 class Collector:
     def __init__(self, options: CollectorOptions, writer: RollingWriter) -> None:
         check_layering(options.compress, options.tls_layering)
         self.options = options
+        self.limits = options.limits
         self.writer = writer
         self.tls_ctx: ssl.SSLContext | None = server_tls_context(options.tls) if options.tls else None
         self.cache = ProtocolCache()
+        self.allow = AllowList(self.limits.allow)
+        self.admission = Admission(self.limits.max_connections)
+        self.budget = MemoryBudget(self.limits.memory_budget)
+        self.stats = CollectorStats()
+        self.stats.budget = self.budget
+        self.rlog = RateLimitedLog(log)
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._spare_fd: int | None = _open_spare()
+        self._backoff = 0.0
         self.address: Address | None = None
 
     # ---- lifecycle
@@ -90,6 +143,7 @@ class Collector:
             sock.listen(self.options.backlog)
         except OSError as err:
             raise ConfigError(f"cannot listen on {self.options.listen}: {err.strerror or err}") from err
+        sock.setblocking(False)
         self._listener = sock
         self.address = Address(host, sock.getsockname()[1])
         return self.address
@@ -100,11 +154,21 @@ class Collector:
         sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
+        paused_until = 0.0
         try:
             while not self._stopping.is_set():
-                for key, _ in sel.select(timeout=1.0):
-                    if key.fileobj is self._listener:
-                        self._accept()
+                timeout = 1.0
+                if paused_until:
+                    left = paused_until - time.monotonic()
+                    if left <= 0:
+                        sel.register(self._listener, selectors.EVENT_READ)
+                        paused_until = 0.0
+                    else:
+                        timeout = min(timeout, left)
+                for key, _ in sel.select(timeout=timeout):
+                    if key.fileobj is self._listener and not self._accept():
+                        sel.unregister(self._listener)  # out of descriptors: wait, do not spin
+                        paused_until = time.monotonic() + self._backoff
                 self._roll_if_due()
         finally:
             sel.close()
@@ -120,20 +184,95 @@ class Collector:
 
     # ---- accepting
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """Accept one client (or refuse it cleanly); False when accept must pause (no descriptors)."""
         try:
             sock, peer = self._listener.accept()
         except (BlockingIOError, InterruptedError):
-            return
-        except OSError as err:  # e.g. EMFILE: keep serving the connections we have
-            log.warning("accept failed: %s", err.strerror or err)
-            return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        thread = threading.Thread(target=self._serve, args=(sock, _peer_text(peer)), daemon=True)
+            return True
+        except OSError as err:
+            if err.errno not in _ACCEPT_EXHAUSTED:  # e.g. ECONNABORTED: that client is gone already
+                return True
+            self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
+            self._refuse_with_spare()
+            self.rlog.log(logging.WARNING, "accept", "cannot accept a connection: %s; refusing clients and "
+                          "pausing accept for %.2f s (raise the open-file limit, or lower --max-connections)",
+                          err.strerror or err, self._backoff)
+            return False
+        self._backoff = 0.0
+        peer_text = _peer_text(peer)
+        host = peer[0] if isinstance(peer, tuple) else ""
+        try:
+            if not self.allow.allows(host):
+                raise LimitRefused("not-allowed", "its address is not in --allow")
+            try:
+                self.admission.enter()
+            except LimitRefused:
+                if not self._evict_idle():
+                    raise
+                self.admission.enter(wait=2.0)  # the evicted connection's thread leaves at once
+        except LimitRefused as err:
+            self._refuse(sock, peer_text, err)
+            return True
+        try:
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            thread = threading.Thread(target=self._serve, args=(sock, peer_text), daemon=True)
+            with self._lock:
+                self._conns[sock] = _Conn(thread)
+            thread.start()
+        except (RuntimeError, OSError) as err:  # "can't start new thread" (TasksMax, pids.max, memory)
+            with self._lock:
+                self._conns.pop(sock, None)
+            self.admission.leave()
+            self._refuse(sock, peer_text, LimitRefused("threads", f"no thread can be started for it ({err})"))
+            return True
+        self.stats.add(connections_total=1, connections_open=1)
+        return True
+
+    def _evict_idle(self) -> bool:
+        """At --max-connections: close the connection idle the longest (at least 1 s) to make
+        room, so idle connections cannot lock clients out. True when one was closed."""
+        now = time.monotonic()
         with self._lock:
-            self._conns[sock] = thread
-        thread.start()
+            idle = [(c.idle_since, s) for s, c in self._conns.items() if c.idle_since is not None
+                    and now - c.idle_since >= 1.0]
+            if not idle:
+                return False
+            _since, victim = min(idle, key=lambda item: item[0])
+            self._conns[victim].idle_since = None  # (not chosen twice)
+        try:
+            victim.shutdown(socket.SHUT_RDWR)  # its thread sees end-of-stream and leaves
+        except OSError:
+            pass
+        self.stats.reject("evicted-idle")
+        self.rlog.log(logging.INFO, "evicted-idle", "at --max-connections: closed the connection idle the "
+                      "longest to make room (an idle client reconnects when it next has a batch)")
+        return True
+
+    def _refuse(self, sock: socket.socket, peer: str, err: LimitRefused) -> None:
+        self.stats.reject(err.reason)
+        self.rlog.log(logging.WARNING, err.reason, "client %s refused: %s", peer, err)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except OSError:
+            pass
+        sock.close()  # with linger 0: a reset, the client fails at once instead of waiting
+
+    def _refuse_with_spare(self) -> None:
+        """Out of descriptors: free the spare one to accept and close the waiting client."""
+        if self._spare_fd is None:
+            return
+        os.close(self._spare_fd)
+        self._spare_fd = None
+        try:
+            sock, peer = self._listener.accept()
+        except OSError:
+            pass
+        else:
+            self._refuse(sock, _peer_text(peer), LimitRefused("descriptors", "out of file descriptors"))
+        self._spare_fd = _open_spare()
 
     def _roll_if_due(self) -> None:
         try:
@@ -144,37 +283,94 @@ class Collector:
     # ---- one connection
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
-        log.debug("connection from %s", peer)
         layers = build_layer_stack(
             self.options.compress, self.options.tls_layering, self.tls_ctx, server_side=True
         )
+        recv_size = _DEFLATE_RECV_SIZE if self.options.compress else RECV_SIZE
         conn = self._new_connection()
+        allowance = Allowance(self.budget)
+        tls = layers.tls
+        started = quiet_since = time.monotonic()
+        partial_since: float | None = None
+        with self._lock:
+            state = self._conns.get(sock)
+        if state is None:  # (only when stopping raced the start)
+            state = _Conn(None)
+        state.idle_since = None if tls is not None else started
+        if tls is None:
+            self.rlog.log(logging.INFO, f"connect {peer.rpartition(':')[0]}", "client %s connected", peer)
         reason = "closed by the client"
         try:
             while True:
-                raw = sock.recv(RECV_SIZE)
+                sock.settimeout(self._timeout(tls, started, quiet_since, partial_since))
+                try:
+                    raw = sock.recv(recv_size)
+                except TimeoutError:
+                    raise self._timed_out(tls, partial_since) from None
+                held = conn.buffered + len(raw)
+                if self.options.compress and raw:
+                    # Charge what this read could inflate to, before inflating it: deflate's
+                    # ratio is at most ~1032:1, and never more than the budget has room for.
+                    bound = max(0, min(allowance.room() - held, _MAX_INFLATION * len(raw) + 65536))
+                    allowance.charge(held + bound)
+                    layers.set_inflate_limit(bound)
+                else:
+                    allowance.charge(held)
+                was_handshaking = tls is not None and not tls.handshake_done
                 data, reply, eof = layers.up(raw)
                 if reply:
                     self._send(sock, reply)
+                if was_handshaking and tls.handshake_done:
+                    subject = tls.peer_subject()
+                    self.rlog.log(logging.INFO, f"connect {peer.rpartition(':')[0]} {subject}",
+                                  "client %s connected (%s%s)", peer, tls.version(),
+                                  f", certificate subject: {printable(subject)}" if subject else ", no client certificate")
+                allowance.charge(conn.buffered + len(data))
                 if data:
                     conn.receive_data(data)
                 if eof:
                     conn.receive_data(b"")
-                closed = self._answer(conn)
+                closed = self._answer(conn, peer)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, layers.down(out))
+                allowance.charge(conn.buffered)
+                now = time.monotonic()
+                if conn.in_frame or (raw and not data and (tls is None or tls.handshake_done)):
+                    partial_since = partial_since or now  # a call (or a TLS/zlib piece of one) has begun
+                elif data:
+                    partial_since, quiet_since = None, now
+                handshaking = tls is not None and not tls.handshake_done
+                state.idle_since = None if (partial_since is not None or handshaking) else quiet_since
                 if closed or eof:
                     break
+        except LimitRefused as err:
+            reason = f"disconnected: {err}"
+            self.stats.reject(err.reason)
+            self.rlog.log(logging.WARNING, err.reason, "client %s: %s", peer, reason)
+        except InflateLimitExceeded as err:
+            reason = f"disconnected: deflate data would inflate past the memory budget ({err})"
+            self.stats.reject("inflate")
+            self.rlog.log(logging.WARNING, "inflate", "client %s: %s", peer, reason)
         except RemoteProtocolError as err:
-            reason = f"protocol error, disconnected: {err}"
-            log.warning("client %s: %s", peer, reason)
+            reason = f"protocol error, disconnected: {printable(str(err))}"
+            self.stats.reject("protocol")
+            self.rlog.log(logging.WARNING, "protocol", "client %s: %s", peer, reason)
         except ssl.SSLError as err:
-            reason = f"TLS error, disconnected: {err.reason or err}"
-            log.warning("client %s: %s", peer, reason)
+            reason = f"TLS error, disconnected: {printable(_tls_reason(err))}"
+            self.stats.reject("tls")
+            self.rlog.log(logging.WARNING, "tls", "client %s: %s", peer, reason)
+            alert = layers.tls_alert()
+            if alert:
+                try:
+                    sock.settimeout(1.0)
+                    sock.sendall(alert)
+                except OSError:
+                    pass
         except TimeoutError as err:
             reason = f"disconnected: {err}"
-            log.warning("client %s: %s", peer, reason)
+            self.stats.reject("send-timeout")
+            self.rlog.log(logging.WARNING, "send-timeout", "client %s: %s", peer, reason)
         except OSError as err:
             reason = f"connection error: {err.strerror or err}"
             log.info("client %s: %s", peer, reason)
@@ -182,14 +378,43 @@ class Collector:
             reason = "internal error"
             log.exception("client %s: internal error, disconnected", peer)
         finally:
+            allowance.release()
+            self.admission.leave()
+            self.stats.add(connections_open=-1)
             with self._lock:
                 self._conns.pop(sock, None)
             sock.close()
             log.debug("client %s: %s", peer, reason)
 
     def _new_connection(self):
-        """The protocol core for one connection (a subclass serves another RPC: collector.thrift_server)."""
-        return ServerConnection(self.cache)
+        """The protocol core for one connection (a subclass serves another RPC: collector.thrift_server).
+
+        The loop needs of it: ``receive_data``, ``next_event`` (CallReceived, CallRefused,
+        ConnectionClosed), ``respond``, ``data_to_send``, and for the limits ``buffered`` (bytes
+        held) and ``in_frame`` (a call has begun)."""
+        return ServerConnection(self.cache, max_frame_bytes=self.limits.max_call_bytes, limits=self.limits.call)
+
+    def _timeout(self, tls, started: float, quiet_since: float, partial_since: float | None) -> float | None:
+        limits = self.limits
+        if tls is not None and not tls.handshake_done:
+            deadline = started + limits.tls_handshake_timeout
+        elif partial_since is not None:
+            deadline = partial_since + limits.frame_timeout
+        elif limits.idle_timeout > 0:
+            deadline = quiet_since + limits.idle_timeout
+        else:
+            return None
+        return max(0.001, deadline - time.monotonic())
+
+    def _timed_out(self, tls, partial_since: float | None) -> LimitRefused:
+        limits = self.limits
+        if tls is not None and not tls.handshake_done:
+            return LimitRefused("tls-handshake-timeout", f"no TLS handshake within {limits.tls_handshake_timeout:g} s "
+                                "(--tls-handshake-timeout)")
+        if partial_since is not None:
+            return LimitRefused("frame-timeout", f"a call did not arrive whole within {limits.frame_timeout:g} s "
+                                "(--frame-timeout)")
+        return LimitRefused("idle-timeout", f"idle for {limits.idle_timeout:g} s (--idle-timeout)")
 
     def _send(self, sock: socket.socket, data: bytes) -> None:
         """sendall, bounded by send_timeout (TimeoutError, an OSError: the connection is dropped)."""
@@ -198,10 +423,8 @@ class Collector:
             sock.sendall(data)
         except TimeoutError:
             raise TimeoutError(f"the client read nothing for {self.options.send_timeout:g} s") from None
-        finally:
-            sock.settimeout(None)
 
-    def _answer(self, conn: ServerConnection) -> bool:
+    def _answer(self, conn: ServerConnection, peer: str) -> bool:
         """Write every call that is complete, then answer each; True when the peer closed."""
         calls: list[CallReceived] = []
         closed = False
@@ -211,15 +434,26 @@ class Collector:
                 break
             if isinstance(event, CallReceived):
                 calls.append(event)
+            elif isinstance(event, CallRefused):  # already answered with an Avro error by the core
+                self.stats.reject(event.reason)
+                self.rlog.log(logging.WARNING, f"call-{event.reason}", "client %s: call refused (%s): %s",
+                              peer, event.reason, printable(event.detail))
             elif isinstance(event, ConnectionClosed):  # the core repeats it: stop asking
                 closed = True
                 break
         if calls:
+            batches = [call.events for call in calls]
             try:
-                self.writer.write([call.events for call in calls])
+                if not any(batches) and (problem := self.writer.problem()):
+                    raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
+                self.writer.write(batches)
                 status = Status.OK
+                self.stats.add(calls_total=len(calls), events_total=sum(map(len, batches)),
+                               bytes_total=sum(len(body) for b in batches for _h, body in b))
             except OSError as err:
-                log.error("cannot write events to %s: %s; answering FAILED", self.writer.directory, err.strerror or err)
+                self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
+                              self.writer.directory, err.strerror or err)
+                self.stats.reject("write-failed")
                 status = Status.FAILED
             for call in calls:
                 conn.respond(call.serial, status)
@@ -232,19 +466,38 @@ class Collector:
             self._listener.close()
         with self._lock:
             conns = list(self._conns.items())
-        for sock, _thread in conns:
+        for sock, _state in conns:
             try:
                 sock.shutdown(socket.SHUT_RD)  # wakes a blocked recv; an answer being written still goes out
             except OSError:
                 pass
-        for _sock, thread in conns:
-            thread.join(timeout=10)
+        for _sock, state in conns:
+            if state.thread is not None:
+                state.thread.join(timeout=10)
         self.writer.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
+
+
+def _open_spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _tls_reason(err: ssl.SSLError) -> str:
+    if err.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return "the client presented no certificate, and --tls-client-ca requires one"
+    if err.reason in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA"):
+        return f"the client certificate did not verify: {getattr(err, 'verify_message', None) or err.reason}"
+    return err.reason or str(err)
 
 
 def _peer_text(peer) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(Address(peer[0], peer[1]))
-    return str(peer)
+    return printable(str(peer))

@@ -161,17 +161,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - http.server's name
         path = self.path.split("?", 1)[0]
-        agent = self.server.agent
         try:
             if path == "/metrics":
                 body, ctype, code = generate_latest(self.server.registry), CONTENT_TYPE_LATEST, 200
             elif path == "/health":
-                snap = agent.snapshot()
-                h = snap.health
-                doc = {"healthy": h.healthy, "reason": h.reason, "queued": snap.channel.events,
-                       "oldest_event_age": snap.channel.oldest_event_age, "last_ack": snap.totals.last_ack,
-                       "state": snap.state}
-                body, ctype, code = (json.dumps(doc) + "\n").encode(), "application/json", 200 if h.healthy else 503
+                doc, healthy = self.server.health()
+                body, ctype, code = (json.dumps(doc) + "\n").encode(), "application/json", 200 if healthy else 503
             else:
                 body, ctype, code = b"not found: try /metrics or /health\n", "text/plain", 404
         except Exception as exc:  # a scrape must never kill the agent
@@ -187,19 +182,70 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+def _agent_health(agent):
+    snap = agent.snapshot()
+    h = snap.health
+    doc = {"healthy": h.healthy, "reason": h.reason, "queued": snap.channel.events,
+           "oldest_event_age": snap.channel.oldest_event_age, "last_ack": snap.totals.last_ack,
+           "state": snap.state}
+    return doc, h.healthy
+
+
+class CollectStatsCollector:
+    """``collect``'s counters (``shipper.collector.limits.CollectorStats``) at each scrape:
+
+    =============================================  =========  ==========================================
+    collect_connections_total                      counter    connections admitted
+    collect_connections_open                       gauge      connections open now
+    collect_calls_total                            counter    calls written and answered OK
+    collect_events_total, collect_bytes_total      counter    events and body bytes written
+    collect_rejects_total{reason}                  counter    refusals: connections, not-allowed, threads,
+                                                              descriptors, memory, inflate, idle-timeout,
+                                                              frame-timeout, tls-handshake-timeout, tls,
+                                                              protocol, send-timeout, write-failed, and
+                                                              the refused calls' reasons (body, headers...)
+    collect_memory_used_bytes, _budget_bytes       gauge      the shared memory budget (charged bytes)
+    =============================================  =========  ==========================================
+    """
+
+    def __init__(self, stats):
+        self.stats = stats
+
+    def collect(self):
+        snap = self.stats.snapshot()
+        for name, doc in (("connections_total", "Connections admitted."), ("calls_total", "Calls written and "
+                          "answered OK."), ("events_total", "Events written."), ("bytes_total", "Event body "
+                          "bytes written.")):
+            c = CounterMetricFamily(P + "collect_" + name.removesuffix("_total"), doc)
+            c.add_metric([], snap[name])
+            yield c
+        g = GaugeMetricFamily(P + "collect_connections_open", "Connections open now.")
+        g.add_metric([], snap["connections_open"])
+        yield g
+        r = CounterMetricFamily(P + "collect_rejects", "Connections and calls refused, by reason.", labels=["reason"])
+        for reason, n in sorted(snap["rejects"].items()):
+            r.add_metric([reason], n)
+        yield r
+        for name, key in (("collect_memory_used_bytes", "memory_used"), ("collect_memory_budget_bytes", "memory_budget")):
+            g = GaugeMetricFamily(P + name, "The shared memory budget for bytes in flight (charged bytes).")
+            g.add_metric([], snap[key])
+            yield g
+
+
 class MetricsServer:
-    def __init__(self, agent, listen: str):
+    def __init__(self, agent, listen: str, *, collector=None, health=None):
         from shipper.transport import Address
 
         address = Address.parse(listen)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotExporter(agent))
+        registry.register(collector if collector is not None else SnapshotExporter(agent))
         try:
             self.httpd = ThreadingHTTPServer((address.host, address.port), _Handler)
         except OSError as exc:
             raise ConfigError(f"cannot listen on --metrics-listen {listen}: {exc.strerror or exc}") from exc
         self.httpd.daemon_threads = True
         self.httpd.agent = agent
+        self.httpd.health = health if health is not None else (lambda: _agent_health(agent))
         self.httpd.registry = registry
         host, port = self.httpd.server_address[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -209,3 +255,14 @@ class MetricsServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def collect_metrics_server(stats, listen: str) -> MetricsServer:
+    """``collect --metrics-listen``: its counters on /metrics; /health is 200 while it serves."""
+
+    def health():
+        snap = stats.snapshot()
+        return {"healthy": True, "connections_open": snap["connections_open"],
+                "memory_used": snap["memory_used"], "memory_budget": snap["memory_budget"]}, True
+
+    return MetricsServer(None, listen, collector=CollectStatsCollector(stats), health=health)

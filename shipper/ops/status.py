@@ -41,7 +41,10 @@ def write_status(state_dir: Path, doc: StatusDocument) -> None:
     final = Path(state_dir) / STATUS_NAME
     tmp = final.with_name(f"{STATUS_NAME}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        # private (0600), and never through a symlink planted at the temporary name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fd, 0o600)
             json.dump(doc.to_json(), fh, separators=(",", ":"))
         os.replace(tmp, final)
     except OSError:

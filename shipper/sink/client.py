@@ -29,7 +29,7 @@ from shipper.avroipc import (
     Status,
 )
 from shipper.avroipc.flume_event import encode_event_with, encode_headers
-from shipper.errors import CollectorRejected, PeerClosed, PeerProtocolError, ShipperError
+from shipper.errors import CollectorRejected, PeerClosed, PeerProtocolError, ShipperError, printable
 from shipper.transport import Address, ClientOptions, Stream, client_tls_context, open_stream
 
 
@@ -192,8 +192,8 @@ class CollectorClient:
                     if isinstance(event, HandshakeCompleted):
                         return event
                     if isinstance(event, CallFailed):
-                        raise CollectorRejected(f"{self.address} answered the handshake with an error: {event.message}",
-                                                about_batch=False)
+                        raise CollectorRejected(f"{self.address} answered the handshake with an error: "
+                                                f"{printable(event.message)}", about_batch=False)
                     if isinstance(event, ConnectionClosed):
                         raise PeerClosed(f"{self.address} closed the connection before answering the handshake")
         except RemoteProtocolError as err:
@@ -203,7 +203,7 @@ class CollectorClient:
 def rejection(address: Address, answer) -> CollectorRejected:
     """The error for an answer that is not OK; carries ``.status`` or ``.message``."""
     if isinstance(answer, CallFailed):
-        return CollectorRejected(f"{address} answered with an error: {answer.message}", message=answer.message)
+        return CollectorRejected(f"{address} answered with an error: {printable(answer.message)}", message=answer.message)
     return CollectorRejected(f"{address} answered {answer.status.name}: it did not accept the events",
                              status=answer.status)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from shipper.avroipc import PROTOCOL_HASH, PROTOCOL_HASH_1_11_1, ClientConnection
 from shipper.errors import (
     CertificateError,
+    ClientCertificateRefused,
     CollectorRejected,
     ConnectTimeout,
     PeerClosed,
@@ -154,7 +155,10 @@ def _probe_into(report: ProbeReport, address: Address, options: ClientOptions) -
         except TransportError as err:
             hung_up = isinstance(err, PeerClosed) or isinstance(err.__cause__, ConnectionResetError)
             steps.append(Step("handshake", False, str(err), closed=hung_up))
-            if hung_up:
+            if isinstance(err, ClientCertificateRefused):
+                report.verdict = ("the collector requires a client certificate it trusts (mutual TLS): give "
+                                  "--tls-cert and --tls-key, signed by the CA of its --tls-client-ca")
+            elif hung_up:
                 report.verdict = (
                     "the collector closed the connection without answering the handshake: its compression "
                     f"(we sent {options.compress or 'no compression'}) or TLS setting likely differs from ours"

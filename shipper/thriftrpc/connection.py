@@ -106,6 +106,11 @@ class FrameDecoder:
     def partial(self) -> bool:
         return bool(self._buf) or self._need is not None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as a frame."""
+        return len(self._buf)
+
 
 class _OverLimit(Exception):
     """A well-formed call the server refuses to decode (answered with an exception)."""
@@ -152,6 +157,16 @@ class _Connection:
     def data_to_send(self) -> bytes:
         out, self._out = b"".join(self._out), []
         return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a frame not yet complete (a server's memory budget charges them)."""
+        return self._frames.buffered
+
+    @property
+    def in_frame(self) -> bool:
+        """True while a frame has begun and is not complete (a server's frame timeout runs)."""
+        return self._frames.partial
 
     def _handle(self, message: bytes):  # pragma: no cover - each role defines it
         raise NotImplementedError

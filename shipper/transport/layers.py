@@ -27,7 +27,7 @@ from __future__ import annotations
 import ssl
 from typing import Protocol
 
-from shipper.avroipc import ZlibDecoder, ZlibEncoder
+from shipper.avroipc import DEFAULT_MAX_DECODED_BYTES, ZlibDecoder, ZlibEncoder
 from shipper.errors import ConfigError
 
 LAYERINGS = ("zlib-outside", "tls-outside")
@@ -54,23 +54,40 @@ class Layer(Protocol):
 
 
 class DeflateLayer:
-    """One zlib stream per direction (the core's codec); a sync flush per write."""
+    """One zlib stream per direction (the core's codec); a sync flush per write.
+
+    ``limit`` (None: only the codec's own cap per 64 KiB slice) bounds what one :meth:`decode`
+    may inflate in all; a server sets it from its memory budget before each read, so inflation
+    can never take more memory than the budget has left (``InflateLimitExceeded`` otherwise).
+    """
 
     eof = False
 
     def __init__(self, level: int = 6) -> None:
         self._enc = ZlibEncoder(level)
         self._dec = ZlibDecoder()
+        self.limit: int | None = None
 
     def encode(self, data: bytes) -> bytes:
         return self._enc.encode(data) if data else b""
 
     def decode(self, data: bytes) -> bytes:
-        if len(data) <= INFLATE_SLICE:
-            return self._dec.decode(data) if data else b""
+        if not data:
+            return b""
+        limit = self.limit
+        if limit is None and len(data) <= INFLATE_SLICE:
+            return self._dec.decode(data)
         # The decoder refuses one call that would inflate past its cap (a zip bomb); feeding it at
         # most 64 KiB at a time keeps honest, highly repetitive data (up to ~1032:1) under that cap.
-        return b"".join(self._dec.decode(data[i : i + INFLATE_SLICE]) for i in range(0, len(data), INFLATE_SLICE))
+        out: list[bytes] = []
+        total = 0
+        for i in range(0, len(data), INFLATE_SLICE):
+            if limit is not None:
+                self._dec.max_output = min(DEFAULT_MAX_DECODED_BYTES, limit - total)
+            piece = self._dec.decode(data[i : i + INFLATE_SLICE])
+            total += len(piece)
+            out.append(piece)
+        return b"".join(out)
 
     def pending(self) -> bytes:
         return b""
@@ -162,6 +179,22 @@ class LayerStack:
             if layer.eof:
                 return data, reply, True
         return data, reply, False
+
+    def set_inflate_limit(self, limit: int | None) -> None:
+        """Bound the bytes the next :meth:`up` may inflate (see :class:`DeflateLayer`)."""
+        for layer in self.layers:
+            if isinstance(layer, DeflateLayer):
+                layer.limit = limit
+
+    def tls_alert(self) -> bytes:
+        """After a TLS failure: the alert TLS queued for the peer (encoded by the layers below),
+        so it learns why (e.g. "certificate required") instead of seeing a bare close."""
+        if self.tls is None:
+            return b""
+        try:
+            return self.down(self.tls.pending(), self.layers.index(self.tls) + 1)
+        except Exception:  # a broken stream below TLS: there is nothing useful to send
+            return b""
 
     def start_tls(self) -> bytes:
         """Begin a client handshake; returns the first bytes to send (ClientHello, encoded)."""

@@ -4,7 +4,8 @@ The client's bytes go through a :class:`~shipper.transport.layers.LayerStack` (T
 their way to the socket. Timeouts are absolute deadlines (``time.monotonic()``): TCP connect and
 the TLS handshake share one and raise :class:`ConnectTimeout`; reads and writes of a call raise
 :class:`RequestTimeout`. This is the client side's boundary: every ``OSError``/``ssl.SSLError``
-becomes a :class:`TransportError` here, once, with the original as ``__cause__``.
+becomes a :class:`TransportError` here, once, with the original as ``__cause__`` (a collector
+refusing our client certificate, mutual TLS, as :class:`ClientCertificateRefused`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 
 from shipper.avroipc import RemoteProtocolError
 from shipper.errors import (
-    CertificateError, ConfigError, ConnectTimeout, PeerClosed, PeerProtocolError, RequestTimeout, TransportError,
+    CertificateError, ClientCertificateRefused, ConfigError, ConnectTimeout, PeerClosed, PeerProtocolError,
+    RequestTimeout, TransportError,
 )
 from shipper.transport.address import Address
 from shipper.transport.layers import RECV_SIZE, LayerStack, build_layer_stack, check_layering
-from shipper.transport.tls import TLSOptions, client_tls_context, reason
+from shipper.transport.tls import CLIENT_CERT_REFUSED, TLSOptions, client_tls_context, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,8 @@ class Stream:
         except ssl.SSLCertVerificationError:
             raise
         except ssl.SSLError as err:
-            raise TransportError(f"TLS with {self.address} failed: {reason(err)}") from err
+            kind = ClientCertificateRefused if err.reason in CLIENT_CERT_REFUSED else TransportError
+            raise kind(f"TLS with {self.address} failed: {reason(err)}") from err
 
     def _send_raw(self, data: bytes, deadline: float, timeout_error: type[TransportError]) -> None:
         if not data:

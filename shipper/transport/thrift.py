@@ -40,6 +40,14 @@ class _Core:
     def data_to_send(self) -> bytes:
         return self._conn.data_to_send()
 
+    @property
+    def buffered(self) -> int:
+        return self._conn.buffered
+
+    @property
+    def in_frame(self) -> bool:
+        return self._conn.in_frame
+
 
 class ClientCore(_Core):
     """``thriftrpc.ClientConnection`` for :class:`shipper.sink.client.CollectorClient`'s loop."""

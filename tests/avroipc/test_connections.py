@@ -8,6 +8,8 @@ import struct
 import pytest
 
 from shipper.avroipc import (
+    CallLimits,
+    CallRefused,
     PROTOCOL_HASH,
     PROTOCOL_HASH_1_11_1,
     PROTOCOL_TEXT,
@@ -265,7 +267,7 @@ def system_error_text(bufs: list[bytes]) -> str:
 def test_request_without_handshake_on_a_fresh_connection_gets_a_system_error():
     server = ServerConnection(ProtocolCache())
     events, bufs = answer(server, request(1, BATCH_HEAD, ONE))
-    assert events == [] and bufs[0] == b"" and system_error_text(bufs)
+    assert reasons(events) == ["handshake"] and bufs[0] == b"" and system_error_text(bufs)
     assert not server.established
     events, bufs = answer(server, request(2, handshake() + BATCH_HEAD, ONE))
     assert [e.serial for e in events] == [2]
@@ -277,7 +279,7 @@ def test_second_handshake_on_an_established_connection_is_a_system_error_and_the
     server.respond(1, Status.OK)
     server.data_to_send()
     events, bufs = answer(server, request(2, handshake() + BATCH_HEAD, ONE))
-    assert events == [] and bufs[0] == b"" and system_error_text(bufs)
+    assert reasons(events) == ["metadata"] and bufs[0] == b"" and system_error_text(bufs)
     events, _ = answer(server, request(3, BATCH_HEAD, ONE))
     assert [e.serial for e in events] == [3]
 
@@ -315,20 +317,69 @@ def test_too_many_events_in_one_call_is_a_system_error():
     server = ServerConnection(ProtocolCache(), max_events_per_call=2)
     params = b"\x06" + EV[1] * 3 + b"\x00"
     events, bufs = answer(server, request(1, handshake() + BATCH_HEAD, params))
-    assert events == [] and "more than 2 events" in system_error_text(bufs)
+    assert reasons(events) == ["events"] and "more than 2 events" in system_error_text(bufs)
 
 
 def test_bytes_after_the_parameters_are_a_system_error():
     server = ServerConnection(ProtocolCache())
     events, bufs = answer(server, request(1, handshake() + BATCH_HEAD, ONE + b"\x00"))
-    assert events == [] and system_error_text(bufs)
+    assert reasons(events) == ["malformed"] and system_error_text(bufs)
 
 
 def test_learned_protocol_cache_is_bounded():
     cache = ProtocolCache(max_learned=2)
-    for i in range(5):
-        cache.learn(bytes([i]) * 16, PROTOCOL_TEXT)
-    assert [cache.get(bytes([i]) * 16) is not None for i in range(5)] == [True, True, False, False, False]
+    texts = [PROTOCOL_TEXT.replace('"protocol":', f'"x{i}":0,"protocol":') for i in range(5)]
+    for text in texts:
+        cache.learn(protocol_hash(text), text)
+    assert [cache.get(protocol_hash(t)) is not None for t in texts] == [True, True, False, False, False]
+
+
+def test_client_text_that_does_not_match_its_hash_is_refused_and_not_cached():
+    cache = ProtocolCache()
+    server = ServerConnection(cache)
+    text = PROTOCOL_TEXT.replace('"protocol":', '"x":0,"protocol":')
+    events, bufs = answer(server, request(1, handshake(client_hash=bytes(16), text=text) + BATCH_HEAD, ONE))
+    assert reasons(events) == ["protocol"] and "MD5" in system_error_text(bufs)
+    assert cache.get(bytes(16)) is None and not server.established
+
+
+def test_client_text_over_the_cap_is_refused_before_it_is_decoded():
+    server = ServerConnection(ProtocolCache(), limits=CallLimits(max_protocol_bytes=100))
+    text = PROTOCOL_TEXT
+    events, bufs = answer(server, request(1, handshake(client_hash=protocol_hash(text), text=text) + BATCH_HEAD, ONE))
+    assert reasons(events) == ["protocol"] and "over the cap of 100" in system_error_text(bufs)
+
+
+def test_request_metadata_over_the_cap_is_refused():
+    server = ServerConnection(ProtocolCache(), limits=CallLimits(max_meta_entries=1))
+    head = handshake() + b"\x04\x02a\x02b\x02c\x02d\x00" + encode_string("appendBatch")
+    events, _ = answer(server, request(1, head, ONE))
+    assert reasons(events) == ["metadata"]
+
+
+@pytest.mark.parametrize(
+    "limits, headers, body, reason",
+    [
+        (CallLimits(max_headers_per_event=3), {f"k{i}": "v" for i in range(4)}, b"x", "headers"),
+        (CallLimits(max_header_bytes_per_event=20), {"k": "v" * 30}, b"x", "header-bytes"),
+        (CallLimits(max_headers_per_call=5), {"a": "1", "b": "2"}, b"x", "headers"),
+        (CallLimits(max_header_bytes_per_call=20), {"a": "1", "b": "2"}, b"x", "header-bytes"),
+        (CallLimits(max_body_bytes=10), {}, b"y" * 11, "body"),
+    ],
+)
+def test_call_limits_refuse_the_call_with_their_reason_and_the_connection_lives(limits, headers, body, reason):
+    server = ServerConnection(ProtocolCache(), limits=limits)
+    params = encode_long(3) + encode_event(headers, body) * 3 + b"\x00"
+    events, bufs = answer(server, request(1, handshake() + BATCH_HEAD, params))
+    assert reasons(events) == [reason] and system_error_text(bufs)
+    ok = encode_long(1) + encode_event({}, b"fine") + b"\x00"
+    events, _ = answer(server, request(2, BATCH_HEAD, ok))
+    assert [e.serial for e in events] == [2]
+
+
+def reasons(events) -> list[str]:
+    assert all(isinstance(e, CallRefused) for e in events), events
+    return [e.reason for e in events]
 
 
 # --- the client against odd or hostile servers ---

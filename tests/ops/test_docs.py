@@ -55,3 +55,22 @@ def test_docs_name_only_commands_and_exit_codes_that_exist():
     for code in re.findall(r"^\| (\d+) \|", ops, re.M):
         assert int(code) in codes, f"operations.md documents exit code {code}, which does not exist"
     assert {0, 2, 3, 4, 5, 6, 7} <= {int(c) for c in re.findall(r"^\| (\d+) \|", ops, re.M)}
+
+
+def test_every_collect_flag_is_in_the_collect_table_with_its_default():
+    import typer.main
+
+    from shipper.cli import app
+    from shipper.cli.collect import COLLECT_LIMIT_FLAGS
+
+    text = (DOCS / "configuration.md").read_text()
+    table = text[text.index("## `flume-ship collect`"):]
+    command = typer.main.get_command(app).commands["collect"]
+    for param in command.params:
+        longest = max(param.opts, key=len)
+        if longest in ("--help", "-h"):
+            continue
+        assert f"`{longest}" in table, f"collect {longest} is missing from docs/configuration.md"
+    for flag, default, _help in COLLECT_LIMIT_FLAGS.values():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{flag}`"))
+        assert f"`{default:g}`" in row if isinstance(default, float) else f"`{default}`" in row, row

@@ -83,6 +83,7 @@ def small_tmpfs(tmp_path, cleanup):
     d.mkdir()
     mount_tmpfs(d, "2m", "ENOSPC scenario")
     cleanup.append(lambda: umount(d))
+    d.chmod(0o700)  # a tmpfs root is 1777, which a state directory refuses (writable by others)
     return d
 
 

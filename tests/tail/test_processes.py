@@ -152,6 +152,8 @@ def test_permission_denied_is_logged_once_and_retried_while_the_other_files_carr
             proc.wait(timeout=60)
         log_text = err.read_text()
         assert log_text.count("cannot read") == 1, log_text
+        for p in [base / "state", *(base / "state").iterdir()]:  # (a state directory must be its user's)
+            os.chown(p, os.geteuid(), os.getegid())
         ch = open_channel(base / "state")
         try:
             got = bodies(drain(ch))
