@@ -136,14 +136,23 @@ class CollectorRejected(DeliveryError):
 
     status: object = None  # the Status it answered (FAILED, UNKNOWN), or None for an error message
     message: str | None = None  # the collector's error text, when it answered with one
+    about_batch: bool = True  # an answer to the batch (False: to the handshake); counts toward max_rejects
 
-    def __init__(self, text: str, *, status: object = None, message: str | None = None) -> None:
+    def __init__(self, text: str, *, status: object = None, message: str | None = None,
+                 about_batch: bool = True) -> None:
         super().__init__(text)
-        self.status, self.message = status, message
+        self.status, self.message, self.about_batch = status, message, about_batch
 
 
 class PeerProtocolError(DeliveryError):
     """The collector sent bytes that break the protocol (garbage frame, wrong serial, bad handshake)."""
+
+
+class Poisoned(ShipperError):
+    """Collectors rejected one batch ``max_rejects`` times: the sink moves it aside (dead letters,
+    or a secondary group) and goes on; never retried by the sink itself."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class GaveUp(ShipperError):

@@ -125,6 +125,20 @@ class DeliverySection:
     compress: str = opt("none", "Compression on the wire: none or deflate (Flume's compression-type). Both ends "
                         "must agree: nothing on the wire negotiates it.", flag="--compress", choices=("none", "deflate"))
     compression_level: int = opt(6, "zlib level 0-9 for deflate.", flag="--compression-level", lo=0)
+    max_events_per_second: float = opt(0.0, "Most events this group's sinks send per second, all of them "
+                                       "together; the rest waits in the channel. 0: no limit.", lo=0)
+    max_bytes_per_second: int = opt(0, "Most event bytes this group's sinks send per second; the rest waits in "
+                                    "the channel. 0: no limit.", kind="size", lo=0)
+    reset_connection_interval: float = opt(0.0, "Reconnect each collector connection this many seconds after it "
+                                           "was opened, between two batches (Flume's reset-connection-interval: "
+                                           "collectors behind a load balancer or VIP get traffic when hosts are "
+                                           "added). 0: keep connections.", lo=0)
+    max_rejects: int = opt(0, "A batch the collectors REJECT this many times (they answered FAILED or an error, "
+                           "not unreachable: that is retried for ever) is moved aside, and delivery goes on: to "
+                           "`secondary`, else to the dead letters (`flume-ship channel dead-letters`). 0: never.",
+                           lo=0)
+    secondary: str | None = opt(None, "With `max_rejects`, the group (`[groups.NAME]`) that takes the batches this "
+                                "group gave up on (Fluentd's `<secondary>`). Unset: the dead letters.")
     tls: bool = opt(False, "Use TLS and verify the collector's certificate (system CA store unless tls_ca).",
                     flag="--tls")
     tls_ca: str | None = opt(None, "CA bundle (PEM) to verify the collector's certificate with; implies tls.",
@@ -191,6 +205,17 @@ class SourceSection:
                                    "with a `/`, the whole path.", flag="--exclude", factory=tuple)
     ignore_older: float = opt(0.0, "A file seen for the first time and unmodified for this many seconds is taken "
                               "from its end (0: off).", lo=0)
+    max_lines_per_second: float = opt(0.0, "Most events (lines) this source puts into the channel per second, "
+                                      "averaged (a backlog catch-up then does not flood shared collectors); "
+                                      "reading waits, nothing is dropped. 0: no limit.", lo=0)
+    max_bytes_per_second: int = opt(0, "Most event bytes this source puts into the channel per second; reading "
+                                    "waits. 0: no limit.", kind="size", lo=0)
+    groups: tuple[str, ...] = opt(help="Collector groups (`[groups.NAME]`) this source's events go to; two or "
+                                  "more send every event to each (Flume's replicating selector). Unset: every "
+                                  "group when the config has `[groups]` and no `route`.", factory=tuple)
+    route: Any = opt(None, "`{ header = \"kind\", mapping = { error = [\"alerts\"], ... }, default = [\"main\"] }`: "
+                     "the group(s) chosen by a header's value, event by event (Flume's multiplexing selector); "
+                     "an event whose value is not mapped goes to `default`. Instead of `groups`.", kind="table")
     encoding: str | None = opt(None, "The files' encoding (`utf-16le`, `utf-16be`, `utf-16` by BOM, `latin-1`, `gbk`, "
                                "...): lines are split in it and shipped as UTF-8. Unset: bytes pass unchanged.")
 
@@ -240,6 +265,13 @@ class Config:
     delivery: DeliverySection = field(default_factory=DeliverySection)
     sources: tuple[SourceSection, ...] = ()
     file: str | None = None  # the file it was read from, if any
+    # [groups.NAME]: (name, its delivery settings: [delivery]'s, overridden by the table); () = one
+    # implicit group, [delivery] itself (see shipper.agent.routes)
+    groups: tuple[tuple[str, DeliverySection], ...] = ()
+
+    def group(self, name: str) -> "Config":
+        """This config as the one group ``name`` sees it: its settings as ``delivery``."""
+        return dataclasses.replace(self, delivery=dict(self.groups)[name], groups=())
 
     def state_path(self) -> Path:
         from shipper.channel.statedir import default_state_dir
@@ -259,7 +291,8 @@ class Config:
 
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
-                           backoff_max=d.backoff_max, busy_penalty=d.busy_penalty)
+                           backoff_max=d.backoff_max, busy_penalty=d.busy_penalty, max_rejects=d.max_rejects,
+                           reset_connection_interval=d.reset_connection_interval)
 
 
 def client_options_of(d: DeliverySection):
@@ -366,8 +399,8 @@ def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
         problems.append(Problem("command line" if key in origin else where, origin.get(key, key), why))
 
     for key in raw:
-        if key not in (*SECTIONS, "sources"):
-            bad(key, f"unknown section (known: {', '.join([*SECTIONS, 'sources'])})")
+        if key not in (*SECTIONS, "sources", "groups"):
+            bad(key, f"unknown section (known: {', '.join([*SECTIONS, 'sources', 'groups'])})")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         table = raw.get(name, {})
@@ -382,7 +415,13 @@ def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
         sections[name] = _build_section(cls, table, name, bad)
 
     sources = _build_sources(raw, overlay, bad, origin)
-    if not sections["delivery"].collectors and not any(p.key in ("delivery.collectors", "--to") for p in problems):
+    from shipper.agent.routes import build_groups
+
+    groups = build_groups(raw, sections["delivery"], sources, lambda t, p: _build_section(DeliverySection, t, p, bad),
+                          bad)
+    if groups:
+        pass  # each group's collectors are checked by build_groups; [delivery] only lends defaults
+    elif not sections["delivery"].collectors and not any(p.key in ("delivery.collectors", "--to") for p in problems):
         problems.append(Problem(where, "delivery.collectors", "no collector given: set collectors = "
                                 "[\"host:port\"] or pass --to HOST:PORT"))
     if not sources and not any(p.key.startswith("sources") for p in problems):
@@ -392,7 +431,7 @@ def build(raw: dict, path: str | None, overlay: Overlay) -> Config:
     if problems:
         raise ConfigFileError(problems)
     return Config(agent=sections["agent"], channel=sections["channel"], delivery=sections["delivery"],
-                  sources=tuple(sources), file=path)
+                  sources=tuple(sources), file=path, groups=groups)
 
 
 def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> list[SourceSection]:
@@ -407,11 +446,7 @@ def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> 
     out = []
     for name, table in tables.items():
         prefix = f"sources.{name}"
-        if not isinstance(table, dict):
-            bad(prefix, "must be a table ([sources.NAME] with paths = [...])")
-            continue
-        if not SOURCE_NAME.match(name):
-            bad(prefix, "a source name may hold only letters, digits, '_', '-' and '.' (at most 64)")
+        if not named_table("sources", name, table, "paths", bad):
             continue
         table = dict(table)
         if "name" in table:
@@ -442,6 +477,17 @@ def _build_sources(raw: dict, overlay: Overlay, bad, origin: dict[str, str]) -> 
                 bad(prefix, str(exc))
         out.append(src)
     return out
+
+
+def named_table(kind: str, name: str, table, needs: str, bad) -> bool:
+    """A ``[KIND.NAME]`` table is a table under a usable name; else say what is wrong (False)."""
+    if not isinstance(table, dict):
+        bad(f"{kind}.{name}", f"must be a table ([{kind}.NAME] with {needs} = [...])")
+        return False
+    if not SOURCE_NAME.match(name):
+        bad(f"{kind}.{name}", f"a {kind[:-1]} name may hold only letters, digits, '_', '-' and '.' (at most 64)")
+        return False
+    return True
 
 
 def _build_section(cls, table: dict, prefix: str, bad):
@@ -620,6 +666,8 @@ def reference_markdown() -> str:
             out.append(f"| `{f.name}` | {_show_default(f)} | {f'`{flag}`' if flag else ''} | "
                        f"{f.metadata['help']} |")
         out.append("")
+    out += ["### `[groups.NAME]`", "", "A collector group (routes): every key of `[delivery]`, each one the group "
+            "does not set taken from `[delivery]`; `collectors` is required. Flags set `[delivery]` only.", ""]
     out.append(REFERENCE_END)
     return "\n".join(out) + "\n"
 

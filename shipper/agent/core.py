@@ -120,16 +120,22 @@ class Agent:
         from shipper.channel import Channel
 
         c = self.config.channel
-        d = self.config.delivery
+        d = min((g for _, g in self.config.groups), key=lambda g: g.batch_size, default=self.config.delivery)
         # Chunks no bigger than a batch: a lease is then always sent as one call, and a crash
         # re-sends at most one batch. (A reload that shrinks the batch splits leases instead.)
         self.channel = Channel.open(self.config.state_path(), capacity_bytes=c.capacity,
                                     min_free_bytes=c.min_free,
                                     chunk_events=min(1000, d.batch_size),
                                     chunk_bytes=min(1 << 20, d.batch_bytes))
-        self.telemetry.keep_collectors(self.config.addresses())
-        self.delivery = Delivery(self.config, self.channel, self.telemetry)
-        self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors) for s in self.config.sources}
+        if self.config.groups:  # routes: one queue and one set of sink workers per group
+            from shipper.agent.routes import open_routes
+
+            self.delivery, routers = open_routes(self.config, self.channel, self.telemetry)
+        else:
+            self.telemetry.keep_collectors(self.config.addresses())
+            self.delivery, routers = Delivery(self.config, self.channel, self.telemetry), {}
+        self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors, routers.get(s.name))
+                        for s in self.config.sources}
 
     def _start_metrics(self) -> None:
         listen = self.config.agent.metrics_listen
@@ -142,10 +148,12 @@ class Agent:
                  self.metrics_server.address)
 
     def _what(self) -> str:
-        """The sources (by name, with their patterns) and the collectors; the files come from each
-        source's own start lines."""
+        """The sources (by name, with their patterns) and the collectors (by group, when there are
+        groups); the files come from each source's own start lines."""
         srcs = "; ".join(" ".join(s.paths) if s.name == "default" else f"source {s.name} ({' '.join(s.paths)})"
                          for s in self.config.sources)
+        if self.config.groups:
+            return f"{srcs} to " + "; ".join(f"{n}: {','.join(g.collectors)}" for n, g in self.config.groups)
         d = self.config.delivery
         how = f" ({d.balance})" if len(d.collectors) > 1 else ""
         return f"{srcs} to {','.join(d.collectors)}{how}"
@@ -323,7 +331,9 @@ class Agent:
                 behind += r.source.summary(0).behind
             except Exception:  # a source being replaced by a reload: counted at the next line
                 pass
-        health = self.delivery.selector.health
+        groups = getattr(self.delivery, "groups", None)  # a GroupedDelivery: one selector per group
+        selectors = [g.selector for g in groups.values()] if groups else [self.delivery.selector]
+        health = [h for sel in selectors for h in sel.health]
         return Reading(now, snap["events_acked"], snap["bytes_acked"], stats.events, stats.bytes, behind,
                        sum(1 for h in health if h.failures == 0), len(health))
 

@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import replace
 
+from shipper.agent.routes import reload_routes, router_for
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import status_line
 from shipper.errors import ConfigError
@@ -46,16 +47,19 @@ def reload(agent) -> None:
     agent.reloads += 1
     drain = new.agent.drain_timeout
     wanted = {s.name: s for s in new.sources}
+    rerouted = new.groups != old.groups  # routes: every source gets new groups to put to
     # 1. Stop sources that go away or change: each commits what it read, with its offsets.
     for name, runner in list(agent.sources.items()):
-        if wanted.get(name) != runner.config:
+        if wanted.get(name) != runner.config or rerouted:
             agent.notifier.watchdog()  # a long reload must not look like a hang
             runner.stop(drain + 5)
             retire_counts(agent, runner)
             del agent.sources[name]
             log.info("reload: source %s %s", name, "changed" if name in wanted else "removed")
     # 2. Replace the sink workers if the delivery settings changed.
-    if new.delivery != old.delivery:
+    if rerouted:
+        reload_routes(agent, new, drain)
+    elif new.delivery != old.delivery and not new.groups:
         old_delivery = agent.delivery
         agent.notifier.watchdog()
         if not old_delivery.stop(drain):
@@ -69,12 +73,13 @@ def reload(agent) -> None:
     # 3. Start sources that are new or changed; they resume from their committed offsets.
     for name, section in wanted.items():
         if name not in agent.sources:
-            runner = SourceRunner(section, agent.channel, agent.descriptors)
+            runner = SourceRunner(section, agent.channel, agent.descriptors, router_for(new, section))
             runner.start()
             agent.sources[name] = runner
             log.info("reload: source %s tails %s", name, " ".join(section.paths))
     agent.config = new
-    log.info("reloaded configuration: %d sources, %d collectors", len(new.sources), len(new.delivery.collectors))
+    collectors = sum(len(g.collectors) for _, g in new.groups) or len(new.delivery.collectors)
+    log.info("reloaded configuration: %d sources, %d collectors", len(new.sources), collectors)
     agent.notifier.ready(status_line(agent))
 
 

@@ -18,6 +18,7 @@ from shipper.errors import ShipperError
 from shipper.ops.document import CollectorStatus
 from shipper.ops.telemetry import Telemetry
 from shipper.sink.policy import Balance, Selector
+from shipper.sink.ratelimit import limit_of
 from shipper.sink.worker import CollectorPool, SinkWorker
 
 log = logging.getLogger("flume-ship.agent")
@@ -31,9 +32,12 @@ def source_prefix(name: str) -> str:
 class SourceChannel:
     """The channel as one tail source sees it: its own offset records only; its puts counted."""
 
-    def __init__(self, channel, prefix: str):
+    def __init__(self, channel, prefix: str, router=None, limit=None, stop=None):
         self.channel = channel
         self.prefix = prefix
+        self.limit = limit  # shipper.sink.ratelimit.RateLimit: the source's max lines/bytes per second
+        self.stop = stop
+        self.router = router  # shipper.agent.routes.Router: the groups of each event, with routes
         self.events_put = 0
         self.bytes_put = 0
 
@@ -46,9 +50,14 @@ class SourceChannel:
 
     def put(self, events, offsets=None, timeout=None) -> bool:
         events = list(events)
+        if self.limit is not None and events:
+            self.limit.acquire(len(events), sum(map(len, events)), self.stop)
         if offsets and self.prefix:
             offsets = {self.prefix + k: v for k, v in offsets.items()}
-        ok = self.channel.put(events, offsets, timeout=timeout)
+        if self.router is not None:
+            ok = self.channel.put(events, offsets, timeout=timeout, groups=self.router(events))
+        else:
+            ok = self.channel.put(events, offsets, timeout=timeout)
         if ok:
             self.events_put += len(events)
             self.bytes_put += sum(map(len, events))
@@ -61,14 +70,15 @@ class SourceChannel:
 class SourceRunner:
     """One configured source: its TailSource, its thread and its stop flag."""
 
-    def __init__(self, config: SourceSection, channel, budget=None):
+    def __init__(self, config: SourceSection, channel, budget=None, router=None):
         from shipper.tail import TailSource
 
         self.config = config
         self.name = config.name
-        self.view = SourceChannel(channel, source_prefix(config.name))
-        self.source = TailSource(config.tail_options(), self.view, budget)
         self.stop_flag = threading.Event()
+        limit = limit_of(config.max_lines_per_second, config.max_bytes_per_second)
+        self.view = SourceChannel(channel, source_prefix(config.name), router, limit, self.stop_flag)
+        self.source = TailSource(config.tail_options(), self.view, budget)
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
@@ -108,7 +118,7 @@ class SourceRunner:
 class Delivery:
     """The sink workers for one set of delivery settings, with their own stop flags."""
 
-    def __init__(self, config: Config, channel, telemetry: Telemetry):
+    def __init__(self, config: Config, channel, telemetry: Telemetry, flags=None, name: str = "sink"):
         d = config.delivery
         self.config = d
         self.addresses = config.addresses()
@@ -116,9 +126,9 @@ class Delivery:
         sink_options = config.sink_options()
         self.pool = CollectorPool(self.addresses, self.selector, sink_options, telemetry)
         client_options = config.client_options()
-        self.stopping = threading.Event()
-        self.abort = threading.Event()
-        self.exit_when_empty = threading.Event()
+        # flags: (stopping, abort, exit_when_empty) shared with other groups' workers (routes)
+        self.stopping, self.abort, self.exit_when_empty = flags or (threading.Event(), threading.Event(),
+                                                                    threading.Event())
         self.threads: list[threading.Thread] = []
 
         def make_client(address):
@@ -126,9 +136,10 @@ class Delivery:
 
             return client_for(address, client_options)
 
+        limit = limit_of(d.max_events_per_second, d.max_bytes_per_second)  # shared by the workers
         self.workers = [
             SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,
-                       exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"sink-{n}")
+                       exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"{name}-{n}", limit=limit)
             for n in range(d.sinks)
         ]
 

@@ -14,7 +14,7 @@ import os
 import time
 
 from shipper.ops.document import (
-    ChannelStatus, Descriptors, Health, SourceStatus, StatusDocument, Totals, TrackedFile,
+    ChannelStatus, Descriptors, GroupStatus, Health, SourceStatus, StatusDocument, Totals, TrackedFile,
 )
 from shipper.ops.telemetry import stall_verdict
 
@@ -101,6 +101,8 @@ def snapshot(agent) -> StatusDocument:
                                     open_files=fds.open if fds else 0, waiting_files=fds.waiting if fds else 0,
                                     **counts))
     collectors = agent.delivery.collectors(tele) if agent.delivery else []
+    groups = [GroupStatus(**g) for g in agent.delivery.group_status(tele)] \
+        if hasattr(agent.delivery, "group_status") else None
     return StatusDocument(
         version=__version__, pid=os.getpid(), state=agent.state, written_at=time.time(),
         started_at=agent.started, config_file=agent.config.file, reloads=agent.reloads,
@@ -117,6 +119,7 @@ def snapshot(agent) -> StatusDocument:
                                 open=sum(s.open_files for s in sources),
                                 waiting=sum(s.waiting_files for s in sources)),
         collectors=collectors,
+        groups=groups,
         totals=Totals(events_read=sum(s.events_read or 0 for s in sources),
                       events_put=sum(s.events_put or 0 for s in sources),
                       events_acked=tele["events_acked"], bytes_acked=tele["bytes_acked"],

@@ -158,6 +158,7 @@ class Channel(SpaceManagement):
         self._leased_events = self._leased_bytes = 0
         self._failing = False  # a write failed and has not succeeded since: log once per streak
         self.quarantined = 0
+        self.groups = None  # shipper.channel.groups.GroupQueues, when the agent has collector groups
         self.salvage: SalvageReport | None = None
         self._init_space(state_dir, capacity_bytes)
         try:
@@ -231,6 +232,8 @@ class Channel(SpaceManagement):
         self._events, self._bytes = n, nbytes
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        if self.groups is not None:
+            self.groups.recount()
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -297,16 +300,31 @@ class Channel(SpaceManagement):
             raise ChannelIOError(f"channel {what}: cannot reopen {self.db_path}: {exc}") from exc
 
     def put(self, events: Sequence[bytes], offsets: Mapping[str, bytes | None] | None = None,
-            timeout: float | None = None) -> bool:
-        """Store events and offset records in one transaction; False if no room before timeout."""
+            timeout: float | None = None, groups: Sequence[tuple[str, ...]] | None = None) -> bool:
+        """Store events and offset records in one transaction; False if no room before timeout.
+
+        With collector groups (``self.groups``), ``groups`` says, event by event, which groups each
+        is owed to (see :mod:`shipper.channel.groups`); chunks never mix events of different routes."""
         if not isinstance(events, list):
             events = list(events)
+        if (groups is None) != (self.groups is None) or (groups is not None and len(groups) != len(events)):
+            raise ValueError("put: give groups (one tuple per event) exactly when the channel has groups")
+        if groups is not None:
+            self.groups.check(groups)
         offsets = dict(offsets or {})
         for key, value in offsets.items():
             if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
                 raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
         # The chunks are built before taking the lock: joining and checksumming is the CPU part.
-        chunks = self._chunks(events)
+        chunk_groups: list[tuple[str, ...]] = []
+        if groups is None:
+            chunks = self._chunks(events)
+        else:
+            chunks = []
+            for lo, hi in _runs(groups):
+                part = self._chunks(events[lo:hi])
+                chunks += part
+                chunk_groups += [groups[lo]] * len(part)
         nbytes = sum(c[1] for c in chunks)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -320,7 +338,9 @@ class Channel(SpaceManagement):
             for count, size, crc, lens, body in chunks:
                 last += count
                 rows.append((last, count, size, now, crc, lens, body))
-            self._write("put", _put_txn, rows, offsets)
+            self._write("put", _put_txn, rows, offsets, self.groups, chunk_groups)
+            if self.groups is not None:
+                self.groups.added(rows, chunk_groups)
             self._next_seq += len(events)
             self._events += len(events)
             self._bytes += nbytes
@@ -352,41 +372,59 @@ class Channel(SpaceManagement):
                 return None
             if self._conn is None:
                 self._reopen("take")
-            spans = sorted((l.first_seq, l.last_seq) for l in self._leases.values())
-            start, i = 0, 0
-            while True:
-                while i < len(spans) and spans[i][0] <= start:
-                    start = max(start, spans[i][1] + 1)
-                    i += 1
-                limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
-                picked, full = self._read_run(start, limit, max_events, max_bytes)
-                if picked:
-                    break
-                if i >= len(spans):
-                    return None
-                start = spans[i][1] + 1
-                i += 1
-            (first, first_chunk), last = picked[0], picked[-1][0]
-            lease = Lease(next(self._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last,
-                          full or limit != MAX_SEQ)
+            found = self._pick(sorted((l.first_seq, l.last_seq) for l in self._leases.values()),
+                               max_events, max_bytes)
+            if found is None:
+                return None
+            lease = self._lease(*found)
             self._leases[lease.id] = lease
             self._leased_events += lease.count
             self._leased_bytes += lease.nbytes
             return lease
 
-    def _read_run(self, start: int, limit: int, max_events: int,
-                  max_bytes: int) -> tuple[list[tuple[int, Chunk]], bool]:
+    def _pick(self, spans: list[tuple[int, int]], max_events: int, max_bytes: int,
+              grp: str | None = None) -> tuple[list[tuple[int, Chunk]], bool] | None:
+        """The lowest run of chunks outside ``spans`` (the open leases, sorted), of the whole channel
+        or of group ``grp``'s queue; with whether the run is full (see Lease). None: nothing free."""
+        start, i = 0, 0
+        while True:
+            while i < len(spans) and spans[i][0] <= start:
+                start = max(start, spans[i][1] + 1)
+                i += 1
+            limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
+            picked, full = self._read_run(start, limit, max_events, max_bytes, grp)
+            if picked:
+                return picked, full or limit != MAX_SEQ
+            if i >= len(spans):
+                return None
+            start = spans[i][1] + 1
+            i += 1
+
+    def _lease(self, picked: list[tuple[int, Chunk]], full: bool) -> Lease:
+        (first, first_chunk), last = picked[0], picked[-1][0]
+        return Lease(next(self._lease_ids), [c for _, c in picked], first - first_chunk.count + 1, last, full)
+
+    # A group's run: the chunks it still owes (shipper.channel.groups), else every stored chunk.
+    _RUN_META = ("SELECT last_seq, count, nbytes FROM chunks WHERE last_seq BETWEEN ? AND ? ORDER BY last_seq LIMIT ?",
+                 "SELECT c.last_seq, c.count, c.nbytes FROM group_pending p JOIN chunks c ON c.last_seq = p.last_seq "
+                 "WHERE p.grp = ? AND p.last_seq BETWEEN ? AND ? ORDER BY p.last_seq LIMIT ?")
+    _RUN_BODIES = (f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq BETWEEN ? AND ? ORDER BY last_seq",
+                   f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq IN (SELECT last_seq FROM group_pending "
+                   "WHERE grp = ? AND last_seq BETWEEN ? AND ?) ORDER BY last_seq")
+
+    def _read_run(self, start: int, limit: int, max_events: int, max_bytes: int,
+                  grp: str | None = None) -> tuple[list[tuple[int, Chunk]], bool]:
         """Chunks keyed start..limit in order, within the limits; a damaged chunk ends the run.
         Also says whether the run stopped at a stored chunk (that did not fit, or was damaged)."""
+        which, lead = (0, ()) if grp is None else (1, (grp,))
         while True:
             picked: list[tuple[int, Chunk]] = []
             bad, stopped = None, False
             try:
                 # First the small columns only (no overflow pages read), to choose the run ...
                 keys, n, nbytes = [], 0, 0
-                for key, count, size in self._conn.execute(
-                        "SELECT last_seq, count, nbytes FROM chunks WHERE last_seq BETWEEN ? AND ? "
-                        "ORDER BY last_seq LIMIT ?", (start, limit, max_events)):
+                for key, count, size in self._conn.execute(self._RUN_META[which],
+                                                           (*lead, start, limit, max_events)):
                     if keys and (not isinstance(count, int) or not isinstance(size, int)
                                  or n + count > max_events or nbytes + size > max_bytes):
                         stopped = True
@@ -396,8 +434,7 @@ class Channel(SpaceManagement):
                         n, nbytes = n + count, nbytes + size
                 # ... then the bodies of exactly those chunks.
                 if keys:
-                    cur = self._conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE last_seq BETWEEN ? AND ? "
-                                             "ORDER BY last_seq", (keys[0], keys[-1]))
+                    cur = self._conn.execute(self._RUN_BODIES[which], (*lead, keys[0], keys[-1]))
                     try:
                         for key, count, size, _, crc, lens, body in cur:
                             try:
@@ -417,7 +454,10 @@ class Channel(SpaceManagement):
                 raise ChannelIOError(f"channel take failed in {self.state_dir}: {exc}") from exc
             if bad is None or picked:
                 return picked, stopped or bad is not None  # a bad chunk after the run: the next take
-            self._quarantine(bad)
+            if grp is None:
+                self._quarantine(bad)
+            else:
+                self.groups.quarantine(bad)
             start = bad + 1
 
     def _quarantine(self, key: int) -> None:
@@ -451,6 +491,27 @@ class Channel(SpaceManagement):
                 self._shrink()
             else:
                 self._reclaim()
+
+    def dead_letter(self, lease: Lease, reason: str) -> str:
+        """Move the leased chunks to the dead letters (:mod:`shipper.channel.deadletter`) in one
+        transaction: like ``ack``, but the events are kept there. Returns where they went."""
+        from shipper.channel.deadletter import insert_dead
+
+        def txn(conn):
+            insert_dead(conn, lease, None, reason)
+            _ack_txn(conn, lease.first_seq, lease.last_seq)
+
+        with self._cond:
+            if self._closed:
+                return "nowhere yet (the channel is closed: the batch is taken again after restart)"
+            if self._leases.get(lease.id) is not lease:
+                raise ValueError(f"lease {lease.id} is not open (acked or nacked already?)")
+            self._write("dead-letter", txn)
+            self._forget(lease)
+            self._events -= lease.count
+            self._bytes -= lease.nbytes
+            self._cond.notify_all()
+        return "the dead letters"
 
     def nack(self, lease: Lease) -> None:
         """Give the chunks back; they are the next ones taken, in their original order."""
@@ -526,9 +587,22 @@ class Channel(SpaceManagement):
         self.close()
 
 
-def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes | None]) -> None:
+def _runs(groups: Sequence[tuple[str, ...]]) -> list[tuple[int, int]]:
+    """(lo, hi) index ranges of consecutive events routed to the same groups."""
+    out, lo = [], 0
+    for i in range(1, len(groups) + 1):
+        if i == len(groups) or groups[i] != groups[lo]:
+            out.append((lo, i))
+            lo = i
+    return out
+
+
+def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes | None], groups=None,
+             chunk_groups=()) -> None:
     if rows:
         conn.executemany(_INSERT_CHUNK, rows)
+        if groups is not None:
+            groups.put_rows(conn, rows, chunk_groups)
     for key, value in offsets.items():
         if value is None:
             conn.execute("DELETE FROM offsets WHERE key = ?", (key,))

@@ -5,14 +5,15 @@
 - :mod:`shipper.cli.options`: flags and parsers shared by commands (transport, headers, state dir).
 - :mod:`shipper.cli.tail`: ``tail`` and ``validate``; :mod:`shipper.cli.collect`: ``collect``;
   :mod:`shipper.cli.send_ping`: ``send`` and ``ping``; :mod:`shipper.cli.status`: ``status``;
-  :mod:`shipper.cli.channel`: ``channel verify``; :mod:`shipper.cli.top`: ``top``.
+  :mod:`shipper.cli.channel`: ``channel verify`` and ``channel dead-letters``; :mod:`shipper.cli.top`:
+  ``top``; :mod:`shipper.cli.import_flume`: ``import-flume``.
 
 ``main`` is the console script's entry point.
 """
 
 import sys
 
-from shipper.cli import channel, collect, send_ping, tail, status, top  # noqa: F401  (registers the commands, in help order)
+from shipper.cli import channel, collect, send_ping, tail, status, top, import_flume  # noqa: F401  (registers the commands, in help order)
 from shipper.cli.app import app, report
 from shipper.errors import EXIT_INTERRUPTED, ShipperError
 

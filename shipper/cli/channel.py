@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from shipper.cli.app import app
+from shipper.cli.app import app, report
 from shipper.cli.options import state_dir_from_config
 from shipper.errors import EXIT_STATE
 
@@ -36,3 +36,145 @@ def channel_verify(
         typer.echo(line)
     if not result.healthy:
         raise typer.Exit(EXIT_STATE)
+
+
+# --------------------------------------------------------------------------- dead letters
+
+dead_app = typer.Typer(help="Batches collectors rejected max_rejects times: list, show, export, re-queue, purge.",
+                       no_args_is_help=True)
+channel_app.add_typer(dead_app, name="dead-letters")
+
+_STATE_DIR = typer.Option(None, "--state-dir", envvar="FLUME_SHIP_STATE_DIR",
+                          help="State directory (default: the config file's channel.state_dir).")
+_CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="Config file to take the state "
+                       "directory from.")
+
+
+def _state(state_dir: Optional[str], config: Optional[str]):
+    from pathlib import Path
+
+    return Path(state_dir or state_dir_from_config(config))
+
+
+def _ids(ids: Optional[list[int]], every: bool, verb: str) -> Optional[list[int]]:
+    from shipper.errors import ConfigError
+
+    if bool(ids) == every:
+        raise report(ConfigError(f"{verb}: give dead-letter IDs (see `flume-ship channel dead-letters list`) "
+                                 "or --all, not both"))
+    return None if every else list(ids)
+
+
+@dead_app.command("list")
+def dead_list(state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG,
+              as_json: bool = typer.Option(False, "--json", help="One JSON object per batch.")) -> None:
+    """List the dead-lettered batches (read-only: safe while an agent runs)."""
+    import json
+    import time
+
+    from shipper.channel.deadletter import list_dead
+    from shipper.errors import ShipperError
+
+    try:
+        batches = list_dead(_state(state_dir, config))
+    except ShipperError as exc:
+        raise report(exc)
+    for b in batches:
+        if as_json:
+            typer.echo(json.dumps({"id": b.id, "group": b.group, "events": b.count, "bytes": b.nbytes,
+                                   "put_at": b.put_at, "dead_at": b.dead_at, "reason": b.reason}))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.dead_at))
+            typer.echo(f"{b.id}\t{b.group or '-'}\t{b.count} events\t{b.nbytes} bytes\t{when}\t{b.reason}")
+    if not batches and not as_json:
+        typer.echo("no dead letters")
+
+
+@dead_app.command("show")
+def dead_show(ids: list[int] = typer.Argument(..., help="Dead-letter IDs."), state_dir: Optional[str] = _STATE_DIR,
+              config: Optional[str] = _CONFIG) -> None:
+    """Print the events of dead-lettered batches as JSON lines (headers and body)."""
+    import sys
+
+    _export_to(sys.stdout.buffer, ids, "jsonl", state_dir, config)
+
+
+@dead_app.command("export")
+def dead_export(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+                every: bool = typer.Option(False, "--all", help="Every dead letter."),
+                out: str = typer.Option(..., "--out", "-o", help="File to write (\"-\": standard output)."),
+                fmt: str = typer.Option("lines", "--format", help="lines (event bodies, one a line) or jsonl "
+                                        "(headers and body)."),
+                state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
+    """Write dead-lettered events to a file; they stay dead-lettered (purge or requeue them after)."""
+    import sys
+
+    from shipper.errors import ConfigError
+
+    if fmt not in ("lines", "jsonl"):
+        raise report(ConfigError(f"--format: {fmt!r} is not lines or jsonl"))
+    chosen = _ids(ids, every, "export")
+    if out == "-":
+        n = _export_to(sys.stdout.buffer, chosen, fmt, state_dir, config)
+    else:
+        try:
+            with open(out, "wb") as fh:
+                n = _export_to(fh, chosen, fmt, state_dir, config)
+        except OSError as exc:
+            raise report(ConfigError(f"--out: cannot write {out}: {exc.strerror or exc}"))
+    typer.echo(f"exported {n} events to {out}", err=True)
+
+
+def _export_to(fh, ids, fmt, state_dir, config) -> int:
+    from shipper.avroipc.flume_event import read_event
+    from shipper.channel.deadletter import export, read_events
+    from shipper.errors import ShipperError
+
+    try:
+        return export(read_events(_state(state_dir, config), ids), fh, fmt, read_event)
+    except ShipperError as exc:
+        raise report(exc)
+
+
+def _locked(state_dir, config, fn):
+    from shipper.channel import Channel
+    from shipper.errors import ShipperError, StateLocked
+
+    try:
+        ch = Channel.open(_state(state_dir, config), min_free_bytes=0)
+    except StateLocked as exc:
+        raise report(exc, "; stop the agent first: re-queueing and purging write to the channel")
+    except ShipperError as exc:
+        raise report(exc)
+    try:
+        return fn(ch)
+    except ShipperError as exc:
+        raise report(exc)
+    finally:
+        ch.close()
+
+
+@dead_app.command("requeue")
+def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+                 every: bool = typer.Option(False, "--all", help="Every dead letter."),
+                 group: Optional[str] = typer.Option(None, "--group", help="The group to deliver them to "
+                                                     "(default: the group that gave up on them)."),
+                 state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
+    """Put dead-lettered batches back at the end of the queue (the agent must be stopped)."""
+    from shipper.channel.deadletter import requeue
+
+    chosen = _ids(ids, every, "requeue")
+    batches, events = _locked(state_dir, config, lambda ch: requeue(ch, chosen, group))
+    typer.echo(f"re-queued {batches} batches ({events} events)" + (f" for group {group}" if group else ""))
+
+
+@dead_app.command("purge")
+def dead_purge(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+               every: bool = typer.Option(False, "--all", help="Every dead letter."),
+               state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
+    """Delete dead-lettered batches for good (the agent must be stopped)."""
+    from shipper.channel.deadletter import purge
+
+    chosen = _ids(ids, every, "purge")
+    batches, events = _locked(state_dir, config, lambda ch: purge(ch, chosen))
+    typer.echo(f"purged {batches} batches ({events} events): they are gone")

@@ -186,7 +186,11 @@ def validate_cmd(
         raise report(err) from None
     typer.echo(f"{path}: OK")
     typer.echo(f"  state dir: {cfg.state_path()}")
-    typer.echo(f"  collectors ({cfg.delivery.balance}): {', '.join(cfg.delivery.collectors)}")
+    if cfg.groups:
+        for name, g in cfg.groups:
+            typer.echo(f"  group {name} ({g.balance}): {', '.join(g.collectors)}")
+    else:
+        typer.echo(f"  collectors ({cfg.delivery.balance}): {', '.join(cfg.delivery.collectors)}")
     for s in cfg.sources:
         headers = ", ".join(f"{k}={v}" for k, v in s.headers)
         typer.echo(f"  source {s.name}: {' '.join(s.paths)}" + (f" (headers {headers})" if headers else ""))

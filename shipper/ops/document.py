@@ -90,6 +90,19 @@ class CollectorStatus:
 
 
 @dataclass
+class GroupStatus:
+    """One collector group (routes): its own queue in the channel and its collectors."""
+
+    name: str
+    queued_events: int = 0
+    queued_bytes: int = 0
+    leased_events: int = 0
+    oldest_event_age: float | None = None
+    collectors: list[str] = field(default_factory=list)
+    up: int = 0  # collectors answering now
+
+
+@dataclass
 class Health:
     healthy: bool
     reason: str
@@ -135,6 +148,7 @@ class StatusDocument:
     channel: ChannelStatus
     sources: list[SourceStatus] = field(default_factory=list)
     collectors: list[CollectorStatus] = field(default_factory=list)
+    groups: list[GroupStatus] | None = field(default=None, metadata=LIVE)  # with routes only
     totals: Totals | None = None  # None: not known (a stopped agent without a status file)
     version: str | None = field(default=None, metadata=LIVE)
     pid: int | None = field(default=None, metadata=LIVE)
@@ -162,7 +176,8 @@ class StatusDocument:
 
 _NESTED = {
     (StatusDocument, "channel"): ChannelStatus, (StatusDocument, "sources"): [SourceStatus],
-    (StatusDocument, "collectors"): [CollectorStatus], (StatusDocument, "totals"): Totals,
+    (StatusDocument, "collectors"): [CollectorStatus],
+    (StatusDocument, "groups"): [GroupStatus], (StatusDocument, "totals"): Totals,
     (StatusDocument, "health"): Health, (StatusDocument, "descriptors"): Descriptors,
     (StatusDocument, "agent"): AgentProcess, (SourceStatus, "files"): [TrackedFile],
 }

@@ -136,6 +136,19 @@ def families(doc: StatusDocument):
         latency.add_metric(a, buckets, c.latency_sum)
     yield from (sent, failed, up, fails, penalty, latency)
 
+    if doc.groups:  # routes: each collector group's own queue in the channel
+        for name, text, value in (
+            ("group_queued_events", "Events this group still owes (in flight included).", lambda g: g.queued_events),
+            ("group_queued_bytes", "Event bytes this group still owes.", lambda g: g.queued_bytes),
+            ("group_oldest_event_age_seconds", "Age of the oldest event this group owes (0 when none).",
+             lambda g: g.oldest_event_age or 0.0),
+            ("group_collectors_up", "Collectors of this group answering now.", lambda g: g.up),
+        ):
+            g = gauge(name, text, ["group"])
+            for group in doc.groups:
+                g.add_metric([group.name], value(group))
+            yield g
+
     last = gauge("last_ack_timestamp_seconds", "Wall clock of the last acknowledged batch (0: none yet).")
     last.add_metric([], t.last_ack or 0)
     healthy = gauge("healthy", "1 unless events are queued and nothing was acknowledged for stall_timeout.")

@@ -259,6 +259,12 @@ def render(doc: StatusDocument) -> str:
                          f"{c.penalty_seconds:.1f}s" if c.penalty_seconds else "-",
                          (c.last_error or "-")[:60] if c.consecutive_failures else "-"])
         out += _table(["COLLECTOR", "STATE", "LAST SUCCESS", "FAILURES", "PENALTY", "LAST ERROR"], rows)
+    if doc.groups:
+        out.append("")
+        rows = [[g.name, g.queued_events, _bytes(g.queued_bytes),
+                 _age(g.oldest_event_age) if g.queued_events else "-", g.leased_events,
+                 f"{g.up}/{len(g.collectors)}"] for g in doc.groups]
+        out += _table(["GROUP", "QUEUED", "BYTES", "OLDEST", "IN FLIGHT", "UP"], rows)
     t = doc.totals
     if t:
         out.append("")

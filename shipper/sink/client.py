@@ -192,7 +192,8 @@ class CollectorClient:
                     if isinstance(event, HandshakeCompleted):
                         return event
                     if isinstance(event, CallFailed):
-                        raise CollectorRejected(f"{self.address} answered the handshake with an error: {printable(event.message)}")
+                        raise CollectorRejected(f"{self.address} answered the handshake with an error: "
+                                                f"{printable(event.message)}", about_batch=False)
                     if isinstance(event, ConnectionClosed):
                         raise PeerClosed(f"{self.address} closed the connection before answering the handshake")
         except RemoteProtocolError as err:

@@ -57,7 +57,7 @@ from typing import Callable, Sequence
 
 import tenacity
 
-from shipper.errors import ChannelIOError, GaveUp, ShipperError
+from shipper.errors import ChannelIOError, CollectorRejected, GaveUp, Poisoned, ShipperError
 from shipper.sink.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
@@ -75,6 +75,8 @@ class SinkOptions:
     backoff_max: float = 30.0  # the cap on any single wait
     busy_penalty: float = 5.0  # the cap on a wait (and a penalty) for a collector alive but busy
     max_attempts: int | None = None  # None = retry forever
+    max_rejects: int = 0  # a batch collectors rejected this often is dead-lettered (0: never)
+    reset_connection_interval: float = 0.0  # reconnect a connection this old, between batches (0: never)
     log_repeat_interval: float = 30.0  # a collector that keeps failing is logged at most this often
 
 
@@ -173,6 +175,7 @@ class SinkWorker:
         exit_when_empty: threading.Event | None = None,
         telemetry=None,
         name: str = "sink-0",
+        limit=None,
     ):
         self.channel = channel
         self.pool = pool
@@ -183,10 +186,14 @@ class SinkWorker:
         self.telemetry = telemetry
         self.name = name
         self._clients = [None] * len(pool.addresses)
+        self._since = [0.0] * len(pool.addresses)  # when each client's connection was opened
+        self.recycled = 0
         self._make_client = make_client
         self.tried: set[int] = set()
         self.backoffs = 0
         self._part_acked = False  # the lease being delivered has parts acknowledged already
+        self.rejects = 0
+        self.limit = limit  # shipper.sink.ratelimit.RateLimit shared by the group's workers, or None
         self.delivered_events = 0
         self.error: BaseException | None = None
         self._ack_pool: ThreadPoolExecutor | None = None
@@ -205,7 +212,13 @@ class SinkWorker:
                             return
                         continue
                 try:
+                    if self.limit is not None:
+                        self.limit.acquire(lease.count, lease.nbytes, self.abort)
                     self.deliver(lease)
+                except Poisoned as exc:  # moved aside (dead letters or a secondary); delivery goes on
+                    self._ack(lease, dead=str(exc))
+                    lease = None
+                    continue
                 except BaseException:
                     self.channel.nack(lease)
                     lease = None
@@ -268,16 +281,22 @@ class SinkWorker:
         self.channel.nack(lease)
         return None
 
-    def _ack(self, lease) -> None:
+    def _ack(self, lease, dead: str | None = None) -> None:
         """Ack until the channel takes it: a write error here must not drop the worker.
 
         Should the process stop before the ack lands, the batch is sent again at the next start
-        (a duplicate, never a loss).
+        (a duplicate, never a loss). With ``dead`` (why), the batch is moved aside instead: to the
+        dead letters or the group's secondary (``channel.dead_letter``), in one transaction.
         """
         failures = 0
         while True:
             try:
-                self.channel.ack(lease)
+                if dead is None:
+                    self.channel.ack(lease)
+                else:
+                    where = self.channel.dead_letter(lease, dead)
+                    log.error("%s: %s; %d events moved to %s (see flume-ship channel dead-letters)",
+                              self.name, dead, lease.count, where)
                 return
             except ChannelIOError as exc:
                 failures += 1
@@ -327,6 +346,7 @@ class SinkWorker:
             parts = lease.batches(opts.batch_size, opts.batch_bytes)
         self.tried.clear()
         self.backoffs = 0
+        self.rejects = 0
         stop = tenacity.stop_never
         if self.options.max_attempts:
             stop = tenacity.stop_after_attempt(self.options.max_attempts)
@@ -372,6 +392,7 @@ class SinkWorker:
         if client is None:
             client = self._clients[i] = self._make_client(self.pool.addresses[i])
         started = time.monotonic()
+        self._recycle(i, client, started)
         try:
             if len(todo) == 1:
                 client.append_payload(*parts[todo[0]])
@@ -382,8 +403,27 @@ class SinkWorker:
         except BaseException as exc:
             if is_retriable(exc):
                 self.pool.failure(i, exc)
+            if isinstance(exc, CollectorRejected) and exc.about_batch and self.options.max_rejects:
+                self.rejects += 1
+                if self.rejects >= self.options.max_rejects:
+                    raise Poisoned(f"collectors rejected a batch {self.rejects} times (max_rejects), last: "
+                                   f"{exc}") from exc
             raise
         self.pool.success(i, time.monotonic() - started, sum(parts[j][0] for j in todo))
+
+    def _recycle(self, i: int, client, now: float) -> None:
+        """Flume's reset-connection-interval: a connection older than the interval is closed before
+        the next batch (never with a call in flight, so the switch neither loses nor repeats one)
+        and the call below opens a new one, resolving the address again (a VIP's new hosts)."""
+        interval = self.options.reset_connection_interval
+        if not client.connected:
+            self._since[i] = now
+        elif interval and now - self._since[i] >= interval:
+            client.close()
+            self._since[i] = now
+            self.recycled += 1
+            log.debug("%s: reconnecting to %s (reset_connection_interval %gs)", self.name,
+                      self.pool.addresses[i], interval)
 
     def close(self) -> None:
         if self._ack_pool is not None:
