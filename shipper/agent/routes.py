@@ -31,6 +31,7 @@ import time
 from typing import Callable, Sequence
 
 from shipper.agent.config import Config, DeliverySection, SourceSection, named_table
+from shipper.agent.runners import join_workers
 from shipper.avroipc.flume_event import read_event
 
 log = logging.getLogger("flume-ship.agent")
@@ -264,17 +265,8 @@ class GroupedDelivery:
         return not self.alive
 
     def join(self, deadline: float, grace: float = 5.0, quiet: bool = False) -> None:
-        """As :meth:`Delivery.join`, over every group's workers: wait until ``deadline``, then give
-        the batches still out back (the abort flag is shared) and wait ``grace`` more."""
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        if self.alive:
-            if not quiet:
-                log.warning("drain timeout: giving in-flight batches back to the channel")
-            self.abort.set()
-            until = time.monotonic() + grace
-            for t in self.threads:
-                t.join(max(0.0, until - time.monotonic()))
+        """As :meth:`Delivery.join`, over every group's workers (the abort flag is shared)."""
+        join_workers(self.threads, self.abort, deadline, grace, quiet)
 
     def error(self) -> BaseException | None:
         return next((d.error() for d in self.groups.values() if d.error() is not None), None)

@@ -115,6 +115,21 @@ class SourceRunner:
                 **{f"rules_{k}": v for k, v in self.source.rule_counts().items()}}
 
 
+def join_workers(threads: list[threading.Thread], abort: threading.Event, deadline: float, grace: float,
+                 quiet: bool) -> None:
+    """Wait for ``threads`` until ``deadline``; then set ``abort`` (the workers give their batches
+    back) and wait ``grace`` more."""
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        if not quiet:
+            log.warning("drain timeout: giving in-flight batches back to the channel")
+        abort.set()
+        until = time.monotonic() + grace
+        for t in threads:
+            t.join(max(0.0, until - time.monotonic()))
+
+
 class Delivery:
     """The sink workers for one set of delivery settings, with their own stop flags."""
 
@@ -163,15 +178,7 @@ class Delivery:
         """Wait for the workers until ``deadline``; then give their batches back and wait ``grace``
         more. A worker still blocked in a call after that is left behind (a daemon thread: its
         lease lives in memory, so its events are taken again at the next start)."""
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        if self.alive:
-            if not quiet:
-                log.warning("drain timeout: giving in-flight batches back to the channel")
-            self.abort.set()
-            until = time.monotonic() + grace
-            for t in self.threads:
-                t.join(max(0.0, until - time.monotonic()))
+        join_workers(self.threads, self.abort, deadline, grace, quiet)
 
     def error(self) -> BaseException | None:
         return next((w.error for w in self.workers if w.error is not None), None)
