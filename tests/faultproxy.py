@@ -186,6 +186,8 @@ class FaultProxy:
                     if not data:
                         return
                     continue
+                if not data:
+                    return  # the client is gone (after EOF the connection would only report it, for ever)
                 conn.receive_data(data)
                 while True:
                     ev = conn.next_event()
