@@ -32,9 +32,8 @@ import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # shipper, and tests for the reference codec
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import ROOT, Meter, cli, dir_bytes, loadavg, make_lines, start_collect, stop  # noqa: E402
+from bench.benchlib import ROOT, Meter, cli, dir_bytes, loadavg, make_lines, start_collect, stop  # noqa: E402
 
 from shipper import avroipc, thriftrpc  # noqa: E402
 from shipper.avroipc.flume_event import encode_event  # noqa: E402
