@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from shipper.channel.store import DB_NAME, _ro_uri, chunk_crc, decode_lens, encode_lens
+from shipper.channel.store import DB_NAME, chunk_crc, connect_ro, decode_lens, encode_lens
 from shipper.errors import StateError
 
 DEAD_TABLE = """
@@ -79,13 +79,7 @@ def insert_dead(conn: sqlite3.Connection, lease, group: str | None, reason: str)
 
 
 def _connect_ro(state_dir: Path) -> sqlite3.Connection:
-    db = Path(state_dir) / DB_NAME
-    if not db.exists():
-        raise StateError(f"no channel database at {db}; check --state-dir (has an agent ever run here?)")
-    try:
-        return sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot open {db} read-only: {exc}") from exc
+    return connect_ro(Path(state_dir) / DB_NAME)
 
 
 def _has_table(conn: sqlite3.Connection) -> bool:
@@ -100,7 +94,7 @@ def list_dead(state_dir: Path) -> list[DeadBatch]:
         return [DeadBatch(*row) for row in conn.execute(
             "SELECT id, grp, count, nbytes, put_at, dead_at, reason FROM dead_letters ORDER BY id")]
     except sqlite3.Error as exc:
-        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}") from exc
+        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}; run flume-ship channel verify") from exc
     finally:
         conn.close()
 
@@ -115,7 +109,7 @@ def read_events(state_dir: Path, ids: Sequence[int] | None) -> Iterable[tuple[De
             rows = conn.execute("SELECT id, grp, count, nbytes, put_at, dead_at, reason, crc, lens, body "
                                 "FROM dead_letters ORDER BY id").fetchall()
     except sqlite3.Error as exc:
-        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}") from exc
+        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}; run flume-ship channel verify") from exc
     finally:
         conn.close()
     _check_ids(ids, [r[0] for r in rows])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
 
 from shipper.cli.app import app, report
 from shipper.cli.options import state_dir_from_config
-from shipper.errors import EXIT_STATE
+from shipper.errors import EXIT_STATE, StateError
 
 
 channel_app = typer.Typer(help="Inspect the durable channel in the state directory.", no_args_is_help=True)
@@ -32,6 +33,9 @@ def channel_verify(
     from shipper.channel import verify
 
     result = verify(state_dir or state_dir_from_config(config))
+    if not result.healthy and result.format_version is None:  # nothing could be read: no counts to show
+        raise report(StateError(f"{result.db_path}: {'; '.join(result.problems)}; the next agent start moves it "
+                                "aside and salvages what it can"))
     for line in result.lines():
         typer.echo(line)
     if not result.healthy:
@@ -50,10 +54,25 @@ _CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="Confi
                        "directory from.")
 
 
-def _state(state_dir: Optional[str], config: Optional[str]):
+def _state(state_dir: Optional[str], config: Optional[str], *, existing: bool = False):
+    """The state directory; with ``existing``, refused (one line, exit 5) unless it holds a readable
+    channel database, so a command that writes never creates or salvages a channel by mistake."""
     from pathlib import Path
 
-    return Path(state_dir or state_dir_from_config(config))
+    from shipper.channel.store import DB_NAME, _precheck, connect_ro
+    from shipper.errors import ShipperError
+
+    path = Path(state_dir or state_dir_from_config(config))
+    if existing:
+        try:
+            connect_ro(path / DB_NAME).close()
+            damage = _precheck(path / DB_NAME)
+        except ShipperError as exc:
+            raise report(exc)
+        if damage:
+            raise report(StateError(f"{path / DB_NAME} is damaged ({damage}); run flume-ship channel verify, then "
+                                    "start the agent once: it moves the file aside and salvages what it can"))
+    return path
 
 
 def _ids(ids: Optional[list[int]], every: bool, verb: str) -> Optional[list[int]]:
@@ -114,6 +133,7 @@ def dead_export(ids: Optional[list[int]] = typer.Argument(None, help="Dead-lette
     if fmt not in ("lines", "jsonl"):
         raise report(ConfigError(f"--format: {fmt!r} is not lines or jsonl"))
     chosen = _ids(ids, every, "export")
+    _state(state_dir, config, existing=True)  # before --out is created
     if out == "-":
         n = _export_to(sys.stdout.buffer, chosen, fmt, state_dir, config)
     else:
@@ -122,6 +142,9 @@ def dead_export(ids: Optional[list[int]] = typer.Argument(None, help="Dead-lette
                 n = _export_to(fh, chosen, fmt, state_dir, config)
         except OSError as exc:
             raise report(ConfigError(f"--out: cannot write {out}: {exc.strerror or exc}"))
+        except BaseException:  # the channel failed half-way: leave no half-written export behind
+            os.unlink(out)
+            raise
     typer.echo(f"exported {n} events to {out}", err=True)
 
 
@@ -141,7 +164,7 @@ def _locked(state_dir, config, fn):
     from shipper.errors import ShipperError, StateLocked
 
     try:
-        ch = Channel.open(_state(state_dir, config), min_free_bytes=0)
+        ch = Channel.open(_state(state_dir, config, existing=True), min_free_bytes=0)
     except StateLocked as exc:
         raise report(exc, "; stop the agent first: re-queueing and purging write to the channel")
     except ShipperError as exc:
