@@ -39,6 +39,7 @@ EXIT_STATE = 5  # the state directory is unusable (newer format, unreadable, not
 EXIT_DEADLINE = 6  # --once: delivery did not finish before --deadline
 EXIT_INPUT = 7  # an input is missing or unreadable (--once: a path that matches nothing, a file it cannot read)
 EXIT_QUEUED = 8  # --once: stopped by SIGINT/SIGTERM with events still queued (they wait for the next run)
+EXIT_GAVE_UP = 9  # --give-up-after: no collector accepted anything for that long (events stay queued)
 EXIT_INTERRUPTED = 130  # stopped by a second SIGINT/SIGTERM before draining finished
 
 

@@ -76,6 +76,11 @@ class AgentSection:
     progress_interval: float = opt(30.0, "Seconds between progress log lines (shipped, rate, queued, bytes "
                                    "behind, collectors up; with --once the time left); 0: none. On a terminal, "
                                    "tail --once redraws a live line instead.", flag="--progress-interval", lo=0)
+    give_up_after: float = opt(0.0, "Give up (exit 9) when events are queued and no collector has acknowledged "
+                               "anything for this many seconds; the events stay in the channel for the next run. "
+                               "0: never, keep retrying (the default: a service should outlast an outage; set "
+                               "it for tail --once under cron when a run should end rather than wait).",
+                               flag="--give-up-after", lo=0)
     status_interval: float = opt(2.0, "Seconds between rewrites of `status.json` in the state directory "
                                  "(read by `flume-ship status`).", flag="--status-interval", lo=0.1)
     max_open_files: int = opt(0, "Most tailed files open at once, all sources together; files beyond it are "
