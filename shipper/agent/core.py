@@ -306,8 +306,9 @@ class Agent:
         if now - self._acked_at < limit:
             return False
         self._gave_up = True
-        log.error("giving up: %d events queued and nothing acknowledged for %.0fs (--give-up-after %g); they "
-                  "stay in the channel for the next run", queued, now - self._acked_at, limit)
+        log.error("giving up: %d event%s queued and nothing acknowledged for %.0fs (--give-up-after %g); they "
+                  "stay in the channel for the next run", queued, "" if queued == 1 else "s", now - self._acked_at,
+                  limit)
         return True
 
     def _interrupted(self, read_stop: threading.Event, reading, end: float | None) -> int:

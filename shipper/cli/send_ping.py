@@ -9,6 +9,7 @@ import typer
 
 from shipper.cli.app import app, report
 from shipper.cli.options import header_flags, with_transport_flags
+from shipper.agent.config import MAX_INT
 from shipper.errors import EXIT_UNAVAILABLE, DeliveryError, InputError, ShipperError
 
 log = logging.getLogger("flume-ship")
@@ -20,8 +21,8 @@ def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
     to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect), or "
                            "thrift://HOST:PORT[?protocol=binary] (a ThriftSource)."),
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
-    in_flight: int = typer.Option(1, "--in-flight", min=1, help="Calls sent before waiting for their "
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=MAX_INT, help="Events per appendBatch call."),
+    in_flight: int = typer.Option(1, "--in-flight", min=1, max=1024, help="Calls sent before waiting for their "
                                   "answers. 1 (like Flume's client) keeps the order everywhere; more is "
                                   "faster, and flume-ship collect keeps the order, but a Flume 1.10+ "
                                   "AvroSource may apply pipelined calls out of order."),
@@ -50,7 +51,8 @@ def send(
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
     except OSError as err:
-        raise report(InputError(f"cannot read {file}: {err.strerror}")) from None
+        raise report(InputError(f"cannot read {file}: {err.strerror}; give a readable file, or - for "
+                                "standard input")) from None
     progress = _progress(file, stream, batch_size, progress_interval)
     client = client_for(address, options)
     progress.start()
@@ -58,7 +60,8 @@ def send(
         sent = send_lines(client, split_lines(_counted(stream, progress)), batch_size=batch_size, headers=headers,
                           window=in_flight, progress=progress.acked)
     except OSError as err:
-        raise report(InputError(f"cannot read {file}: {err.strerror}")) from None
+        raise report(InputError(f"cannot read {file}: {err.strerror}; give a readable file, or - for "
+                                "standard input")) from None
     except ShipperError as err:
         acked = err.acknowledged if isinstance(err, DeliveryError) else 0
         raise report(err, f" ({acked} lines were acknowledged before this)") from None
