@@ -65,11 +65,11 @@ class Problem:
     """One configuration problem: where (a file, or "command line"), which key or flag, and why."""
 
     where: str
-    key: str  # dotted TOML key, or the flag
+    key: str  # dotted TOML key, or the flag; "-" for the file as a whole
     why: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.key}: {self.why}"
+        return f"{self.where}: {self.why}" if self.key == "-" else f"{self.where}: {self.key}: {self.why}"
 
 
 class ConfigFileError(ConfigError):

@@ -336,7 +336,8 @@ def load_raw(path: str) -> dict:
     except FileNotFoundError:
         raise ConfigFileError([Problem(path, "-", "no such file (give --config an existing file)")]) from None
     except OSError as exc:
-        raise ConfigFileError([Problem(path, "-", f"cannot read: {exc.strerror or exc}")]) from None
+        raise ConfigFileError([Problem(path, "-", f"cannot read ({exc.strerror or exc}); give --config a readable "
+                                       "TOML file")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError([Problem(path, "-", f"not valid TOML: {exc}")]) from None
     except UnicodeDecodeError as exc:
