@@ -92,10 +92,17 @@ def _progress(file: str, stream, batch_size: int, interval: float):
 
 
 def _counted(stream, progress):
-    """The stream's raw lines, each counted (with its newline) as read."""
+    """The stream's raw lines, counted (newlines included) and reported a batch at a time."""
+    size, lines, nbytes = progress.batch_size, 0, 0
     for raw in stream:
-        progress.read(len(raw))
+        lines += 1
+        nbytes += len(raw)
+        if lines == size:
+            progress.batch_read(lines, nbytes)
+            lines = nbytes = 0
         yield raw
+    if lines:
+        progress.batch_read(lines, nbytes)
 
 
 @app.command()

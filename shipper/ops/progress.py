@@ -139,8 +139,9 @@ class FileSendProgress:
     in flight, how far the file is behind and (when its size is known) the time left; the same
     line on a terminal (redrawn) and in the log (every ``interval`` seconds) as ``tail --once``.
 
-    The sender calls :meth:`read` for each raw line it reads and :meth:`acked` as each batch is
-    acknowledged; a thread (:meth:`start`) draws or logs the line, so a stalled collector still
+    The sender calls :meth:`batch_read` for each batch's worth of raw lines it reads (counted in
+    plain locals per line: a lock per line would cost more than encoding the event) and
+    :meth:`acked` as each batch is acknowledged; a thread (:meth:`start`) draws or logs the line, so a stalled collector still
     shows (rate 0, "no progress") instead of silence. Bytes are the file's (newlines included).
     """
 
@@ -150,31 +151,21 @@ class FileSendProgress:
         self._clock, self.interval, self.terminal, self.log = clock, interval, terminal, log
         self._lock = threading.Lock()
         self.read_lines = self.read_bytes = self.acked_lines = self.acked_bytes = 0
-        self._batches: list[tuple[int, int]] = []  # (lines, bytes) of batches sent, oldest first
-        self._open_lines = self._open_bytes = 0
+        self._batches: list[tuple[int, int]] = []  # (lines, bytes) of batches read, oldest first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start = self._last = (clock(), 0, 0)
 
     # --- the sender's side ---------------------------------------------------------------
 
-    def read(self, nbytes: int) -> None:
+    def batch_read(self, lines: int, nbytes: int) -> None:
         with self._lock:
-            self.read_lines += 1
+            self.read_lines += lines
             self.read_bytes += nbytes
-            self._open_lines += 1
-            self._open_bytes += nbytes
-            if self._open_lines == self.batch_size:
-                self._close_batch()
-
-    def _close_batch(self) -> None:
-        if self._open_lines:
-            self._batches.append((self._open_lines, self._open_bytes))
-            self._open_lines = self._open_bytes = 0
+            self._batches.append((lines, nbytes))
 
     def acked(self, n: int) -> None:
         with self._lock:
-            self._close_batch()  # the last, partial batch is sent once the input ends
             while n > 0 and self._batches:
                 lines, nbytes = self._batches[0]
                 take = min(n, lines)
