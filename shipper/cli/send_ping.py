@@ -60,9 +60,11 @@ def send(
         sent = send_lines(client, split_lines(_counted(stream, progress)), batch_size=batch_size, headers=headers,
                           window=in_flight, progress=progress.acked)
     except OSError as err:
+        progress.stop()  # the error goes below the final progress line, not into it
         raise report(InputError(f"cannot read {file}: {err.strerror}; give a readable file, or - for "
                                 "standard input")) from None
     except ShipperError as err:
+        progress.stop()
         acked = err.acknowledged if isinstance(err, DeliveryError) else 0
         raise report(err, f" ({acked} lines were acknowledged before this)") from None
     finally:

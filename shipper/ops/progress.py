@@ -221,7 +221,10 @@ class FileSendProgress:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop drawing; on a terminal, leave the final line in place (the result, not a blank)."""
+        """Stop drawing; on a terminal, leave the final line in place (the result, not a blank).
+        Only the first call does anything."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)

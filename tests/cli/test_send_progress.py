@@ -94,3 +94,23 @@ def test_send_progress_off_by_zero_interval_and_no_terminal(tmp_path, slow_colle
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "progress:" not in r.stderr and "sent 2 lines to" in r.stderr
+
+
+def test_send_failing_on_a_terminal_puts_the_error_on_its_own_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # nobody listens there
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    f = write_file(tmp_path)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cli_argv("send", str(f), "--to", dead), stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave)
+    os.close(slave)
+    text = read_pty(master).decode("utf-8", "replace")
+    rc = proc.wait(30)
+    os.close(master)
+    assert rc == 3, text
+    lines = text.replace("\r\n", "\n").split("\n")
+    assert lines[-2].startswith("flume-ship: error: cannot connect to"), repr(text)  # at column 0, alone
+    assert "sent 0 lines" in lines[-3], repr(text)  # the progress line, ended before it
