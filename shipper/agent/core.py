@@ -88,7 +88,8 @@ class Agent:
         self._progress: Progress | None = None
         self._next_progress = 0.0
         self._terminal: TerminalLine | None = None
-        self._acked_seen, self._acked_at, self._next_give_up = -1, time.monotonic(), 0.0
+        self._acked_seen, self._acked_at, self._next_give_up = -1, time.monotonic(), 0.0  # give_up_after
+        self._gave_up = False
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -281,15 +282,12 @@ class Agent:
         self.delivery.abort.set()
         self.delivery.join(end + _GRACE, grace=0.0, quiet=True)
         reading.join(max(0.0, end + _GRACE - time.monotonic()))
-        left = self.channel.stats().events
-        unread = "" if not reading.is_alive() else " and files not read to the end"
-        if self._gave_up:
+        if self._gave_up:  # why was logged when it gave up
             return EXIT_GAVE_UP
+        left = self.channel.stats().events
         log.error("--deadline of %gs passed with %d events still queued%s; they stay in the channel for the "
-                  "next run", self.deadline, left, unread)
+                  "next run", self.deadline, left, "" if not reading.is_alive() else " and files not read to the end")
         return EXIT_DEADLINE
-
-    _gave_up = False
 
     def _given_up(self, now: float) -> bool:
         """``give_up_after`` seconds with events queued and nothing acknowledged (checked once a
