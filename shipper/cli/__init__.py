@@ -7,16 +7,18 @@
   :mod:`shipper.cli.send_ping`: ``send`` and ``ping``; :mod:`shipper.cli.status`: ``status``;
   :mod:`shipper.cli.channel`: ``channel verify`` and ``channel dead-letters``; :mod:`shipper.cli.top`:
   ``top``; :mod:`shipper.cli.import_flume`: ``import-flume``.
+- :mod:`shipper.cli.polish`: global options after the sub-command, metavars; :mod:`shipper.cli.usage`:
+  click's usage errors (bad flag, missing argument, bad value) as the same one line as ours.
 
 ``main`` is the console script's entry point.
 """
 
 import sys
 
-from shipper.cli import channel, collect, send_ping, tail, status, top, import_flume  # noqa: F401  (registers the commands, in help order)
-from shipper.cli.app import app, report
 import typer
 
+from shipper.cli import channel, collect, send_ping, tail, status, top, import_flume  # noqa: F401  (registers the commands, in help order)
+from shipper.cli.app import app, report
 from shipper.errors import EXIT_INTERRUPTED, EXIT_OK, ShipperError
 
 __all__ = ["app", "main"]
