@@ -27,7 +27,28 @@ def usage_line(err, fallback: str = "flume-ship") -> str:
     message = message.rstrip(".")
     if message[:1].isupper() and not message[1:2].isupper():
         message = message[0].lower() + message[1:]
+    message = _with_value(err, message)
     ctx = getattr(err, "ctx", None)
     path = getattr(ctx, "command_path", "") or fallback
     where = path.split(" ", 1)[1] + ": " if " " in path else ""
     return f"{where}{message}; see '{path} --help'"
+
+
+_NOT_FINITE = ("nan", "inf", "infinity")
+
+
+def _with_value(err, message: str) -> str:
+    """A bad value named in the message: typer checks values with pydantic, whose text says what
+    was wanted but not what was given ("Input should be greater than or equal to 0" for ``nan``)."""
+    errors = getattr(err.__cause__, "errors", None)
+    if not callable(errors) or ": " not in message:
+        return message
+    try:
+        value = errors()[0].get("input")
+    except (IndexError, AttributeError, TypeError):
+        return message
+    what, why = message.split(": ", 1)
+    if isinstance(value, str) and value.strip().lower().lstrip("+-") in _NOT_FINITE:
+        return f"{what}: must be a finite number, not {value}"
+    why = why[0].lower() + why[1:] if why[:1].isupper() else why
+    return f"{what}: {why} (got {value!r})" if value is not None else f"{what}: {why}"
