@@ -16,7 +16,7 @@ import time
 from shipper.ops.document import (
     ChannelStatus, DeadLetters, Descriptors, GroupStatus, Health, SourceStatus, StatusDocument, Totals, TrackedFile,
 )
-from shipper.channel.deadletter import summary
+from shipper.channel.deadletter import summary as dead_letter_summary
 from shipper.ops.telemetry import stall_verdict
 
 log = logging.getLogger("flume-ship.agent")
@@ -102,7 +102,7 @@ def snapshot(agent) -> StatusDocument:
                                     open_files=fds.open if fds else 0, waiting_files=fds.waiting if fds else 0,
                                     **counts))
     collectors = agent.delivery.collectors(tele) if agent.delivery else []
-    dead = summary(agent.channel)
+    dead = dead_letter_summary(agent.channel)
     groups = [GroupStatus(**g) for g in agent.delivery.group_status(tele, dead)] \
         if hasattr(agent.delivery, "group_status") else None
     return StatusDocument(
