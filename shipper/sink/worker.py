@@ -11,7 +11,9 @@ middle of an appendBatch parameter, so a lease is sent as ``(count, payload)`` w
 work. A lease within ``batch_size`` events (and ``batch_bytes``) is one call. A bigger one (a
 stored chunk can be bigger than the configured batch) is cut at event boundaries into batches
 of at most ``batch_size`` events, sent as several calls on one connection; the lease is acked
-only when every call answered OK, and a retry starts at the first call not answered OK.
+only when every call answered OK, and a retry starts at the first call not answered OK (with
+``max_rejects``, a call rejected that often is given up on and the others still go: only its
+events are moved aside, in the transaction that acks the rest).
 
 By default (``window`` 1) those calls go one at a time. That keeps a single worker's delivery in
 order: the calls answered OK are always a prefix, so resuming after them sends the rest in order,
