@@ -279,3 +279,26 @@ def test_a_secondary_group_takes_exactly_the_rejected_batch_and_nothing_is_dead_
         picky.wait()
         spare.stop()
     assert sorted(lines_of(tmp_path / "picky.out") + collected(tmp_path / "spare")) == sorted(lines)
+
+
+def test_a_requeue_an_agent_does_not_serve_is_withdrawn_and_says_so(tmp_path):
+    """The state directory is held by a process that never serves requests (as an agent running
+    --once, or an older flume-ship): requeue waits --wait seconds, takes its request back and exits
+    4 naming what is still dead-lettered; purge still works beside it."""
+    from shipper.channel import Channel
+
+    state = tmp_path / "state"
+    ch = Channel.open(state, min_free_bytes=0)  # holds the lock, like an agent
+    try:
+        ch.put([b"bad"])
+        ch.dead_letter(ch.take(10, 1 << 20), "rejected")
+        r = run("channel", "dead-letters", "requeue", "--all", "--wait", "0.5", "--state-dir", str(state))
+        assert r.returncode == 4 and "did not take the re-queue within 0.5s" in r.stderr, r.stderr
+        assert "0 of 1 batches re-queued" in r.stderr and "Traceback" not in r.stderr
+        assert ch.stats().events == 0
+        assert len(run("channel", "dead-letters", "list", "--state-dir", str(state)).stdout.splitlines()) == 1
+        r = run("channel", "dead-letters", "purge", "--all", "--state-dir", str(state))
+        assert r.returncode == 0 and "purged 1 batches (1 events)" in r.stdout, r.stderr
+    finally:
+        ch.close()
+    assert run("channel", "dead-letters", "list", "--state-dir", str(state)).stdout == "no dead letters\n"
