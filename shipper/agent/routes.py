@@ -212,8 +212,8 @@ def reload_routes(agent, new: Config, drain: float) -> None:
 
 def serve_requeues(agent) -> None:
     """Carry out ``flume-ship channel dead-letters requeue`` asked while this agent runs (a
-    request row in the channel; see :mod:`shipper.channel.deadletter`). Called at each status tick."""
-    from shipper.channel.deadletter import serve_requests
+    request row in the channel; see :mod:`shipper.channel.deadrequests`). Called at each status tick."""
+    from shipper.channel.deadrequests import serve_requests
     from shipper.errors import ShipperError
 
     config = agent.config

@@ -138,7 +138,7 @@ def _export_to(fh, ids, fmt, state_dir, config) -> int:
 
 def _write(state_dir, config, offline, running):
     """``offline(channel)`` with the state directory's lock when no agent runs; else
-    ``running(state_dir, pid)`` beside the agent (see shipper.channel.deadletter)."""
+    ``running(state_dir, pid)`` beside the agent (see shipper.channel.deadrequests)."""
     from shipper.channel import Channel
     from shipper.errors import ShipperError, StateLocked
     from shipper.ops.status import lock_holder
@@ -165,20 +165,20 @@ def _requeue_beside(path, pid, chosen, group, wait: float):
     """Ask the running agent to re-queue, wait for it, and withdraw what it did not do in time."""
     import time
 
-    from shipper.channel import deadletter
+    from shipper.channel import deadrequests
     from shipper.errors import ConfigError, StateLocked
 
-    asked = deadletter.ask_requeue(path, chosen, group)
+    asked = deadrequests.ask_requeue(path, chosen, group)
     ids = sorted(asked)
     if not ids:
         return 0, 0
     deadline = time.monotonic() + wait
     while True:
-        left, error = deadletter.requests_left(path, ids)
+        left, error = deadrequests.requests_left(path, ids)
         if not left or error or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
-    still = set(deadletter.withdraw(path, left)) if left else set()
+    still = set(deadrequests.withdraw(path, left)) if left else set()
     done = [i for i in ids if i not in still]
     if error:
         raise ConfigError(f"--group: {error}; {len(done)} of {len(ids)} batches re-queued")
@@ -212,7 +212,8 @@ def dead_purge(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter
                every: bool = typer.Option(False, "--all", help="Every dead letter."),
                state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
     """Delete dead-lettered batches for good (safe while an agent runs)."""
-    from shipper.channel.deadletter import purge, purge_beside
+    from shipper.channel.deadletter import purge
+    from shipper.channel.deadrequests import purge_beside
 
     chosen = _ids(ids, every, "purge")
     batches, events = _write(state_dir, config, lambda ch: purge(ch, chosen),

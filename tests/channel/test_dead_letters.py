@@ -8,6 +8,7 @@ import pytest
 
 from shipper.channel import Channel
 from shipper.channel import deadletter as dl
+from shipper.channel import deadrequests as dr
 from tests.channel.test_groups import drain, open_groups
 
 
@@ -60,10 +61,10 @@ def test_a_requeue_asked_beside_the_agent_is_served_by_its_channel(tmp_path):
     ch, q = open_groups(tmp_path)  # "the agent": it holds the lock
     dead_in_group(ch, q, "a", b"bad")
     (dead,) = dl.list_dead(tmp_path)
-    assert dl.ask_requeue(tmp_path, [dead.id], "b") == {dead.id: 1}
-    assert dl.requests_left(tmp_path, [dead.id]) == ([dead.id], None)
-    assert dl.serve_requests(ch, ["a", "b"], ["a"]) == (1, 1)
-    assert dl.requests_left(tmp_path, [dead.id]) == ([], None)
+    assert dr.ask_requeue(tmp_path, [dead.id], "b") == {dead.id: 1}
+    assert dr.requests_left(tmp_path, [dead.id]) == ([dead.id], None)
+    assert dr.serve_requests(ch, ["a", "b"], ["a"]) == (1, 1)
+    assert dr.requests_left(tmp_path, [dead.id]) == ([], None)
     assert dl.list_dead(tmp_path) == []
     assert drain(q.view("a")) == [] and drain(q.view("b")) == [b"bad"]
     assert ch.stats().events == 0
@@ -74,12 +75,12 @@ def test_a_requeue_naming_a_group_the_agent_does_not_run_is_refused_and_withdraw
     ch, q = open_groups(tmp_path)
     dead_in_group(ch, q, "a", b"bad")
     (dead,) = dl.list_dead(tmp_path)
-    dl.ask_requeue(tmp_path, None, "nope")
-    assert dl.serve_requests(ch, ["a", "b"], ["a"]) == (0, 0)
-    left, error = dl.requests_left(tmp_path, [dead.id])
+    dr.ask_requeue(tmp_path, None, "nope")
+    assert dr.serve_requests(ch, ["a", "b"], ["a"]) == (0, 0)
+    left, error = dr.requests_left(tmp_path, [dead.id])
     assert left == [dead.id] and "no group named 'nope'" in error
-    assert dl.withdraw(tmp_path, left) == [dead.id], "still a dead letter"
-    assert dl.serve_requests(ch, ["a", "b"], ["a"]) == (0, 0)
+    assert dr.withdraw(tmp_path, left) == [dead.id], "still a dead letter"
+    assert dr.serve_requests(ch, ["a", "b"], ["a"]) == (0, 0)
     assert [d.id for d in dl.list_dead(tmp_path)] == [dead.id]
     ch.close()
 
@@ -90,8 +91,8 @@ def test_a_dead_letter_without_a_group_is_requeued_to_the_default_groups(tmp_pat
     ch.dead_letter(ch.take(10, 1 << 20), "rejected")
     ch.close()
     ch, q = open_groups(tmp_path)
-    dl.ask_requeue(tmp_path, None, None)
-    assert dl.serve_requests(ch, ["a", "b"], ["b"]) == (1, 1)
+    dr.ask_requeue(tmp_path, None, None)
+    assert dr.serve_requests(ch, ["a", "b"], ["b"]) == (1, 1)
     assert drain(q.view("a")) == [] and drain(q.view("b")) == [b"old"]
     ch.close()
 
@@ -100,10 +101,10 @@ def test_purge_beside_the_agent_and_a_request_for_a_purged_letter_is_dropped(tmp
     ch, q = open_groups(tmp_path)
     dead_in_group(ch, q, "a", b"bad")
     (dead,) = dl.list_dead(tmp_path)
-    dl.ask_requeue(tmp_path, None, None)
-    assert dl.purge_beside(tmp_path, None) == (1, 1)
-    assert dl.serve_requests(ch, ["a", "b"], ["a"]) == (0, 0)
-    assert dl.requests_left(tmp_path, [dead.id]) == ([], None)
+    dr.ask_requeue(tmp_path, None, None)
+    assert dr.purge_beside(tmp_path, None) == (1, 1)
+    assert dr.serve_requests(ch, ["a", "b"], ["a"]) == (0, 0)
+    assert dr.requests_left(tmp_path, [dead.id]) == ([], None)
     assert ch.stats().events == 0
     assert [s.events for s in dl.summary(ch)] == []
     ch.close()
