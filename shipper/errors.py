@@ -149,13 +149,6 @@ class PeerProtocolError(DeliveryError):
     """The collector sent bytes that break the protocol (garbage frame, wrong serial, bad handshake)."""
 
 
-class Poisoned(ShipperError):
-    """Collectors rejected one batch ``max_rejects`` times: the sink moves it aside (dead letters,
-    or a secondary group) and goes on; never retried by the sink itself."""
-
-    exit_code = EXIT_UNAVAILABLE
-
-
 class GaveUp(ShipperError):
     """--max-attempts was set and used up; the batch stays in the channel."""
 

@@ -46,6 +46,7 @@ from typing import Callable
 
 from shipper.agent.config import Config
 from shipper.agent.reload import reload
+from shipper.agent.routes import serve_requeues
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
 from shipper.errors import EXIT_DEADLINE, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
@@ -411,6 +412,7 @@ class Agent:
         return status_line(self)
 
     def _tick_status(self) -> None:
+        serve_requeues(self)
         write_snapshot(self)
 
     def health(self, stats=None) -> tuple[bool, str]:
