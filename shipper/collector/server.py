@@ -471,10 +471,9 @@ class Collector:
             try:
                 if not any(batches) and (problem := self.writer.problem()):
                     raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
-                self.writer.write(batches)
+                events, body_bytes = self.writer.write_counted(batches)
                 status = Status.OK
-                self.stats.add(calls_total=len(calls), events_total=sum(map(len, batches)),
-                               bytes_total=sum(len(body) for b in batches for _h, body in b))
+                self.stats.add(calls_total=len(calls), events_total=events, bytes_total=body_bytes)
             except OSError as err:
                 self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
                               self.writer.directory, err.strerror or err)
