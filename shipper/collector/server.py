@@ -354,9 +354,10 @@ class Collector:
                     conn.receive_data(data)
                 if eof:
                     conn.receive_data(b"")
-                # A call has begun and more of it is already here: read it first, so the calls that
-                # arrived together are written with one write and one fsync (answers wait a read).
-                gather = data and not eof and conn.in_frame and _readable_now(sock)
+                # Whole calls wait, the next has begun and more of it is already here: read it
+                # first, so calls that arrived together share one write and one fsync.
+                gather = (data and not eof and conn.in_frame and getattr(conn, "calls_waiting", False)
+                          and _readable_now(sock))
                 closed = False if gather else self._answer(conn, peer)
                 out = conn.data_to_send()
                 if out:
