@@ -6,7 +6,7 @@ process of this script: it reads the file, encodes it into batches of ``--batch-
 once, connects, says it is ready, and on "go" sends every batch through ``CollectorClient``
 with ``--in-flight`` calls pipelined (so what is measured is the collector, not the senders'
 line splitting). ``--senders`` of them (4 by default) send the whole file each to a fresh
-``collect`` (fsync per batch, the default, ``--format text``); the rate is all events over the
+``collect`` (fsync per batch, the default, or ``--no-fsync``; ``--format text``); the rate is all events over the
 time from "go" to the last acknowledgement, checked against the bytes in the output directory.
 Collector CPU is the parent's plus every worker's (from /proc). The cases alternate (1, 2, 1,
 2, ... for ``--rounds``) so a change in the machine's load hits both. Prints one line per run
@@ -42,14 +42,18 @@ def sender(addr: str, path: str, batch: int, in_flight: int) -> None:
         client.append_payload(0, b"")  # connected and handshaken before the clock starts
         print("ready", flush=True)
         sys.stdin.readline()
+        t = os.times()
         client.append_payloads(payloads, window=in_flight)
+        after = os.times()
+    print(f"cpu {after.user + after.system - t.user - t.system}", flush=True)
 
 
-def start_collect(out: Path, workers: int) -> tuple[subprocess.Popen, str, list[int]]:
+def start_collect(out: Path, workers: int, *extra: str) -> tuple[subprocess.Popen, str, list[int]]:
     import re
     import threading
 
-    proc = subprocess.Popen(cli("collect", "--listen", "127.0.0.1:0", "--out", str(out), "--workers", str(workers)),
+    proc = subprocess.Popen(cli("collect", "--listen", "127.0.0.1:0", "--out", str(out), "--workers", str(workers),
+                                *extra),
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT)
     for raw in iter(proc.stderr.readline, b""):
         m = re.search(rb"listening on (\S+:\d+) \((?:\d+ workers, pids ([\d ]+); )?", raw)
@@ -60,9 +64,10 @@ def start_collect(out: Path, workers: int) -> tuple[subprocess.Popen, str, list[
     raise SystemExit("collect did not start")
 
 
-def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int, in_flight: int) -> dict:
+def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int, in_flight: int,
+        fsync: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as out:
-        col, addr, pids = start_collect(Path(out) / "out", workers)
+        col, addr, pids = start_collect(Path(out) / "out", workers, *([] if fsync else ["--no-fsync"]))
         meters = [Meter(pid) for pid in [col.pid, *pids]]
         try:
             procs = [subprocess.Popen([sys.executable, __file__, "--sender", addr, str(src), str(batch), str(in_flight)],
@@ -74,9 +79,12 @@ def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int
             for p in procs:
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
+            sender_cpu = 0.0
             for p in procs:
-                if p.wait(600) != 0:
+                line = p.stdout.readline().split()
+                if p.wait(600) != 0 or not line:
                     raise SystemExit("a sender failed")
+                sender_cpu += float(line[1])
             took = time.monotonic() - t0
             cpu = sum(m.cpu_since_start() for m in meters)
         finally:
@@ -84,7 +92,8 @@ def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int
         written = dir_bytes(Path(out) / "out")
         assert written == size * senders, (written, size * senders)
     total = lines * senders
-    return {"workers": workers, "rate": total / took, "took": took, "cpu_per_m": cpu / total * 1e6, "load": load}
+    return {"workers": workers, "rate": total / took, "took": took, "cpu_per_m": cpu / total * 1e6,
+            "sender_cpu_per_m": sender_cpu / total * 1e6, "load": load}
 
 
 def main() -> None:
@@ -98,20 +107,21 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--in-flight", type=int, default=4)
+    ap.add_argument("--no-fsync", action="store_true", help="collect --no-fsync (takes the disk out of the figure)")
     args = ap.parse_args()
     cases = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-workers-in-") as tmp:
         src = Path(tmp) / "in.log"
         size = make_lines(src, args.lines, 100)
         print(f"{args.lines:,} lines of ~100 B ({size / 1e6:.1f} MB) x {args.senders} senders, batches of "
-              f"{args.batch_size}, in-flight {args.in_flight}, fsync per batch; {os.cpu_count()} CPUs; load {loadavg()}")
+              f"{args.batch_size}, in-flight {args.in_flight}, {'no fsync' if args.no_fsync else 'fsync per batch'}; {os.cpu_count()} CPUs; load {loadavg()}")
         results: dict[int, list[dict]] = {w: [] for w in cases}
         for rnd in range(args.rounds):
             for w in cases:
-                r = run(src, size, args.lines, w, args.senders, args.batch_size, args.in_flight)
+                r = run(src, size, args.lines, w, args.senders, args.batch_size, args.in_flight, not args.no_fsync)
                 results[w].append(r)
                 print(f"round {rnd + 1} workers={w}: {r['rate']:>10,.0f} events/s ({r['took']:.2f} s), collector CPU "
-                      f"{r['cpu_per_m']:.2f} s per M events, load {r['load']}", flush=True)
+                      f"{r['cpu_per_m']:.2f} s per M events (senders {r['sender_cpu_per_m']:.2f}), load {r['load']}", flush=True)
         print("summary (median of the rounds):")
         base = None
         for w in cases:
