@@ -261,8 +261,6 @@ def collect(
 def _serve_workers(bound, server_class, options, make_writer, workers: int, address, what: str,
                    metrics_listen: Optional[str]) -> None:
     """collect --workers N: fork the workers onto the bound socket, supervise them until they end."""
-    import signal
-
     from shipper.collector.workers import start_workers, worker_limits
 
     listener = bound.release_listener()
@@ -273,10 +271,10 @@ def _serve_workers(bound, server_class, options, make_writer, workers: int, addr
         mine = replace(options, limits=worker_limits(options.limits, workers, k - 1))
         return server_class(mine, make_writer(f"events-w{k}"))
 
-    supervisor = start_workers(workers, listener, make_collector)
-    listener.close()  # the workers hold it
-    signal.signal(signal.SIGTERM, supervisor.on_signal)
-    signal.signal(signal.SIGINT, supervisor.on_signal)
+    try:
+        supervisor = start_workers(workers, listener, make_collector)  # (its signal handlers in place)
+    finally:
+        listener.close()  # the workers hold it
     metrics = None
     try:
         if metrics_listen:

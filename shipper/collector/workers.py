@@ -162,15 +162,23 @@ class _Worker:
 
 def start_workers(workers: int, listener, make_collector: Callable[[int], object]) -> "Supervisor":
     """Fork ``workers`` processes, each serving ``listener`` with ``make_collector(k)`` (k from 1),
-    and return the parent's :class:`Supervisor` of them. Stop signals are blocked around the forks,
-    so no worker can be stopped before its handlers are in place."""
+    and return the parent's :class:`Supervisor` of them, its handlers of SIGTERM and SIGINT in
+    place. Stop signals are blocked until then, so a signal in between is not lost and no worker
+    can be stopped before its own handlers are in place. WorkerDied when a worker cannot be
+    started (the ones started are stopped first)."""
     balance = Balance(workers)
     procs: list[_Worker] = []
+    supervisor = Supervisor(procs)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
     try:
         for k in range(1, workers + 1):
-            r, w = os.pipe()
-            pid = os.fork()
+            try:
+                r, w = os.pipe()
+                pid = os.fork()
+            except OSError as err:  # out of processes (pids.max, TasksMax) or descriptors
+                supervisor.stop()
+                supervisor.run(quiet=True)
+                raise WorkerDied([f"cannot start collect worker {k}: {err.strerror or err}"]) from None
             if pid == 0:  # the worker: never returns
                 os.close(r)
                 for other in procs:
@@ -180,9 +188,12 @@ def start_workers(workers: int, listener, make_collector: Callable[[int], object
             os.close(w)
             os.set_blocking(r, False)
             procs.append(_Worker(k, pid, r))
+            supervisor.stats.running = len(procs)
+        signal.signal(signal.SIGTERM, supervisor.on_signal)
+        signal.signal(signal.SIGINT, supervisor.on_signal)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    return Supervisor(procs)
+    return supervisor
 
 
 def _worker_main(k: int, report_fd: int, listener, balance: Balance, make_collector, old_mask) -> None:
@@ -235,7 +246,7 @@ class Supervisor:
     """The parent's loop: read reports, notice workers that end, relay stop signals."""
 
     def __init__(self, procs: list[_Worker]) -> None:
-        self.procs = procs
+        self.procs = procs  # (filled in as the workers start)
         self.stats = WorkerStats()
         self.stats.running = len(procs)
         self.stopping = False
