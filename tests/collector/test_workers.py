@@ -18,7 +18,7 @@ from shipper.collector.limits import ServerLimits
 from shipper.collector.workers import Balance, WorkerStats, check_workers, share, worker_limits
 from shipper.errors import EXIT_WORKER, ConfigError
 from shipper.sink.client import client_for
-from shipper.transport import Address, ClientOptions
+from shipper.transport import Address, ClientOptions, TLSOptions
 from tests.support import Proc, cli_argv
 
 FAST = ClientOptions(connect_timeout=10.0, request_timeout=30.0)
@@ -296,3 +296,25 @@ def test_an_out_that_is_a_file_is_refused_in_one_line_and_left_alone(tmp_path):
     assert len(err) == 1 and "exists and is not a directory" in err[0] and "give" in err[0], err
     assert "File exists" not in err[0]
     assert existing.read_bytes() == b"precious\n"
+
+
+def test_workers_serve_tls_with_deflate_and_each_builds_its_own_context(tmp_path, tls_files):
+    proc, addr, pids = start(tmp_path, "--workers", "2", "--tls-cert", tls_files["cert"], "--tls-key",
+                             tls_files["key"], "--compress", "deflate")
+    address = Address.parse(addr)
+    tls = ClientOptions(connect_timeout=10.0, request_timeout=30.0, compress="deflate",
+                        tls=TLSOptions(ca_file=tls_files["ca"]))
+    clients, expected = [], []
+    try:
+        for c in range(4):  # held open, so the four are spread over both workers
+            client = client_for(address, tls)
+            events, bodies = batch(f"tls{c}", 300)
+            client.append_batch(events)
+            clients.append(client)
+            expected += bodies
+    finally:
+        for client in clients:
+            client.close()
+    assert proc.stop() == 0
+    assert files(tmp_path, 1) and files(tmp_path, 2)
+    assert sorted(lines_of(files(tmp_path))) == sorted(expected)
