@@ -40,8 +40,8 @@ Record layout:
 Files are created with mode ``file_mode`` (0640 by default: the events are the operator's logs,
 not the world's), set with fchmod so the umask cannot widen or narrow it.
 
-File names are ``events-<UTC start time>-<n>.<ext>``, created exclusively (never appended to
-an older file), and opened lazily at the first batch, so an idle collector leaves no empty
+File names are ``events-<UTC start time>-<n>.<ext>`` (``events-wK-...`` for worker K of
+``collect --workers N``: the prefix), created exclusively (never appended to an older file), and opened lazily at the first batch, so an idle collector leaves no empty
 files. A file is closed and a new one begun when it reaches ``roll_bytes`` or when it has been
 open for ``roll_seconds`` (checked at each batch and by :meth:`roll_if_due`, which the
 collector calls about once a second). Closing a file fsyncs it first.
