@@ -318,3 +318,38 @@ def test_workers_serve_tls_with_deflate_and_each_builds_its_own_context(tmp_path
     assert proc.stop() == 0
     assert files(tmp_path, 1) and files(tmp_path, 2)
     assert sorted(lines_of(files(tmp_path))) == sorted(expected)
+
+
+def test_a_worker_that_cannot_be_forked_stops_the_ones_started(tmp_path, monkeypatch):
+    """Out of processes (pids.max, TasksMax) cannot be arranged here without touching the host's
+    cgroups, so the second fork is made to fail; the first worker is a real process."""
+    import errno
+
+    from shipper.collector.server import Collector, CollectorOptions
+    from shipper.collector.workers import start_workers
+    from shipper.collector.writer import RollingWriter
+    from shipper.errors import WorkerDied
+
+    options = CollectorOptions(listen=Address("127.0.0.1", 0))
+    bound = Collector(options, RollingWriter(str(tmp_path)))
+    bound.bind()
+    listener = bound.release_listener()
+    real_fork, forks, children = os.fork, [], []
+
+    def fork():
+        forks.append(1)
+        if len(forks) == 2:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        pid = real_fork()
+        if pid:
+            children.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    with pytest.raises(WorkerDied, match="cannot start collect worker 2: Resource temporarily unavailable"):
+        start_workers(2, listener, lambda k: Collector(options, RollingWriter(str(tmp_path), prefix=f"events-w{k}")))
+    listener.close()
+    assert len(children) == 1 and not alive(children[0])  # the first worker was stopped and reaped
+    with pytest.raises(ChildProcessError):
+        os.waitpid(children[0], os.WNOHANG)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # no handler left behind in this process
