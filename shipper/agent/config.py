@@ -76,7 +76,7 @@ class AgentSection:
     progress_interval: float = opt(30.0, "Seconds between progress log lines (shipped, rate, queued, bytes "
                                    "behind, collectors up; with --once the time left); 0: none. On a terminal, "
                                    "tail --once redraws a live line instead.", flag="--progress-interval", lo=0)
-    give_up_after: float = opt(0.0, "Give up (exit 9) when events are queued and no collector has acknowledged "
+    give_up_after: float = opt(0.0, "Give up (exit 10) when events are queued and no collector has acknowledged "
                                "anything for this many seconds; the events stay in the channel for the next run. "
                                "0: never, keep retrying (the default: a service should outlast an outage; set "
                                "it for tail --once under cron when a run should end rather than wait).",

@@ -30,7 +30,7 @@ Lifecycle:
   so in-flight calls are abandoned, not waited for (their leases live in memory: the events stay in
   the channel for the next run); 8 when a signal stopped it with events queued.
 * ``give_up_after`` (off by default): when events are queued and nothing was acknowledged for that
-  long, stop as on a signal (``--once``: as at a deadline) and exit 9; the events stay queued.
+  long, stop as on a signal (``--once``: as at a deadline) and exit 10; the events stay queued.
 * Stopping drains only calls on the wire: a worker backing off, or about to retry, gives its batch
   back at once, so a stop with every collector down is immediate.
 """

@@ -139,7 +139,7 @@ def tail_cmd(
     --deadline passes first (it bounds the whole run), 7 when a path matches no regular file or a
     file cannot be read, 8 when stopped by a signal with events still queued.
     While no collector accepts, events wait in the channel and delivery is retried for ever, unless
-    --give-up-after is set: then 9 when nothing was acknowledged for that long.
+    --give-up-after is set: then 10 when nothing was acknowledged for that long.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
 
     Example: flume-ship tail '/var/log/app/*.log' --to collector1:4141,collector2:4141

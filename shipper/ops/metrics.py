@@ -226,6 +226,8 @@ class CollectStatsCollector:
                                                               protocol, send-timeout, write-failed, and
                                                               the refused calls' reasons (body, headers...)
     collect_memory_used_bytes, _budget_bytes       gauge      the shared memory budget (charged bytes)
+    collect_workers                                gauge      with --workers N: workers running (the
+                                                              counters above are then their sums)
     =============================================  =========  ==========================================
     """
 
@@ -250,6 +252,10 @@ class CollectStatsCollector:
         for name, key in (("collect_memory_used_bytes", "memory_used"), ("collect_memory_budget_bytes", "memory_budget")):
             g = GaugeMetricFamily(P + name, "The shared memory budget for bytes in flight (charged bytes).")
             g.add_metric([], snap[key])
+            yield g
+        if "workers" in snap:  # collect --workers N: the sums of the workers' counters, and how many run
+            g = GaugeMetricFamily(P + "collect_workers", "Worker processes running (collect --workers).")
+            g.add_metric([], snap["workers"])
             yield g
 
 
