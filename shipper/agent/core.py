@@ -133,7 +133,7 @@ class Agent:
             self.delivery, routers = open_routes(self.config, self.channel, self.telemetry)
         else:
             self.telemetry.keep_collectors(self.config.addresses())
-            self.delivery, routers = Delivery(self.config, self.channel, self.telemetry), {}
+            self.delivery, routers = Delivery.open(self.config, self.channel, self.telemetry), {}
         self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors, routers.get(s.name))
                         for s in self.config.sources}
 

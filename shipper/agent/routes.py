@@ -201,9 +201,8 @@ def reload_routes(agent, new: Config, drain: float) -> None:
     if new.groups:
         agent.delivery, _ = open_routes(new, agent.channel, agent.telemetry)
     else:
-        agent.channel.groups = None  # one queue again: every stored chunk is delivered once
         agent.telemetry.keep_collectors(new.addresses())
-        agent.delivery = Delivery(new, agent.channel, agent.telemetry)
+        agent.delivery = Delivery.open(new, agent.channel, agent.telemetry)  # every stored chunk once
     agent.delivery.start()
     agent.progress_base = time.monotonic()
     log.info("reload: groups now %s", "; ".join(f"{n}: {','.join(g.collectors)}" for n, g in new.groups)
@@ -219,7 +218,7 @@ def open_routes(config: Config, channel, telemetry):
     from shipper.channel.groups import GroupQueues
 
     names = [n for n, _ in config.groups]
-    queues = GroupQueues(channel, names, adopt_groups(config))
+    queues = GroupQueues(channel, names, adopt_groups(config), lanes={n: config.group(n).delivery.sinks for n in names})
     for group, n in queues.orphans().items():
         log.warning("the channel holds %d events for group %r, which is not configured: they stay until the "
                     "group is configured again", n, group)
@@ -239,9 +238,11 @@ class GroupedDelivery:
         self.config = config.delivery
         self.queues = queues
         flags = (self.stopping, self.abort, self.exit_when_empty)
-        self.groups = {name: delivery_cls(config.group(name), queues.view(name, group.secondary), telemetry,
-                                          flags=flags, name=f"sink-{name}")
-                       for name, group in config.groups}
+        self.groups = {}
+        for name, group in config.groups:
+            lanes = queues.lane_views(name, group.secondary)  # one per sink worker
+            self.groups[name] = delivery_cls(config.group(name), lanes[0], telemetry, flags=flags,
+                                             name=f"sink-{name}", lanes=lanes if len(lanes) > 1 else None)
 
     @property
     def threads(self) -> list[threading.Thread]:
