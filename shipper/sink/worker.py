@@ -42,8 +42,11 @@ is given back is nacked, so it is the first one shipped next time; had the proce
 the lease would have vanished with it and the events would be taken again after restart. A lease
 taken ahead (see Overlap) is still sent once ``stopping`` is set; ``abort`` nacks it.
 
-Several workers (``--sinks N``) may run at once, each with its own connections; they share the
-channel and the selector. With more than one worker, batches can arrive out of order.
+Several workers (``--sinks N``) run at once, each with its own connections, sharing the
+selector; each takes from its own *lane* of the channel (``shipper.channel.groups``: a file family
+always goes to the same lane), so every file's events still arrive in order while different files
+are sent in parallel. The crash bound above is per worker: a kill may repeat up to
+``2 x batch_size x N`` events, each file at most its lane's last two batches.
 """
 
 from __future__ import annotations
