@@ -26,15 +26,16 @@ puts the collector in the penalty box and, if another collector is still eligibl
 once; if none is, waits an exponential backoff with full jitter before the next attempt. While no
 collector accepts, the events simply stay in the channel.
 
-Overlap: once a lease is delivered, the worker takes the next one (only if it is ready: a whole
-batch, or one lingering could not grow) and sends it while a helper thread commits the first one's
-ack; the next ack waits for that commit. SQLite's commit (an fsync) and the collector's round trip
-(its own fsync) then run at the same time instead of one after the other, and the order of one
-worker's batches is unchanged: lease N+1 is taken only after lease N was answered OK, and sent only
-then. The cost is in the crash bound: a worker may hold TWO delivered-or-in-flight leases whose
-acks have not committed (N, acked in the background, and N+1, being sent), so a crash can make it
-send up to ``2 x batch_size`` events again (one batch before the overlap). Nothing can be lost:
-an ack is only ever for a lease a collector answered OK.
+Overlap: while lease N travels, a helper thread commits the ack of lease N-1 and then takes
+lease N+1 (only if it is ready: a whole batch, or one lingering could not grow). When N is
+answered OK, N+1 is sent at once and N's ack goes to the helper. SQLite's commits (fsyncs), the
+channel's lock (held by the source's put commits too) and the collector's round trip (its own
+fsync) then overlap, and the sending thread waits only for the collector. The order of one
+worker's batches is unchanged: N+1 is sent only after N was answered OK. The cost is in the crash
+bound: a worker may hold TWO delivered-or-in-flight leases whose acks have not committed (N-1,
+acked in the background, and N, being sent), so a crash can make it send up to ``2 x batch_size``
+events again (one batch before the overlap); a lease taken ahead and not yet sent is only given
+back. Nothing can be lost: an ack is only ever for a lease a collector answered OK.
 
 Shutdown: ``stopping`` means "take nothing new, finish what is in flight"; ``abort`` means "give the
 in-flight batch back now" (used when the drain timeout runs out or a deadline passes). A batch that
@@ -205,37 +206,36 @@ class SinkWorker:
 
     def run(self) -> None:
         lease = None  # taken, not yet delivered
-        acking = None  # (lease, future): delivered; its ack runs while ``lease`` is sent
+        ahead = None  # future of the next lease, taken by the helper while ``lease`` is sent
+        acking = None  # (lease, future): delivered; its ack commits in the helper meanwhile
         try:
             while not self.abort.is_set() and (lease is not None or not self.stopping.is_set()):
                 if lease is None:
+                    acking = self._settle(acking)  # an empty channel: let the last ack land first
                     lease = self._next_lease()
                     if lease is None:
                         if self.exit_when_empty.is_set() and self.channel.stats().events == 0:
                             return
                         continue
+                # The helper takes the next lease while this one travels (after the previous ack,
+                # queued before it); this thread then never waits for the channel's lock.
+                ahead = self._acker().submit(self._take_ready)
                 try:
                     if self.limit is not None:
                         self.limit.acquire(lease.count, lease.nbytes, self.abort)
                     self.deliver(lease)
                 except Poisoned as exc:  # moved aside (dead letters or a secondary); delivery goes on
                     self._ack(lease, dead=str(exc))
-                    lease = None
+                    lease, ahead = ahead.result(), None
                     continue
                 except BaseException:
                     self.channel.nack(lease)
                     lease = None
                     raise
-                finally:
-                    acking = self._settle(acking)
-                # Take the next lease BEFORE acking this one (a take waits for the channel's lock,
-                # which the ack's commit holds), then commit the ack while that lease is sent.
-                done, lease = lease, self._take_ready()
-                if lease is None:
-                    self._ack(done)
-                    self._acked(done)
-                else:
-                    acking = (done, self._acker().submit(self._ack, done))
+                # The helper ran the previous ack before this take: both are done now.
+                done, lease, ahead = lease, ahead.result(), None
+                acking = self._settle(acking)
+                acking = (done, self._acker().submit(self._ack, done))
         except _Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
@@ -243,13 +243,24 @@ class SinkWorker:
             if not isinstance(exc, ShipperError):
                 log.exception("%s stopped by an unexpected error", self.name)
         finally:
-            if lease is not None:
-                self.channel.nack(lease)
+            for give_back in (lease, self._result(ahead)):
+                if give_back is not None:
+                    self.channel.nack(give_back)
             try:
                 self._settle(acking)
             except BaseException as exc:  # the batch is sent again next time: a duplicate, not a loss
                 log.warning("%s: a delivered batch was not acknowledged: %s", self.name, exc)
             self.close()
+
+    @staticmethod
+    def _result(future):
+        """A read-ahead's lease (None if there is none, or its take failed)."""
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except BaseException:  # noqa: BLE001 - a failed take holds no lease
+            return None
 
     def _acker(self) -> ThreadPoolExecutor:
         if self._ack_pool is None:
