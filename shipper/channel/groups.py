@@ -367,7 +367,11 @@ class GroupQueues:
             rows = ch._conn.execute(
                 "SELECT p.grp, coalesce(sum(c.count), 0) FROM group_pending p JOIN chunks c "
                 "ON c.last_seq = p.last_seq GROUP BY p.grp").fetchall()
-        return {g: n for g, n in rows if g not in self._owed}
+        out: dict[str, int] = {}
+        for g, n in rows:  # by group: a removed group's lanes are one group to the operator
+            if g not in self._owed:
+                out[group_of(g)] = out.get(group_of(g), 0) + n
+        return out
 
 
 class GroupView:

@@ -193,3 +193,16 @@ def test_a_batch_given_up_on_goes_to_the_secondary_groups_first_lane(tmp_path):
     assert drain(q.view("s#0/2")) == [b"p"]
     assert ch.stats().events == 0
     ch.close()
+
+
+def test_a_removed_laned_group_is_reported_by_its_name_and_kept(tmp_path):
+    ch, q = open_lanes(tmp_path, names=("a", "b"), adopt=("a",), lanes=2)
+    fams = families_for(2, 2)
+    ch.put([b"1", b"2"], groups=q.route([("a", "b")] * 2, [(fams[0], 1), (fams[1], 1)]))
+    ch.close()
+    ch = Channel.open(tmp_path, min_free_bytes=0)
+    q = GroupQueues(ch, ["a"], ["a"], lanes={"a": 2})
+    assert q.orphans() == {"b": 2}
+    assert sum(len(drain(v)) for v in q.lane_views("a")) == 2
+    assert ch.stats().events == 2, "b still owes them: kept, not dropped"
+    ch.close()
