@@ -151,7 +151,8 @@ class Channel(SpaceManagement):
         self.capacity_events = capacity_events
         self.min_free_bytes = min_free_bytes
         self._lock = lock
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # the one lock; groups.py waits on conditions of its own over it
+        self._cond = threading.Condition(self._mutex)
         self._closed = False
         self._leases: dict[int, Lease] = {}
         self._lease_ids = itertools.count(1)
@@ -569,6 +570,8 @@ class Channel(SpaceManagement):
                 return
             self._closed = True
             self._cond.notify_all()
+            if self.groups is not None:
+                self.groups.wake()
             if self._conn is not None:
                 try:
                     if not self._events:

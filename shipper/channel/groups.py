@@ -57,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sqlite3
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -125,6 +126,9 @@ class GroupQueues:
         self._owed = {n: [0, 0] for n in self.queues}  # events, bytes
         self._leased = {n: 0 for n in self.queues}
         self._route_cache: dict[tuple, tuple[str, ...]] = {}
+        # One condition per queue over the channel's lock: a put or nack wakes only the lanes it
+        # concerns, so an idle lane does not contend for the lock at every commit of the others.
+        self._conds = {q: threading.Condition(channel._mutex) for q in self.queues}
         with channel._cond:
             if channel._conn is None:
                 channel._reopen("open groups")
@@ -145,6 +149,8 @@ class GroupQueues:
                 "JOIN chunks c ON c.last_seq = p.last_seq GROUP BY p.grp"):
             if grp in self._owed:
                 self._owed[grp] = [events, nbytes]
+        if hasattr(self, "_conds"):
+            self.wake()
 
     def check(self, groups: Sequence[tuple[str, ...]]) -> None:
         for targets in set(groups):
@@ -189,6 +195,14 @@ class GroupQueues:
                 owed = self._owed[g]
                 owed[0] += row[1]
                 owed[1] += row[2]
+        for g in set(groups):
+            for q in g:
+                self._conds[q].notify_all()
+
+    def wake(self, queues=None) -> None:
+        """Wake the waiters of ``queues`` (all by default): closed, recounted, a barrier lifted."""
+        for q in self.queues if queues is None else queues:
+            self._conds[q].notify_all()
 
     # --- one group's queue ----------------------------------------------------------------
 
@@ -252,6 +266,8 @@ class GroupQueues:
             ch._events -= freed[0]
             ch._bytes -= freed[1]
             ch._cond.notify_all()
+            if self._barrier:  # lane 0 drained some of the backlog: the held-back lanes look again
+                self.wake(self.lanes_of[group_of(grp)])
             if freed[0]:
                 if ch._low_space:
                     ch._shrink()
@@ -295,6 +311,7 @@ class GroupQueues:
             ch._events -= freed[0]
             ch._bytes -= freed[1]
             ch._cond.notify_all()
+            self.wake([secondary] if secondary is not None else [])
         return f"group {shown}" if shown else "the dead letters"
 
     def nack(self, grp: str, lease: Lease) -> None:
@@ -304,6 +321,7 @@ class GroupQueues:
                 return
             self._forget(grp, lease)
             ch._cond.notify_all()
+            self._conds[grp].notify_all()
 
     def _held_back(self, queue: str) -> bool:
         """Is ``queue`` a lane waiting for its group's lane 0 to drain the old backlog (L2)?"""
@@ -333,7 +351,7 @@ class GroupQueues:
         with ch._cond:
             ready = lambda: ch._closed or (self._owed[grp][0] > self._leased[grp]  # noqa: E731
                                            and not (self._barrier and self._held_back(grp)))
-            return ch._cond.wait_for(ready, timeout) and not ch._closed
+            return self._conds[grp].wait_for(ready, timeout) and not ch._closed
 
     def stats(self) -> dict[str, GroupStats]:
         ch = self.channel

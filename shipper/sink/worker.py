@@ -26,9 +26,10 @@ puts the collector in the penalty box and, if another collector is still eligibl
 once; if none is, waits an exponential backoff with full jitter before the next attempt. While no
 collector accepts, the events simply stay in the channel.
 
-Overlap: while lease N travels, a helper thread commits the ack of lease N-1 and then takes
-lease N+1 (only if it is ready: a whole batch, or one lingering could not grow). When N is
-answered OK, N+1 is sent at once and N's ack goes to the helper. SQLite's commits (fsyncs), the
+Overlap: while lease N travels, a helper thread takes lease N+1 (only if it is ready: a whole
+batch, or one lingering could not grow) and then commits the ack of lease N-1; the take comes
+first so that it never waits for that commit. When N is answered OK, N+1 is sent at once and N's
+ack goes to the helper with the next take. SQLite's commits (fsyncs), the
 channel's lock (held by the source's put commits too) and the collector's round trip (its own
 fsync) then overlap, and the sending thread waits only for the collector. The order of one
 worker's batches is unchanged: N+1 is sent only after N was answered OK. The cost is in the crash
@@ -55,7 +56,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -206,20 +207,28 @@ class SinkWorker:
 
     def run(self) -> None:
         lease = None  # taken, not yet delivered
-        ahead = None  # future of the next lease, taken by the helper while ``lease`` is sent
-        acking = None  # (lease, future): delivered; its ack commits in the helper meanwhile
+        owed = None  # delivered, its ack not yet handed to the helper
+        ahead: Future | None = None  # the next lease, taken by the helper while ``lease`` travels
+        tasks: list[Future] = []  # the helper's tasks (take ahead, then an ack), oldest first
         try:
             while not self.abort.is_set() and (lease is not None or not self.stopping.is_set()):
-                if lease is None:
-                    acking = self._settle(acking)  # an empty channel: let the last ack land first
+                if lease is None:  # the channel ran dry: let every ack land first
+                    tasks = self._finish(tasks, keep=0)
+                    if owed is not None:
+                        self._ack(owed)
+                        self._acked(owed)
+                        owed = None
                     lease = self._next_lease()
                     if lease is None:
                         if self.exit_when_empty.is_set() and self.channel.stats().events == 0:
                             return
                         continue
-                # The helper takes the next lease while this one travels (after the previous ack,
-                # queued before it); this thread then never waits for the channel's lock.
-                ahead = self._acker().submit(self._take_ready)
+                # While this lease travels, the helper takes the next one, then commits the
+                # previous one's ack: this thread never waits for the channel, and the take
+                # never waits for our own ack's commit.
+                ahead = Future()
+                tasks.append(self._acker().submit(self._take_then_ack, ahead, owed))
+                owed = None
                 try:
                     if self.limit is not None:
                         self.limit.acquire(lease.count, lease.nbytes, self.abort)
@@ -232,10 +241,8 @@ class SinkWorker:
                     self.channel.nack(lease)
                     lease = None
                     raise
-                # The helper ran the previous ack before this take: both are done now.
-                done, lease, ahead = lease, ahead.result(), None
-                acking = self._settle(acking)
-                acking = (done, self._acker().submit(self._ack, done))
+                owed, lease, ahead = lease, ahead.result(), None
+                tasks = self._finish(tasks, keep=1)
         except _Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
@@ -247,10 +254,31 @@ class SinkWorker:
                 if give_back is not None:
                     self.channel.nack(give_back)
             try:
-                self._settle(acking)
+                self._finish(tasks, keep=0)
+                if owed is not None:  # delivered: acked now, or sent again next time (a duplicate)
+                    self._ack(owed)
+                    self._acked(owed)
             except BaseException as exc:  # the batch is sent again next time: a duplicate, not a loss
                 log.warning("%s: a delivered batch was not acknowledged: %s", self.name, exc)
             self.close()
+
+    def _take_then_ack(self, ahead: Future, done):
+        """The helper's task: take the next lease (into ``ahead``), then ack ``done``; returns it."""
+        try:
+            ahead.set_result(self._take_ready())
+        except BaseException as exc:  # noqa: BLE001 - handed to the sending thread
+            ahead.set_exception(exc)
+        if done is not None:
+            self._ack(done)
+        return done
+
+    def _finish(self, tasks: list[Future], keep: int) -> list[Future]:
+        """Wait for all but the newest ``keep`` helper tasks; count the batches they acked."""
+        while len(tasks) > keep:
+            done = tasks.pop(0).result()
+            if done is not None:
+                self._acked(done)
+        return tasks
 
     @staticmethod
     def _result(future):
@@ -266,14 +294,6 @@ class SinkWorker:
         if self._ack_pool is None:
             self._ack_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-ack")
         return self._ack_pool
-
-    def _settle(self, acking) -> None:
-        """Wait for a background ack to finish and count its batch as delivered; returns None."""
-        if acking is not None:
-            done, future = acking
-            future.result()
-            self._acked(done)
-        return None
 
     def _acked(self, lease) -> None:
         self.delivered_events += lease.count
