@@ -169,6 +169,19 @@ class Router:
         self.rule = RouteRule.parse(source.route) if source.route else None
         self.static = tuple(source.groups or group_names)
 
+    def runs(self, events: Sequence[bytes]) -> list[tuple[tuple[str, ...], int]]:
+        """The same choice as runs of ``(groups, count)`` in event order (no per-event work
+        without a rule)."""
+        if self.rule is None:
+            return [(self.static, len(events))]
+        out: list[list] = []
+        for targets in self(events):
+            if out and out[-1][0] == targets:
+                out[-1][1] += 1
+            else:
+                out.append([targets, 1])
+        return [(t, n) for t, n in out]
+
     def __call__(self, events: Sequence[bytes]) -> list[tuple[str, ...]]:
         if self.rule is None:
             out = [self.static] * len(events)

@@ -64,16 +64,15 @@ class SourceChannel:
         if offsets and self.prefix:
             offsets = {self.prefix + k: v for k, v in offsets.items()}
         queues = getattr(self.channel, "groups", None)
+        runs = None  # (groups, count) in event order
         if self.router is not None:
-            groups = self.router(events)
+            runs = self.router.runs(events)
         elif queues is not None:  # lanes without routes: the implicit group
-            groups = [(IMPLICIT,)] * len(events)
-        else:
-            groups = None
-        if groups is not None and queues is not None and queues.laned:
-            groups = queues.route(groups, families)
-        if groups is not None:
-            ok = self.channel.put(events, offsets, timeout=timeout, groups=groups)
+            runs = [((IMPLICIT,), len(events))]
+        if runs is not None and queues is not None and queues.laned:
+            runs = queues.route(runs, families)
+        if runs is not None:
+            ok = self.channel.put(events, offsets, timeout=timeout, runs=runs)
         else:
             ok = self.channel.put(events, offsets, timeout=timeout)
         if ok:

@@ -158,32 +158,48 @@ class GroupQueues:
             if not targets or unknown:
                 raise ValueError(f"events routed to unknown groups {unknown or '(none)'}; known: {self.names}")
 
-    def route(self, groups: Sequence[tuple[str, ...]], families: Sequence[tuple[str, int]] | None
-              ) -> list[tuple[str, ...]]:
-        """Each event's groups as queue names: the lane of its family in each group (L1).
+    def route(self, groups: Sequence[tuple[tuple[str, ...], int]],
+              families: Sequence[tuple[str, int]] | None) -> list[tuple[tuple[str, ...], int]]:
+        """Runs of ``(groups, count)`` as runs of ``(queue names, count)``: each event goes to the
+        lane of its family in each of its groups (L1).
 
-        ``families`` is runs of ``(family, count)`` covering the events in order; without it every
-        event goes to lane 0 (order kept, no parallelism)."""
+        ``families`` is runs of ``(family, count)`` covering the same events in order; without it
+        every event goes to lane 0 (order kept, no parallelism). Adjacent equal runs are merged."""
         if not self.laned:
             return list(groups)
+        fams = list(families) if families else [("", sum(n for _, n in groups))]
+        if sum(n for _, n in fams) != sum(n for _, n in groups):
+            raise ValueError("families and groups cover different numbers of events")
         cache = self._route_cache
         if len(cache) > 100_000:
             cache.clear()
-        out: list[tuple[str, ...]] = []
-        runs = families or [("", len(groups))]
-        i = 0
-        for family, count in runs:
-            for targets in groups[i:i + count]:
-                key = (targets, family)
-                queues = cache.get(key)
-                if queues is None:
-                    queues = cache[key] = tuple(
-                        self.lanes_of[g][lane_of(family, len(self.lanes_of[g]))] for g in targets)
-                out.append(queues)
-            i += count
-        if i != len(groups):
-            raise ValueError(f"families cover {i} events of {len(groups)}")
-        return out
+        out: list[list] = []
+        gi = fi = 0
+        g_left = groups[0][1] if groups else 0
+        f_left = fams[0][1] if fams else 0
+        while gi < len(groups) and fi < len(fams):
+            if not g_left:
+                gi += 1
+                g_left = groups[gi][1] if gi < len(groups) else 0
+                continue
+            if not f_left:
+                fi += 1
+                f_left = fams[fi][1] if fi < len(fams) else 0
+                continue
+            targets, family = groups[gi][0], fams[fi][0]
+            key = (targets, family)
+            queues = cache.get(key)
+            if queues is None:
+                queues = cache[key] = tuple(
+                    self.lanes_of[g][lane_of(family, len(self.lanes_of[g]))] for g in targets)
+            n = min(g_left, f_left)
+            if out and out[-1][0] == queues:
+                out[-1][1] += n
+            else:
+                out.append([queues, n])
+            g_left -= n
+            f_left -= n
+        return [(q, n) for q, n in out]
 
     def put_rows(self, conn: sqlite3.Connection, rows: list, groups: list[tuple[str, ...]]) -> None:
         conn.executemany("INSERT INTO group_pending (grp, last_seq) VALUES (?, ?)",

@@ -21,7 +21,7 @@ def put_files(ch, q, files: dict[str, list[bytes]], group=IMPLICIT):
     for family, lines in files.items():
         events += lines
         runs.append((family, len(lines)))
-    ch.put(events, groups=q.route([(group,)] * len(events), runs))
+    ch.put(events, runs=q.route([((group,), len(events))], runs))
 
 
 def drain(view, n=1000):
@@ -176,7 +176,7 @@ def test_stats_of_a_laned_group_sum_its_lanes(tmp_path):
     ch, q = open_lanes(tmp_path, names=("a", "b"), adopt=("a",), lanes=2)
     fams = families_for(2, 2)
     events = [b"1", b"2", b"3"]
-    ch.put(events, groups=q.route([("a", "b")] * 3, [(fams[0], 2), (fams[1], 1)]))
+    ch.put(events, runs=q.route([(("a", "b"), 3)], [(fams[0], 2), (fams[1], 1)]))
     stats = q.stats()
     assert stats["a"].events == 3 and stats["b"].events == 3
     assert sum(stats[n].events for n in lane_names("a", 2)) == 3
@@ -186,7 +186,7 @@ def test_stats_of_a_laned_group_sum_its_lanes(tmp_path):
 def test_a_batch_given_up_on_goes_to_the_secondary_groups_first_lane(tmp_path):
     ch, q = open_lanes(tmp_path, names=("a", "s"), adopt=("a",), lanes=2)
     fam = next(f for f in families_for(2, 2) if lane_of(f, 2) == 1)
-    ch.put([b"p"], groups=q.route([("a",)], [(fam, 1)]))
+    ch.put([b"p"], runs=q.route([(("a",), 1)], [(fam, 1)]))
     view = q.view(lane_names("a", 2)[1], secondary="s")
     lease = view.take(10, 1 << 20)
     assert view.dead_letter(lease, "rejected") == "group s"
@@ -198,11 +198,24 @@ def test_a_batch_given_up_on_goes_to_the_secondary_groups_first_lane(tmp_path):
 def test_a_removed_laned_group_is_reported_by_its_name_and_kept(tmp_path):
     ch, q = open_lanes(tmp_path, names=("a", "b"), adopt=("a",), lanes=2)
     fams = families_for(2, 2)
-    ch.put([b"1", b"2"], groups=q.route([("a", "b")] * 2, [(fams[0], 1), (fams[1], 1)]))
+    ch.put([b"1", b"2"], runs=q.route([(("a", "b"), 2)], [(fams[0], 1), (fams[1], 1)]))
     ch.close()
     ch = Channel.open(tmp_path, min_free_bytes=0)
     q = GroupQueues(ch, ["a"], ["a"], lanes={"a": 2})
     assert q.orphans() == {"b": 2}
     assert sum(len(drain(v)) for v in q.lane_views("a")) == 2
     assert ch.stats().events == 2, "b still owes them: kept, not dropped"
+    ch.close()
+
+
+def test_routing_runs_cross_group_runs_with_family_runs(tmp_path):
+    ch, q = open_lanes(tmp_path, names=("a", "b"), adopt=("a",), lanes=2)
+    f0, f1 = (next(f for f in families_for(2, 2) if lane_of(f, 2) == i) for i in (0, 1))
+    runs = q.route([(("a",), 3), (("a", "b"), 2)], [(f0, 2), (f1, 2), (f0, 1)])
+    assert runs == [(("a#0/2",), 2), (("a#1/2",), 1), (("a#1/2", "b#1/2"), 1), (("a#0/2", "b#0/2"), 1)]
+    events = [b"1", b"2", b"3", b"4", b"5"]
+    ch.put(events, runs=runs)
+    assert drain(q.view("a#0/2")) == [b"1", b"2", b"5"] and drain(q.view("a#1/2")) == [b"3", b"4"]
+    assert drain(q.view("b#1/2")) == [b"4"] and drain(q.view("b#0/2")) == [b"5"]
+    assert ch.stats().events == 0
     ch.close()
