@@ -92,6 +92,12 @@ class Lease:
     def events(self) -> list[bytes]:
         return [e for c in self.chunks for e in c.events()]
 
+    def release(self) -> None:
+        """Drop the event bytes of a delivered lease (its ack needs only the seqs and counts), so
+        a sink holding it while the ack commits holds no payload."""
+        self.chunks = []
+        self._payload = None
+
     def batches(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """The lease as (count, payload) pieces of at most max_events events and max_bytes bytes
         (a single bigger event goes alone): whole chunks joined while they fit, and a chunk that

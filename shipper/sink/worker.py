@@ -241,6 +241,8 @@ class SinkWorker:
                     self.channel.nack(lease)
                     lease = None
                     raise
+                if hasattr(lease, "release"):
+                    lease.release()  # delivered: only its seqs are needed for the ack now
                 owed, lease, ahead = lease, ahead.result(), None
                 tasks = self._finish(tasks, keep=1)
         except _Aborted:
