@@ -9,6 +9,7 @@ per million events, peak RSS. Each file still arrives in order (one lane per fil
 reliability suite asserts it, this only measures.
 
 Usage: python3 bench/bench_lanes.py [--lines N] [--files F] [--size B] [--sinks 1,2,4] [--delay S]
+       [--tail-args "--linger 0 ..."]
 ``--delay S`` puts a fault proxy that holds every answer S seconds in front of the collector (a far
 collector: what lanes are for). Figures are noisy on a shared machine: the load average is printed.
 """
@@ -27,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.benchlib import Meter, ROOT, cli, loadavg, make_lines, start_collect, stop, wait_bytes  # noqa: E402
 
 
-def run(files: list[Path], size: int, work: Path, sinks: int, delay: float, timeout: float) -> dict:
+def run(files: list[Path], size: int, work: Path, sinks: int, delay: float, timeout: float,
+        extra: list[str]) -> dict:
     import time
 
     out = work / f"out-{sinks}"
@@ -43,7 +45,7 @@ def run(files: list[Path], size: int, work: Path, sinks: int, delay: float, time
             proxy.stdout.readline()
         t0 = time.monotonic()
         proc = subprocess.Popen(cli("tail", str(files[0].parent / "*.log"), "--to", addr, "--state-dir",
-                                    str(work / f"state-{sinks}"), "--sinks", str(sinks)),
+                                    str(work / f"state-{sinks}"), "--sinks", str(sinks), *extra),
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         meter = Meter(proc.pid)
         first, last = wait_bytes(out, size, timeout, [proc, col])
@@ -67,6 +69,7 @@ def main() -> None:
     ap.add_argument("--sinks", default="1,2,4")
     ap.add_argument("--delay", type=float, default=0.0, help="hold each answer this long (a far collector)")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--tail-args", default="", help="more flags for flume-ship tail, space-separated")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-lanes-"))
     try:
@@ -79,10 +82,11 @@ def main() -> None:
             total += make_lines(f, a.lines // a.files, a.size)
             files.append(f)
         n = a.lines // a.files * a.files
-        print(f"{a.files} files, {n:,} lines of ~{a.size} B ({total / 1e6:.1f} MB), answers held {a.delay}s")
+        print(f"{a.files} files, {n:,} lines of ~{a.size} B ({total / 1e6:.1f} MB), answers held {a.delay}s, "
+              f"tail flags: {a.tail_args or '(defaults)'}")
         print(f"{'sinks':>5} {'events/s':>10} {'steady ev/s':>12} {'MB/s':>7} {'CPU s/M ev':>11} {'RSS MiB':>8}  load")
         for s in [int(x) for x in a.sinks.split(",")]:
-            r = run(files, total, work, s, a.delay, a.timeout)
+            r = run(files, total, work, s, a.delay, a.timeout, a.tail_args.split())
             print(f"{s:>5} {n / r['wall']:>10,.0f} {n / max(r['steady'], 1e-9):>12,.0f} "
                   f"{total / 1e6 / r['wall']:>7.1f} {r['cpu'] / n * 1e6:>11.2f} {r['rss'] / 2**20:>8.1f}  {loadavg()}",
                   flush=True)

@@ -116,7 +116,7 @@ class DeliverySection:
     batch_bytes: int = opt(4 << 20, "Most event bytes in one appendBatch.", flag="--batch-bytes", kind="size", lo=1)
     linger: float = opt(0.2, "Seconds a partial batch waits for more events before it is sent.", flag="--linger",
                         lo=0)
-    sinks: int = opt(2, "Sink workers, each sending its own lane of the channel: all lines of a file (and of "
+    sinks: int = opt(1, "Sink workers, each sending its own lane of the channel: all lines of a file (and of "
                      "its rotated predecessors) take one lane, so every file arrives in order while "
                      "different files are sent in parallel, one call in flight per lane.",
                      flag="--sinks", lo=1)
