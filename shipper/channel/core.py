@@ -545,6 +545,13 @@ class Channel(SpaceManagement):
 
     # --- reading state ------------------------------------------------------------------------
 
+    def ready(self, max_events: int, max_bytes: int) -> bool:
+        """Would a take now fill a whole batch? From the counters alone, without reading a chunk
+        (a sink asks before taking ahead, so a lease it would give back is never read)."""
+        with self._cond:
+            return (self._events - self._leased_events >= max_events
+                    or self._bytes - self._leased_bytes >= max_bytes)
+
     def wait_for_events(self, timeout: float) -> bool:
         """Block until an event is takeable (True) or the timeout passes / the channel closes."""
         with self._cond:

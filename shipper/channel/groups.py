@@ -362,6 +362,14 @@ class GroupQueues:
         del self._leases[grp][lease.id]
         self._leased[grp] -= lease.count
 
+    def ready(self, grp: str, max_events: int, max_bytes: int) -> bool:
+        """As :meth:`Channel.ready`, for queue ``grp`` (its unleased bytes are not counted
+        apart: the events decide, or all it owes when that is under ``max_bytes``)."""
+        with self.channel._cond:
+            owed, nbytes = self._owed[grp]
+            free = owed - self._leased[grp]
+            return free >= max_events or (free > 0 and free == owed and nbytes >= max_bytes)
+
     def wait_for_events(self, grp: str, timeout: float) -> bool:
         ch = self.channel
         with ch._cond:
@@ -427,6 +435,9 @@ class GroupView:
 
     def dead_letter(self, lease: Lease, reason: str) -> str:
         return self.queues.dead_letter(self.name, lease, reason, self.secondary)
+
+    def ready(self, max_events: int, max_bytes: int) -> bool:
+        return self.queues.ready(self.name, max_events, max_bytes)
 
     def wait_for_events(self, timeout: float) -> bool:
         return self.queues.wait_for_events(self.name, timeout)

@@ -308,6 +308,10 @@ class SinkWorker:
         opts = self.options
         if self.stopping.is_set() or self.abort.is_set():
             return None
+        ready = getattr(self.channel, "ready", None)
+        if (ready is not None and opts.linger > 0 and not self.exit_when_empty.is_set()
+                and not ready(opts.batch_size, opts.batch_bytes)):
+            return None  # it would be given back to linger: do not read it at all
         lease = self._take(opts.batch_size, opts.batch_bytes)
         if lease is None:
             return None
