@@ -44,6 +44,7 @@ from typing import Callable
 
 from shipper.agent.config import Config
 from shipper.agent.reload import reload
+from shipper.agent.memory import one_arena
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
@@ -173,6 +174,7 @@ class Agent:
     def run(self) -> int:
         started = time.monotonic()
         self._budget_descriptors()
+        one_arena()  # before any thread starts (shipper/agent/memory.py)
         self._open()
         try:
             self._start_metrics()
