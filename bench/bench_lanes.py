@@ -25,13 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.benchlib import Meter, ROOT, cli, loadavg, make_lines, start_collect, stop, wait_bytes  # noqa: E402
+from bench.benchlib import ROOT, loadavg, make_lines, measure_ship, start_collect, stop  # noqa: E402
 
 
 def run(files: list[Path], size: int, work: Path, sinks: int, delay: float, timeout: float,
         extra: list[str]) -> dict:
-    import time
-
     out = work / f"out-{sinks}"
     col, addr = start_collect(out)
     proxy = None
@@ -43,15 +41,8 @@ def run(files: list[Path], size: int, work: Path, sinks: int, delay: float, time
             proxy.stdin.write(f"delay {delay}\n")
             proxy.stdin.flush()
             proxy.stdout.readline()
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cli("tail", str(files[0].parent / "*.log"), "--to", addr, "--state-dir",
-                                    str(work / f"state-{sinks}"), "--sinks", str(sinks), *extra),
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        meter = Meter(proc.pid)
-        first, last = wait_bytes(out, size, timeout, [proc, col])
-        res = {"wall": last - t0, "steady": last - first, "cpu": meter.cpu(), "rss": meter.peak_rss}
-        stop(proc)
-        return res
+        return measure_ship(["tail", str(files[0].parent / "*.log"), "--to", addr, "--state-dir",
+                             str(work / f"state-{sinks}"), "--sinks", str(sinks), *extra], out, size, timeout, col)
     finally:
         if proxy is not None:
             proxy.stdin.close()

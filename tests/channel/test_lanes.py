@@ -6,6 +6,7 @@ import sqlite3
 
 from shipper.channel import DB_NAME, Channel
 from shipper.channel.groups import IMPLICIT, GroupQueues, group_of, lane_names, lane_of
+from tests.channel.test_groups import drain
 
 
 def open_lanes(path, lanes=4, names=(IMPLICIT,), adopt=(IMPLICIT,), **kw):
@@ -22,14 +23,6 @@ def put_files(ch, q, files: dict[str, list[bytes]], group=IMPLICIT):
         events += lines
         runs.append((family, len(lines)))
     ch.put(events, runs=q.route([((group,), len(events))], runs))
-
-
-def drain(view, n=1000):
-    out = []
-    while (lease := view.take(n, 1 << 20)) is not None:
-        out += lease.events
-        view.ack(lease)
-    return out
 
 
 def families_for(lanes: int, count: int) -> list[str]:
