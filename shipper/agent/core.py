@@ -45,6 +45,7 @@ from typing import Callable
 from shipper.agent.config import Config
 from shipper.agent.reload import reload
 from shipper.agent.memory import one_arena
+from shipper.agent.routes import serve_requeues
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
@@ -382,6 +383,7 @@ class Agent:
         return status_line(self)
 
     def _tick_status(self) -> None:
+        serve_requeues(self)
         write_snapshot(self)
 
     def health(self, stats=None) -> tuple[bool, str]:
