@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchlib import (  # noqa: E402
-    Meter, ROOT, cli, loadavg, machine, make_lines, start_collect, stop, wait_bytes,
+    Meter, ROOT, cli, loadavg, machine, make_lines, measure_ship, start_collect, stop, wait_bytes,
 )
 
 FLUME_VERSION = "1.11.0"
@@ -74,15 +74,8 @@ def run_shipper(src: Path, size: int, work: Path, timeout: float) -> dict:
     out = work / "out-ship"
     col, addr = start_collect(out)
     try:
-        t0 = time.monotonic()
-        import subprocess
-        proc = subprocess.Popen(cli("tail", str(src), "--to", addr, "--state-dir", str(work / "state-ship")),
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        meter = Meter(proc.pid)
-        first, last = wait_bytes(out, size, timeout, [proc, col])
-        res = {"wall": last - t0, "steady": last - first, "cpu": meter.cpu(), "rss": meter.peak_rss}
-        stop(proc)
-        return res
+        return measure_ship(["tail", str(src), "--to", addr, "--state-dir", str(work / "state-ship")],
+                            out, size, timeout, col)
     finally:
         stop(col)
         shutil.rmtree(out, ignore_errors=True)

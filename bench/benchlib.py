@@ -145,6 +145,18 @@ class Meter:
         return self.cpu() - self.cpu0
 
 
+def measure_ship(args: list[str], out: Path, size: int, timeout: float, col: subprocess.Popen) -> dict:
+    """Run ``flume-ship ARGS`` until ``out`` holds ``size`` bytes; its wall time (from its start),
+    steady time (first byte to last), CPU seconds and peak RSS. Stopped afterwards."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cli(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meter = Meter(proc.pid)
+    first, last = wait_bytes(out, size, timeout, [proc, col])
+    res = {"wall": last - t0, "steady": last - first, "cpu": meter.cpu(), "rss": meter.peak_rss}
+    stop(proc)
+    return res
+
+
 def start_collect(out: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(cli("collect", "--listen", "127.0.0.1:0", "--out", str(out), *extra),
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT)

@@ -121,7 +121,9 @@ class DeliverySection:
     batch_bytes: int = opt(4 << 20, "Most event bytes in one appendBatch.", flag="--batch-bytes", kind="size", lo=1)
     linger: float = opt(0.2, "Seconds a partial batch waits for more events before it is sent.", flag="--linger",
                         lo=0)
-    sinks: int = opt(1, "Batches in flight at once (with more than 1, batches may arrive out of order).",
+    sinks: int = opt(1, "Sink workers, each sending its own lane of the channel: all lines of a file (and of "
+                     "its rotated predecessors) take one lane, so every file arrives in order while "
+                     "different files are sent in parallel, one call in flight per lane.",
                      flag="--sinks", lo=1)
     connect_timeout: float = opt(5.0, "Seconds for the TCP connect and the TLS handshake.",
                                  flag="--connect-timeout", lo=0.001)

@@ -46,6 +46,7 @@ from typing import Callable
 
 from shipper.agent.config import Config
 from shipper.agent.reload import reload
+from shipper.agent.memory import one_arena
 from shipper.agent.routes import serve_requeues
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
@@ -138,7 +139,7 @@ class Agent:
             self.delivery, routers = open_routes(self.config, self.channel, self.telemetry)
         else:
             self.telemetry.keep_collectors(self.config.addresses())
-            self.delivery, routers = Delivery(self.config, self.channel, self.telemetry), {}
+            self.delivery, routers = Delivery.open(self.config, self.channel, self.telemetry), {}
         self.sources = {s.name: SourceRunner(s, self.channel, self.descriptors, routers.get(s.name))
                         for s in self.config.sources}
 
@@ -178,6 +179,7 @@ class Agent:
     def run(self) -> int:
         started = time.monotonic()
         self._budget_descriptors()
+        one_arena()  # before any thread starts (shipper/agent/memory.py)
         self._open()
         try:
             self._start_metrics()

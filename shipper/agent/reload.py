@@ -47,7 +47,8 @@ def reload(agent) -> None:
     agent.reloads += 1
     drain = new.agent.drain_timeout
     wanted = {s.name: s for s in new.sources}
-    rerouted = new.groups != old.groups  # routes: every source gets new groups to put to
+    # routes, or lanes (sinks) without routes: every source gets new queues to put to
+    rerouted = new.groups != old.groups or (not new.groups and new.delivery.sinks != old.delivery.sinks)
     # 1. Stop sources that go away or change: each commits what it read, with its offsets.
     for name, runner in list(agent.sources.items()):
         if wanted.get(name) != runner.config or rerouted:
@@ -65,7 +66,7 @@ def reload(agent) -> None:
         if not old_delivery.stop(drain):
             agent.retired.append(old_delivery)
         agent.telemetry.keep_collectors(new.addresses())
-        agent.delivery = Delivery(new, agent.channel, agent.telemetry)
+        agent.delivery = Delivery.open(new, agent.channel, agent.telemetry)
         agent.delivery.start()
         agent.progress_base = time.monotonic()  # new collectors get a full stall_timeout
         log.info("reload: collectors now %s (%s)", ",".join(new.delivery.collectors), new.delivery.balance)

@@ -169,6 +169,19 @@ class Router:
         self.rule = RouteRule.parse(source.route) if source.route else None
         self.static = tuple(source.groups or group_names)
 
+    def runs(self, events: Sequence[bytes]) -> list[tuple[tuple[str, ...], int]]:
+        """The same choice as runs of ``(groups, count)`` in event order (no per-event work
+        without a rule)."""
+        if self.rule is None:
+            return [(self.static, len(events))]
+        out: list[list] = []
+        for targets in self(events):
+            if out and out[-1][0] == targets:
+                out[-1][1] += 1
+            else:
+                out.append([targets, 1])
+        return [(t, n) for t, n in out]
+
     def __call__(self, events: Sequence[bytes]) -> list[tuple[str, ...]]:
         if self.rule is None:
             out = [self.static] * len(events)
@@ -201,9 +214,8 @@ def reload_routes(agent, new: Config, drain: float) -> None:
     if new.groups:
         agent.delivery, _ = open_routes(new, agent.channel, agent.telemetry)
     else:
-        agent.channel.groups = None  # one queue again: every stored chunk is delivered once
         agent.telemetry.keep_collectors(new.addresses())
-        agent.delivery = Delivery(new, agent.channel, agent.telemetry)
+        agent.delivery = Delivery.open(new, agent.channel, agent.telemetry)  # every stored chunk once
     agent.delivery.start()
     agent.progress_base = time.monotonic()
     log.info("reload: groups now %s", "; ".join(f"{n}: {','.join(g.collectors)}" for n, g in new.groups)
@@ -237,7 +249,7 @@ def open_routes(config: Config, channel, telemetry):
     from shipper.channel.groups import GroupQueues
 
     names = [n for n, _ in config.groups]
-    queues = GroupQueues(channel, names, adopt_groups(config))
+    queues = GroupQueues(channel, names, adopt_groups(config), lanes={n: config.group(n).delivery.sinks for n in names})
     for group, n in queues.orphans().items():
         log.warning("the channel holds %d events for group %r, which is not configured: they stay until the "
                     "group is configured again", n, group)
@@ -257,9 +269,11 @@ class GroupedDelivery:
         self.config = config.delivery
         self.queues = queues
         flags = (self.stopping, self.abort, self.exit_when_empty)
-        self.groups = {name: delivery_cls(config.group(name), queues.view(name, group.secondary), telemetry,
-                                          flags=flags, name=f"sink-{name}")
-                       for name, group in config.groups}
+        self.groups = {}
+        for name, group in config.groups:
+            lanes = queues.lane_views(name, group.secondary)  # one per sink worker
+            self.groups[name] = delivery_cls(config.group(name), lanes[0], telemetry, flags=flags,
+                                             name=f"sink-{name}", lanes=lanes if len(lanes) > 1 else None)
 
     @property
     def threads(self) -> list[threading.Thread]:

@@ -14,6 +14,7 @@ import threading
 import time
 
 from shipper.agent.config import DEFAULT_SOURCE, Config, SourceSection
+from shipper.channel.groups import IMPLICIT, GroupQueues, lane_names
 from shipper.errors import ShipperError
 from shipper.ops.document import CollectorStatus
 from shipper.ops.telemetry import Telemetry
@@ -48,14 +49,30 @@ class SourceChannel:
             return {k: v for k, v in every.items() if not k.startswith("src:")}
         return {k[len(p):]: v for k, v in every.items() if k.startswith(p)}
 
-    def put(self, events, offsets=None, timeout=None) -> bool:
+    @property
+    def by_family(self) -> bool:
+        """Does the channel run lanes (then ``put`` wants each event's file family)?"""
+        queues = getattr(self.channel, "groups", None)
+        return queues is not None and queues.laned
+
+    def put(self, events, offsets=None, timeout=None, families=None) -> bool:
+        """``families``: runs of (family, count) over ``events``, for the lanes (see
+        :mod:`shipper.channel.groups`); without them a laned channel puts all in lane 0."""
         events = list(events)
         if self.limit is not None and events:
             self.limit.acquire(len(events), sum(map(len, events)), self.stop)
         if offsets and self.prefix:
             offsets = {self.prefix + k: v for k, v in offsets.items()}
+        queues = getattr(self.channel, "groups", None)
+        runs = None  # (groups, count) in event order
         if self.router is not None:
-            ok = self.channel.put(events, offsets, timeout=timeout, groups=self.router(events))
+            runs = self.router.runs(events)
+        elif queues is not None:  # lanes without routes: the implicit group
+            runs = [((IMPLICIT,), len(events))]
+        if runs is not None and queues is not None and queues.laned:
+            runs = queues.route(runs, families)
+        if runs is not None:
+            ok = self.channel.put(events, offsets, timeout=timeout, runs=runs)
         else:
             ok = self.channel.put(events, offsets, timeout=timeout)
         if ok:
@@ -131,9 +148,28 @@ def join_workers(threads: list[threading.Thread], abort: threading.Event, deadli
 
 
 class Delivery:
-    """The sink workers for one set of delivery settings, with their own stop flags."""
+    """The sink workers for one set of delivery settings, with their own stop flags.
 
-    def __init__(self, config: Config, channel, telemetry: Telemetry, flags=None, name: str = "sink"):
+    Each worker takes from its own lane (``lanes``, one channel view per worker: see
+    :mod:`shipper.channel.groups`), so ``sinks`` workers send in parallel and every file's events
+    stay in order; without lanes, the workers share ``channel``."""
+
+    @classmethod
+    def open(cls, config: Config, channel, telemetry: Telemetry) -> "Delivery":
+        """The delivery of an agent without routes: with ``sinks`` > 1, one lane per worker in the
+        channel (the implicit group's queues); with one sink, the channel's single queue."""
+        sinks = config.delivery.sinks
+        if sinks <= 1:
+            channel.groups = None
+            return cls(config, channel, telemetry)
+        queues = channel.groups
+        if queues is None or queues.lanes_of != {IMPLICIT: lane_names(IMPLICIT, sinks)}:
+            queues = GroupQueues(channel, [IMPLICIT], [IMPLICIT], lanes={IMPLICIT: sinks})
+        # else (a reload that kept the lanes): the same queues, whose leases the old workers hold
+        return cls(config, channel, telemetry, lanes=queues.lane_views(IMPLICIT))
+
+    def __init__(self, config: Config, channel, telemetry: Telemetry, flags=None, name: str = "sink",
+                 lanes=None):
         d = config.delivery
         self.config = d
         self.addresses = config.addresses()
@@ -152,8 +188,10 @@ class Delivery:
             return client_for(address, client_options)
 
         limit = limit_of(d.max_events_per_second, d.max_bytes_per_second)  # shared by the workers
+        if lanes is not None and len(lanes) != d.sinks:
+            raise ValueError(f"{len(lanes)} lanes for {d.sinks} sinks")
         self.workers = [
-            SinkWorker(channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,
+            SinkWorker(lanes[n] if lanes else channel, self.pool, make_client, sink_options, stopping=self.stopping, abort=self.abort,
                        exit_when_empty=self.exit_when_empty, telemetry=telemetry, name=f"{name}-{n}", limit=limit)
             for n in range(d.sinks)
         ]

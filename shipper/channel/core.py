@@ -92,6 +92,12 @@ class Lease:
     def events(self) -> list[bytes]:
         return [e for c in self.chunks for e in c.events()]
 
+    def release(self) -> None:
+        """Drop the event bytes of a delivered lease (its ack needs only the seqs and counts), so
+        a sink holding it while the ack commits holds no payload."""
+        self.chunks = []
+        self._payload = None
+
     def batches(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """The lease as (count, payload) pieces of at most max_events events and max_bytes bytes
         (a single bigger event goes alone): whole chunks joined while they fit, and a chunk that
@@ -151,7 +157,8 @@ class Channel(SpaceManagement):
         self.capacity_events = capacity_events
         self.min_free_bytes = min_free_bytes
         self._lock = lock
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # the one lock; groups.py waits on conditions of its own over it
+        self._cond = threading.Condition(self._mutex)
         self._closed = False
         self._leases: dict[int, Lease] = {}
         self._lease_ids = itertools.count(1)
@@ -300,31 +307,41 @@ class Channel(SpaceManagement):
             raise ChannelIOError(f"channel {what}: cannot reopen {self.db_path}: {exc}") from exc
 
     def put(self, events: Sequence[bytes], offsets: Mapping[str, bytes | None] | None = None,
-            timeout: float | None = None, groups: Sequence[tuple[str, ...]] | None = None) -> bool:
+            timeout: float | None = None, groups: Sequence[tuple[str, ...]] | None = None,
+            runs: Sequence[tuple[tuple[str, ...], int]] | None = None) -> bool:
         """Store events and offset records in one transaction; False if no room before timeout.
 
         With collector groups (``self.groups``), ``groups`` says, event by event, which groups each
-        is owed to (see :mod:`shipper.channel.groups`); chunks never mix events of different routes."""
+        is owed to (see :mod:`shipper.channel.groups`), or ``runs`` says the same as runs of
+        ``(groups, count)`` in event order (no per-event work); chunks never mix events of
+        different routes."""
         if not isinstance(events, list):
             events = list(events)
-        if (groups is None) != (self.groups is None) or (groups is not None and len(groups) != len(events)):
-            raise ValueError("put: give groups (one tuple per event) exactly when the channel has groups")
         if groups is not None:
-            self.groups.check(groups)
+            if runs is not None or len(groups) != len(events):
+                raise ValueError("put: give groups (one tuple per event) or runs, not both")
+            runs = [(groups[lo], hi - lo) for lo, hi in _runs(groups)]
+        if (runs is None) != (self.groups is None) or (runs is not None and sum(n for _, n in runs) != len(events)):
+            raise ValueError("put: give groups (one tuple per event) or runs exactly when the channel has groups")
+        if runs is not None:
+            self.groups.check([targets for targets, _ in runs])
         offsets = dict(offsets or {})
         for key, value in offsets.items():
             if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
                 raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
         # The chunks are built before taking the lock: joining and checksumming is the CPU part.
         chunk_groups: list[tuple[str, ...]] = []
-        if groups is None:
+        if runs is None:
             chunks = self._chunks(events)
         else:
             chunks = []
-            for lo, hi in _runs(groups):
-                part = self._chunks(events[lo:hi])
-                chunks += part
-                chunk_groups += [groups[lo]] * len(part)
+            lo = 0
+            for targets, n in runs:
+                if n:
+                    part = self._chunks(events if n == len(events) else events[lo:lo + n])
+                    chunks += part
+                    chunk_groups += [targets] * len(part)
+                lo += n
         nbytes = sum(c[1] for c in chunks)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -530,6 +547,13 @@ class Channel(SpaceManagement):
 
     # --- reading state ------------------------------------------------------------------------
 
+    def ready(self, max_events: int, max_bytes: int) -> bool:
+        """Would a take now fill a whole batch? From the counters alone, without reading a chunk
+        (a sink asks before taking ahead, so a lease it would give back is never read)."""
+        with self._cond:
+            return (self._events - self._leased_events >= max_events
+                    or self._bytes - self._leased_bytes >= max_bytes)
+
     def wait_for_events(self, timeout: float) -> bool:
         """Block until an event is takeable (True) or the timeout passes / the channel closes."""
         with self._cond:
@@ -571,6 +595,8 @@ class Channel(SpaceManagement):
                 return
             self._closed = True
             self._cond.notify_all()
+            if self.groups is not None:
+                self.groups.wake()
             if self._conn is not None:
                 try:
                     if not self._events:

@@ -26,6 +26,27 @@ Chunks owed to no group (written by an agent without routes, or before this tabl
 group no longer configured are kept (nothing is dropped by a config change) and reported by
 :meth:`GroupQueues.orphans`; ``adopt`` hands them to a group only when the operator says so.
 
+Lanes: ordered parallel queues within a group
+  A group may run several sink workers (``sinks``); each gets a *lane*, a queue of its own in the
+  same table, named ``GROUP#i/N`` (lane i of N; a group of one lane keeps its plain name). The
+  source says which file family (a file and its rotated predecessors, by the name they are tailed
+  as) each event comes from, and every event of a family goes to lane ``crc32(family) mod N``: one
+  family is one lane, and one lane is one worker with one call in flight, so every file's lines
+  reach the collector in order, while different families go out in parallel.
+
+  L1. A chunk is owed to exactly one lane of each group it is routed to (chunks never mix lanes).
+  L2. When the lane layout changes (another N, lanes turned on or off, chunks adopted from an
+      agent that did not write lanes), a family's older chunks may sit in a lane other than the
+      one its new chunks go to. Opening then moves ALL of the group's rows to its lane 0 and sets
+      a *barrier* at the highest seq moved: the other lanes take nothing while lane 0 still owes a
+      chunk at or below the barrier. The backlog so drains through one lane, in order, before the
+      lanes run in parallel. The barrier is stored (``lane_barrier``), so a crash during the drain
+      keeps it.
+  L3. The agent without routes runs its lanes as the implicit group ``""`` (``#i/N``); such an
+      agent delivers every stored chunk once, as before, so rows owed to named groups are dropped
+      when it opens (and rows of ``""`` are dropped, their chunks adopted, when a later agent has
+      routes and no implicit group).
+
 This table is a versioned addition: opening creates it when absent, and an agent without routes
 ignores it (it delivers every chunk once, as before, and a later agent with routes drops the rows
 whose chunks are gone).
@@ -34,12 +55,16 @@ whose chunks are gone).
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
+import threading
 import time
+import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from shipper.channel.core import Lease
+from shipper.errors import ChannelIOError
 
 GROUP_TABLE = """
 CREATE TABLE IF NOT EXISTS group_pending (
@@ -48,7 +73,31 @@ CREATE TABLE IF NOT EXISTS group_pending (
     PRIMARY KEY (grp, last_seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS group_pending_seq ON group_pending (last_seq);
+CREATE TABLE IF NOT EXISTS lane_barrier (
+    grp TEXT    PRIMARY KEY,
+    seq INTEGER NOT NULL
+)
 """
+
+IMPLICIT = ""  # the group of an agent without routes, when it runs lanes
+
+
+def lane_names(group: str, lanes: int) -> tuple[str, ...]:
+    """The queue names of ``group`` with ``lanes`` lanes (L1): its own name when there is one."""
+    return (group,) if lanes <= 1 else tuple(f"{group}#{i}/{lanes}" for i in range(lanes))
+
+
+def group_of(queue: str) -> str:
+    """The group a queue name belongs to (``a#1/4`` -> ``a``; ``a`` -> ``a``)."""
+    head, sep, tail = queue.rpartition("#")
+    if sep and re.fullmatch(r"\d+/\d+", tail):
+        return head
+    return queue
+
+
+def lane_of(family: str, lanes: int) -> int:
+    """The lane of a file family: stable across restarts and processes (not Python's hash)."""
+    return zlib.crc32(family.encode("utf-8", "surrogateescape")) % lanes if lanes > 1 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +112,29 @@ class GroupQueues:
     """The per-group bookkeeping of one :class:`~shipper.channel.core.Channel` (see the module
     docstring). Every method runs under the channel's lock."""
 
-    def __init__(self, channel, names: Sequence[str], adopt: Sequence[str] = ()):
+    def __init__(self, channel, names: Sequence[str], adopt: Sequence[str] = (),
+                 lanes: Mapping[str, int] | None = None):
         if not names:
             raise ValueError("at least one group")
         self.channel = channel
-        self.names = tuple(names)
-        self._leases: dict[str, dict[int, Lease]] = {n: {} for n in self.names}
-        self._owed = {n: [0, 0] for n in self.names}  # events, bytes
-        self._leased = {n: 0 for n in self.names}
+        self.names = tuple(names)  # the groups
+        lanes = dict(lanes or {})
+        self.lanes_of = {g: lane_names(g, lanes.get(g, 1)) for g in self.names}  # group -> its queues
+        self.laned = any(len(q) > 1 for q in self.lanes_of.values())
+        self.queues = tuple(q for g in self.names for q in self.lanes_of[g])
+        self._leases: dict[str, dict[int, Lease]] = {n: {} for n in self.queues}
+        self._owed = {n: [0, 0] for n in self.queues}  # events, bytes
+        self._leased = {n: 0 for n in self.queues}
+        self._route_cache: dict[tuple, tuple[str, ...]] = {}
+        # One condition per queue over the channel's lock: a put or nack wakes only the lanes it
+        # concerns, so an idle lane does not contend for the lock at every commit of the others.
+        self._conds = {q: threading.Condition(channel._mutex) for q in self.queues}
         with channel._cond:
             if channel._conn is None:
                 channel._reopen("open groups")
-            channel._write("open groups", _open_txn, tuple(adopt) or self.names[:1])
+            found: dict[str, int] = {}
+            channel._write("open groups", _open_txn, tuple(adopt) or self.names[:1], self.lanes_of, found)
+            self._barrier = found  # group -> seq (L2)
             channel.groups = self
             self.recount()
 
@@ -82,19 +142,64 @@ class GroupQueues:
 
     def recount(self) -> None:
         conn = self.channel._conn
-        for n in self.names:
+        for n in self.queues:
             self._owed[n] = [0, 0]
         for grp, events, nbytes in conn.execute(
                 "SELECT p.grp, coalesce(sum(c.count), 0), coalesce(sum(c.nbytes), 0) FROM group_pending p "
                 "JOIN chunks c ON c.last_seq = p.last_seq GROUP BY p.grp"):
             if grp in self._owed:
                 self._owed[grp] = [events, nbytes]
+        if hasattr(self, "_conds"):
+            self.wake()
 
     def check(self, groups: Sequence[tuple[str, ...]]) -> None:
         for targets in set(groups):
             unknown = [g for g in targets if g not in self._owed]
             if not targets or unknown:
                 raise ValueError(f"events routed to unknown groups {unknown or '(none)'}; known: {self.names}")
+
+    def route(self, groups: Sequence[tuple[tuple[str, ...], int]],
+              families: Sequence[tuple[str, int]] | None) -> list[tuple[tuple[str, ...], int]]:
+        """Runs of ``(groups, count)`` as runs of ``(queue names, count)``: each event goes to the
+        lane of its family in each of its groups (L1).
+
+        ``families`` is runs of ``(family, count)`` covering the same events in order; without it
+        every event goes to lane 0 (order kept, no parallelism). Adjacent equal runs are merged."""
+        if not self.laned:
+            return list(groups)
+        fams = list(families) if families else [("", sum(n for _, n in groups))]
+        if sum(n for _, n in fams) != sum(n for _, n in groups):
+            raise ValueError("families and groups cover different numbers of events")
+        cache = self._route_cache
+        if len(cache) > 100_000:
+            cache.clear()
+        out: list[list] = []
+        gi = fi = 0
+        g_left = groups[0][1] if groups else 0
+        f_left = fams[0][1] if fams else 0
+        while gi < len(groups) and fi < len(fams):
+            if not g_left:
+                gi += 1
+                g_left = groups[gi][1] if gi < len(groups) else 0
+                continue
+            if not f_left:
+                fi += 1
+                f_left = fams[fi][1] if fi < len(fams) else 0
+                continue
+            targets, family = groups[gi][0], fams[fi][0]
+            key = (targets, family)
+            queues = cache.get(key)
+            if queues is None:
+                queues = cache[key] = tuple(
+                    self.lanes_of[g][lane_of(family, len(self.lanes_of[g]))] for g in targets)
+            n = min(g_left, f_left)
+            if out and out[-1][0] == queues:
+                out[-1][1] += n
+            else:
+                out.append([queues, n])
+            g_left -= n
+            f_left -= n
+        return [(q, n) for q, n in out]
 
     def put_rows(self, conn: sqlite3.Connection, rows: list, groups: list[tuple[str, ...]]) -> None:
         conn.executemany("INSERT INTO group_pending (grp, last_seq) VALUES (?, ?)",
@@ -106,13 +211,26 @@ class GroupQueues:
                 owed = self._owed[g]
                 owed[0] += row[1]
                 owed[1] += row[2]
+        for g in set(groups):
+            for q in g:
+                self._conds[q].notify_all()
+
+    def wake(self, queues=None) -> None:
+        """Wake the waiters of ``queues`` (all by default): closed, recounted, a barrier lifted."""
+        for q in self.queues if queues is None else queues:
+            self._conds[q].notify_all()
 
     # --- one group's queue ----------------------------------------------------------------
 
     def view(self, name: str, secondary: str | None = None) -> "GroupView":
+        """The queue ``name`` (a group of one lane, or one lane ``g#i/N``) as a channel."""
         if name not in self._owed:
             raise KeyError(name)
         return GroupView(self, name, secondary)
+
+    def lane_views(self, group: str, secondary: str | None = None) -> list["GroupView"]:
+        """One view per lane of ``group``: what its sink workers take from, one each."""
+        return [self.view(q, secondary) for q in self.lanes_of[group]]
 
     def take(self, grp: str, max_events: int, max_bytes: int) -> Lease | None:
         ch = self.channel
@@ -123,6 +241,8 @@ class GroupQueues:
                 return None
             if ch._conn is None:
                 ch._reopen("take")
+            if self._barrier and self._held_back(grp):
+                return None
             found = ch._pick(sorted((l.first_seq, l.last_seq) for l in self._leases[grp].values()),
                              max_events, max_bytes, grp)
             if found is None:
@@ -162,6 +282,8 @@ class GroupQueues:
             ch._events -= freed[0]
             ch._bytes -= freed[1]
             ch._cond.notify_all()
+            if self._barrier:  # lane 0 drained some of the backlog: the held-back lanes look again
+                self.wake(self.lanes_of[group_of(grp)])
             if freed[0]:
                 if ch._low_space:
                     ch._shrink()
@@ -176,8 +298,11 @@ class GroupQueues:
         from shipper.channel.deadletter import insert_dead, secondary_chunks
 
         ch = self.channel
-        if secondary is not None and secondary not in self._owed:
+        if secondary is not None and secondary not in self.lanes_of:
             secondary = None  # not configured now: never drop, keep it as a dead letter
+        shown = secondary
+        if secondary is not None:
+            secondary = self.lanes_of[secondary][0]  # the family is not known here: its first lane
         with ch._cond:
             if ch._closed:
                 return "nowhere yet (the channel is closed: the batch is taken again after restart)"
@@ -212,7 +337,8 @@ class GroupQueues:
             ch._events -= freed[0]
             ch._bytes -= freed[1]
             ch._cond.notify_all()
-        return f"group {secondary}" if secondary else "the dead letters"
+            self.wake([secondary] if secondary is not None else [])
+        return f"group {shown}" if shown else "the dead letters"
 
     def nack(self, grp: str, lease: Lease) -> None:
         ch = self.channel
@@ -221,23 +347,51 @@ class GroupQueues:
                 return
             self._forget(grp, lease)
             ch._cond.notify_all()
+            self._conds[grp].notify_all()
+
+    def _held_back(self, queue: str) -> bool:
+        """Is ``queue`` a lane waiting for its group's lane 0 to drain the old backlog (L2)?"""
+        group = group_of(queue)
+        seq = self._barrier.get(group)
+        if seq is None or queue == self.lanes_of[group][0]:
+            return False
+        conn = self.channel._conn
+        if conn is None:
+            return True
+        if conn.execute("SELECT 1 FROM group_pending WHERE grp = ? AND last_seq <= ? LIMIT 1",
+                        (self.lanes_of[group][0], seq)).fetchone():
+            return True
+        del self._barrier[group]
+        try:  # a row left behind is harmless: the next open finds lane 0 drained and clears it
+            self.channel._write("lanes", lambda c: c.execute("DELETE FROM lane_barrier WHERE grp = ?", (group,)))
+        except ChannelIOError:
+            pass
+        return False
 
     def _forget(self, grp: str, lease: Lease) -> None:
         del self._leases[grp][lease.id]
         self._leased[grp] -= lease.count
 
+    def ready(self, grp: str, max_events: int, max_bytes: int) -> bool:
+        """As :meth:`Channel.ready`, for queue ``grp`` (its unleased bytes are not counted
+        apart: the events decide, or all it owes when that is under ``max_bytes``)."""
+        with self.channel._cond:
+            owed, nbytes = self._owed[grp]
+            free = owed - self._leased[grp]
+            return free >= max_events or (free > 0 and free == owed and nbytes >= max_bytes)
+
     def wait_for_events(self, grp: str, timeout: float) -> bool:
         ch = self.channel
         with ch._cond:
-            ready = lambda: ch._closed or self._owed[grp][0] > self._leased[grp]  # noqa: E731
-            ch._cond.wait_for(ready, timeout)
-            return not ch._closed and self._owed[grp][0] > self._leased[grp]
+            ready = lambda: ch._closed or (self._owed[grp][0] > self._leased[grp]  # noqa: E731
+                                           and not (self._barrier and self._held_back(grp)))
+            return self._conds[grp].wait_for(ready, timeout) and not ch._closed
 
     def stats(self) -> dict[str, GroupStats]:
         ch = self.channel
         out = {}
         with ch._cond:
-            for g in self.names:
+            for g in self.queues:
                 age = None
                 if self._owed[g][0] and not ch._closed and ch._conn is not None:
                     try:
@@ -249,6 +403,13 @@ class GroupQueues:
                         pass
                 out[g] = GroupStats(events=self._owed[g][0], bytes=self._owed[g][1],
                                     leased_events=self._leased[g], oldest_event_age=age)
+        for g, queues in self.lanes_of.items():  # a group of several lanes: their sum, too
+            if len(queues) > 1:
+                parts = [out[q] for q in queues]
+                ages = [p.oldest_event_age for p in parts if p.oldest_event_age is not None]
+                out[g] = GroupStats(events=sum(p.events for p in parts), bytes=sum(p.bytes for p in parts),
+                                    leased_events=sum(p.leased_events for p in parts),
+                                    oldest_event_age=max(ages) if ages else None)
         return out
 
     def orphans(self) -> dict[str, int]:
@@ -258,7 +419,11 @@ class GroupQueues:
             rows = ch._conn.execute(
                 "SELECT p.grp, coalesce(sum(c.count), 0) FROM group_pending p JOIN chunks c "
                 "ON c.last_seq = p.last_seq GROUP BY p.grp").fetchall()
-        return {g: n for g, n in rows if g not in self._owed}
+        out: dict[str, int] = {}
+        for g, n in rows:  # by group: a removed group's lanes are one group to the operator
+            if g not in self._owed:
+                out[group_of(g)] = out.get(group_of(g), 0) + n
+        return out
 
 
 class GroupView:
@@ -281,6 +446,9 @@ class GroupView:
     def dead_letter(self, lease: Lease, reason: str, ranges: Sequence[tuple[int, int]] | None = None) -> str:
         return self.queues.dead_letter(self.name, lease, reason, self.secondary, ranges)
 
+    def ready(self, max_events: int, max_bytes: int) -> bool:
+        return self.queues.ready(self.name, max_events, max_bytes)
+
     def wait_for_events(self, timeout: float) -> bool:
         return self.queues.wait_for_events(self.name, timeout)
 
@@ -300,15 +468,41 @@ def ensure_table(conn: sqlite3.Connection) -> None:
             conn.execute(stmt)
 
 
-def _open_txn(conn: sqlite3.Connection, adopt: tuple[str, ...]) -> None:
+def _open_txn(conn: sqlite3.Connection, adopt: tuple[str, ...], lanes_of: Mapping[str, tuple[str, ...]],
+              barriers: dict[str, int]) -> None:
     ensure_table(conn)
     # Rows whose chunk is gone (an agent without routes delivered it): nothing is owed any more.
     conn.execute("DELETE FROM group_pending WHERE last_seq NOT IN (SELECT last_seq FROM chunks)")
+    stored = [g for (g,) in conn.execute("SELECT DISTINCT grp FROM group_pending")]
+    if IMPLICIT in lanes_of:  # L3: no routes, every chunk once: only the implicit group's rows count
+        drop = [g for g in stored if group_of(g) != IMPLICIT]
+    else:  # routes: the implicit group's chunks are adopted like chunks written without routes
+        drop = [g for g in stored if group_of(g) == IMPLICIT]
+    conn.executemany("DELETE FROM group_pending WHERE grp = ?", [(g,) for g in drop])
     # Chunks owed to nobody (written without routes): owed to the default groups.
     unowned = [k for (k,) in conn.execute(
         "SELECT last_seq FROM chunks WHERE last_seq NOT IN (SELECT last_seq FROM group_pending)")]
     conn.executemany("INSERT INTO group_pending (grp, last_seq) VALUES (?, ?)",
-                     [(g, k) for k in unowned for g in adopt])
+                     [(lanes_of[g][0] if g in lanes_of else g, k) for k in unowned for g in adopt])
+    # L2: a group whose rows are not all in its current lanes, or that adopted chunks, drains
+    # through its lane 0 first.
+    stored = [g for (g,) in conn.execute("SELECT DISTINCT grp FROM group_pending")]
+    for group, queues in lanes_of.items():
+        mine = [g for g in stored if group_of(g) == group]
+        if not any(g not in queues for g in mine) and not (unowned and group in adopt):
+            continue
+        for g in mine:
+            if g != queues[0]:
+                conn.execute("UPDATE OR IGNORE group_pending SET grp = ? WHERE grp = ?", (queues[0], g))
+                conn.execute("DELETE FROM group_pending WHERE grp = ?", (g,))
+        top = conn.execute("SELECT max(last_seq) FROM group_pending WHERE grp = ?", (queues[0],)).fetchone()[0]
+        if len(queues) > 1 and top is not None:
+            conn.execute("INSERT OR REPLACE INTO lane_barrier (grp, seq) VALUES (?, ?)", (group, top))
+    for group, seq in conn.execute("SELECT grp, seq FROM lane_barrier").fetchall():
+        if len(lanes_of.get(group, ())) > 1:
+            barriers[group] = seq
+        else:  # one queue now (or not configured): no lane can overtake another
+            conn.execute("DELETE FROM lane_barrier WHERE grp = ?", (group,))
 
 
 def _group_ack_txn(conn: sqlite3.Connection, grp: str, first: int, last: int, freed: list) -> None:

@@ -28,15 +28,17 @@ puts the collector in the penalty box and, if another collector is still eligibl
 once; if none is, waits an exponential backoff with full jitter before the next attempt. While no
 collector accepts, the events simply stay in the channel.
 
-Overlap: once a lease is delivered, the worker takes the next one (only if it is ready: a whole
-batch, or one lingering could not grow) and sends it while a helper thread commits the first one's
-ack; the next ack waits for that commit. SQLite's commit (an fsync) and the collector's round trip
-(its own fsync) then run at the same time instead of one after the other, and the order of one
-worker's batches is unchanged: lease N+1 is taken only after lease N was answered OK, and sent only
-then. The cost is in the crash bound: a worker may hold TWO delivered-or-in-flight leases whose
-acks have not committed (N, acked in the background, and N+1, being sent), so a crash can make it
-send up to ``2 x batch_size`` events again (one batch before the overlap). Nothing can be lost:
-an ack is only ever for a lease a collector answered OK.
+Overlap: while lease N travels, a helper thread takes lease N+1 (only if it is ready: a whole
+batch, or one lingering could not grow) and then commits the ack of lease N-1; the take comes
+first so that it never waits for that commit. When N is answered OK, N+1 is sent at once and N's
+ack goes to the helper with the next take. SQLite's commits (fsyncs), the
+channel's lock (held by the source's put commits too) and the collector's round trip (its own
+fsync) then overlap, and the sending thread waits only for the collector. The order of one
+worker's batches is unchanged: N+1 is sent only after N was answered OK. The cost is in the crash
+bound: a worker may hold TWO delivered-or-in-flight leases whose acks have not committed (N-1,
+acked in the background, and N, being sent), so a crash can make it send up to ``2 x batch_size``
+events again (one batch before the overlap); a lease taken ahead and not yet sent is only given
+back. Nothing can be lost: an ack is only ever for a lease a collector answered OK.
 
 Shutdown: ``stopping`` means "take nothing new, finish what is in flight"; ``abort`` means "give the
 in-flight batch back now" (used when the drain timeout runs out or a deadline passes). A batch that
@@ -44,8 +46,11 @@ is given back is nacked, so it is the first one shipped next time; had the proce
 the lease would have vanished with it and the events would be taken again after restart. A lease
 taken ahead (see Overlap) is still sent once ``stopping`` is set; ``abort`` nacks it.
 
-Several workers (``--sinks N``) may run at once, each with its own connections; they share the
-channel and the selector. With more than one worker, batches can arrive out of order.
+Several workers (``--sinks N``) run at once, each with its own connections, sharing the
+selector; each takes from its own *lane* of the channel (``shipper.channel.groups``: a file family
+always goes to the same lane), so every file's events still arrive in order while different files
+are sent in parallel. The crash bound above is per worker: a kill may repeat up to
+``2 x batch_size x N`` events, each file at most its lane's last two batches.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -206,15 +211,28 @@ class SinkWorker:
 
     def run(self) -> None:
         lease = None  # taken, not yet delivered
-        acking = None  # (lease, future): delivered; its ack runs while ``lease`` is sent
+        owed = None  # delivered, its ack not yet handed to the helper
+        ahead: Future | None = None  # the next lease, taken by the helper while ``lease`` travels
+        tasks: list[Future] = []  # the helper's tasks (take ahead, then an ack), oldest first
         try:
             while not self.abort.is_set() and (lease is not None or not self.stopping.is_set()):
-                if lease is None:
+                if lease is None:  # the channel ran dry: let every ack land first
+                    tasks = self._finish(tasks, keep=0)
+                    if owed is not None:
+                        self._ack(owed)
+                        self._acked(owed)
+                        owed = None
                     lease = self._next_lease()
                     if lease is None:
                         if self.exit_when_empty.is_set() and self.channel.stats().events == 0:
                             return
                         continue
+                # While this lease travels, the helper takes the next one, then commits the
+                # previous one's ack: this thread never waits for the channel, and the take
+                # never waits for our own ack's commit.
+                ahead = Future()
+                tasks.append(self._acker().submit(self._take_then_ack, ahead, owed))
+                owed = None
                 try:
                     if self.limit is not None:
                         self.limit.acquire(lease.count, lease.nbytes, self.abort)
@@ -222,22 +240,16 @@ class SinkWorker:
                     if ranges:  # rejected parts moved aside (dead letters or a secondary), the rest acked
                         self._ack(lease, dead=self.poisoned_reason(), ranges=ranges)
                         self._acked(lease, sum(hi - lo for lo, hi in ranges), self._dead_bytes)
-                        lease = None
+                        lease, ahead = ahead.result(), None
                         continue
                 except BaseException:
                     self.channel.nack(lease)
                     lease = None
                     raise
-                finally:
-                    acking = self._settle(acking)
-                # Take the next lease BEFORE acking this one (a take waits for the channel's lock,
-                # which the ack's commit holds), then commit the ack while that lease is sent.
-                done, lease = lease, self._take_ready()
-                if lease is None:
-                    self._ack(done)
-                    self._acked(done)
-                else:
-                    acking = (done, self._acker().submit(self._ack, done))
+                if hasattr(lease, "release"):
+                    lease.release()  # delivered: only its seqs are needed for the ack now
+                owed, lease, ahead = lease, ahead.result(), None
+                tasks = self._finish(tasks, keep=1)
         except _Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
@@ -245,26 +257,50 @@ class SinkWorker:
             if not isinstance(exc, ShipperError):
                 log.exception("%s stopped by an unexpected error", self.name)
         finally:
-            if lease is not None:
-                self.channel.nack(lease)
+            for give_back in (lease, self._result(ahead)):
+                if give_back is not None:
+                    self.channel.nack(give_back)
             try:
-                self._settle(acking)
+                self._finish(tasks, keep=0)
+                if owed is not None:  # delivered: acked now, or sent again next time (a duplicate)
+                    self._ack(owed)
+                    self._acked(owed)
             except BaseException as exc:  # the batch is sent again next time: a duplicate, not a loss
                 log.warning("%s: a delivered batch was not acknowledged: %s", self.name, exc)
             self.close()
+
+    def _take_then_ack(self, ahead: Future, done):
+        """The helper's task: take the next lease (into ``ahead``), then ack ``done``; returns it."""
+        try:
+            ahead.set_result(self._take_ready())
+        except BaseException as exc:  # noqa: BLE001 - handed to the sending thread
+            ahead.set_exception(exc)
+        if done is not None:
+            self._ack(done)
+        return done
+
+    def _finish(self, tasks: list[Future], keep: int) -> list[Future]:
+        """Wait for all but the newest ``keep`` helper tasks; count the batches they acked."""
+        while len(tasks) > keep:
+            done = tasks.pop(0).result()
+            if done is not None:
+                self._acked(done)
+        return tasks
+
+    @staticmethod
+    def _result(future):
+        """A read-ahead's lease (None if there is none, or its take failed)."""
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except BaseException:  # noqa: BLE001 - a failed take holds no lease
+            return None
 
     def _acker(self) -> ThreadPoolExecutor:
         if self._ack_pool is None:
             self._ack_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-ack")
         return self._ack_pool
-
-    def _settle(self, acking) -> None:
-        """Wait for a background ack to finish and count its batch as delivered; returns None."""
-        if acking is not None:
-            done, future = acking
-            future.result()
-            self._acked(done)
-        return None
 
     def _acked(self, lease, dead_events: int = 0, dead_bytes: int = 0) -> None:
         """Count a lease as delivered (but the events that were moved aside instead)."""
@@ -278,6 +314,10 @@ class SinkWorker:
         opts = self.options
         if self.stopping.is_set() or self.abort.is_set():
             return None
+        ready = getattr(self.channel, "ready", None)
+        if (ready is not None and opts.linger > 0 and not self.exit_when_empty.is_set()
+                and not ready(opts.batch_size, opts.batch_bytes)):
+            return None  # it would be given back to linger: do not read it at all
         lease = self._take(opts.batch_size, opts.batch_bytes)
         if lease is None:
             return None

@@ -49,7 +49,9 @@ copy restarts the file. The committed offset therefore stays at an event boundar
 
 *Commit*: events are gathered into a batch of at most ``batch_max_events`` (about
 ``batch_max_bytes``); one ``channel.put(events, offsets)`` stores them together with the offset
-record of every file that advanced, so a crash can neither lose a line nor store one twice.
+record of every file that advanced, so a crash can neither lose a line nor store one twice. A
+channel that runs lanes (``by_family``) is also given the runs of ``(family, count)`` (a family
+is a file's origin), so every file's events take one lane (``shipper.channel.groups``).
 
 *Wake-ups*: watchdog (inotify) watches the static prefix directory of each glob (recursively
 when the wildcard is not in the last component), one watch per directory rather than per file.
@@ -230,6 +232,7 @@ class TailSource:
         self._old_heads: dict[str, list[tuple[int, str]]] = {}  # origin -> heads of past generations
 
         self._events: list[bytes] = []
+        self._families: list[list] = []  # runs of [origin, count] over _events: the channel's lanes
         self._batch_bytes = 0
         self._dirty: dict[str, bool] = {}  # key -> write the record (True) or delete it (False)
         self._stop: threading.Event | None = None
@@ -464,6 +467,7 @@ class TailSource:
         self._by_path.clear()
         self._records = None
         self._events = []
+        self._families = []
         self._batch_bytes = 0
         self._dirty.clear()
         self._hot.clear()
@@ -927,7 +931,7 @@ class TailSource:
             before = cur.offset
             events = cutter.consume(cur, buf, self.o.batch_max_events - len(self._events), enc)
             if events or cur.offset != before:
-                self._events += events
+                self._gather(f, events)
                 self.counters["events"] += len(events)
                 self._batch_bytes += cur.offset - before
                 self._dirty[f.key] = True
@@ -946,7 +950,7 @@ class TailSource:
                 if len(self._events) >= self.o.batch_max_events:
                     self._flush()
                 events = cutter.flush_partial(cur, enc)
-                self._events += events
+                self._gather(f, events)
                 self.counters["events"] += len(events)
                 self.counters["partial_lines"] += len(events)
                 self._dirty[f.key] = True
@@ -972,11 +976,22 @@ class TailSource:
         self._enc.begin(headers, f.gen)
         return self._enc
 
+    def _gather(self, f: _File, events: list[bytes]) -> None:
+        """Add ``f``'s events to the batch, noting their file family (its origin) for the lanes."""
+        if not events:
+            return
+        self._events += events
+        runs = self._families
+        if runs and runs[-1][0] == f.origin:
+            runs[-1][1] += len(events)
+        else:
+            runs.append([f.origin, len(events)])
+
     def _ship_held(self, f: _File) -> None:
         """A truncated file without a copy: the event held in memory is shipped, not dropped."""
         if f.cur.held and not f.cur.leftover:
             events = self._cutter.flush_partial(f.cur, self._begin(f))
-            self._events += events
+            self._gather(f, events)
             self.counters["events"] += len(events)
 
     def rule_counts(self) -> dict[str, int]:
@@ -1070,17 +1085,20 @@ class TailSource:
         for key, keep in self._dirty.items():
             f = self._files.get(key)
             offsets[key] = f.record().encode() if keep and f is not None else None
-        self._put(self._events, offsets)
+        self._put(self._events, offsets, self._families)
         self.counters["batches"] += 1
         self._events = []
+        self._families = []
         self._batch_bytes = 0
         self._dirty = {}
 
-    def _put(self, events: list[bytes], offsets: dict[str, bytes | None]) -> None:
+    def _put(self, events: list[bytes], offsets: dict[str, bytes | None], families: list) -> None:
         delay = 0.05
         while True:
             try:
-                if self.channel.put(events, offsets, timeout=self.o.put_timeout):
+                # A channel with lanes (the agent's) is told each event's family; a bare one is not.
+                extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
+                if self.channel.put(events, offsets, timeout=self.o.put_timeout, **extra):
                     if self._io_error_logged:
                         log.info("tail: the channel accepts writes again")
                         self._io_error_logged = False

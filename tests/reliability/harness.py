@@ -46,10 +46,11 @@ from pathlib import Path
 from tests.support import ROOT, Proc
 
 BATCH = 200
-# What one kill may make a sink send again: the lease being sent plus the delivered one whose ack
-# commits meanwhile (shipper/sink/worker.py, "Overlap"). Faults that leave the process alive keep
-# the one-batch bound: every delivered lease is still acked.
-IN_FLIGHT = 2 * BATCH
+SINKS = 1  # the default --sinks: one lane (more lanes: docs/channel.md, "Lanes")
+# What one kill may make the agent send again: per lane, the lease being sent plus the delivered
+# one whose ack commits meanwhile (shipper/sink/worker.py, "Overlap"). Faults that leave the
+# process alive keep the one-batch bound per lane: every delivered lease is still acked.
+IN_FLIGHT = 2 * BATCH * SINKS
 LINE_PAD = 80  # bodies of ~100 bytes
 # A failure guard for every wait (never a timing assertion); --soak scenarios get more.
 DELIVERY_TIMEOUT = 120.0
