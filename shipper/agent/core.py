@@ -45,7 +45,7 @@ from typing import Callable
 from shipper.agent.config import Config
 from shipper.agent.reload import reload
 from shipper.agent.runners import Delivery, SourceRunner
-from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
+from shipper.agent.snapshot import StatusWriter, health, snapshot, status_line
 from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
@@ -86,6 +86,7 @@ class Agent:
         self._progress: Progress | None = None
         self._next_progress = 0.0
         self._terminal: TerminalLine | None = None
+        self.status_writer = StatusWriter()
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -380,7 +381,7 @@ class Agent:
         return status_line(self)
 
     def _tick_status(self) -> None:
-        write_snapshot(self)
+        self.status_writer.tick(self)
 
     def health(self, stats=None) -> tuple[bool, str]:
         """The stall verdict (shipper.ops.telemetry.stall_verdict); progress counts from start or last reload."""
