@@ -111,6 +111,7 @@ _MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most th
 _COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
 _MAX_SLEEP = 0.5  # the stop flag is looked at least this often
 _START_LINES = 20  # files listed one a line at start (the most behind); the rest at debug level
+_RECORDS_PER_PUT = 2000  # offset records of files without events in the batch: at most this many a put
 
 
 class _Stopped(Exception):
@@ -191,6 +192,7 @@ class TailSource:
         self._shortage_logged = -1e9
         self._incomplete_logged = -1e9
         self._parents: dict[str, str] = {}
+        self._devs: dict[int, int] = {}
         # Bumped by everything that changes what summary() shows (a file served, tracked, dropped,
         # moved, opened, closed, waiting): an idle agent's status tick reuses the last summary.
         self._changes = 0
@@ -232,10 +234,10 @@ class TailSource:
         self._events: list[bytes] = []
         self._batch_bytes = 0
         self._dirty: dict[str, bool] = {}  # key -> write the record (True) or delete it (False)
+        self._batch_keys: set[str] = set()  # files with events (or skipped bytes) in self._events
         self._stop: threading.Event | None = None
         self._deadline: float | None = None  # final flush at shutdown gives up at this time
         self._io_error_logged = False
-        self._start_sizes: dict[str, int] | None = {}  # first scan only: the sizes it saw, for its log lines
         self._missing: dict[str, str] = {}  # pattern -> why it matched no regular file at the last look
 
         self._lock = threading.Lock()  # guards the two fields below, shared with watchdog's thread
@@ -466,6 +468,7 @@ class TailSource:
         self._events = []
         self._batch_bytes = 0
         self._dirty.clear()
+        self._batch_keys.clear()
         self._hot.clear()
         self._partial.clear()
         self._next_rescan = 0.0
@@ -488,9 +491,8 @@ class TailSource:
         for pat, why in scan.unmatched.items():
             self._note_pattern(pat, why)
 
-        seen: set[str] = set()
+        # Every candidate was seen (``key in cands``); no second set of 50,000 keys is built.
         for key, (path, st, from_glob) in cands.items():
-            seen.add(key)
             f = self._files.get(key)
             if f is not None:
                 f.gone = False
@@ -501,7 +503,7 @@ class TailSource:
                     self._changes += 1
                 continue
             rec = records.pop(key, None)
-            if rec is not None and self._adopt(rec, path, st, from_glob):
+            if rec is not None and self._adopt(rec, path, st, from_glob, key):
                 continue
             # No record, or one that is not this file's (a new file on a reused inode): from here
             # on the file is one we never saw, and the same rules apply whatever its inode.
@@ -512,7 +514,7 @@ class TailSource:
                     self.counters["ignored_older"] += 1
                     log.info("tail: %s: not modified for over %gs (ignore_older): taking it from its end",
                              path, self.o.ignore_older)
-                f = self._track(path, st, origin=path, at_end=at_end)
+                f = self._track(path, st, origin=path, at_end=at_end, key=key)
                 if not first:
                     log.info("tail: %s: new file (%d bytes), reading it from %s", path, st.st_size,
                              "its end" if at_end else "the start")
@@ -528,40 +530,47 @@ class TailSource:
                 continue  # a copytruncate copy of a file we read
             log.info("tail: %s: rotated from %s while not watched; reading it first", path, origin)
             self.counters["rotated_found"] += 1
-            self._track(path, st, origin=origin, at_end=False)
+            self._track(path, st, origin=origin, at_end=False, key=key)
 
         if first:
-            self._log_start()
+            self._log_start(cands)
         if errors:
             self._incomplete(errors)
             return  # forget nothing on the evidence of a scan that could not look everywhere
         for f in list(self._files.values()):
-            if f.key not in seen:
+            if f.key not in cands:
                 if f.fd is not None:
                     f.gone = True  # moved out of sight or deleted: finish through the descriptor
                 else:
                     log.info("tail: %s: gone (deleted or moved out of sight) after %d bytes; no longer tailed",
                              f.path, f.cur.offset)
                     self._drop(f)
-        for key in [k for k in records if k not in seen]:
+        for key in [k for k in records if k not in cands]:
             del records[key]
             self._dirty[key] = False
 
-    def _log_start(self) -> None:
+    def _log_start(self, cands: dict[str, tuple[str, Seen | None, bool]]) -> None:
         """Say what the first scan found: every file and where reading starts (a summary and the
-        files most behind, past ``_START_LINES`` files; every file at debug level)."""
-        sizes, self._start_sizes = self._start_sizes or {}, None
-        files = sorted(self._files.values(), key=lambda f: (f.origin, not f.rotated, f.order))
-        size = {f.key: max(f.size, sizes.get(f.key, 0)) for f in files}
-        behind = sum(max(0, size[f.key] - f.cur.offset) for f in files)
+        files most behind, past ``_START_LINES`` files; every file at debug level). ``cands``: the
+        first scan's candidates, whose stats give the sizes (files not read yet say 0)."""
+
+        def size(f: _File) -> int:
+            c = cands.get(f.key)
+            return max(f.size, c[1].st_size if c is not None and c[1] is not None else 0)
+
+        files = self._files.values()
+        behind = sum(max(0, size(f) - f.cur.offset) for f in files)
         log.info("tail: %s: %d file%s matched, %d bytes to read", " ".join(self.o.paths), len(files),
                  "" if len(files) == 1 else "s", behind)
-        shown = files if len(files) <= _START_LINES else sorted(
-            files, key=lambda f: size[f.key] - f.cur.offset, reverse=True)[:_START_LINES]
-        for f in files:
-            where = ("from its end" if f.start_at_end else f"at byte {f.cur.offset} of {size[f.key]}" if f.cur.offset
-                     else f"from the start ({size[f.key]} bytes)")
-            log.log(logging.INFO if f in shown else logging.DEBUG, "tail: %s: reading %s%s", f.path, where,
+        # The most behind at info level; the others only when debug is on (no list of them all else).
+        top = heapq.nlargest(_START_LINES, files, key=lambda f: size(f) - f.cur.offset)
+        shown = {id(f) for f in top}
+        listed = files if len(files) <= _START_LINES or log.isEnabledFor(logging.DEBUG) else top
+        for f in sorted(listed, key=lambda f: (f.origin, not f.rotated, f.order)):
+            n = size(f)
+            where = ("from its end" if f.start_at_end else f"at byte {f.cur.offset} of {n}" if f.cur.offset
+                     else f"from the start ({n} bytes)")
+            log.log(logging.INFO if id(f) in shown else logging.DEBUG, "tail: %s: reading %s%s", f.path, where,
                     f" (rotated from {f.origin})" if f.path != f.origin else "")
         if len(files) > _START_LINES:
             log.info("tail: ... and %d more files (listed at --log-level debug; flume-ship status shows them all)",
@@ -577,7 +586,7 @@ class TailSource:
             log.warning("tail: could not look everywhere (%s%s); files not seen keep their offsets until "
                         "a scan sees them", what, f", and {len(errors) - 1} more" if len(errors) > 1 else "")
 
-    def _adopt(self, rec: Record, path: str, st: Seen, from_glob: bool) -> bool:
+    def _adopt(self, rec: Record, path: str, st: Seen, from_glob: bool, key: str) -> bool:
         """Resume a stored file if it is still the same; True if ``path`` is dealt with.
 
         False: the record is not this file's (deleted; the caller judges the file as unknown)."""
@@ -596,7 +605,7 @@ class TailSource:
             verdict, check_later = judge(offset=rec.offset, last_size=rec.size, fp=rec.fp, fp_len=rec.fp_len,
                                          size=st.st_size, head=head), None
         if verdict is Verdict.SAME:
-            f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen)
+            f = self._track(path, st, origin=rec.origin, at_end=False, gen=rec.gen, key=key)
             f.cur.offset = rec.offset
             f.fp, f.fp_len, f.size, f.mtime = rec.fp, rec.fp_len, rec.size, rec.mtime
             f.age_class, f.age_mtime = 0, rec.mtime  # known before anything found unknown next to it
@@ -613,17 +622,18 @@ class TailSource:
         return True
 
     def _track(self, path: str, st: Seen | os.stat_result, *, origin: str, at_end: bool,
-               gen: str | None = None) -> _File:
-        key = file_key(st.st_dev, st.st_ino)
+               gen: str | None = None, key: str | None = None) -> _File:
+        """Track a file; ``key``: its offset key when the caller has it (discovery's string, not a
+        second copy of it per file)."""
+        key = key or file_key(st.st_dev, st.st_ino)
         self._changes += 1
         self._order += 1
-        f = _File(key, st.st_dev, st.st_ino, gen or new_generation(), path, origin, self._order,
+        dev = self._devs.setdefault(st.st_dev, st.st_dev)  # one int object per device, not per file
+        f = _File(key, dev, st.st_ino, gen or new_generation(), path, origin, self._order,
                   self._parent_of(path))
         f.last_growth = time.monotonic()
         f.age_class, f.age_mtime = 1, st.st_mtime
         self._files[key] = f
-        if self._start_sizes is not None:
-            self._start_sizes[key] = st.st_size
         if at_end:
             if self._open(f):
                 try:
@@ -706,13 +716,23 @@ class TailSource:
 
     def _serve(self, due: set[str], idle_close: bool) -> None:
         origins = {self._files[k].origin for k in due if k in self._files}
-        families: dict[str, list[_File]] = {}
+        # origin -> its file, or a list when the family has several (rotated files): most families
+        # are one file, and a list for each of 50,000 of them was most of a first pass's memory.
+        families: dict[str, _File | list[_File]] = {}
         for f in self._files.values():
             if f.origin in origins:
-                families.setdefault(f.origin, []).append(f)
+                m = families.get(f.origin)
+                if m is None:
+                    families[f.origin] = f
+                elif type(m) is list:
+                    m.append(f)
+                else:
+                    families[f.origin] = [m, f]
         now = time.monotonic()
         for members in families.values():
-            if len(members) > 1:
+            if type(members) is not list:
+                members = (members,)
+            elif len(members) > 1:
                 members.sort(key=lambda f: (not f.rotated, f.age_class, f.age_mtime, _rotation_rank(f.path),
                                             f.order))
             for f in members:
@@ -931,6 +951,7 @@ class TailSource:
                 self.counters["events"] += len(events)
                 self._batch_bytes += cur.offset - before
                 self._dirty[f.key] = True
+                self._batch_keys.add(f.key)
 
         now = time.monotonic()
         if got:
@@ -950,6 +971,7 @@ class TailSource:
                 self.counters["events"] += len(events)
                 self.counters["partial_lines"] += len(events)
                 self._dirty[f.key] = True
+                self._batch_keys.add(f.key)
                 self._partial.discard(f.key)
             else:
                 self._partial.add(f.key)
@@ -978,6 +1000,7 @@ class TailSource:
             events = self._cutter.flush_partial(f.cur, self._begin(f))
             self._events += events
             self.counters["events"] += len(events)
+            self._batch_keys.add(f.key)
 
     def rule_counts(self) -> dict[str, int]:
         """What the source's rules did: events dropped by filters, lines joined, times unparsed..."""
@@ -1066,15 +1089,31 @@ class TailSource:
     def _flush(self) -> None:
         if not self._events and not self._dirty:
             return
-        offsets: dict[str, bytes | None] = {}
-        for key, keep in self._dirty.items():
-            f = self._files.get(key)
-            offsets[key] = f.record().encode() if keep and f is not None else None
-        self._put(self._events, offsets)
+        if len(self._dirty) > _RECORDS_PER_PUT:
+            # Thousands of records at once (the first scan of 50,000 files marks every one): those
+            # of files with nothing in this batch are true on their own, so they go first, a slice
+            # per transaction, rather than as one dict of every encoded record. Those of files with
+            # events in the batch stay with the events: one transaction, as always.
+            alone = [k for k in self._dirty if k not in self._batch_keys]
+            for i in range(0, len(alone), _RECORDS_PER_PUT):
+                part = alone[i : i + _RECORDS_PER_PUT]
+                self._put([], self._encode_records(part))
+                for key in part:
+                    del self._dirty[key]
+        self._put(self._events, self._encode_records(self._dirty))
         self.counters["batches"] += 1
         self._events = []
         self._batch_bytes = 0
         self._dirty = {}
+        self._batch_keys = set()
+
+    def _encode_records(self, keys) -> dict[str, bytes | None]:
+        """The offset records of ``keys`` (all in ``_dirty``) as the channel stores them; None deletes."""
+        offsets: dict[str, bytes | None] = {}
+        for key in keys:
+            f = self._files.get(key)
+            offsets[key] = f.record().encode() if self._dirty[key] and f is not None else None
+        return offsets
 
     def _put(self, events: list[bytes], offsets: dict[str, bytes | None]) -> None:
         delay = 0.05
