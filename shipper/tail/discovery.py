@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
-from shipper.tail.globs import Listing, expand, list_dir
+from shipper.tail.globs import Expansion, Listing, expand, list_dir
 from shipper.tail.identity import COMPRESSED_SUFFIXES, ROTATED_SUFFIX_SEPARATORS, Record, file_key
 from shipper.tail.selection import Selection
 
@@ -137,13 +137,16 @@ def _what(pattern: str, path: str, why: str) -> str:
 @dataclass(slots=True)
 class Scan:
     """What one scan saw. ``cands``: file key -> (path, what a stat said, or None for a known file
-    in an unchanged directory not due for a stat, whether a glob matched it); ``rotation_origin``:
+    in an unchanged directory not due for a stat, whether a glob matched it); ``unchanged``: keys of
+    tracked files seen where they were, in directories that did not change (not due for a stat, not
+    gone): nothing to do for them, and no tuple each; ``rotation_origin``:
     for unknown rotation-named files, the name they look like a rotation of; ``family_mtime``: per
     family (origin), the newest mtime known before the scan (filled only when something unknown was
     seen); ``errors``: what could not be looked at (the scan is then incomplete); ``unmatched``: per
     pattern, why it matched no regular file (None when it did)."""
 
     cands: dict[str, tuple[str, Seen | None, bool]]
+    unchanged: set[str]
     rotation_origin: dict[str, str]
     family_mtime: dict[str, float]
     errors: list[OSError]
@@ -161,10 +164,33 @@ class Scanner:
         self.select = select
         self.dirs = DirCache()
         self.rotation = StatRotation()
+        self._expansions: dict[str, Expansion] = {}  # pattern -> its last expansion, if listings decided it
 
     def reset(self) -> None:
         """Forget every listing (after the tail source forgot its state)."""
         self.dirs = DirCache()
+        self._expansions = {}
+
+    def _expand(self, pattern: str) -> Expansion:
+        """The pattern's paths: the last expansion again while every directory it listed is unchanged
+        (the same path strings, so a rescan of 50,000 quiet files builds no new ones), else afresh."""
+        dirs = self.dirs
+        last = self._expansions.get(pattern)
+        if last is not None:
+            try:
+                for d in last.listed:
+                    dirs.list(d)
+            except OSError:
+                pass
+            else:
+                if all(dirs.unchanged(d) for d in last.listed):
+                    return last
+        found = expand(pattern, dirs.list)
+        if found.by_listings and not found.errors:
+            self._expansions[pattern] = found
+        else:
+            self._expansions.pop(pattern, None)
+        return found
 
     def scan(self, files: Mapping[str, Any], by_path: Mapping[str, str], records: Mapping[str, Record], *,
              watched: bool) -> Scan:
@@ -185,8 +211,9 @@ class Scanner:
         # a permission, a stale handle) is incomplete: what it did not see is not gone.
         errors: list[OSError] = []
         unmatched: dict[str, str | None] = {}
+        unchanged: set[str] = set()
         for pat in self.patterns:
-            found = expand(pat, dirs.list)
+            found = self._expand(pat)
             errors += found.errors
             other = None  # what the pattern named when it matched no regular file
             hits = 0
@@ -195,7 +222,10 @@ class Scanner:
                 if key is not None and trust_dirs:
                     f = files[key]
                     if dirs.unchanged(f.parent) and not rotation.due(f.order):
-                        cands.setdefault(key, (p, None, True))
+                        if f.gone or key in cands:
+                            cands.setdefault(key, (p, None, True))
+                        else:
+                            unchanged.add(key)
                         hits += 1
                         continue
                 if p.lower().endswith(COMPRESSED_SUFFIXES) or self.select.excluded(p):
@@ -284,7 +314,9 @@ class Scanner:
                         rotation_origin[path] = os.path.join(d, base)
         # Files known under a name in an unchanged directory are still there under that name.
         for f in files.values():
-            if f.key not in cands and not f.gone and not f.deleted and dirs.unchanged(f.parent):
-                cands[f.key] = (f.path, None, False)
+            if (f.key not in cands and f.key not in unchanged and not f.gone and not f.deleted
+                    and dirs.unchanged(f.parent)):
+                unchanged.add(f.key)
+        unchanged.difference_update(cands)  # a key a later pattern or listing put among the candidates
         dirs.forget(looked)
-        return Scan(cands, rotation_origin, family_mtime, errors, unmatched)
+        return Scan(cands, unchanged, rotation_origin, family_mtime, errors, unmatched)

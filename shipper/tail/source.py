@@ -491,7 +491,9 @@ class TailSource:
         for pat, why in scan.unmatched.items():
             self._note_pattern(pat, why)
 
-        # Every candidate was seen (``key in cands``); no second set of 50,000 keys is built.
+        # Every candidate was seen (``key in cands``), and so was every file in ``scan.unchanged``
+        # (tracked, where it was, in a directory that did not change): no second set of keys is built.
+        unchanged = scan.unchanged
         for key, (path, st, from_glob) in cands.items():
             f = self._files.get(key)
             if f is not None:
@@ -538,7 +540,7 @@ class TailSource:
             self._incomplete(errors)
             return  # forget nothing on the evidence of a scan that could not look everywhere
         for f in list(self._files.values()):
-            if f.key not in cands:
+            if f.key not in cands and f.key not in unchanged:
                 if f.fd is not None:
                     f.gone = True  # moved out of sight or deleted: finish through the descriptor
                 else:
