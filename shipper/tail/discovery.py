@@ -26,7 +26,8 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from itertools import chain
+from typing import Any, Container, Mapping, NamedTuple
 
 from shipper.tail.globs import Expansion, Listing, expand, list_dir
 from shipper.tail.identity import COMPRESSED_SUFFIXES, ROTATED_SUFFIX_SEPARATORS, Record, file_key
@@ -107,7 +108,7 @@ class Seen(NamedTuple):
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime)
 
 
-def rotation_base(name: str, bases: set[str]) -> str | None:
+def rotation_base(name: str, bases: Container[str]) -> str | None:
     """The tracked name ``name`` is a rotation of, if any (app.log.1 -> app.log)."""
     if name.lower().endswith(COMPRESSED_SUFFIXES):
         return None
@@ -115,6 +116,20 @@ def rotation_base(name: str, bases: set[str]) -> str | None:
         if ch in ROTATED_SUFFIX_SEPARATORS and i and name[:i] in bases:
             return name[:i]
     return None
+
+
+class _NamesIn:
+    """``name in names``: is ``prefix + name`` a family's name or a glob candidate? (what
+    :func:`rotation_base` needs of the names in one directory)."""
+
+    __slots__ = ("prefix", "families", "globbed")
+
+    def __init__(self, prefix: str, families: Mapping[str, float], globbed: set[str]) -> None:
+        self.prefix, self.families, self.globbed = prefix, families, globbed
+
+    def __contains__(self, name: str) -> bool:
+        path = self.prefix + name
+        return path in self.families or path in self.globbed
 
 
 def _kind(mode: int) -> str:
@@ -194,9 +209,9 @@ class Scanner:
 
     def scan(self, files: Mapping[str, Any], by_path: Mapping[str, str], records: Mapping[str, Record], *,
              watched: bool) -> Scan:
-        """One look. ``files``: the tracked files (``path``, ``origin``, ``parent``, ``order``, ``ino``,
-        ``mtime``, ``gone``, ``deleted``); ``by_path``: path -> key of a tracked file; ``records``:
-        stored records not tracked yet; ``watched``: inotify reports growth, so known files in
+        """One look. ``files``: the tracked files (``path``, ``origin``, ``parent``, ``order``, ``dev``,
+        ``ino``, ``size``, ``mtime``, ``fd``, ``gone``, ``deleted``); ``by_path``: path -> key of a
+        tracked file; ``records``: stored records not tracked yet; ``watched``: inotify reports growth, so known files in
         unchanged directories are stat'ed only in their turn."""
         dirs = self.dirs
         dirs.begin()
@@ -240,8 +255,14 @@ class Scanner:
                     other = _what(pat, p, f"cannot be looked at ({exc.strerror or exc})")
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, Seen.of(st), True))
                     hits += 1
+                    if key is not None and key not in cands:
+                        f = files[key]
+                        if (f.ino == st.st_ino and f.dev == st.st_dev and not f.gone
+                                and (f.fd is not None or (f.size == st.st_size and f.mtime == st.st_mtime))):
+                            unchanged.add(key)  # where it was, as it was: nothing to judge
+                            continue
+                    cands.setdefault(file_key(st.st_dev, st.st_ino), (p, Seen.of(st), True))
                 else:
                     other = other or _what(pat, p, f"is {_kind(st.st_mode)}, not a regular file")
             unmatched[pat] = None if hits else (other or "matches no file")
@@ -273,25 +294,22 @@ class Scanner:
         # only to judge files we do not track yet (new, or found in a changed directory).
         family_mtime: dict[str, float] = {}
         if listings or records or any(key not in files for key in cands):
-            for item in (*files.values(), *records.values()):
+            for item in chain(files.values(), records.values()):
                 if family_mtime.get(item.origin, -1.0) < item.mtime:
                     family_mtime[item.origin] = item.mtime
-        bases: dict[str, set[str]] = {d: set() for d in listings}
-        if bases:
-            for path in (*family_mtime, *(c[0] for c in cands.values())):
-                d, b = os.path.split(path)
-                if d in bases:
-                    bases[d].add(b)
+        if listings:
             known_inodes = {f.ino for f in files.values()} | {r.ino for r in records.values()}
             globbed = {c[0] for c in cands.values()}
         rotation_origin: dict[str, str] = {}  # path -> origin, for unknown rotation-named files
-        for d, bs in bases.items():
+        for d, listing in listings.items():
             prefix = d if d.endswith(os.sep) else d + os.sep
-            listing = listings[d]
+            # The names in ``d`` that rotated files are named after: the families' and the glob
+            # candidates'. Looked up by full path, not gathered into a set of 50,000 new names.
+            bs = _NamesIn(prefix, family_mtime, globbed)
             for name, ino in zip(listing.names, listing.inos):
                 path = prefix + name
-                if path in globbed:
-                    continue
+                if path in globbed or by_path.get(path) in unchanged:
+                    continue  # matched by a glob, or tracked and seen unchanged where it is
                 try:
                     # The name is judged even when the inode is known: a known inode number is
                     # only a guess until the record's identity check passes (inodes are reused),
