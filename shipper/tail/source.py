@@ -375,6 +375,8 @@ class TailSource:
         put_before = self.counters["events"]
         if due:
             self._serve(due, idle_close=full)
+            if not self._hot:
+                self._hot.clear()  # an empty set keeps the table of its largest size until cleared
         self._flush()
         return self.counters["events"] - put_before
 
@@ -859,6 +861,7 @@ class TailSource:
             f.waiting = False
             self._waiting.pop(f.key, None)
             if not self._waiting:
+                self._waiting.clear()  # give back the table 50,000 waiting files grew
                 self._budget.starve(self._owner, False)
 
     def _shortage(self, exc: OSError) -> None:
