@@ -38,36 +38,73 @@ MAX_AGE = 60.0  # a listing is taken afresh at least this often
 
 
 class DirCache:
-    """Directory listings keyed by path, reused while the directory's mtime stands still."""
+    """Directory listings keyed by path, reused while the directory's mtime stands still.
+
+    A listing nobody read in a scan (its directory was only checked with :meth:`fresh`, as the
+    scanner does for a glob whose expansion it reuses) loses its names at :meth:`slim`: only
+    the stamp that says the directory is unchanged is kept, and the names are read again should
+    anyone ask for them. 50,000 names are then held once, as the paths of the tracked files.
+    """
 
     def __init__(self) -> None:
-        self._listings: dict[str, tuple[int, float, Listing]] = {}  # path -> (mtime_ns, listed at, entries)
+        # path -> (mtime_ns, listed at, entries or None once slimmed)
+        self._listings: dict[str, tuple[int, float, Listing | None]] = {}
         self._reused: set[str] = set()
         self._listed: set[str] = set()
+        self._read: set[str] = set()  # listings whose names were asked for in this scan
 
     def begin(self) -> None:
         """Start a scan: :meth:`unchanged` answers for the directories listed from here on."""
         self._reused.clear()
         self._listed.clear()
+        self._read.clear()
+
+    def _trusted(self, path: str, st: os.stat_result, now: float) -> bool:
+        cached = self._listings.get(path)
+        return (cached is not None and cached[0] == st.st_mtime_ns and now - cached[1] < MAX_AGE
+                and cached[1] - st.st_mtime_ns / 1e9 > RACY_SECONDS)
+
+    def fresh(self, path: str) -> bool:
+        """Is ``path`` unchanged since its last listing? (a stat; its names are not needed)."""
+        if path in self._listed or path in self._reused:
+            return path in self._reused
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if self._trusted(path, st, time.time()):
+            self._reused.add(path)
+            return True
+        return False
 
     def list(self, path: str) -> Listing:
         """The entries of directory ``path``; ``OSError`` if it cannot be listed."""
-        if path in self._listed or path in self._reused:
-            return self._listings[path][2]
-        st = os.stat(path)
-        now = time.time()
+        self._read.add(path)
         cached = self._listings.get(path)
-        if (cached is not None and cached[0] == st.st_mtime_ns and now - cached[1] < MAX_AGE
-                and cached[1] - st.st_mtime_ns / 1e9 > RACY_SECONDS):
-            self._reused.add(path)
+        if (path in self._listed or path in self._reused) and cached is not None and cached[2] is not None:
             return cached[2]
+        if path in self._reused:
+            st, now, trusted = None, cached[1], True  # checked in this scan; only the names are wanted
+        else:
+            st = os.stat(path)
+            now = time.time()
+            trusted = self._trusted(path, st, now)
+            if trusted and cached[2] is not None:
+                self._reused.add(path)
+                return cached[2]
         try:
             entries = list_dir(path)
         except OSError:
             self._listings.pop(path, None)
+            self._reused.discard(path)
             raise
-        self._listings[path] = (st.st_mtime_ns, now, entries)
-        self._listed.add(path)
+        if trusted:
+            # Unchanged, but its names were given up: read again, still the same listing.
+            self._listings[path] = (cached[0], cached[1], entries)
+            self._reused.add(path)
+        else:
+            self._listings[path] = (st.st_mtime_ns, now, entries)
+            self._listed.add(path)
         return entries
 
     def unchanged(self, path: str) -> bool:
@@ -78,6 +115,12 @@ class DirCache:
         """Drop the listings of directories not in ``keep`` (no longer looked at)."""
         for path in [p for p in self._listings if p not in keep]:
             del self._listings[path]
+
+    def slim(self) -> None:
+        """Give up the names of the listings nobody read in this scan (their stamps stay)."""
+        for path, (mtime_ns, listed_at, entries) in self._listings.items():
+            if entries is not None and path not in self._read:
+                self._listings[path] = (mtime_ns, listed_at, None)
 
 
 class StatRotation:
@@ -191,15 +234,8 @@ class Scanner:
         (the same path strings, so a rescan of 50,000 quiet files builds no new ones), else afresh."""
         dirs = self.dirs
         last = self._expansions.get(pattern)
-        if last is not None:
-            try:
-                for d in last.listed:
-                    dirs.list(d)
-            except OSError:
-                pass
-            else:
-                if all(dirs.unchanged(d) for d in last.listed):
-                    return last
+        if last is not None and all([dirs.fresh(d) for d in last.listed]):
+            return last
         found = expand(pattern, dirs.list)
         if found.by_listings and not found.errors:
             self._expansions[pattern] = found
@@ -282,6 +318,8 @@ class Scanner:
                 looked.add(os.path.dirname(path))
         listings: dict[str, Listing] = {}
         for d in looked:
+            if dirs.fresh(d):
+                continue  # unchanged: nothing new in it, and its names are not needed
             try:
                 entries = dirs.list(d)
             except OSError as exc:
@@ -336,5 +374,8 @@ class Scanner:
                     and dirs.unchanged(f.parent)):
                 unchanged.add(f.key)
         unchanged.difference_update(cands)  # a key a later pattern or listing put among the candidates
+        for found in self._expansions.values():
+            looked.update(found.listed)
         dirs.forget(looked)
+        dirs.slim()
         return Scan(cands, unchanged, rotation_origin, family_mtime, errors, unmatched)

@@ -180,3 +180,23 @@ def test_a_literal_name_below_a_wildcard_is_looked_up_at_every_scan(tmp_path):
     age(sub, 10)  # even with the subdirectory's mtime put back
     found = scanner.scan({}, {}, {}, watched=True)
     assert [p for p, _, _ in found.cands.values()] == [str(sub / "app.log")]
+
+
+def test_a_listing_nobody_read_gives_up_its_names_and_reads_them_again_when_asked(tmp_path):
+    (tmp_path / "a.log").write_text("x\n")
+    age(tmp_path, 10)
+    cache = DirCache()
+    cache.begin()
+    cache.list(str(tmp_path))
+    cache.begin()
+    assert cache.fresh(str(tmp_path)) and cache.unchanged(str(tmp_path))
+    cache.slim()  # only checked this scan: the names go, the stamp stays
+    assert cache._listings[str(tmp_path)][2] is None
+    cache.begin()
+    assert cache.list(str(tmp_path)).names == ["a.log"] and cache.unchanged(str(tmp_path))
+    cache.slim()  # read this scan: kept
+    assert cache._listings[str(tmp_path)][2] is not None
+    (tmp_path / "b.log").write_text("y\n")
+    cache.begin()
+    assert not cache.fresh(str(tmp_path))
+    assert sorted(cache.list(str(tmp_path)).names) == ["a.log", "b.log"] and not cache.unchanged(str(tmp_path))
