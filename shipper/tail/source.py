@@ -719,23 +719,30 @@ class TailSource:
     # ----- service -----
 
     def _serve(self, due: set[str], idle_close: bool) -> None:
-        origins = {self._files[k].origin for k in due if k in self._files}
-        # origin -> its file, or a list when the family has several (rotated files): most families
-        # are one file, and a list for each of 50,000 of them was most of a first pass's memory.
-        families: dict[str, _File | list[_File]] = {}
+        # Families of several files (a rotated file and its successor) are served together, rotated
+        # first; a family of one file, which is most of them, is just that file. No set of due
+        # origins nor a dict of families over 50,000 files: the families with a rotated member, then
+        # one list in tracking order of the due files and those families.
+        multi: dict[str, list[_File]] = {}
         for f in self._files.values():
-            if f.origin in origins:
-                m = families.get(f.origin)
-                if m is None:
-                    families[f.origin] = f
-                elif type(m) is list:
-                    m.append(f)
-                else:
-                    families[f.origin] = [m, f]
+            if f.path != f.origin or f.gone or f.deleted:  # f.rotated
+                multi.setdefault(f.origin, [])
+        families: list[_File | list[_File]] = []
+        for f in self._files.values():
+            m = multi.get(f.origin)
+            if m is None:
+                if f.key in due:
+                    families.append(f)
+            else:
+                if not m:
+                    families.append(m)  # the family takes the place of its first member
+                m.append(f)
         now = time.monotonic()
-        for members in families.values():
+        for members in families:
             if type(members) is not list:
                 members = (members,)
+            elif not any(g.key in due for g in members):
+                continue  # nothing in this family is due
             elif len(members) > 1:
                 members.sort(key=lambda f: (not f.rotated, f.age_class, f.age_mtime, _rotation_rank(f.path),
                                             f.order))
