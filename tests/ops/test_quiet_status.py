@@ -1,7 +1,7 @@
 """An idle agent leaves an unchanged status.json alone, and `status` still calls it current.
 
-A real agent with a short ``--status-interval`` ships a few lines to a real collector and goes
-quiet. From then on the file's bytes stay the same (the agent only touches it) while its mtime
+A real agent with a short ``--status-interval`` (0.3 s) ships a few lines to a real collector
+and goes quiet. From then on the file's bytes stay the same (the agent only touches it) while its mtime
 keeps moving, and `flume-ship status` reports a running agent reading from the status file, even
 once ``written_at`` is older than the staleness bound. A new line rewrites the document at the
 next tick, with the new counters.
@@ -14,16 +14,7 @@ import os
 import time
 
 from tests.ops.common import start_collector, status, wait_until, write_lines
-from tests.support import Proc
-
-INTERVAL = 0.2  # staleness bound: max(10 s, 5 intervals) = 10 s
-
-
-def start_agent(tmp_path, to: str) -> Proc:
-    p = Proc("tail", str(tmp_path / "logs" / "*.log"), "--to", to, "--state-dir", str(tmp_path / "state"),
-             "--batch-size", "100", "--linger", "0.05", "--status-interval", str(INTERVAL))
-    p.wait_for("shipping")
-    return p
+from tests.ops.test_status_and_metrics import start_agent  # --status-interval 0.3: stale after 10 s
 
 
 def test_a_quiet_agent_touches_its_unchanged_status_file_and_rewrites_it_on_news(tmp_path):

@@ -20,11 +20,17 @@ def channel(tmp_path):
     ch.close()
 
 
-def test_closed_quiet_files_keep_only_their_offset_and_resume_from_it(tmp_path, channel):
+def files(tmp_path, n: int, content: bytes):
+    """``n`` files under tmp_path/logs, each holding ``content % (i, i)``."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    for i in range(30):
-        (logs / f"f{i:02d}.log").write_bytes(b"f%02d a\nf%02d b\n" % (i, i))
+    for i in range(n):
+        (logs / f"f{i:02d}.log").write_bytes(content % (i, i))
+    return logs
+
+
+def test_closed_quiet_files_keep_only_their_offset_and_resume_from_it(tmp_path, channel):
+    logs = files(tmp_path, 30, b"f%02d a\nf%02d b\n")
     src = make_source(channel, logs / "*.log", max_open_files=4, close_inactive=0)
     poll_until_quiet(src)
     assert len(drain(channel)) == 60
@@ -38,10 +44,7 @@ def test_closed_quiet_files_keep_only_their_offset_and_resume_from_it(tmp_path, 
 
 
 def test_an_incomplete_line_survives_its_file_losing_the_descriptor(tmp_path, channel):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for i in range(12):
-        (logs / f"f{i:02d}.log").write_bytes(b"f%02d whole\nf%02d half-" % (i, i))
+    logs = files(tmp_path, 12, b"f%02d whole\nf%02d half-")
     src = make_source(channel, logs / "*.log", max_open_files=2, partial_line_timeout=3600)
     poll_until_quiet(src)
     assert sorted(bodies(drain(channel))) == sorted(b"f%02d whole" % i for i in range(12))
