@@ -247,8 +247,8 @@ class Scanner:
              watched: bool) -> Scan:
         """One look. ``files``: the tracked files (``path``, ``origin``, ``parent``, ``order``, ``dev``,
         ``ino``, ``size``, ``mtime``, ``fd``, ``gone``, ``deleted``); ``by_path``: path -> key of a
-        tracked file; ``records``: stored records not tracked yet; ``watched``: inotify reports growth, so known files in
-        unchanged directories are stat'ed only in their turn."""
+        tracked file; ``records``: stored records not tracked yet; ``watched``: inotify reports
+        growth, so known files in unchanged directories are stat'ed only in their turn."""
         dirs = self.dirs
         dirs.begin()
         # While notifications work, a known file in an unchanged directory is stat'ed only in its
