@@ -237,7 +237,8 @@ class Scanner:
         if last is not None and all([dirs.fresh(d) for d in last.listed]):
             return last
         found = expand(pattern, dirs.list)
-        if found.by_listings and not found.errors:
+        # Not when it listed nothing: a missing directory on the way is no listing to watch.
+        if found.by_listings and found.listed and not found.errors:
             self._expansions[pattern] = found
         else:
             self._expansions.pop(pattern, None)

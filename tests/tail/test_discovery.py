@@ -200,3 +200,16 @@ def test_a_listing_nobody_read_gives_up_its_names_and_reads_them_again_when_aske
     cache.begin()
     assert not cache.fresh(str(tmp_path))
     assert sorted(cache.list(str(tmp_path)).names) == ["a.log", "b.log"] and not cache.unchanged(str(tmp_path))
+
+
+def test_a_glob_whose_directory_does_not_exist_yet_finds_files_once_it_does(tmp_path):
+    """Nothing was listed (the directory is missing), so there is no expansion to reuse."""
+    from shipper.tail.discovery import Scanner
+    from shipper.tail.selection import Selection
+
+    scanner = Scanner([str(tmp_path / "logs" / "app" / "*.log")], Selection((), 0.0))
+    assert scanner.scan({}, {}, {}, watched=True).cands == {}
+    (tmp_path / "logs" / "app").mkdir(parents=True)
+    (tmp_path / "logs" / "app" / "a.log").write_text("x\n")
+    found = scanner.scan({}, {}, {}, watched=True)
+    assert [p for p, _, _ in found.cands.values()] == [str(tmp_path / "logs" / "app" / "a.log")]
