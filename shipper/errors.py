@@ -39,6 +39,8 @@ EXIT_STATE = 5  # the state directory is unusable (newer format, unreadable, not
 EXIT_DEADLINE = 6  # --once: delivery did not finish before --deadline
 EXIT_INPUT = 7  # an input is missing or unreadable (--once: a path that matches nothing, a file it cannot read)
 EXIT_QUEUED = 8  # --once: stopped by SIGINT/SIGTERM with events still queued (they wait for the next run)
+EXIT_WORKER = 9  # collect --workers: a worker process died (the others were stopped cleanly)
+EXIT_GAVE_UP = 10  # --give-up-after: no collector accepted anything for that long (events stay queued)
 EXIT_INTERRUPTED = 130  # stopped by a second SIGINT/SIGTERM before draining finished
 
 
@@ -64,11 +66,11 @@ class Problem:
     """One configuration problem: where (a file, or "command line"), which key or flag, and why."""
 
     where: str
-    key: str  # dotted TOML key, or the flag
+    key: str  # dotted TOML key, or the flag; "-" for the file as a whole
     why: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.key}: {self.why}"
+        return f"{self.where}: {self.why}" if self.key == "-" else f"{self.where}: {self.key}: {self.why}"
 
 
 class ConfigFileError(ConfigError):
@@ -148,13 +150,6 @@ class PeerProtocolError(DeliveryError):
     """The collector sent bytes that break the protocol (garbage frame, wrong serial, bad handshake)."""
 
 
-class Poisoned(ShipperError):
-    """Collectors rejected one batch ``max_rejects`` times: the sink moves it aside (dead letters,
-    or a secondary group) and goes on; never retried by the sink itself."""
-
-    exit_code = EXIT_UNAVAILABLE
-
-
 class GaveUp(ShipperError):
     """--max-attempts was set and used up; the batch stays in the channel."""
 
@@ -199,6 +194,15 @@ class LimitRefused(ShipperError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class WorkerDied(ShipperError):
+    """``collect --workers``: a worker process died; the parent stopped the others and ends."""
+
+    exit_code = EXIT_WORKER
+
+    def __init__(self, which: list[str]) -> None:
+        super().__init__("; ".join(which) + "; the other workers were stopped (see the log above)")
 
 
 # --- text from peers, on its way into a log line ---

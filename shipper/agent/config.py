@@ -76,6 +76,11 @@ class AgentSection:
     progress_interval: float = opt(30.0, "Seconds between progress log lines (shipped, rate, queued, bytes "
                                    "behind, collectors up; with --once the time left); 0: none. On a terminal, "
                                    "tail --once redraws a live line instead.", flag="--progress-interval", lo=0)
+    give_up_after: float = opt(0.0, "Give up (exit 10) when events are queued and no collector has acknowledged "
+                               "anything for this many seconds; the events stay in the channel for the next run. "
+                               "0: never, keep retrying (the default: a service should outlast an outage; set "
+                               "it for tail --once under cron when a run should end rather than wait).",
+                               flag="--give-up-after", lo=0)
     status_interval: float = opt(2.0, "Seconds between looks at the agent's state for `status.json` in the "
                                  "state directory (read by `flume-ship status`): rewritten when something "
                                  "changed, else only touched, and rewritten at least every minute.",
@@ -333,7 +338,8 @@ def load_raw(path: str) -> dict:
     except FileNotFoundError:
         raise ConfigFileError([Problem(path, "-", "no such file (give --config an existing file)")]) from None
     except OSError as exc:
-        raise ConfigFileError([Problem(path, "-", f"cannot read: {exc.strerror or exc}")]) from None
+        raise ConfigFileError([Problem(path, "-", f"cannot read ({exc.strerror or exc}); give --config a readable "
+                                       "TOML file")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError([Problem(path, "-", f"not valid TOML: {exc}")]) from None
     except UnicodeDecodeError as exc:

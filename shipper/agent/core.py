@@ -29,6 +29,8 @@ Lifecycle:
   read (what was readable is shipped first); 6 when ``deadline`` passes: it bounds the whole run,
   so in-flight calls are abandoned, not waited for (their leases live in memory: the events stay in
   the channel for the next run); 8 when a signal stopped it with events queued.
+* ``give_up_after`` (off by default): when events are queued and nothing was acknowledged for that
+  long, stop as on a signal (``--once``: as at a deadline) and exit 10; the events stay queued.
 * Stopping drains only calls on the wire: a worker backing off, or about to retry, gives its batch
   back at once, so a stop with every collector down is immediate.
 """
@@ -45,9 +47,10 @@ from typing import Callable
 
 from shipper.agent.config import Config
 from shipper.agent.reload import reload
+from shipper.agent.routes import serve_requeues
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import StatusWriter, health, snapshot, status_line
-from shipper.errors import EXIT_DEADLINE, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
+from shipper.errors import EXIT_DEADLINE, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
 from shipper.ops.progress import Progress, Reading, TerminalLine
@@ -110,6 +113,8 @@ class Agent:
         self._progress: Progress | None = None
         self._next_progress = 0.0
         self._terminal: TerminalLine | None = None
+        self._acked_seen, self._acked_at, self._next_give_up = -1, time.monotonic(), 0.0  # give_up_after
+        self._gave_up = False
         self.status_writer = StatusWriter()
 
     # --- signals ---------------------------------------------------------------------------
@@ -230,6 +235,8 @@ class Agent:
             failed = next((r for r in self.sources.values() if r.error is not None), None)
             if failed is not None or not self.delivery.alive:
                 break
+            if self._given_up(now):
+                break
         self.state = "stopping"
         self.notifier.stopping("draining in-flight batches")
         deadline = time.monotonic() + self.config.agent.drain_timeout
@@ -242,7 +249,7 @@ class Agent:
                 raise r.error
         if self.delivery.error() is not None:
             raise self.delivery.error()
-        return EXIT_OK
+        return EXIT_GAVE_UP if self._gave_up else EXIT_OK
 
     def _run_once(self, started: float) -> int:
         """Read everything, ship it, and say truthfully how it went (the exit codes in the module
@@ -265,6 +272,8 @@ class Agent:
                 return self._deadline_passed(read_stop, reading, end)
             if self._stop_requested:
                 return self._interrupted(read_stop, reading, end)
+            if self._given_up(now):
+                return self._deadline_passed(read_stop, reading, now)
             self._tick_progress(now)
             time.sleep(_TICK if end is None else max(0.0, min(_TICK, end - now)))
         for r in self.sources.values():
@@ -294,15 +303,38 @@ class Agent:
 
     def _deadline_passed(self, read_stop: threading.Event, reading, end: float) -> int:
         """Give in-flight batches back at once: a call blocked on a silent collector is left to die
-        with the process (its lease lives in memory; the events stay in the channel)."""
+        with the process (its lease lives in memory; the events stay in the channel). Giving up
+        (``give_up_after``) ends the run the same way."""
         read_stop.set()
         self.delivery.abort.set()
         self.delivery.join(end + _GRACE, grace=0.0, quiet=True)
         reading.join(max(0.0, end + _GRACE - time.monotonic()))
+        if self._gave_up:  # why was logged when it gave up
+            return EXIT_GAVE_UP
         left = self.channel.stats().events
         log.error("--deadline of %gs passed with %d events still queued%s; they stay in the channel for the "
                   "next run", self.deadline, left, "" if not reading.is_alive() else " and files not read to the end")
         return EXIT_DEADLINE
+
+    def _given_up(self, now: float) -> bool:
+        """``give_up_after`` seconds with events queued and nothing acknowledged (checked once a
+        second); logs why, once, when it is so."""
+        limit = self.config.agent.give_up_after
+        if not limit or now < self._next_give_up:
+            return False
+        self._next_give_up = now + 1.0
+        acked = self.telemetry.snapshot()["events_acked"]
+        queued = self.channel.stats().events
+        if acked != self._acked_seen or not queued:
+            self._acked_seen, self._acked_at = acked, now
+            return False
+        if now - self._acked_at < limit:
+            return False
+        self._gave_up = True
+        log.error("giving up: %d event%s queued and nothing acknowledged for %.0fs (--give-up-after %g); they "
+                  "stay in the channel for the next run", queued, "" if queued == 1 else "s", now - self._acked_at,
+                  limit)
+        return True
 
     def _interrupted(self, read_stop: threading.Event, reading, end: float | None) -> int:
         """SIGINT/SIGTERM during --once: stop reading, let calls on the wire finish (up to the drain
@@ -406,6 +438,7 @@ class Agent:
         return status_line(self)
 
     def _tick_status(self) -> None:
+        serve_requeues(self)
         self.status_writer.tick(self)
 
     def health(self, stats=None) -> tuple[bool, str]:

@@ -210,6 +210,24 @@ def reload_routes(agent, new: Config, drain: float) -> None:
              or "none (one group: [delivery])")
 
 
+def serve_requeues(agent) -> None:
+    """Carry out ``flume-ship channel dead-letters requeue`` asked while this agent runs (a
+    request row in the channel; see :mod:`shipper.channel.deadrequests`). Called at each status tick."""
+    from shipper.channel.deadrequests import serve_requests
+    from shipper.errors import ShipperError
+
+    config = agent.config
+    names = [n for n, _ in config.groups] if config.groups else None
+    try:
+        batches, events = serve_requests(agent.channel, names, adopt_groups(config) if names else ())
+    except (ShipperError, ValueError) as exc:
+        log.warning("cannot re-queue dead letters now: %s; asking again at the next status tick", exc)
+        return
+    if batches:
+        log.info("re-queued %d dead-lettered batches (%d events), as flume-ship channel dead-letters requeue asked",
+                 batches, events)
+
+
 # --------------------------------------------------------------------------- delivery per group
 
 
@@ -274,15 +292,26 @@ class GroupedDelivery:
     def collectors(self, telemetry_snapshot: dict) -> list:
         return [c for d in self.groups.values() for c in d.collectors(telemetry_snapshot)]
 
-    def group_status(self, telemetry_snapshot: dict) -> list[dict]:
-        """Per group: its queue and its collectors' states (status, /metrics)."""
+    def group_status(self, telemetry_snapshot: dict, dead=()) -> list[dict]:
+        """Per group: its queue, its collectors' states, what it delivered, its rate limit and its
+        dead letters (``dead``: shipper.channel.deadletter.summary) (status, /metrics, top)."""
         stats = self.queues.stats()
+        dead_of = {d.group: d for d in dead}
         out = []
         for name, d in self.groups.items():
             s = stats[name]
             cols = d.collectors(telemetry_snapshot)
+            up = sum(1 for c in cols if c.state == "up")
+            limit = next((w.limit for w in d.workers if w.limit is not None), None)
+            gone = dead_of.get(name)
             out.append({"name": name, "queued_events": s.events, "queued_bytes": s.bytes,
                         "leased_events": s.leased_events, "oldest_event_age": s.oldest_event_age,
-                        "collectors": [c.address for c in cols],
-                        "up": sum(1 for c in cols if c.state == "up")})
+                        "collectors": [c.address for c in cols], "up": up,
+                        "state": "up" if up == len(cols) else "down" if up == 0 else "degraded",
+                        "events_acked": sum(w.delivered_events for w in d.workers),
+                        "max_events_per_second": d.config.max_events_per_second,
+                        "max_bytes_per_second": d.config.max_bytes_per_second,
+                        "rate_limited_seconds": round(limit.waited, 3) if limit is not None else 0.0,
+                        "dead_batches": gone.batches if gone else 0, "dead_events": gone.events if gone else 0,
+                        "dead_bytes": gone.bytes if gone else 0, "secondary": d.config.secondary})
         return out

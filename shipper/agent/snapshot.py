@@ -26,8 +26,9 @@ import os
 import time
 
 from shipper.ops.document import (
-    ChannelStatus, Descriptors, GroupStatus, Health, SourceStatus, StatusDocument, Totals, TrackedFile,
+    ChannelStatus, DeadLetters, Descriptors, GroupStatus, Health, SourceStatus, StatusDocument, Totals, TrackedFile,
 )
+from shipper.channel.deadletter import summary as dead_letter_summary
 from shipper.ops.telemetry import stall_verdict
 
 log = logging.getLogger("flume-ship.agent")
@@ -140,7 +141,8 @@ def snapshot(agent) -> StatusDocument:
                                     open_files=fds.open if fds else 0, waiting_files=fds.waiting if fds else 0,
                                     **counts))
     collectors = agent.delivery.collectors(tele) if agent.delivery else []
-    groups = [GroupStatus(**g) for g in agent.delivery.group_status(tele)] \
+    dead = dead_letter_summary(agent.channel)
+    groups = [GroupStatus(**g) for g in agent.delivery.group_status(tele, dead)] \
         if hasattr(agent.delivery, "group_status") else None
     return StatusDocument(
         version=__version__, pid=os.getpid(), state=agent.state, written_at=time.time(),
@@ -159,6 +161,8 @@ def snapshot(agent) -> StatusDocument:
                                 waiting=sum(s.waiting_files for s in sources)),
         collectors=collectors,
         groups=groups,
+        dead_letters=[DeadLetters(group=d.group, batches=d.batches, events=d.events, bytes=d.bytes,
+                                  oldest_dead_at=d.oldest) for d in dead],
         totals=Totals(events_read=sum(s.events_read or 0 for s in sources),
                       events_put=sum(s.events_put or 0 for s in sources),
                       events_acked=tele["events_acked"], bytes_acked=tele["bytes_acked"],

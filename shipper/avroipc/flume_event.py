@@ -242,6 +242,12 @@ def read_event_array(
                         raise AvroDecodeError("negative body length")
                     n = b >> 1
                     pos += 1
+                elif buf[pos + 1] < 0x80:  # two bytes: a body of 64 to 8191 bytes, a log line's length
+                    n = (b & 0x7F) | (buf[pos + 1] << 7)
+                    if n & 1:
+                        raise AvroDecodeError("negative body length")
+                    n >>= 1
+                    pos += 2
                 else:
                     n, pos = _read_long(buf, pos)
                     if n < 0:

@@ -153,6 +153,11 @@ class ServerConnection:
         """True while a frame has begun and is not complete."""
         return self._inbox.in_frame
 
+    @property
+    def calls_waiting(self) -> bool:
+        """Complete frames wait to be handled, and the stream is in order (no framing error kept)."""
+        return bool(self._inbox.frames) and self._inbox.error is None
+
     # --- receiving ---
 
     def receive_data(self, data: bytes) -> None:

@@ -492,13 +492,15 @@ class Channel(SpaceManagement):
             else:
                 self._reclaim()
 
-    def dead_letter(self, lease: Lease, reason: str) -> str:
+    def dead_letter(self, lease: Lease, reason: str, ranges: Sequence[tuple[int, int]] | None = None) -> str:
         """Move the leased chunks to the dead letters (:mod:`shipper.channel.deadletter`) in one
-        transaction: like ``ack``, but the events are kept there. Returns where they went."""
+        transaction: like ``ack``, but the events are kept there; with ``ranges`` (event index
+        ranges of the lease: the rejected calls) only those are kept, the rest were delivered.
+        Returns where they went."""
         from shipper.channel.deadletter import insert_dead
 
         def txn(conn):
-            insert_dead(conn, lease, None, reason)
+            insert_dead(conn, lease, None, reason, ranges)
             _ack_txn(conn, lease.first_seq, lease.last_seq)
 
         with self._cond:

@@ -15,11 +15,19 @@ flume-ship ignores it)::
 ``lens``/``body``/``crc`` are laid out as a chunk's (:mod:`shipper.channel.store`): the batch's
 events back to back. ``grp`` is the group that gave up (NULL without routes).
 
+Exactly the rejected batch: a lease bigger than ``batch_size`` is sent as several calls, and the
+collectors may accept some and reject one. Only the rejected calls' events are set aside, each as
+its own row: the sink passes their event ranges in the lease (``ranges``), and the accepted ones
+leave with the ack in the same transaction, so a re-queue never sends an accepted event twice.
+A secondary group gets them as new chunks at the end of its queue (``secondary_chunks``).
+
 Nothing leaves this table except by a command: ``flume-ship channel dead-letters`` lists (read
 only, safe while an agent runs), ``show`` prints events, ``export`` writes them to a file (lines or
 jsonl), ``requeue`` puts them back at the end of their group's queue (or another group's) and
-``purge`` deletes them; requeue and purge write, so they take the state directory's lock (the
-agent must be stopped) and say how many events they moved or deleted.
+``purge`` deletes them, saying how many events they moved or deleted.
+
+While an agent runs (another process holds the state directory's lock) both still work, through
+:mod:`shipper.channel.deadrequests`.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from shipper.channel.store import DB_NAME, _ro_uri, chunk_crc, decode_lens, encode_lens
+from shipper.channel.store import DB_NAME, chunk_crc, connect_ro, decode_lens, encode_lens
 from shipper.errors import StateError
 
 DEAD_TABLE = """
@@ -62,30 +70,91 @@ class DeadBatch:
     reason: str
 
 
-def insert_dead(conn: sqlite3.Connection, lease, group: str | None, reason: str) -> None:
-    """Inside the caller's transaction: the lease's events as one dead-letter row."""
+def lease_slices(lease, ranges: Sequence[tuple[int, int]] | None) -> list[tuple[int, bytes, bytes]]:
+    """``(count, lens, body)`` for each event range ``[lo, hi)`` of the lease (None: all of it)."""
+    sizes = [n for c in lease.chunks for n in decode_lens(c.lens)]
+    if ranges is None:
+        return [(lease.count, encode_lens(sizes), lease.payload)]
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + n)
+    payload = lease.payload
+    out = []
+    for lo, hi in ranges:
+        if not 0 <= lo < hi <= len(sizes):
+            raise ValueError(f"event range {lo}..{hi} is not inside the lease ({len(sizes)} events)")
+        out.append((hi - lo, encode_lens(sizes[lo:hi]), payload[starts[lo]:starts[hi]]))
+    return out
+
+
+def _put_at(conn: sqlite3.Connection, lease) -> float:
+    row = conn.execute("SELECT min(put_at) FROM chunks WHERE last_seq BETWEEN ? AND ?",
+                       (lease.first_seq, lease.last_seq)).fetchone()
+    return row[0] or time.time()
+
+
+def insert_dead(conn: sqlite3.Connection, lease, group: str | None, reason: str,
+                ranges: Sequence[tuple[int, int]] | None = None) -> int:
+    """Inside the caller's transaction: the lease's events (or only its event ``ranges``), one
+    dead-letter row per range. Returns the number of events set aside."""
     conn.execute(DEAD_TABLE)
-    lens = encode_lens(n for c in lease.chunks for n in decode_lens(c.lens))
-    body = lease.payload
-    put_at = conn.execute("SELECT min(put_at) FROM chunks WHERE last_seq BETWEEN ? AND ?",
-                          (lease.first_seq, lease.last_seq)).fetchone()[0]
-    conn.execute("INSERT INTO dead_letters (grp, count, nbytes, put_at, dead_at, reason, crc, lens, body) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (group, lease.count, len(body), put_at or time.time(), time.time(), reason,
-                  chunk_crc(body, lens), lens, body))
+    put_at, now, n = _put_at(conn, lease), time.time(), 0
+    for count, lens, body in lease_slices(lease, ranges):
+        conn.execute("INSERT INTO dead_letters (grp, count, nbytes, put_at, dead_at, reason, crc, lens, body) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (group, count, len(body), put_at, now, reason, chunk_crc(body, lens), lens, body))
+        n += count
+    return n
+
+
+def secondary_chunks(conn: sqlite3.Connection, lease, ranges: Sequence[tuple[int, int]], next_seq: int,
+                     secondary: str) -> int:
+    """Inside the caller's transaction: the lease's event ``ranges`` as new chunks from seq
+    ``next_seq`` on, owed to group ``secondary``. Returns the next free seq."""
+    from shipper.channel.groups import ensure_table
+    from shipper.channel.store import _INSERT_CHUNK
+
+    put_at, last = _put_at(conn, lease), next_seq - 1
+    ensure_table(conn)
+    for count, lens, body in lease_slices(lease, ranges):
+        last += count
+        conn.execute(_INSERT_CHUNK, (last, count, len(body), put_at, chunk_crc(body, lens), lens, body))
+        conn.execute("INSERT INTO group_pending (grp, last_seq) VALUES (?, ?)", (secondary, last))
+    return last + 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeadSummary:
+    """The dead letters of one group (None: set aside without routes)."""
+
+    group: str | None
+    batches: int
+    events: int
+    bytes: int
+    oldest: float | None  # dead_at of the oldest (wall clock)
+
+
+def summary(channel) -> list[DeadSummary]:
+    """Per group, what the dead letters hold, read through an open channel (status, /metrics)."""
+    ch = channel
+    with ch._cond:
+        if ch._closed or ch._conn is None:
+            return []
+        try:
+            if not _has_table(ch._conn):
+                return []
+            rows = ch._conn.execute("SELECT grp, count(*), sum(count), sum(nbytes), min(dead_at) FROM dead_letters "
+                                    "GROUP BY grp ORDER BY grp").fetchall()
+        except sqlite3.Error:
+            return []
+    return [DeadSummary(*row) for row in rows]
 
 
 # --------------------------------------------------------------------------- reading (no lock)
 
 
 def _connect_ro(state_dir: Path) -> sqlite3.Connection:
-    db = Path(state_dir) / DB_NAME
-    if not db.exists():
-        raise StateError(f"no channel database at {db}; check --state-dir (has an agent ever run here?)")
-    try:
-        return sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot open {db} read-only: {exc}") from exc
+    return connect_ro(Path(state_dir) / DB_NAME)
 
 
 def _has_table(conn: sqlite3.Connection) -> bool:
@@ -100,7 +169,7 @@ def list_dead(state_dir: Path) -> list[DeadBatch]:
         return [DeadBatch(*row) for row in conn.execute(
             "SELECT id, grp, count, nbytes, put_at, dead_at, reason FROM dead_letters ORDER BY id")]
     except sqlite3.Error as exc:
-        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}") from exc
+        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}; run flume-ship channel verify") from exc
     finally:
         conn.close()
 
@@ -115,7 +184,7 @@ def read_events(state_dir: Path, ids: Sequence[int] | None) -> Iterable[tuple[De
             rows = conn.execute("SELECT id, grp, count, nbytes, put_at, dead_at, reason, crc, lens, body "
                                 "FROM dead_letters ORDER BY id").fetchall()
     except sqlite3.Error as exc:
-        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}") from exc
+        raise StateError(f"cannot read the dead letters in {state_dir}: {exc}; run flume-ship channel verify") from exc
     finally:
         conn.close()
     _check_ids(ids, [r[0] for r in rows])
@@ -162,36 +231,45 @@ def export(batches, out, fmt: str, read_event) -> int:
 # --------------------------------------------------------------------------- writing (locked)
 
 
-def requeue(channel, ids: Sequence[int] | None, group: str | None = None) -> tuple[int, int]:
-    """Put dead batches back at the end of the queue (their own group, or ``group``) and delete
-    them here, in one transaction. Returns (batches, events). ``channel`` is an open Channel
-    (holding the state directory's lock)."""
+def requeue(channel, ids: Sequence[int] | None, group: str | None = None,
+            default: Sequence[str] = ()) -> tuple[int, int]:
+    """Put dead batches back at the end of the queue (their own group, or ``group``; a batch set
+    aside without routes goes to the ``default`` groups when the channel has groups) and delete
+    them here, in one transaction. Returns (batches, events). ``channel`` is an open Channel."""
     ch = channel
     with ch._cond:
         rows = _chosen(ch, "id, grp, count, nbytes, crc, lens, body", ids)
-        now, last = time.time(), ch._next_seq - 1
-        chunks, owed = [], []
-        for id_, grp, count, nbytes, crc, lens, body in rows:
-            last += count
-            chunks.append((last, count, nbytes, now, crc, lens, body))
-            target = group or grp
-            if target is not None:
-                owed.append((target, last))
+        return _requeue_rows(ch, [(r, group) for r in rows], default)
 
-        def txn(conn):
-            from shipper.channel.groups import ensure_table
-            from shipper.channel.store import _INSERT_CHUNK
 
-            conn.executemany(_INSERT_CHUNK, chunks)
-            if owed:
-                ensure_table(conn)
-                conn.executemany("INSERT INTO group_pending (grp, last_seq) VALUES (?, ?)", owed)
-            conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r in rows])
+def _requeue_rows(ch, chosen: list, default: Sequence[str], extra=None) -> tuple[int, int]:
+    """(row, target group or None) pairs -> new chunks, owed rows, dead letters deleted; ``extra``
+    runs in the same transaction (lock held)."""
+    now, last = time.time(), ch._next_seq - 1
+    chunks, owed = [], []
+    for (id_, grp, count, nbytes, crc, lens, body), group in chosen:
+        last += count
+        chunks.append((last, count, nbytes, now, crc, lens, body))
+        targets = [group or grp] if (group or grp) is not None else list(default)
+        owed += [(t, last) for t in targets]
 
-        ch._write("requeue", txn)
-        ch._next_seq = last + 1
-        ch._recount()
-        return len(rows), sum(r[2] for r in rows)
+    def txn(conn):
+        from shipper.channel.groups import ensure_table
+        from shipper.channel.store import _INSERT_CHUNK
+
+        conn.executemany(_INSERT_CHUNK, chunks)
+        if owed:
+            ensure_table(conn)
+            conn.executemany("INSERT INTO group_pending (grp, last_seq) VALUES (?, ?)", owed)
+        conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r, _ in chosen])
+        if extra is not None:
+            extra(conn)
+
+    ch._write("requeue", txn)
+    ch._next_seq = last + 1
+    ch._recount()
+    ch._cond.notify_all()
+    return len(chosen), sum(r[2] for r, _ in chosen)
 
 
 def _chosen(ch, columns: str, ids: Sequence[int] | None) -> list[tuple]:

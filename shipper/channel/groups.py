@@ -168,10 +168,12 @@ class GroupQueues:
                 else:
                     ch._reclaim()
 
-    def dead_letter(self, grp: str, lease: Lease, reason: str, secondary: str | None = None) -> str:
-        """Group ``grp`` gave up on the lease: hand it to ``secondary``'s queue, or move it to the
-        dead letters (:mod:`shipper.channel.deadletter`); the same transaction as an ack's."""
-        from shipper.channel.deadletter import insert_dead
+    def dead_letter(self, grp: str, lease: Lease, reason: str, secondary: str | None = None,
+                    ranges: Sequence[tuple[int, int]] | None = None) -> str:
+        """Group ``grp`` gave up on the lease (or only on its event ``ranges``: the calls the
+        collectors rejected; the rest were delivered): hand it to ``secondary``'s queue, or move
+        it to the dead letters (:mod:`shipper.channel.deadletter`); the same transaction as an ack's."""
+        from shipper.channel.deadletter import insert_dead, secondary_chunks
 
         ch = self.channel
         if secondary is not None and secondary not in self._owed:
@@ -183,9 +185,13 @@ class GroupQueues:
                 raise ValueError(f"lease {lease.id} of group {grp} is not open (acked or nacked already?)")
             freed = [0, 0]
 
+            next_seq = [ch._next_seq]
+
             def txn(conn):
                 if secondary is None:
-                    insert_dead(conn, lease, grp, reason)
+                    insert_dead(conn, lease, grp, reason, ranges)
+                elif ranges is not None:  # parts of chunks: new chunks, owed to the secondary only
+                    next_seq[0] = secondary_chunks(conn, lease, ranges, ch._next_seq, secondary)
                 else:
                     conn.execute("INSERT OR IGNORE INTO group_pending (grp, last_seq) SELECT ?, last_seq FROM "
                                  "group_pending WHERE grp = ? AND last_seq BETWEEN ? AND ?",
@@ -194,7 +200,11 @@ class GroupQueues:
 
             ch._write("dead-letter", txn)
             self._forget(grp, lease)
-            if secondary is not None:
+            if secondary is not None and ranges is not None:
+                ch._next_seq = next_seq[0]
+                ch._recount()  # new chunks: the channel's counters and every group's
+                freed = [0, 0]
+            elif secondary is not None:
                 self.recount()
             else:
                 self._owed[grp][0] -= lease.count
@@ -268,8 +278,8 @@ class GroupView:
     def nack(self, lease: Lease) -> None:
         self.queues.nack(self.name, lease)
 
-    def dead_letter(self, lease: Lease, reason: str) -> str:
-        return self.queues.dead_letter(self.name, lease, reason, self.secondary)
+    def dead_letter(self, lease: Lease, reason: str, ranges: Sequence[tuple[int, int]] | None = None) -> str:
+        return self.queues.dead_letter(self.name, lease, reason, self.secondary, ranges)
 
     def wait_for_events(self, timeout: float) -> bool:
         return self.queues.wait_for_events(self.name, timeout)

@@ -20,7 +20,7 @@ from typing import Iterator
 from shipper.channel.statedir import fsync_dir
 from shipper.channel.store import (
     _INSERT_CHUNK, APPLICATION_ID, CHUNK_COLUMNS, DB_NAME, FORMAT_VERSION, MAX_SEQ, SIDE_FILES, _file_bytes,
-    _open_db, _regroup, _ro_uri, chunk_ok, offset_crc,
+    _open_db, _regroup, _ro_uri, chunk_ok, connect_ro, offset_crc,
 )
 from shipper.errors import StateError
 
@@ -252,8 +252,7 @@ def verify(state_dir: str | os.PathLike) -> VerifyReport:
     state_dir = Path(state_dir).expanduser()
     db = state_dir / DB_NAME
     report = VerifyReport(db_path=db)
-    if not db.exists():
-        raise StateError(f"no channel database at {db}; check --state-dir")
+    conn = connect_ro(db)
     report.file_bytes = _file_bytes(db)
     report.set_aside = sorted(p.name for p in state_dir.glob(f"{DB_NAME}.corrupt-*")
                               if not p.name.endswith(SIDE_FILES))
@@ -262,10 +261,6 @@ def verify(state_dir: str | os.PathLike) -> VerifyReport:
         report.healthy = False
         report.problems.append(text)
 
-    try:
-        conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot open {db} read-only: {exc}") from exc
     try:
         conn.execute("BEGIN")  # one snapshot for every check below
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]

@@ -389,6 +389,43 @@ def _ro_uri(db: Path) -> str:
     return "file:" + urllib.parse.quote(str(db)) + "?mode=ro"
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def connect_ro(db: Path) -> sqlite3.Connection:
+    """A read-only connection to the channel database ``db`` (no lock: safe beside an agent), or a
+    StateError that says in one line what is wrong with the path and what to do: missing, not a
+    regular file, unreadable, not SQLite at all. Checked before SQLite sees the file, whose own
+    words ("disk I/O error", "file is not a database") do not say which."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(db)
+    except FileNotFoundError:
+        raise StateError(f"no channel database at {db}; check --state-dir (has an agent ever run here?)") from None
+    except NotADirectoryError:
+        raise StateError(f"{db.parent} is not a directory; check --state-dir") from None
+    except OSError as exc:
+        raise StateError(f"cannot reach {db}: {exc.strerror or exc}; check --state-dir and its permissions") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file"
+        raise StateError(f"{db} is a {kind}, not a channel database; check --state-dir")
+    try:
+        with open(db, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StateError(f"cannot read {db}: {exc.strerror or exc}; run as the agent's user, or check "
+                          "--state-dir") from None
+    if head and head != SQLITE_MAGIC:
+        raise StateError(f"{db} is not an SQLite database (garbage or another kind of file); check --state-dir, "
+                          "or start the agent once: it moves the file aside and salvages what it can")
+    try:
+        return sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open {db} read-only: {exc}") from exc
+
+
 def _precheck(db: Path) -> str | None:
     """Format check plus ``PRAGMA quick_check``, read-only; the problem found, or None."""
     try:
@@ -423,12 +460,7 @@ def peek(db: Path) -> Peek:
     SQLite WAL readers never block the writer, so this is safe while an agent runs. Both formats
     are read: format 2 keeps chunks of events, format 1 one row per event.
     """
-    if not db.exists():
-        raise StateError(f"no channel database at {db}; check --state-dir (has an agent ever run here?)")
-    try:
-        conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot open {db} read-only: {exc}") from exc
+    conn = connect_ro(db)
     try:
         conn.execute("BEGIN")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

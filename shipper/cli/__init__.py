@@ -7,30 +7,49 @@
   :mod:`shipper.cli.send_ping`: ``send`` and ``ping``; :mod:`shipper.cli.status`: ``status``;
   :mod:`shipper.cli.channel`: ``channel verify`` and ``channel dead-letters``; :mod:`shipper.cli.top`:
   ``top``; :mod:`shipper.cli.import_flume`: ``import-flume``.
+- :mod:`shipper.cli.polish`: global options after the sub-command, metavars; :mod:`shipper.cli.usage`:
+  click's usage errors (bad flag, missing argument, bad value) as the same one line as ours.
 
 ``main`` is the console script's entry point.
 """
 
 import sys
 
+import typer
+
 from shipper.cli import channel, collect, send_ping, tail, status, top, import_flume  # noqa: F401  (registers the commands, in help order)
 from shipper.cli.app import app, report
-from shipper.errors import EXIT_INTERRUPTED, ShipperError
+from shipper.errors import EXIT_INTERRUPTED, EXIT_OK, ShipperError
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Run the app; a ShipperError becomes one line on stderr and its exit code."""
+    """Run the app; a ShipperError or a usage error becomes one line on stderr and its exit code."""
     import typer.main
+    from typer import _click as click  # the click typer carries (typer.Exit/Abort are its own)
+    from typer.exceptions import Abort, Exit
 
     from shipper.cli.polish import hoist_globals, polish
+    from shipper.cli.usage import usage_line
 
     command = polish(typer.main.get_command(app))
+    commands = set(getattr(command, "commands", {}))
+    args = hoist_globals(sys.argv[1:], commands)
+    sub = next((a for a in args if a in commands), None)
     try:
-        command(args=hoist_globals(sys.argv[1:], set(getattr(command, "commands", {}))), prog_name="flume-ship")
+        code = command.main(args=args, prog_name="flume-ship", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError:
+        code = EXIT_OK  # the help was printed already
+    except click.exceptions.ClickException as err:  # bad flag, missing argument, bad value: one line
+        line = usage_line(err, f"flume-ship {sub}" if sub else "flume-ship")
+        typer.echo(f"flume-ship: error: {line}", err=True)
+        code = err.exit_code
     except ShipperError as err:
-        sys.exit(report(err).exit_code)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        code = report(err).exit_code
+    except Exit as err:
+        code = err.exit_code
+    except (Abort, KeyboardInterrupt):
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 

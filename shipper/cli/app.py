@@ -47,7 +47,8 @@ def _root(
     Exit codes: 0 success, 1 internal error, 2 usage or configuration error, 3 collector
     unavailable or rejected the events, 4 state directory locked by another flume-ship,
     5 state directory unusable, 6 --once deadline exceeded, 7 input missing or unreadable,
-    8 --once interrupted with events queued, 130 interrupted before draining finished.
+    8 --once interrupted with events queued, 9 a collect --workers worker died, 10 gave up
+    (--give-up-after), 130 interrupted before draining finished.
     """
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
 
 from shipper.cli.app import app, report
 from shipper.cli.options import state_dir_from_config
-from shipper.errors import EXIT_STATE
+from shipper.errors import EXIT_STATE, StateError
 
 
 channel_app = typer.Typer(help="Inspect the durable channel in the state directory.", no_args_is_help=True)
@@ -32,6 +33,9 @@ def channel_verify(
     from shipper.channel import verify
 
     result = verify(state_dir or state_dir_from_config(config))
+    if not result.healthy and result.format_version is None:  # nothing could be read: no counts to show
+        raise report(StateError(f"{result.db_path}: {'; '.join(result.problems)}; the next agent start moves it "
+                                "aside and salvages what it can"))
     for line in result.lines():
         typer.echo(line)
     if not result.healthy:
@@ -50,10 +54,25 @@ _CONFIG = typer.Option(None, "--config", envvar="FLUME_SHIP_CONFIG", help="Confi
                        "directory from.")
 
 
-def _state(state_dir: Optional[str], config: Optional[str]):
+def _state(state_dir: Optional[str], config: Optional[str], *, existing: bool = False):
+    """The state directory; with ``existing``, refused (one line, exit 5) unless it holds a readable
+    channel database, so a command that writes never creates or salvages a channel by mistake."""
     from pathlib import Path
 
-    return Path(state_dir or state_dir_from_config(config))
+    from shipper.channel.store import DB_NAME, _precheck, connect_ro
+    from shipper.errors import ShipperError
+
+    path = Path(state_dir or state_dir_from_config(config))
+    if existing:
+        try:
+            connect_ro(path / DB_NAME).close()
+            damage = _precheck(path / DB_NAME)
+        except ShipperError as exc:
+            raise report(exc)
+        if damage:
+            raise report(StateError(f"{path / DB_NAME} is damaged ({damage}); run flume-ship channel verify, then "
+                                    "start the agent once: it moves the file aside and salvages what it can"))
+    return path
 
 
 def _ids(ids: Optional[list[int]], every: bool, verb: str) -> Optional[list[int]]:
@@ -114,6 +133,7 @@ def dead_export(ids: Optional[list[int]] = typer.Argument(None, help="Dead-lette
     if fmt not in ("lines", "jsonl"):
         raise report(ConfigError(f"--format: {fmt!r} is not lines or jsonl"))
     chosen = _ids(ids, every, "export")
+    _state(state_dir, config, existing=True)  # before --out is created
     if out == "-":
         n = _export_to(sys.stdout.buffer, chosen, fmt, state_dir, config)
     else:
@@ -122,6 +142,9 @@ def dead_export(ids: Optional[list[int]] = typer.Argument(None, help="Dead-lette
                 n = _export_to(fh, chosen, fmt, state_dir, config)
         except OSError as exc:
             raise report(ConfigError(f"--out: cannot write {out}: {exc.strerror or exc}"))
+        except BaseException:  # the channel failed half-way: leave no half-written export behind
+            os.unlink(out)
+            raise
     typer.echo(f"exported {n} events to {out}", err=True)
 
 
@@ -136,22 +159,58 @@ def _export_to(fh, ids, fmt, state_dir, config) -> int:
         raise report(exc)
 
 
-def _locked(state_dir, config, fn):
+def _write(state_dir, config, offline, running):
+    """``offline(channel)`` with the state directory's lock when no agent runs; else
+    ``running(state_dir, pid)`` beside the agent (see shipper.channel.deadrequests)."""
     from shipper.channel import Channel
     from shipper.errors import ShipperError, StateLocked
+    from shipper.ops.status import lock_holder
 
+    path = _state(state_dir, config, existing=True)  # never create or salvage a channel here
     try:
-        ch = Channel.open(_state(state_dir, config), min_free_bytes=0)
-    except StateLocked as exc:
-        raise report(exc, "; stop the agent first: re-queueing and purging write to the channel")
+        ch = Channel.open(path, min_free_bytes=0)
+    except StateLocked:
+        try:
+            return running(path, lock_holder(path))
+        except ShipperError as exc:
+            raise report(exc)
     except ShipperError as exc:
         raise report(exc)
     try:
-        return fn(ch)
+        return offline(ch)
     except ShipperError as exc:
         raise report(exc)
     finally:
         ch.close()
+
+
+def _requeue_beside(path, pid, chosen, group, wait: float):
+    """Ask the running agent to re-queue, wait for it, and withdraw what it did not do in time."""
+    import time
+
+    from shipper.channel import deadrequests
+    from shipper.errors import ConfigError, StateLocked
+
+    asked = deadrequests.ask_requeue(path, chosen, group)
+    ids = sorted(asked)
+    if not ids:
+        return 0, 0
+    deadline = time.monotonic() + wait
+    while True:
+        left, error = deadrequests.requests_left(path, ids)
+        if not left or error or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    still = set(deadrequests.withdraw(path, left)) if left else set()
+    done = [i for i in ids if i not in still]
+    if error:
+        raise ConfigError(f"--group: {error}; {len(done)} of {len(ids)} batches re-queued")
+    if still:
+        raise StateLocked(f"the running agent (pid {pid}) did not take the re-queue within {wait:g}s "
+                          f"(is it running with --once, or an older flume-ship?); {len(done)} of {len(ids)} batches "
+                          "re-queued, the others are still dead letters: try again with a longer --wait, or stop "
+                          "the agent first")
+    return len(done), sum(asked[i] for i in done)
 
 
 @dead_app.command("requeue")
@@ -159,12 +218,15 @@ def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, help="Dead-lett
                  every: bool = typer.Option(False, "--all", help="Every dead letter."),
                  group: Optional[str] = typer.Option(None, "--group", help="The group to deliver them to "
                                                      "(default: the group that gave up on them)."),
+                 wait: float = typer.Option(30.0, "--wait", min=0.1, help="While an agent runs: seconds to wait "
+                                            "for it to re-queue them (it does at its next status tick)."),
                  state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Put dead-lettered batches back at the end of the queue (the agent must be stopped)."""
+    """Put dead-lettered batches back at the end of the queue (a running agent does it for you)."""
     from shipper.channel.deadletter import requeue
 
     chosen = _ids(ids, every, "requeue")
-    batches, events = _locked(state_dir, config, lambda ch: requeue(ch, chosen, group))
+    batches, events = _write(state_dir, config, lambda ch: requeue(ch, chosen, group),
+                             lambda path, pid: _requeue_beside(path, pid, chosen, group, wait))
     typer.echo(f"re-queued {batches} batches ({events} events)" + (f" for group {group}" if group else ""))
 
 
@@ -172,9 +234,11 @@ def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, help="Dead-lett
 def dead_purge(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
                every: bool = typer.Option(False, "--all", help="Every dead letter."),
                state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Delete dead-lettered batches for good (the agent must be stopped)."""
+    """Delete dead-lettered batches for good (safe while an agent runs)."""
     from shipper.channel.deadletter import purge
+    from shipper.channel.deadrequests import purge_beside
 
     chosen = _ids(ids, every, "purge")
-    batches, events = _locked(state_dir, config, lambda ch: purge(ch, chosen))
+    batches, events = _write(state_dir, config, lambda ch: purge(ch, chosen),
+                             lambda path, _pid: purge_beside(path, chosen))
     typer.echo(f"purged {batches} batches ({events} events): they are gone")

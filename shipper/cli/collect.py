@@ -97,10 +97,13 @@ def _check_out_dir(out: str, dir_mode: int) -> None:
     import os
     import tempfile
 
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise report(ConfigError(f"--out {out} exists and is not a directory: collect writes rolling files "
+                                 "into a directory; give a new or existing directory"))
     try:
         os.makedirs(out, mode=dir_mode, exist_ok=True)
         if not os.path.isdir(out):
-            raise ConfigError(f"cannot use --out {out}: not a directory")
+            raise ConfigError(f"--out {out} is not a directory: give a new or existing directory")
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".flume-ship-probe-")
         probe.close()
     except ConfigError as err:
@@ -146,6 +149,10 @@ def collect(
     protocol: str = typer.Option("avro", "--protocol", help="avro: Flume's AvroSink and Avro RPC clients; "
                                  "thrift: Flume's ThriftSink and ThriftRpcClient (compact or binary, told "
                                  "apart per connection; no --compress)."),
+    workers: int = typer.Option(1, "--workers", metavar="N", help="Processes serving the port, each with its "
+                                "own files (events-wK-...; one worker keeps the events-... names). "
+                                "--max-connections and --memory-budget are totals shared among them. One "
+                                "per core is a good start."),
     limit_flags: dict = None,
 ) -> None:
     """Receive events from Flume AvroSinks or ThriftSinks (or flume-ship) and write them to rolling files.
@@ -153,7 +160,8 @@ def collect(
     Answers OK for a batch only once it is written (and fsynced), FAILED when it cannot be
     written. Stops cleanly on SIGTERM or SIGINT: the batches being written are finished and
     answered, files are closed, exit 0 (a second signal exits 130 at once). Exit 2 for a bad
-    flag, an address it cannot listen on, or an --out that is not a writable directory.
+    flag, an address it cannot listen on, or an --out that is not a writable directory. With
+    --workers N, a worker that dies stops the others cleanly and collect exits 9.
 
     Example: flume-ship collect --listen 0.0.0.0:4141 --out /var/spool/flume-ship
 
@@ -163,8 +171,8 @@ def collect(
     import signal
 
     from shipper.collector.server import Collector, CollectorOptions
-    from shipper.transport import Address, TLSOptions
     from shipper.collector.writer import FORMATS, RollingWriter, check_avro_codec
+    from shipper.transport import Address, TLSOptions
 
     if fmt not in FORMATS:
         raise typer.BadParameter("use text, jsonl or avro", param_hint="--format")
@@ -186,7 +194,13 @@ def collect(
         raise typer.BadParameter("mutual TLS needs TLS: give --tls-cert and --tls-key too", param_hint="--tls-client-ca")
     limits = collect_limits(limit_flags, allow)
     mode = file_mode_flag(file_mode)
-    _check_out_dir(out, mode | 0o100 | ((mode & 0o044) >> 2))
+    if workers != 1:
+        from shipper.collector.workers import check_workers
+
+        try:
+            check_workers(limits, workers)
+        except ConfigError as err:
+            raise report(err) from None
     options = CollectorOptions(
         listen=Address.parse(listen),
         compress=compression_flag(compress),
@@ -194,23 +208,33 @@ def collect(
         tls_layering=layering,
         limits=limits,
     )
-    writer = RollingWriter(out, fmt=fmt, roll_bytes=size_flag(roll_size), roll_seconds=roll_interval, fsync=fsync,
-                           file_mode=mode, codec=codec)
+    if metrics_listen:
+        Address.parse(metrics_listen)
     from shipper.collector.limits import return_freed_memory
 
     return_freed_memory()
     if protocol == "thrift":
-        from shipper.collector.thrift_server import ThriftCollector
-
-        collector = ThriftCollector(options, writer)
+        from shipper.collector.thrift_server import ThriftCollector as server_class
     else:
-        collector = Collector(options, writer)
+        server_class = Collector
+
+    def make_writer(prefix: str = "events") -> RollingWriter:
+        return RollingWriter(out, fmt=fmt, roll_bytes=size_flag(roll_size), roll_seconds=roll_interval,
+                             fsync=fsync, file_mode=mode, codec=codec, prefix=prefix)
+
+    # Bind first: a busy port or a bad address fails before --out is created.
+    collector = server_class(options, make_writer())
     address = collector.bind()
+    _check_out_dir(out, mode | 0o100 | ((mode & 0o044) >> 2))
+    what = (f"{protocol} RPC, writing to {out}, format {fmt}, compression {options.compress or 'none'}, tls "
+            + (("on, client certificates required" if tls_client_ca else "on") if options.tls else "off"))
+    if workers != 1:
+        _serve_workers(collector, server_class, options, make_writer, workers, address, what, metrics_listen)
+        return
     metrics = None
     if metrics_listen:
         from shipper.ops.metrics import collect_metrics_server
 
-        Address.parse(metrics_listen)
         metrics = collect_metrics_server(collector.stats, metrics_listen)
         log.info("metrics on http://%s/metrics", metrics.address)
     signals = 0
@@ -225,12 +249,48 @@ def collect(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("listening on %s (%s RPC, writing to %s, format %s, compression %s, tls %s)", address, protocol,
-             out, fmt, options.compress or "none", ("on, client certificates required" if tls_client_ca else "on")
-             if options.tls else "off")
+    log.info("listening on %s (%s)", address, what)
     try:
         collector.serve_forever()
     finally:
         if metrics is not None:
             metrics.close()
-    log.info("stopped; %d events written", writer.events_written)
+    log.info("stopped; %d events written", collector.writer.events_written)
+
+
+def _serve_workers(bound, server_class, options, make_writer, workers: int, address, what: str,
+                   metrics_listen: Optional[str]) -> None:
+    """collect --workers N: fork the workers onto the bound socket, supervise them until they end."""
+    from shipper.collector.workers import start_workers, worker_limits
+
+    listener = bound.release_listener()
+
+    def make_collector(k: int):
+        from dataclasses import replace
+
+        mine = replace(options, limits=worker_limits(options.limits, workers, k - 1))
+        return server_class(mine, make_writer(f"events-w{k}"))
+
+    try:
+        supervisor = start_workers(workers, listener, make_collector)  # (its signal handlers in place)
+    finally:
+        listener.close()  # the workers hold it
+    metrics = None
+    try:
+        if metrics_listen:
+            from shipper.ops.metrics import collect_metrics_server
+
+            metrics = collect_metrics_server(supervisor.stats, metrics_listen)
+            log.info("metrics on http://%s/metrics", metrics.address)
+    except BaseException:  # (a busy --metrics-listen): the workers stop before the error is told
+        supervisor.stop()
+        supervisor.run(quiet=True)
+        raise
+    log.info("listening on %s (%d workers, pids %s; %s)", address, workers,
+             " ".join(str(p.pid) for p in supervisor.procs), what)
+    try:
+        supervisor.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
+    log.info("stopped; %d events written", supervisor.stats.snapshot()["events_written"])

@@ -9,6 +9,7 @@ import typer
 
 from shipper.cli.app import app, report
 from shipper.cli.options import header_flags, with_transport_flags
+from shipper.agent.config import MAX_INT
 from shipper.errors import EXIT_UNAVAILABLE, DeliveryError, InputError, ShipperError
 
 log = logging.getLogger("flume-ship")
@@ -20,12 +21,15 @@ def send(
     file: str = typer.Argument(..., help="File whose lines to send, or - for standard input."),
     to: str = typer.Option(..., "--to", help="Collector HOST:PORT (a Flume AvroSource or flume-ship collect), or "
                            "thrift://HOST:PORT[?protocol=binary] (a ThriftSource)."),
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Events per appendBatch call."),
-    in_flight: int = typer.Option(1, "--in-flight", min=1, help="Calls sent before waiting for their "
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=MAX_INT, help="Events per appendBatch call."),
+    in_flight: int = typer.Option(1, "--in-flight", min=1, max=1024, help="Calls sent before waiting for their "
                                   "answers. 1 (like Flume's client) keeps the order everywhere; more is "
                                   "faster, and flume-ship collect keeps the order, but a Flume 1.10+ "
                                   "AvroSource may apply pipelined calls out of order."),
     header: list[str] = typer.Option([], "--header", help="K=V header added to every event (repeatable)."),
+    progress_interval: float = typer.Option(30.0, "--progress-interval", min=0.0, max=86400.0,
+                                            help="Seconds between progress log lines when stderr is not a "
+                                            "terminal (0: none); on a terminal a live line is redrawn instead."),
     transport: object = None,
 ) -> None:
     """Send a file's lines once, one event per line (like flume-ng avro-client).
@@ -47,47 +51,60 @@ def send(
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")
     except OSError as err:
-        raise report(InputError(f"cannot read {file}: {err.strerror}")) from None
-    progress = _Progress(file) if sys.stderr.isatty() else None
+        raise report(InputError(f"cannot read {file}: {err.strerror}; give a readable file, or - for "
+                                "standard input")) from None
+    progress = _progress(file, stream, batch_size, progress_interval)
     client = client_for(address, options)
+    progress.start()
     try:
-        sent = send_lines(client, split_lines(stream), batch_size=batch_size, headers=headers,
-                          window=in_flight, progress=progress.update if progress else None)
+        sent = send_lines(client, split_lines(_counted(stream, progress)), batch_size=batch_size, headers=headers,
+                          window=in_flight, progress=progress.acked)
     except OSError as err:
-        raise report(InputError(f"cannot read {file}: {err.strerror}")) from None
+        progress.stop()  # the error goes below the final progress line, not into it
+        raise report(InputError(f"cannot read {file}: {err.strerror}; give a readable file, or - for "
+                                "standard input")) from None
     except ShipperError as err:
-        if progress:
-            progress.done()
+        progress.stop()
         acked = err.acknowledged if isinstance(err, DeliveryError) else 0
         raise report(err, f" ({acked} lines were acknowledged before this)") from None
     finally:
+        progress.stop()
         client.close()
         if stream is not sys.stdin.buffer:
             stream.close()
-    if progress:
-        progress.done()
     log.info("sent %d lines to %s", sent, address)
 
 
-class _Progress:
-    """A one-line counter on a terminal's stderr, redrawn at most ten times a second."""
+def _progress(file: str, stream, batch_size: int, interval: float):
+    """The progress display (shipper.ops.progress): redrawn on a terminal, logged off one."""
+    import os
+    import stat
+    import time
 
-    def __init__(self, label: str) -> None:
-        import time
+    from shipper.ops.progress import FileSendProgress, TerminalLine
 
-        self.label, self.count, self._clock, self._last = label, 0, time.monotonic, 0.0
+    try:
+        st = os.fstat(stream.fileno())
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None
+    except (OSError, ValueError):
+        size = None
+    terminal = TerminalLine() if TerminalLine.wanted() else None
+    return FileSendProgress("stdin" if file == "-" else file, size, batch_size, clock=time.monotonic,
+                            interval=interval, terminal=terminal, log=log)
 
-    def update(self, n: int) -> None:
-        self.count += n
-        now = self._clock()
-        if now - self._last >= 0.1:
-            self._last = now
-            sys.stderr.write(f"\r{self.label}: {self.count} lines acknowledged")
-            sys.stderr.flush()
 
-    def done(self) -> None:
-        sys.stderr.write(f"\r{self.label}: {self.count} lines acknowledged\n")
-        sys.stderr.flush()
+def _counted(stream, progress):
+    """The stream's raw lines, counted (newlines included) and reported a batch at a time."""
+    size, lines, nbytes = progress.batch_size, 0, 0
+    for raw in stream:
+        lines += 1
+        nbytes += len(raw)
+        if lines == size:
+            progress.batch_read(lines, nbytes)
+            lines = nbytes = 0
+        yield raw
+    if lines:
+        progress.batch_read(lines, nbytes)
 
 
 @app.command()

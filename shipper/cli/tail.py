@@ -127,6 +127,7 @@ def tail_cmd(
     stall_timeout: float = declared(AgentSection, "stall_timeout", min=0.1, panel=OPS_HELP),
     status_interval: float = declared(AgentSection, "status_interval", min=0.1, panel=OPS_HELP),
     progress_interval: float = declared(AgentSection, "progress_interval", min=0.0, panel=OPS_HELP),
+    give_up_after: float = declared(AgentSection, "give_up_after", min=0.0, panel=DELIVERY_HELP),
     max_open_files: int = declared(AgentSection, "max_open_files", min=0, panel=SOURCE_HELP),
 ) -> None:
     """Tail files into the durable channel and ship them to Flume Avro collectors (the main job).
@@ -137,7 +138,8 @@ def tail_cmd(
     With --once, exits 0 only when every line of every matched file was acknowledged; 6 when
     --deadline passes first (it bounds the whole run), 7 when a path matches no regular file or a
     file cannot be read, 8 when stopped by a signal with events still queued.
-    While no collector accepts, events wait in the channel and delivery is retried for ever.
+    While no collector accepts, events wait in the channel and delivery is retried for ever, unless
+    --give-up-after is set: then 10 when nothing was acknowledged for that long.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
 
     Example: flume-ship tail '/var/log/app/*.log' --to collector1:4141,collector2:4141

@@ -20,7 +20,7 @@ def top_cmd(
     interval: float = typer.Option(1.0, "--interval", min=0.1, max=3600, help="Seconds between frames."),
     frames: int = typer.Option(0, "--frames", min=0, help="Stop after this many frames (0: until Ctrl-C)."),
 ) -> None:
-    """A live view of a running agent: per collector and per file rates, lag and state, like vector top.
+    """A live view of a running agent: per collector, collector group and file rates, lag and state, like vector top.
 
     Reads the status file the agent rewrites every status_interval (it works on a stopped agent
     too, with no rates). Ctrl-C ends it; exit 0, or 5 when the state directory holds no channel.

@@ -32,6 +32,11 @@ A peer that breaks the protocol (bad framing, a zlib or TLS error) is logged and
 other connections carry on. A call the core can decode but does not know is answered with an
 Avro system error by the core itself, as Java does.
 
+With ``collect --workers N`` (``shipper.collector.workers``) N processes each run one of these on
+one listening socket made by the parent (:meth:`Collector.bind` with ``listener``); a worker takes a
+waiting connection only when its ``balance`` says no other worker has fewer open, so a handful of
+long-lived sink connections spread evenly.
+
 Stopping (SIGTERM/SIGINT, or :meth:`Collector.stop`): the listener closes, every connection's
 read side is shut down (a thread in the middle of a batch finishes writing it and answers, then
 sees end-of-stream), the threads are joined, and the writer fsyncs and closes its file.
@@ -80,6 +85,8 @@ _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
 # With deflate, smaller reads keep what one read can inflate to (at most about 1032:1) small.
 _DEFLATE_RECV_SIZE = 16 * 1024
 _MAX_INFLATION = 1032
+# collect --workers: how long a worker with more connections than another leaves a waiting one to it
+_BALANCE_PAUSE = 0.005
 
 
 class _Conn:
@@ -128,12 +135,19 @@ class Collector:
         self._spare_fd: int | None = _open_spare()
         self._backoff = 0.0
         self.address: Address | None = None
+        # collect --workers: who takes the next connection (``shipper.collector.workers.Balance``)
+        self.balance = None
 
     # ---- lifecycle
 
-    def bind(self) -> Address:
-        """Bind and listen; returns the real address (the port is known even for port 0)."""
+    def bind(self, listener: socket.socket | None = None) -> Address:
+        """Bind and listen; returns the real address (the port is known even for port 0).
+        With ``listener`` (a worker of ``collect --workers``): serve that listening socket instead."""
         host, port = self.options.listen.host, self.options.listen.port
+        if listener is not None:
+            self._listener = listener
+            self.address = Address(host, listener.getsockname()[1])
+            return self.address
         try:
             infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             family, type_, proto, _, sockaddr = infos[0]
@@ -166,7 +180,12 @@ class Collector:
                     else:
                         timeout = min(timeout, left)
                 for key, _ in sel.select(timeout=timeout):
-                    if key.fileobj is self._listener and not self._accept():
+                    if key.fileobj is not self._listener:
+                        continue
+                    if self.balance is not None and not self.balance.may_accept():
+                        sel.unregister(self._listener)  # a worker with fewer connections takes it
+                        paused_until = time.monotonic() + _BALANCE_PAUSE
+                    elif not self._accept():
                         sel.unregister(self._listener)  # out of descriptors: wait, do not spin
                         paused_until = time.monotonic() + self._backoff
                 self._roll_if_due()
@@ -229,7 +248,12 @@ class Collector:
             self._refuse(sock, peer_text, LimitRefused("threads", f"no thread can be started for it ({err})"))
             return True
         self.stats.add(connections_total=1, connections_open=1)
+        self._publish_open()
         return True
+
+    def _publish_open(self) -> None:
+        if self.balance is not None:
+            self.balance.publish(self.stats.connections_open)
 
     def _evict_idle(self) -> bool:
         """At --max-connections: close the connection idle the longest (at least 1 s) to make
@@ -330,7 +354,11 @@ class Collector:
                     conn.receive_data(data)
                 if eof:
                     conn.receive_data(b"")
-                closed = self._answer(conn, peer)
+                # Whole calls wait, the next has begun and more of it is already here: read it
+                # first, so calls that arrived together share one write and one fsync.
+                gather = (data and not eof and conn.in_frame and getattr(conn, "calls_waiting", False)
+                          and _readable_now(sock))
+                closed = False if gather else self._answer(conn, peer)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, layers.down(out))
@@ -381,6 +409,7 @@ class Collector:
             allowance.release()
             self.admission.leave()
             self.stats.add(connections_open=-1)
+            self._publish_open()
             with self._lock:
                 self._conns.pop(sock, None)
             sock.close()
@@ -446,10 +475,9 @@ class Collector:
             try:
                 if not any(batches) and (problem := self.writer.problem()):
                     raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
-                self.writer.write(batches)
+                events, body_bytes = self.writer.write_counted(batches)
                 status = Status.OK
-                self.stats.add(calls_total=len(calls), events_total=sum(map(len, batches)),
-                               bytes_total=sum(len(body) for b in batches for _h, body in b))
+                self.stats.add(calls_total=len(calls), events_total=events, bytes_total=body_bytes)
             except OSError as err:
                 self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
                               self.writer.directory, err.strerror or err)
@@ -461,7 +489,19 @@ class Collector:
 
     # ---- stopping
 
+    def release_listener(self) -> socket.socket:
+        """``collect --workers``: give the bound listener away (to the workers) and close the rest."""
+        listener, self._listener = self._listener, None
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
+        return listener
+
     def _shutdown(self) -> None:
+        if self.balance is not None:
+            self.balance.leave()  # no more connections for this worker
         if self._listener is not None:
             self._listener.close()
         with self._lock:
@@ -480,6 +520,16 @@ class Collector:
         if self._spare_fd is not None:
             os.close(self._spare_fd)
             self._spare_fd = None
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Bytes are waiting in the socket's receive buffer (never blocks)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # (the next recv reports the error)
 
 
 def _open_spare() -> int | None:

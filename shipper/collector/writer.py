@@ -40,8 +40,8 @@ Record layout:
 Files are created with mode ``file_mode`` (0640 by default: the events are the operator's logs,
 not the world's), set with fchmod so the umask cannot widen or narrow it.
 
-File names are ``events-<UTC start time>-<n>.<ext>``, created exclusively (never appended to
-an older file), and opened lazily at the first batch, so an idle collector leaves no empty
+File names are ``events-<UTC start time>-<n>.<ext>`` (``events-wK-...`` for worker K of
+``collect --workers N``: the prefix), created exclusively (never appended to an older file), and opened lazily at the first batch, so an idle collector leaves no empty
 files. A file is closed and a new one begun when it reaches ``roll_bytes`` or when it has been
 open for ``roll_seconds`` (checked at each batch and by :meth:`roll_if_due`, which the
 collector calls about once a second). Closing a file fsyncs it first.
@@ -81,7 +81,9 @@ Batch = Sequence[tuple[dict[str, str], bytes]]
 def format_text(events: Batch) -> bytes:
     if not events:
         return b""
-    return b"\n".join(body for _headers, body in events) + b"\n"
+    bodies = [body for _headers, body in events]
+    bodies.append(b"")  # (the last newline, without copying the whole batch once more)
+    return b"\n".join(bodies)
 
 
 def format_jsonl(events: Batch) -> bytes:
@@ -107,6 +109,12 @@ class StatelessFormat:
     def encode(self, events: Batch) -> bytes:
         return self._fn(events)
 
+    def body_bytes(self, events: Batch, data: bytes) -> int:
+        """The event body bytes in ``data``, the encoding of ``events``."""
+        if self._fn is format_text:  # bodies and one newline each: no need to look at them again
+            return len(data) - len(events)
+        return sum(len(body) for _headers, body in events)
+
 
 class AvroContainerFormat:
     """An Avro container file per output file, written by fastavro into memory, one file at a time:
@@ -130,6 +138,9 @@ class AvroContainerFormat:
             write({"headers": headers, "body": body})
         self._writer.flush()
         return self._take()
+
+    def body_bytes(self, events: Batch, data: bytes) -> int:
+        return sum(len(body) for _headers, body in events)
 
     def _take(self) -> bytes:
         data = self._buf.getvalue()
@@ -200,10 +211,15 @@ class RollingWriter:
 
         Raises OSError when the data is not safely in the file (see the module's docstring).
         """
+        return self.write_counted(batches)[0]
+
+    def write_counted(self, batches: Iterable[Batch]) -> tuple[int, int]:
+        """:meth:`write`, returning (events, event body bytes) written."""
         batches = [events for events in batches if events]
         if not batches:
-            return 0
+            return 0, 0
         count = sum(map(len, batches))
+        body_bytes = 0
         with self._lock:
             for events in batches:  # a roll may fall between two batches, never inside one
                 if self._fd is None:
@@ -221,6 +237,7 @@ class RollingWriter:
                     self._note_failure(err)
                     raise
                 self._size = start + len(data)
+                body_bytes += self.format.body_bytes(events, data)
             self._failing = None
             self._written_seq += 1
             seq = self._written_seq
@@ -228,7 +245,7 @@ class RollingWriter:
             self._sync(seq)
         with self._lock:
             self.events_written += count
-        return count
+        return count, body_bytes
 
     def _sync(self, seq: int) -> None:
         """Return once batch ``seq`` is on disk; OSError if the fsync that covered it failed."""

@@ -100,6 +100,26 @@ class GroupStatus:
     oldest_event_age: float | None = None
     collectors: list[str] = field(default_factory=list)
     up: int = 0  # collectors answering now
+    state: str = "up"  # up (every collector answers), degraded (some), down (none)
+    events_acked: int = 0  # delivered by this group's sinks since the agent started (rates: top)
+    max_events_per_second: float = 0.0  # the group's rate limit (0: none)
+    max_bytes_per_second: int = 0
+    rate_limited_seconds: float = 0.0  # total time its sinks waited for the rate limit
+    dead_batches: int = 0  # dead letters this group set aside (the whole table: DeadLetters)
+    dead_events: int = 0
+    dead_bytes: int = 0
+    secondary: str | None = None
+
+
+@dataclass
+class DeadLetters:
+    """The dead letters of one group (``group`` None: set aside by an agent without routes)."""
+
+    group: str | None
+    batches: int = 0
+    events: int = 0
+    bytes: int = 0
+    oldest_dead_at: float | None = None  # wall clock when the oldest was set aside
 
 
 @dataclass
@@ -149,6 +169,7 @@ class StatusDocument:
     sources: list[SourceStatus] = field(default_factory=list)
     collectors: list[CollectorStatus] = field(default_factory=list)
     groups: list[GroupStatus] | None = field(default=None, metadata=LIVE)  # with routes only
+    dead_letters: list[DeadLetters] | None = field(default=None, metadata=LIVE)  # per group; None: not read
     totals: Totals | None = None  # None: not known (a stopped agent without a status file)
     version: str | None = field(default=None, metadata=LIVE)
     pid: int | None = field(default=None, metadata=LIVE)
@@ -178,6 +199,7 @@ _NESTED = {
     (StatusDocument, "channel"): ChannelStatus, (StatusDocument, "sources"): [SourceStatus],
     (StatusDocument, "collectors"): [CollectorStatus],
     (StatusDocument, "groups"): [GroupStatus], (StatusDocument, "totals"): Totals,
+    (StatusDocument, "dead_letters"): [DeadLetters],
     (StatusDocument, "health"): Health, (StatusDocument, "descriptors"): Descriptors,
     (StatusDocument, "agent"): AgentProcess, (SourceStatus, "files"): [TrackedFile],
 }

@@ -136,18 +136,39 @@ def families(doc: StatusDocument):
         latency.add_metric(a, buckets, c.latency_sum)
     yield from (sent, failed, up, fails, penalty, latency)
 
+    def by_group(make, specs, rows, label):
+        """One family per (name, help, value of a row), one sample per row, labelled ``group``."""
+        for name, text, value in specs:
+            family = make(name, text, ["group"])
+            for row in rows:
+                family.add_metric([label(row)], value(row))
+            yield family
+
     if doc.groups:  # routes: each collector group's own queue in the channel
-        for name, text, value in (
+        yield from by_group(gauge, (
             ("group_queued_events", "Events this group still owes (in flight included).", lambda g: g.queued_events),
             ("group_queued_bytes", "Event bytes this group still owes.", lambda g: g.queued_bytes),
             ("group_oldest_event_age_seconds", "Age of the oldest event this group owes (0 when none).",
              lambda g: g.oldest_event_age or 0.0),
             ("group_collectors_up", "Collectors of this group answering now.", lambda g: g.up),
-        ):
-            g = gauge(name, text, ["group"])
-            for group in doc.groups:
-                g.add_metric([group.name], value(group))
-            yield g
+            ("group_rate_limit_events_per_second", "The group's max_events_per_second (0: none).",
+             lambda g: g.max_events_per_second),
+        ), doc.groups, lambda g: g.name)
+        yield from by_group(counter, (
+            ("group_events_acked", "Events this group's collectors acknowledged.", lambda g: g.events_acked),
+            ("group_rate_limited_seconds", "Time this group's sinks waited for its rate limit.",
+             lambda g: g.rate_limited_seconds),
+        ), doc.groups, lambda g: g.name)
+
+    if doc.dead_letters is not None:  # per group ("" without routes); none: the families stay empty
+        yield from by_group(gauge, (
+            ("dead_letter_batches", "Batches set aside in the dead letters (flume-ship channel dead-letters).",
+             lambda d: d.batches),
+            ("dead_letter_events", "Events in the dead letters.", lambda d: d.events),
+            ("dead_letter_bytes", "Event bytes in the dead letters.", lambda d: d.bytes),
+            ("dead_letter_oldest_age_seconds", "Seconds since the oldest dead letter was set aside.",
+             lambda d: max(0.0, doc.written_at - d.oldest_dead_at) if d.oldest_dead_at else 0.0),
+        ), doc.dead_letters, lambda d: d.group or "")
 
     last = gauge("last_ack_timestamp_seconds", "Wall clock of the last acknowledged batch (0: none yet).")
     last.add_metric([], t.last_ack or 0)
@@ -205,6 +226,8 @@ class CollectStatsCollector:
                                                               protocol, send-timeout, write-failed, and
                                                               the refused calls' reasons (body, headers...)
     collect_memory_used_bytes, _budget_bytes       gauge      the shared memory budget (charged bytes)
+    collect_workers                                gauge      with --workers N: workers running (the
+                                                              counters above are then their sums)
     =============================================  =========  ==========================================
     """
 
@@ -229,6 +252,10 @@ class CollectStatsCollector:
         for name, key in (("collect_memory_used_bytes", "memory_used"), ("collect_memory_budget_bytes", "memory_budget")):
             g = GaugeMetricFamily(P + name, "The shared memory budget for bytes in flight (charged bytes).")
             g.add_metric([], snap[key])
+            yield g
+        if "workers" in snap:  # collect --workers N: the sums of the workers' counters, and how many run
+            g = GaugeMetricFamily(P + "collect_workers", "Worker processes running (collect --workers).")
+            g.add_metric([], snap["workers"])
             yield g
 
 

@@ -11,6 +11,10 @@ Off a terminal (services, cron) the agent logs the line every ``progress_interva
 never), so a long ``--once`` or a quiet service still says it is alive and how it is doing. On a
 terminal, ``tail --once`` redraws the line in place on stderr about once a second
 (:class:`TerminalLine`), and clears it before any log line and at the end.
+
+``flume-ship send`` shows the same kind of line for its one file (:class:`FileSendProgress`):
+lines and bytes acknowledged, the rate, what is in flight, how far the file is behind, the time
+left; redrawn on a terminal, logged every ``--progress-interval`` seconds off one.
 """
 
 from __future__ import annotations
@@ -95,6 +99,13 @@ class TerminalLine:
             self.stream.flush()
             self._shown = True
 
+    def finish(self, text: str) -> None:
+        """Draw ``text`` one last time and end the line, so it stays on the screen."""
+        with self._lock:
+            self.stream.write("\r\x1b[K" + text + "\n")
+            self.stream.flush()
+            self._shown = False
+
     def clear(self) -> None:
         with self._lock:
             if self._shown:
@@ -121,3 +132,102 @@ class _ClearFirst(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         self.line.clear()
         return True
+
+
+class FileSendProgress:
+    """``flume-ship send``'s progress: lines read from one file and acknowledged, the rate, what is
+    in flight, how far the file is behind and (when its size is known) the time left; the same
+    line on a terminal (redrawn) and in the log (every ``interval`` seconds) as ``tail --once``.
+
+    The sender calls :meth:`batch_read` for each batch's worth of raw lines it reads (counted in
+    plain locals per line: a lock per line would cost more than encoding the event) and
+    :meth:`acked` as each batch is acknowledged; a thread (:meth:`start`) draws or logs the line, so a stalled collector still
+    shows (rate 0, "no progress") instead of silence. Bytes are the file's (newlines included).
+    """
+
+    def __init__(self, label: str, size: int | None, batch_size: int, *, clock, interval: float,
+                 terminal: "TerminalLine | None", log: logging.Logger):
+        self.label, self.size, self.batch_size = label, size, batch_size
+        self._clock, self.interval, self.terminal, self.log = clock, interval, terminal, log
+        self._lock = threading.Lock()
+        self.read_lines = self.read_bytes = self.acked_lines = self.acked_bytes = 0
+        self._batches: list[tuple[int, int]] = []  # (lines, bytes) of batches read, oldest first
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start = self._last = (clock(), 0, 0)
+
+    # --- the sender's side ---------------------------------------------------------------
+
+    def batch_read(self, lines: int, nbytes: int) -> None:
+        with self._lock:
+            self.read_lines += lines
+            self.read_bytes += nbytes
+            self._batches.append((lines, nbytes))
+
+    def acked(self, n: int) -> None:
+        with self._lock:
+            while n > 0 and self._batches:
+                lines, nbytes = self._batches[0]
+                take = min(n, lines)
+                part = nbytes if take == lines else nbytes * take // lines
+                self.acked_lines += take
+                self.acked_bytes += part
+                n -= take
+                if take == lines:
+                    self._batches.pop(0)
+                else:
+                    self._batches[0] = (lines - take, nbytes - part)
+
+    # --- the display ---------------------------------------------------------------------
+
+    def line(self) -> str:
+        now = self._clock()
+        with self._lock:
+            lines, nbytes = self.acked_lines, self.acked_bytes
+            flight = self.read_lines - lines
+        t0, _, _ = self._start
+        t1, l1, b1 = self._last
+        self._last = (now, lines, nbytes)
+        dt = max(1e-9, now - t1)
+        l_rate, b_rate = (lines - l1) / dt, (nbytes - b1) / dt
+        text = (f"{self.label}: sent {lines} lines ({human_bytes(nbytes)}), {l_rate:.0f} lines/s "
+                f"({human_bytes(b_rate)}/s); {flight} in flight")
+        if self.size is None:
+            return text + "; size unknown: time left unknown"
+        behind = max(0, self.size - nbytes)
+        text += f"; file behind by {human_bytes(behind)}"
+        if behind == 0:
+            return text + "; done"
+        overall = nbytes / max(1e-9, now - t0)
+        rate = b_rate or overall
+        return text + (f"; about {human_seconds(behind / rate)} left" if rate > 0 else
+                       "; no progress: time left unknown")
+
+    def _run(self) -> None:
+        period = 1.0 if self.terminal is not None else self.interval
+        while not self._stop.wait(period):
+            text = self.line()
+            if self.terminal is not None:
+                self.terminal.show(text)
+            else:
+                self.log.info("progress: %s", text)
+
+    def start(self) -> None:
+        if self.terminal is None and self.interval <= 0:
+            return
+        if self.terminal is not None:
+            self.terminal.attach()
+        self._thread = threading.Thread(target=self._run, name="send-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop drawing; on a terminal, leave the final line in place (the result, not a blank).
+        Only the first call does anything."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.terminal is not None:
+            self.terminal.finish(self.line())
+            self.terminal.detach()

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from shipper.errors import StateError
-from shipper.ops.document import AgentProcess, ChannelStatus, SourceStatus, StatusDocument, TrackedFile
+from shipper.ops.document import AgentProcess, ChannelStatus, DeadLetters, SourceStatus, StatusDocument, TrackedFile
 
 STATUS_NAME = "status.json"
 STALE_INTERVALS = 5  # a status file older than this many intervals (and 10 s) is not trusted
@@ -183,12 +183,31 @@ def offline(state_dir: Path) -> StatusDocument:
             offset=rec.offset, size=size, behind=max(0, size - rec.offset), state=state))
     oldest = peek.oldest_put_at
     return StatusDocument(
+        dead_letters=_dead_letters(state_dir),
         state="stopped", written_at=time.time(), state_dir=str(state_dir),
         channel=ChannelStatus(events=peek.events, bytes=peek.bytes,
                               oldest_event_age=max(0.0, time.time() - oldest) if oldest is not None else None),
         sources=[SourceStatus(name=n, files=sorted(fs, key=lambda f: f.path), bytes_behind=sum(f.behind for f in fs))
                  for n, fs in sorted(sources.items())],
     )
+
+
+def _dead_letters(state_dir: Path) -> list[DeadLetters] | None:
+    """Per group, the dead letters in the channel (read-only), or None when they cannot be read."""
+    from shipper.channel.deadletter import list_dead
+
+    try:
+        batches = list_dead(state_dir)
+    except StateError:
+        return None
+    out: dict[str | None, DeadLetters] = {}
+    for b in batches:
+        d = out.setdefault(b.group, DeadLetters(group=b.group))
+        d.batches += 1
+        d.events += b.count
+        d.bytes += b.nbytes
+        d.oldest_dead_at = b.dead_at if d.oldest_dead_at is None else min(d.oldest_dead_at, b.dead_at)
+    return list(out.values())
 
 
 # --------------------------------------------------------------------------- rendering
@@ -282,10 +301,17 @@ def render(doc: StatusDocument) -> str:
         out += _table(["COLLECTOR", "STATE", "LAST SUCCESS", "FAILURES", "PENALTY", "LAST ERROR"], rows)
     if doc.groups:
         out.append("")
-        rows = [[g.name, g.queued_events, _bytes(g.queued_bytes),
-                 _age(g.oldest_event_age) if g.queued_events else "-", g.leased_events,
-                 f"{g.up}/{len(g.collectors)}"] for g in doc.groups]
-        out += _table(["GROUP", "QUEUED", "BYTES", "OLDEST", "IN FLIGHT", "UP"], rows)
+        rows = [[g.name, g.state, f"{g.up}/{len(g.collectors)}", g.queued_events, _bytes(g.queued_bytes),
+                 _age(g.oldest_event_age) if g.queued_events else "-", g.leased_events, g.events_acked,
+                 f"{g.max_events_per_second:g}/s" if g.max_events_per_second else "-", g.dead_events]
+                for g in doc.groups]
+        out += _table(["GROUP", "STATE", "UP", "QUEUED", "BYTES", "OLDEST", "IN FLIGHT", "DELIVERED", "LIMIT",
+                       "DEAD"], rows)
+    for d in doc.dead_letters or ():
+        out.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.batches} batches, {d.events} "
+                   f"events ({_bytes(d.bytes)}), oldest set aside "
+                   f"{_age(now - d.oldest_dead_at) if d.oldest_dead_at else '-'} ago; see flume-ship channel "
+                   "dead-letters")
     t = doc.totals
     if t:
         out.append("")

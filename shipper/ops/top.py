@@ -3,7 +3,8 @@
 Each frame is rendered from two status documents (``shipper.ops.status.gather``, the same one
 ``status`` shows): the latest and the one before it, so every rate is a difference over the time
 between the two documents' ``written_at``. Per collector: state, events/s, latency, failures,
-last error; per file: bytes/s read, bytes behind, state. The agent rewrites its status file every
+last error; per collector group (routes): state, collectors up, events/s and its limit, queue
+depth, lag, dead letters; per file: bytes/s read, bytes behind, state. The agent rewrites its status file every
 ``status_interval`` (2 s by default); a frame drawn between two rewrites keeps the previous rates.
 Pure functions of the documents: the CLI module redraws, tests compare text.
 """
@@ -51,6 +52,13 @@ def frame(cur: StatusDocument, prev: StatusDocument | None, width: int = 120) ->
         err = (c.last_error or "")[:max(0, width - 72)] if c.consecutive_failures else ""
         lines.append(f"{c.address[:32]:32} {c.state:9} {_rate(c.events_ok, p.events_ok if p else None, dt):>9} "
                      f"{lat:>8} {c.failures:>8}  {err}")
+    if cur.groups:
+        lines.append("")
+        lines.extend(_groups(cur, prev, dt))
+    dead = [d for d in cur.dead_letters or () if d.batches and not (cur.groups and d.group)]
+    for d in dead:  # dead letters of no running group (without routes: all of them)
+        lines.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.events} events "
+                     f"({d.batches} batches); see flume-ship channel dead-letters")
     lines.append("")
     lines.append(f"{'SOURCE':10} {'FILE':56} {'READ B/S':>9} {'BEHIND':>10}  STATE")
     old = {(s.name, f.identity): f for s in (prev.sources if prev is not None else []) for f in s.files}
@@ -65,3 +73,19 @@ def frame(cur: StatusDocument, prev: StatusDocument | None, width: int = 120) ->
     if total > min(len(rows), MAX_FILES):
         lines.append(f"... {total - min(len(rows), MAX_FILES)} more files (flume-ship status --json lists them)")
     return "\n".join(line[:width] for line in lines) + "\n"
+
+
+def _groups(cur: StatusDocument, prev: StatusDocument | None, dt: float) -> list[str]:
+    """Per collector group (routes): state, collectors up, events/s against its limit, queue depth
+    and lag (age of its oldest owed event), dead letters."""
+    out = [f"{'GROUP':16} {'STATE':9} {'UP':>5} {'EVENTS/S':>9} {'LIMIT':>8} {'QUEUED':>9} {'LAG':>7} "
+           f"{'DEAD':>7}  COLLECTORS"]
+    before = {g.name: g for g in (prev.groups or [] if prev is not None else [])}
+    for g in cur.groups or ():
+        p = before.get(g.name)
+        limit = f"{g.max_events_per_second:g}" if g.max_events_per_second else "-"
+        lag = f"{g.oldest_event_age:.0f}s" if g.queued_events and g.oldest_event_age is not None else "-"
+        out.append(f"{g.name[:16]:16} {g.state:9} {f'{g.up}/{len(g.collectors)}':>5} "
+                   f"{_rate(g.events_acked, p.events_acked if p else None, dt):>9} {limit:>8} "
+                   f"{g.queued_events:>9} {lag:>7} {g.dead_events:>7}  {', '.join(g.collectors)}")
+    return out

@@ -11,7 +11,9 @@ middle of an appendBatch parameter, so a lease is sent as ``(count, payload)`` w
 work. A lease within ``batch_size`` events (and ``batch_bytes``) is one call. A bigger one (a
 stored chunk can be bigger than the configured batch) is cut at event boundaries into batches
 of at most ``batch_size`` events, sent as several calls on one connection; the lease is acked
-only when every call answered OK, and a retry starts at the first call not answered OK.
+only when every call answered OK, and a retry starts at the first call not answered OK (with
+``max_rejects``, a call rejected that often is given up on and the others still go: only its
+events are moved aside, in the transaction that acks the rest).
 
 By default (``window`` 1) those calls go one at a time. That keeps a single worker's delivery in
 order: the calls answered OK are always a prefix, so resuming after them sends the rest in order,
@@ -57,7 +59,7 @@ from typing import Callable, Sequence
 
 import tenacity
 
-from shipper.errors import ChannelIOError, CollectorRejected, GaveUp, Poisoned, ShipperError
+from shipper.errors import ChannelIOError, CollectorRejected, GaveUp, ShipperError
 from shipper.sink.policy import Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
@@ -192,7 +194,9 @@ class SinkWorker:
         self.tried: set[int] = set()
         self.backoffs = 0
         self._part_acked = False  # the lease being delivered has parts acknowledged already
-        self.rejects = 0
+        self.rejects: dict[int, int] = {}  # part index -> rejections, for the lease being delivered
+        self.poisoned: dict[int, str] = {}  # part index -> why it was given up on (max_rejects)
+        self._dead_bytes = 0
         self.limit = limit  # shipper.sink.ratelimit.RateLimit shared by the group's workers, or None
         self.delivered_events = 0
         self.error: BaseException | None = None
@@ -214,11 +218,12 @@ class SinkWorker:
                 try:
                     if self.limit is not None:
                         self.limit.acquire(lease.count, lease.nbytes, self.abort)
-                    self.deliver(lease)
-                except Poisoned as exc:  # moved aside (dead letters or a secondary); delivery goes on
-                    self._ack(lease, dead=str(exc))
-                    lease = None
-                    continue
+                    ranges = self.deliver(lease)
+                    if ranges:  # rejected parts moved aside (dead letters or a secondary), the rest acked
+                        self._ack(lease, dead=self.poisoned_reason(), ranges=ranges)
+                        self._acked(lease, sum(hi - lo for lo, hi in ranges), self._dead_bytes)
+                        lease = None
+                        continue
                 except BaseException:
                     self.channel.nack(lease)
                     lease = None
@@ -261,10 +266,11 @@ class SinkWorker:
             self._acked(done)
         return None
 
-    def _acked(self, lease) -> None:
-        self.delivered_events += lease.count
-        if self.telemetry:
-            self.telemetry.acked(lease.count, lease.nbytes)
+    def _acked(self, lease, dead_events: int = 0, dead_bytes: int = 0) -> None:
+        """Count a lease as delivered (but the events that were moved aside instead)."""
+        self.delivered_events += lease.count - dead_events
+        if self.telemetry and lease.count > dead_events:
+            self.telemetry.acked(lease.count - dead_events, lease.nbytes - dead_bytes)
 
     def _take_ready(self):
         """A lease to send next at once, or None: only one that waiting would not grow (full, a
@@ -281,12 +287,13 @@ class SinkWorker:
         self.channel.nack(lease)
         return None
 
-    def _ack(self, lease, dead: str | None = None) -> None:
+    def _ack(self, lease, dead: str | None = None, ranges=None) -> None:
         """Ack until the channel takes it: a write error here must not drop the worker.
 
         Should the process stop before the ack lands, the batch is sent again at the next start
-        (a duplicate, never a loss). With ``dead`` (why), the batch is moved aside instead: to the
-        dead letters or the group's secondary (``channel.dead_letter``), in one transaction.
+        (a duplicate, never a loss). With ``dead`` (why), the events of ``ranges`` (the rejected
+        parts) are moved aside instead: to the dead letters or the group's secondary
+        (``channel.dead_letter``), in one transaction with the ack of the rest.
         """
         failures = 0
         while True:
@@ -294,9 +301,12 @@ class SinkWorker:
                 if dead is None:
                     self.channel.ack(lease)
                 else:
-                    where = self.channel.dead_letter(lease, dead)
-                    log.error("%s: %s; %d events moved to %s (see flume-ship channel dead-letters)",
-                              self.name, dead, lease.count, where)
+                    where = self.channel.dead_letter(lease, dead, ranges)
+                    moved = sum(hi - lo for lo, hi in ranges)
+                    log.error("%s: %s; %d events moved to %s (see flume-ship channel dead-letters)%s",
+                              self.name, dead, moved, where,
+                              f", the other {lease.count - moved} of the batch delivered" if moved < lease.count
+                              else "")
                 return
             except ChannelIOError as exc:
                 failures += 1
@@ -336,9 +346,14 @@ class SinkWorker:
 
     # --- one batch ------------------------------------------------------------------------
 
-    def deliver(self, lease) -> None:
+    def deliver(self, lease) -> list[tuple[int, int]]:
         """Send a lease until a collector answered OK for all of it (or the retry budget or abort
-        ends it). ``lease`` needs ``count``, ``nbytes``, ``payload`` and ``batches(n, b)``."""
+        ends it). ``lease`` needs ``count``, ``nbytes``, ``payload`` and ``batches(n, b)``.
+
+        With ``max_rejects``, a part (one call) the collectors rejected that often is given up on
+        and the others are still sent; the return value names the given-up parts as event index
+        ranges of the lease (empty when every part was answered OK), so exactly those events, and
+        never an accepted one, are moved aside."""
         opts = self.options
         if lease.count <= opts.batch_size and lease.nbytes <= opts.batch_bytes:
             parts = [(lease.count, lease.payload)]
@@ -346,7 +361,7 @@ class SinkWorker:
             parts = lease.batches(opts.batch_size, opts.batch_bytes)
         self.tried.clear()
         self.backoffs = 0
-        self.rejects = 0
+        self.rejects, self.poisoned = {}, {}
         stop = tenacity.stop_never
         if self.options.max_attempts:
             stop = tenacity.stop_after_attempt(self.options.max_attempts)
@@ -364,6 +379,14 @@ class SinkWorker:
             if exc.retriable:
                 raise GaveUp(f"gave up after {self.options.max_attempts} attempts: {exc}") from exc
             raise
+        starts = [0]
+        for count, _ in parts:
+            starts.append(starts[-1] + count)
+        self._dead_bytes = sum(len(parts[j][1]) for j in self.poisoned)
+        return [(starts[j], starts[j + 1]) for j in sorted(self.poisoned)]
+
+    def poisoned_reason(self) -> str:
+        return "; ".join(dict.fromkeys(self.poisoned.values()))
 
     def _sleep(self, seconds: float) -> None:
         """Back off; a stop or an abort ends the wait and gives the batch back (nothing is on the wire)."""
@@ -404,10 +427,16 @@ class SinkWorker:
             if is_retriable(exc):
                 self.pool.failure(i, exc)
             if isinstance(exc, CollectorRejected) and exc.about_batch and self.options.max_rejects:
-                self.rejects += 1
-                if self.rejects >= self.options.max_rejects:
-                    raise Poisoned(f"collectors rejected a batch {self.rejects} times (max_rejects), last: "
-                                   f"{exc}") from exc
+                # The first part not answered OK was refused: parts go out in order and sending
+                # stops at a refusal, so every part before it was accepted.
+                j = min(k for k in todo if k not in done)
+                self.rejects[j] = self.rejects.get(j, 0) + 1
+                if self.rejects[j] >= self.options.max_rejects:
+                    self.poisoned[j] = (f"collectors rejected a batch {self.rejects[j]} times (max_rejects), "
+                                        f"last: {exc}")
+                    done.add(j)  # given up on: the others are still sent
+                    if len(done) == len(parts):
+                        return
             raise
         self.pool.success(i, time.monotonic() - started, sum(parts[j][0] for j in todo))
 

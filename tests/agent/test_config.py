@@ -155,7 +155,7 @@ def test_missing_collectors_and_sources_say_how_to_fix_it(tmp_path):
 
 def test_malformed_toml_names_the_file_and_line(tmp_path):
     got = problems(tmp_path, "[delivery\ncollectors = 1\n")
-    assert len(got) == 1 and got[0].startswith(str(tmp_path / "flume-ship.toml") + ": -: not valid TOML")
+    assert len(got) == 1 and got[0].startswith(str(tmp_path / "flume-ship.toml") + ": not valid TOML")
     assert "line 1" in got[0]
 
 

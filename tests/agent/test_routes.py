@@ -69,7 +69,7 @@ def test_a_dead_group_holds_up_nothing_and_gets_everything_once_back(tmp_path):
         assert 'flume_ship_group_queued_events{group="live"} 0.0' in body.decode()
         text = subprocess.run(cli_argv("status", "--state-dir", str(tmp_path / "state")), capture_output=True,
                               text=True, timeout=60).stdout
-        assert any(line.split()[:2] == ["late", "3000"] for line in text.splitlines()), text
+        assert any(line.split()[:4] == ["late", "down", "0/1", "3000"] for line in text.splitlines()), text
         late = Proc("collect", "--listen", f"127.0.0.1:{late_port}", "--out", str(tmp_path / "late"))
         late.wait_for("listening on")
         wait_until(lambda: collected(tmp_path / "late") == expected, "the late group has every line in order",

@@ -18,11 +18,12 @@ from shipper.errors import EXIT_DEADLINE, EXIT_INPUT, EXIT_OK, EXIT_QUEUED, EXIT
 from tests.faultproxy import FaultProxy
 from tests.reliability.harness import Collector
 from tests.support import Proc, cli_argv
+from tests.unprivileged import unprivileged
 
 
-def once(*args: str, timeout: float = 120) -> tuple[int, str, float]:
+def once(*args: str, timeout: float = 120, preexec_fn=None) -> tuple[int, str, float]:
     """Run `tail --once ...`; returns (exit code, stderr, wall seconds)."""
-    p = Proc("tail", "--once", *args)
+    p = Proc("tail", "--once", *args, preexec_fn=preexec_fn)
     started = time.monotonic()
     rc = p.popen.wait(timeout)
     took = time.monotonic() - started
@@ -70,14 +71,15 @@ def test_once_input_missing_or_not_a_file_exits_7(tmp_path, collector, what):
     assert len(collector.bodies()) == 10  # what could be read was still shipped
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_once_unreadable_file_exits_7_with_the_bytes_left(tmp_path, collector):
+    """Run as root too: the agent then runs without root's permission bypass (tests.unprivileged)."""
     f = tmp_path / "secret.log"
     write_lines(f, 5)
     f.chmod(0)
-    rc, err, _ = once(str(f), "--to", collector.addr, "--state-dir", str(tmp_path / "st"))
+    rc, err, _ = once(str(f), "--to", collector.addr, "--state-dir", str(tmp_path / "st"),
+                      preexec_fn=unprivileged())
     assert rc == EXIT_INPUT, err
-    assert "cannot read (Permission denied); 55 bytes not shipped" in err
+    assert "cannot read (Permission denied); 60 bytes not shipped" in err
 
 
 def test_service_warns_about_a_path_that_matches_nothing_and_keeps_running(tmp_path, collector):

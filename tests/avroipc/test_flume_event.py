@@ -41,6 +41,9 @@ def test_a_body_that_starts_like_the_previous_headers_is_still_a_body():
     [
         b"\x02\x00\x0a",  # body length 5, nothing follows
         b"\x02\x00\x01",  # negative body length
+        b"\x02\x00\x81\x01" + b"x" * 100,  # negative body length in two bytes (-65)
+        b"\x02\x00\x80\x01" + b"x" * 63,  # body length 64 in two bytes, one byte short
+        b"\x02\x00\x80",  # a two-byte body length cut after its first byte
         b"\x02\x02\x02\xff\x00\x00\x00",  # header key not UTF-8
         b"\x7e\x00",  # count 63 with 1 byte left
         b"\x02\x00\x00",  # missing the array's end
@@ -49,6 +52,14 @@ def test_a_body_that_starts_like_the_previous_headers_is_still_a_body():
 def test_malformed_arrays_are_decode_errors(data):
     with pytest.raises(AvroDecodeError):
         read_event_array(data)
+
+
+@pytest.mark.parametrize("size", [0, 63, 64, 65, 200, 8191, 8192, 70000])
+def test_body_lengths_of_one_two_and_three_bytes_decode_alike(size):
+    bodies = [b"a" * size, b"b" * (size // 2), b"c"]
+    data = encode_batch([encode_event({}, body) for body in bodies] + [encode_event(A, b"d" * size)])
+    events, pos = read_event_array(data)
+    assert events == [({}, body) for body in bodies] + [(A, b"d" * size)] and pos == len(data)
 
 
 def test_max_events_is_checked_before_the_events_are_built():

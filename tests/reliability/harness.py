@@ -340,6 +340,25 @@ def wait_delivered(collectors: list[Collector], streams: list[Stream], procs=(),
         time.sleep(0.25)
 
 
+def failed_sends(state: Path, timeout: float = 15.0) -> int:
+    """Calls the agent's sink saw fail (each one re-sends at most the batch it carried: the
+    at-least-once duplicates), from a status file the agent wrote after this call began."""
+    import json
+
+    since = time.time()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            doc = json.loads((state / "status.json").read_text())
+            if doc.get("written_at", 0) > since:
+                return int(doc["totals"]["send_failures"])
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no fresh status file in {state} after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 @dataclass
@@ -372,7 +391,7 @@ def check(t: Tally, dup_bound: int) -> None:
     duplicates within the batches in flight at the faults."""
     assert t.lost == 0, f"{t.lost} of {t.written} lines lost, e.g. {t.lost_examples}; {t.logs}"
     assert t.out_of_order == 0, f"{t.out_of_order} lines out of order, e.g. (stream, seq, after) {t.order_examples}"
-    assert t.duplicated <= dup_bound, f"{t.duplicated} duplicates, over the bound of {dup_bound}"
+    assert t.duplicated <= dup_bound, f"{t.duplicated} duplicates, over the bound of {dup_bound}; {t.logs}"
 
 
 def format_report(rows: list[Row]) -> str:

@@ -15,7 +15,7 @@ import threading
 import time
 
 from tests.reliability.harness import (
-    BATCH, IN_FLIGHT, Collector, ProxyProc, Stream, check, record, start_tail, wait_delivered,
+    BATCH, IN_FLIGHT, Collector, ProxyProc, Stream, check, failed_sends, record, start_tail, wait_delivered,
 )
 
 
@@ -129,9 +129,16 @@ def test_copytruncate_under_heavy_writes(tmp_path, cleanup, scale):
         th.join()
     done = time.monotonic()
     t = wait_delivered([col], [s], [tail], allowed_loss={"app": windows})
-    record(f"copytruncate x{rotations} under ~10k lines/s", t, 0, time.monotonic() - done,
-           f"{len(windows)} lines written between copy start and truncate")
-    check(t, 0)
+    # Reading copytruncated files never ships a line twice (the tail scenario tests assert it in
+    # process); what can repeat a line here is the sink re-sending a batch whose call failed (a
+    # 2 s request timeout on a loaded machine): at-least-once, at most one batch per failed call.
+    # A duplicate with no failed call still fails the test.
+    failures = failed_sends(tmp_path / "state")
+    bound = BATCH * failures
+    t.logs = t.logs or "\n".join(line for line in tail.lines if "WARNING" in line or "ERROR" in line)
+    record(f"copytruncate x{rotations} under ~10k lines/s", t, bound, time.monotonic() - done,
+           f"{len(windows)} lines written between copy start and truncate; {failures} failed calls")
+    check(t, bound)
 
 
 def test_inode_reuse_with_a_different_first_line(tmp_path, cleanup, scale):

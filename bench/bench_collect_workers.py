@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""``collect --workers 1`` against ``--workers 2``: the collector's receive rate, side by side in one run.
+
+Writes N log-like lines of about 100 bytes (``benchlib.make_lines``). Each sender is a light
+process of this script: it reads the file, encodes it into batches of ``--batch-size`` events
+once, connects, says it is ready, and on "go" sends every batch through ``CollectorClient``
+with ``--in-flight`` calls pipelined (so what is measured is the collector, not the senders'
+line splitting). ``--senders`` of them (4 by default) send the whole file each to a fresh
+``collect`` (fsync per batch, the default, or ``--no-fsync``; ``--format text``); the rate is all events over the
+time from "go" to the last acknowledgement, checked against the bytes in the output directory.
+Collector CPU is the parent's plus every worker's (from /proc). The cases alternate (1, 2, 1,
+2, ... for ``--rounds``) so a change in the machine's load hits both. Prints one line per run
+and a summary with the load average.
+
+Usage: python3 bench/bench_collect_workers.py [--lines N] [--senders S] [--rounds R] [--workers 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.benchlib import ROOT, Meter, cli, dir_bytes, loadavg, make_lines, stop  # noqa: E402
+
+
+def sender(addr: str, path: str, batch: int, in_flight: int) -> None:
+    from shipper.avroipc.flume_event import encode_event
+    from shipper.sink.client import CollectorClient
+    from shipper.transport import Address, ClientOptions
+
+    lines = Path(path).read_bytes().splitlines()
+    payloads = [(len(lines[i:i + batch]), b"".join(encode_event({}, b) for b in lines[i:i + batch]))
+                for i in range(0, len(lines), batch)]
+    with CollectorClient(Address.parse(addr), ClientOptions(connect_timeout=30, request_timeout=120)) as client:
+        client.append_payload(0, b"")  # connected and handshaken before the clock starts
+        print("ready", flush=True)
+        sys.stdin.readline()
+        t = os.times()
+        client.append_payloads(payloads, window=in_flight)
+        after = os.times()
+    print(f"cpu {after.user + after.system - t.user - t.system}", flush=True)
+
+
+def start_collect(out: Path, workers: int, *extra: str) -> tuple[subprocess.Popen, str, list[int]]:
+    import re
+    import threading
+
+    proc = subprocess.Popen(cli("collect", "--listen", "127.0.0.1:0", "--out", str(out), "--workers", str(workers),
+                                *extra),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT)
+    for raw in iter(proc.stderr.readline, b""):
+        m = re.search(rb"listening on (\S+:\d+) \((?:\d+ workers, pids ([\d ]+); )?", raw)
+        if m:
+            threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+            pids = [int(p) for p in m.group(2).split()] if m.group(2) else []
+            return proc, m.group(1).decode(), pids
+    raise SystemExit("collect did not start")
+
+
+def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int, in_flight: int,
+        fsync: bool = True) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as out:
+        col, addr, pids = start_collect(Path(out) / "out", workers, *([] if fsync else ["--no-fsync"]))
+        meters = [Meter(pid) for pid in [col.pid, *pids]]
+        try:
+            procs = [subprocess.Popen([sys.executable, __file__, "--sender", addr, str(src), str(batch), str(in_flight)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT) for _ in range(senders)]
+            for p in procs:
+                assert p.stdout.readline().strip() == b"ready"
+            load = loadavg()
+            t0 = time.monotonic()
+            for p in procs:
+                p.stdin.write(b"go\n")
+                p.stdin.flush()
+            sender_cpu = 0.0
+            for p in procs:
+                line = p.stdout.readline().split()
+                if p.wait(600) != 0 or not line:
+                    raise SystemExit("a sender failed")
+                sender_cpu += float(line[1])
+            took = time.monotonic() - t0
+            cpu = sum(m.cpu_since_start() for m in meters)
+        finally:
+            stop(col)
+        written = dir_bytes(Path(out) / "out")
+        assert written == size * senders, (written, size * senders)
+    total = lines * senders
+    return {"workers": workers, "rate": total / took, "took": took, "cpu_per_m": cpu / total * 1e6,
+            "sender_cpu_per_m": sender_cpu / total * 1e6, "load": load}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--sender":
+        sender(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=300_000, help="lines per sender (each sends the whole file)")
+    ap.add_argument("--senders", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--in-flight", type=int, default=4)
+    ap.add_argument("--no-fsync", action="store_true", help="collect --no-fsync (takes the disk out of the figure)")
+    args = ap.parse_args()
+    cases = [int(w) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-workers-in-") as tmp:
+        src = Path(tmp) / "in.log"
+        size = make_lines(src, args.lines, 100)
+        print(f"{args.lines:,} lines of ~100 B ({size / 1e6:.1f} MB) x {args.senders} senders, batches of "
+              f"{args.batch_size}, in-flight {args.in_flight}, {'no fsync' if args.no_fsync else 'fsync per batch'}; {os.cpu_count()} CPUs; load {loadavg()}")
+        results: dict[int, list[dict]] = {w: [] for w in cases}
+        for rnd in range(args.rounds):
+            for w in cases:
+                r = run(src, size, args.lines, w, args.senders, args.batch_size, args.in_flight, not args.no_fsync)
+                results[w].append(r)
+                print(f"round {rnd + 1} workers={w}: {r['rate']:>10,.0f} events/s ({r['took']:.2f} s), collector CPU "
+                      f"{r['cpu_per_m']:.2f} s per M events (senders {r['sender_cpu_per_m']:.2f}), load {r['load']}", flush=True)
+        print("summary (median of the rounds):")
+        base = None
+        for w in cases:
+            rates = sorted(r["rate"] for r in results[w])
+            median = rates[len(rates) // 2]
+            base = base or median
+            print(f"  workers={w}: {median:>10,.0f} events/s  ({median / base:.2f}x workers={cases[0]}); "
+                  f"all: {', '.join(f'{x:,.0f}' for x in rates)}")
+        print(f"load average at the end: {loadavg()}")
+
+
+if __name__ == "__main__":
+    main()
