@@ -81,8 +81,10 @@ class AgentSection:
                                "0: never, keep retrying (the default: a service should outlast an outage; set "
                                "it for tail --once under cron when a run should end rather than wait).",
                                flag="--give-up-after", lo=0)
-    status_interval: float = opt(2.0, "Seconds between rewrites of `status.json` in the state directory "
-                                 "(read by `flume-ship status`).", flag="--status-interval", lo=0.1)
+    status_interval: float = opt(2.0, "Seconds between looks at the agent's state for `status.json` in the "
+                                 "state directory (read by `flume-ship status`): rewritten when something "
+                                 "changed, else only touched, and rewritten at least every minute.",
+                                 flag="--status-interval", lo=0.1)
     max_open_files: int = opt(0, "Most tailed files open at once, all sources together; files beyond it are "
                               "read in turns (at their end first, least recently grown next). 0: the open-file "
                               "limit (the agent raises its soft RLIMIT_NOFILE to the hard limit at start) less "

@@ -46,10 +46,10 @@ from typing import Callable
 
 from shipper.agent.config import Config
 from shipper.agent.reload import reload
-from shipper.agent.memory import one_arena
+from shipper.agent.memory import limit_malloc_arenas
 from shipper.agent.routes import serve_requeues
 from shipper.agent.runners import Delivery, SourceRunner
-from shipper.agent.snapshot import health, snapshot, status_line, write_snapshot
+from shipper.agent.snapshot import StatusWriter, health, snapshot, status_line
 from shipper.errors import EXIT_DEADLINE, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
@@ -92,6 +92,7 @@ class Agent:
         self._terminal: TerminalLine | None = None
         self._acked_seen, self._acked_at, self._next_give_up = -1, time.monotonic(), 0.0  # give_up_after
         self._gave_up = False
+        self.status_writer = StatusWriter()
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -178,8 +179,8 @@ class Agent:
 
     def run(self) -> int:
         started = time.monotonic()
+        limit_malloc_arenas()  # before any thread starts (shipper/agent/memory.py)
         self._budget_descriptors()
-        one_arena()  # before any thread starts (shipper/agent/memory.py)
         self._open()
         try:
             self._start_metrics()
@@ -415,7 +416,7 @@ class Agent:
 
     def _tick_status(self) -> None:
         serve_requeues(self)
-        write_snapshot(self)
+        self.status_writer.tick(self)
 
     def health(self, stats=None) -> tuple[bool, str]:
         """The stall verdict (shipper.ops.telemetry.stall_verdict); progress counts from start or last reload."""

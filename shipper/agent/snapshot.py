@@ -2,13 +2,25 @@
 
 :func:`snapshot` gathers files (from each tail source), the channel's stats, each collector's state
 and the totals into the document that ``flume-ship status``, ``/metrics`` and ``/health`` show;
-:func:`write_snapshot` writes it to the state directory every ``status_interval`` seconds (see
+:class:`StatusWriter` writes it to the state directory every ``status_interval`` seconds (see
 :mod:`shipper.ops.status` for the reading side). :func:`health` is the stall verdict: progress
 counts from the start or the last reload.
+
+An idle agent does not rewrite an unchanged document: :class:`StatusWriter` compares each new
+snapshot with the last one written, leaving out what drifts on its own (``written_at``, the age of
+the oldest event, the disk's free bytes, the channel file's size, the time puts waited). While
+they are equal it only sets the file's mtime (one ``utime``), which readers take as its age
+(:func:`shipper.ops.status.gather`), and it rewrites the whole file at least every
+:data:`REFRESH` seconds. After a change it writes one more document once things stand still, so
+that two documents in a row show the same counters and ``flume-ship top`` shows rates of zero
+rather than the last busy ones. The snapshot itself is still taken every tick (cheap while idle:
+each source reuses its file summary until something in it changes); the JSON, the write and the
+rename, most of an idle agent's CPU with 1,000 files, are what an unchanged tick skips.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -22,6 +34,7 @@ from shipper.ops.telemetry import stall_verdict
 log = logging.getLogger("flume-ship.agent")
 
 STATUS_FILES = 200  # files listed per source in status.json (behind first); the others are counted
+REFRESH = 60.0  # an unchanged status document is still rewritten this often
 
 
 def status_line(agent) -> str:
@@ -31,18 +44,44 @@ def status_line(agent) -> str:
     return f"{snap['events_acked']} events acknowledged, {queued} queued"
 
 
-def write_snapshot(agent) -> None:
-    """Rewrite the status file (and systemd's status line) from a fresh snapshot."""
-    from shipper.ops.status import write_status
+def _steady(doc: StatusDocument) -> StatusDocument:
+    """``doc`` without the fields that change with time alone: equal values mean nothing happened."""
+    ch = doc.channel
+    return dataclasses.replace(doc, written_at=0.0, channel=dataclasses.replace(
+        ch, oldest_event_age=None, put_wait_seconds=None, disk_free_bytes=None, file_bytes=None))
 
-    try:
-        snap = snapshot(agent)
-    except Exception as exc:  # status is advice; never let it stop shipping
-        log.debug("status snapshot failed: %s", exc)
-        return
-    check_overlaps(agent)
-    write_status(agent.config.state_path(), snap)
-    agent.notifier.status(status_line(agent))
+
+class StatusWriter:
+    """Writes the status file every tick it changed; an unchanged one is only marked fresh (the
+    module docstring)."""
+
+    def __init__(self) -> None:
+        self._last: StatusDocument | None = None  # _steady() of the last document written
+        self._settled = False  # the last document written repeats the one before it
+        self._written = -1e18  # monotonic time of the last whole write
+        self.rewrites = 0
+        self.touches = 0
+
+    def tick(self, agent) -> None:
+        from shipper.ops.status import touch_status, write_status
+
+        try:
+            snap = snapshot(agent)
+        except Exception as exc:  # status is advice; never let it stop shipping
+            log.debug("status snapshot failed: %s", exc)
+            return
+        check_overlaps(agent)
+        steady = _steady(snap)
+        now = time.monotonic()
+        same = steady == self._last
+        state_dir = agent.config.state_path()
+        if same and self._settled and now - self._written < REFRESH and touch_status(state_dir):
+            self.touches += 1
+            return
+        write_status(state_dir, snap)
+        self.rewrites += 1
+        self._settled, self._last, self._written = same, steady, now
+        agent.notifier.status(status_line(agent))
 
 
 def check_overlaps(agent) -> None:

@@ -2,8 +2,9 @@
 
 Two ways to know, and the command picks the better one:
 
-* **Running agent**: it rewrites ``<state dir>/status.json`` every ``status_interval`` seconds (and
-  once more when it stops), atomically: written to ``status.json.tmp-<pid>`` then renamed over the
+* **Running agent**: it rewrites ``<state dir>/status.json`` every ``status_interval`` seconds in
+  which something changed (an unchanged one is only touched: its mtime says it is current, and it
+  is rewritten at least every minute), and once more when it stops, atomically: written to ``status.json.tmp-<pid>`` then renamed over the
   old one, so a reader sees a whole file or the previous one, never half. The document is a
   :class:`~shipper.ops.document.StatusDocument` built by :func:`shipper.agent.snapshot.snapshot`
   (files, channel, collectors, totals, health).
@@ -52,6 +53,15 @@ def write_status(state_dir: Path, doc: StatusDocument) -> None:
             tmp.unlink()
         except OSError:
             pass
+
+
+def touch_status(state_dir: Path) -> bool:
+    """Mark an unchanged ``status.json`` fresh (its mtime is now); False if there is none to touch."""
+    try:
+        os.utime(Path(state_dir) / STATUS_NAME)
+        return True
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- reading
@@ -105,6 +115,17 @@ def read_status_file(state_dir: Path) -> StatusDocument | None:
         return None
 
 
+def status_file_age(state_dir: Path, doc: StatusDocument, now: float) -> float:
+    """Seconds since the agent last vouched for ``doc``: it rewrites a changed document, and only
+    touches an unchanged one (shipper.agent.snapshot.StatusWriter), so the newer of its
+    ``written_at`` and the file's mtime counts."""
+    try:
+        mtime = os.stat(Path(state_dir) / STATUS_NAME).st_mtime
+    except OSError:
+        mtime = 0.0
+    return now - max(float(doc.written_at or 0), mtime)
+
+
 def gather(state_dir: str | os.PathLike) -> StatusDocument:
     """The status document for ``state_dir``: the live one, or one rebuilt from the channel."""
     state_dir = Path(state_dir).expanduser()
@@ -115,7 +136,7 @@ def gather(state_dir: str | os.PathLike) -> StatusDocument:
     now = time.time()
     if holder is not None and last is not None and last.pid == holder:
         interval = float(last.status_interval or 2.0)
-        age = now - float(last.written_at or 0)
+        age = status_file_age(state_dir, last, now)
         if age <= max(10.0, STALE_INTERVALS * interval):
             last.agent = AgentProcess(running=True, pid=holder, source="status file", status_age=round(age, 1))
             return last

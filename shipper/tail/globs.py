@@ -64,6 +64,11 @@ def list_dir(path: str) -> Listing:
 class Expansion:
     paths: list[str] = field(default_factory=list)
     errors: list[OSError] = field(default_factory=list)  # listings that failed: the scan is incomplete
+    # The directories listed, and whether the listings alone decided the result: no ``**`` and no
+    # literal name looked up inside a directory that a wildcard chose. Then, while none of those
+    # directories changed, the same pattern gives the same paths (shipper.tail.discovery reuses them).
+    listed: list[str] = field(default_factory=list)
+    by_listings: bool = True
 
 
 _EMPTY = Listing([], frozenset(), array("Q"))
@@ -77,21 +82,26 @@ def expand(pattern: str, lister: Lister = list_dir) -> Expansion:
     """Every existing path matching the absolute ``pattern``, and the listing errors met on the way."""
     out = Expansion()
     if not has_magic(pattern) or os.path.lexists(pattern):
+        out.by_listings = False
         if os.path.lexists(pattern):
             out.paths.append(pattern)
         return out
     parts = pattern.split(os.sep)
     root = os.sep if pattern.startswith(os.sep) else os.curdir
-    _Walk(lister, out).walk(root, parts[1:] if pattern.startswith(os.sep) else parts)
+    parts = parts[1:] if pattern.startswith(os.sep) else parts
+    first_magic = next(i for i, p in enumerate(parts) if has_magic(p))
+    _Walk(lister, out, len(parts) - first_magic).walk(root, parts)
     return out
 
 
 class _Walk:
-    def __init__(self, lister: Lister, out: Expansion) -> None:
+    def __init__(self, lister: Lister, out: Expansion, after_magic: int) -> None:
         self.lister = lister
         self.out = out
+        self.after_magic = after_magic  # parts left when the first wildcard component is reached
 
     def listdir(self, path: str) -> Listing:
+        self.out.listed.append(path)
         try:
             return self.lister(path)
         except OSError as exc:
@@ -108,6 +118,7 @@ class _Walk:
         if part == "":  # a doubled separator
             self.walk(base, rest)
         elif part == "**":
+            out.by_listings = False  # below() stats directories: not decided by listings alone
             if not rest:  # a last "**" matches everything below, files included
                 out.paths.extend(self.below(base, dirs_only=False))
                 return
@@ -115,6 +126,8 @@ class _Walk:
             for sub in self.below(base, dirs_only=True):
                 self.walk(sub, rest)
         elif not has_magic(part):
+            if len(parts) < self.after_magic:
+                out.by_listings = False  # a name looked up in a directory a wildcard chose
             path = os.path.join(base, part)
             if rest:
                 if self.stat_is_dir(path):

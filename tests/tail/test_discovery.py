@@ -141,3 +141,75 @@ def test_rescans_that_reuse_listings_keep_every_file_and_see_every_change(tmp_pa
         t.join(timeout=30)
         src.close()
         ch.close()
+
+
+def test_a_glob_over_unchanged_directories_gives_the_same_paths_again_and_sees_a_new_name(tmp_path):
+    """The scanner reuses a pattern's expansion (the very same path strings) while every directory
+    it listed is unchanged; a new file moves the directory's mtime and is found."""
+    from shipper.tail.discovery import Scanner
+    from shipper.tail.selection import Selection
+
+    d = tmp_path / "logs"
+    d.mkdir()
+    for i in range(3):
+        (d / f"f{i}.log").write_text("x\n")
+    age(d, 10)
+    scanner = Scanner([str(d / "*.log")], Selection((), 0.0))
+    first = {p: p for p, _, _ in scanner.scan({}, {}, {}, watched=True).cands.values()}
+    again = [p for p, _, _ in scanner.scan({}, {}, {}, watched=True).cands.values()]
+    assert sorted(again) == sorted(first) and all(p is first[p] for p in again)
+    (d / "new.log").write_text("y\n")
+    found = scanner.scan({}, {}, {}, watched=True)
+    assert str(d / "new.log") in {p for p, _, _ in found.cands.values()}
+
+
+def test_a_literal_name_below_a_wildcard_is_looked_up_at_every_scan(tmp_path):
+    """``logs/*/app.log``: app.log appearing in an existing subdirectory changes only that
+    subdirectory, which no listing covers, so this pattern's expansion is never reused."""
+    from shipper.tail.discovery import Scanner
+    from shipper.tail.selection import Selection
+
+    sub = tmp_path / "logs" / "svc"
+    sub.mkdir(parents=True)
+    age(sub, 10)
+    age(tmp_path / "logs", 10)
+    pattern = str(tmp_path / "logs" / "*" / "app.log")
+    scanner = Scanner([pattern], Selection((), 0.0))
+    assert scanner.scan({}, {}, {}, watched=True).cands == {}
+    (sub / "app.log").write_text("z\n")
+    age(sub, 10)  # even with the subdirectory's mtime put back
+    found = scanner.scan({}, {}, {}, watched=True)
+    assert [p for p, _, _ in found.cands.values()] == [str(sub / "app.log")]
+
+
+def test_a_listing_nobody_read_gives_up_its_names_and_reads_them_again_when_asked(tmp_path):
+    (tmp_path / "a.log").write_text("x\n")
+    age(tmp_path, 10)
+    cache = DirCache()
+    cache.begin()
+    cache.list(str(tmp_path))
+    cache.begin()
+    assert cache.fresh(str(tmp_path)) and cache.unchanged(str(tmp_path))
+    cache.slim()  # only checked this scan: the names go, the stamp stays
+    assert cache._listings[str(tmp_path)][2] is None
+    cache.begin()
+    assert cache.list(str(tmp_path)).names == ["a.log"] and cache.unchanged(str(tmp_path))
+    cache.slim()  # read this scan: kept
+    assert cache._listings[str(tmp_path)][2] is not None
+    (tmp_path / "b.log").write_text("y\n")
+    cache.begin()
+    assert not cache.fresh(str(tmp_path))
+    assert sorted(cache.list(str(tmp_path)).names) == ["a.log", "b.log"] and not cache.unchanged(str(tmp_path))
+
+
+def test_a_glob_whose_directory_does_not_exist_yet_finds_files_once_it_does(tmp_path):
+    """Nothing was listed (the directory is missing), so there is no expansion to reuse."""
+    from shipper.tail.discovery import Scanner
+    from shipper.tail.selection import Selection
+
+    scanner = Scanner([str(tmp_path / "logs" / "app" / "*.log")], Selection((), 0.0))
+    assert scanner.scan({}, {}, {}, watched=True).cands == {}
+    (tmp_path / "logs" / "app").mkdir(parents=True)
+    (tmp_path / "logs" / "app" / "a.log").write_text("x\n")
+    found = scanner.scan({}, {}, {}, watched=True)
+    assert [p for p, _, _ in found.cands.values()] == [str(tmp_path / "logs" / "app" / "a.log")]
