@@ -22,7 +22,6 @@ from shipper.channel.store import (
     _INSERT_CHUNK, APPLICATION_ID, CHUNK_COLUMNS, DB_NAME, FORMAT_VERSION, MAX_SEQ, SIDE_FILES, _file_bytes,
     _open_db, _regroup, _ro_uri, chunk_ok, connect_ro, offset_crc,
 )
-from shipper.errors import StateError
 
 # --- salvage ----------------------------------------------------------------------------------
 
