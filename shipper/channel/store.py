@@ -174,6 +174,9 @@ def split_points(lengths: Sequence[int], max_events: int, max_bytes: int) -> lis
     n = len(lengths)
     if n == 0:
         return []
+    if max(lengths) * max_events <= max_bytes:
+        # No run of max_events events can pass max_bytes: the count alone cuts (no running sums).
+        return [(lo, min(n, lo + max_events)) for lo in range(0, n, max_events)]
     ends = list(itertools.accumulate(lengths))  # ends[i] = bytes up to and including event i
     if n <= max_events and ends[-1] <= max_bytes:
         return [(0, n)]
