@@ -60,7 +60,7 @@ class Encoder:
         self._h = b"\x00"
         self._gen = ""
         self._prefix = b""
-        self._leads: list[bytes] = []  # see _lead
+        self._leads: list[bytes] = []  # headers + zigzag(n) at index n, for self._leads_for
         self._leads_for: bytes | None = None
 
     def begin(self, headers: Mapping[str, str], gen: str) -> None:
@@ -89,26 +89,23 @@ class Encoder:
             return self._run_with_ids(lines, bodies, offset)
         if not bodies:
             return []
+        # One concatenation per event: ``headers + zigzag(n)`` is made once per length n (up to
+        # the longest line seen with these headers), not once per line.
+        if self._leads_for != self._h:
+            self._leads, self._leads_for = [], self._h
+        lead = self._leads
+        try:
+            return [lead[len(b)] + b for b in bodies]
+        except IndexError:  # a line longer than any before it
+            pass
         h = self._h
         longest = max(map(len, bodies))
         if longest >= len(bodies) or longest >= len(SMALL_ZIGZAG):
+            # Few lines for their length (a table would cost more than it saves), or long ones.
             small = SMALL_ZIGZAG
             return [h + small[len(b)] + b if len(b) < 8192 else h + zigzag(len(b)) + b for b in bodies]
-        # Many short lines: one concatenation per event, with ``headers + zigzag(n)`` made once
-        # per length up to the longest line (fewer than the lines), not once per line.
-        lead = self._lead(longest)
+        lead += [h + z for z in SMALL_ZIGZAG[len(lead):longest + 1]]
         return [lead[len(b)] + b for b in bodies]
-
-    def _lead(self, longest: int) -> list[bytes]:
-        """``headers + zigzag(n)`` for every n up to ``longest``, kept while the headers stay."""
-        lead = self._leads
-        if self._leads_for != self._h:
-            lead = self._leads = []
-            self._leads_for = self._h
-        if len(lead) <= longest:
-            h = self._h
-            lead += [h + z for z in SMALL_ZIGZAG[len(lead):longest + 1]]
-        return lead
 
     def _run_with_ids(self, lines: list[bytes], bodies: list[bytes], offset: int) -> list[bytes]:
         prefix, gen, out = self._prefix, self._gen, []
