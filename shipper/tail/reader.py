@@ -154,10 +154,8 @@ class LineCutter:
                 buf = buf[mx:]
                 room -= 1
                 continue
-            # The bulk: every complete line up to the first over-long one, at most `room`. The
-            # split stops after `room` lines: what the batch has no room for stays one piece
-            # (``tail``), not lines to be split again on the next call.
-            lines = buf.split(b"\n", room)
+            # The bulk: every complete line up to the first over-long one, at most `room`.
+            lines = buf.split(b"\n")
             tail = lines.pop()
             n = len(lines)
             k = n if n <= room else room
