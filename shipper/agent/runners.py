@@ -58,7 +58,8 @@ class SourceChannel:
     def put(self, events, offsets=None, timeout=None, families=None) -> bool:
         """``families``: runs of (family, count) over ``events``, for the lanes (see
         :mod:`shipper.channel.groups`); without them a laned channel puts all in lane 0."""
-        events = list(events)
+        if not isinstance(events, list):
+            events = list(events)
         if self.limit is not None and events:
             self.limit.acquire(len(events), sum(map(len, events)), self.stop)
         if offsets and self.prefix:

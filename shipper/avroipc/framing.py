@@ -67,6 +67,36 @@ def chunks(segment: bytes | bytearray | memoryview) -> list:
     return [view[i : i + JAVA_CHUNK] for i in range(0, n, JAVA_CHUNK)]
 
 
+def chunks_of(parts: Sequence[bytes]) -> list:
+    """:func:`chunks` of the parts' concatenation, without making it: a piece inside one part is a
+    memoryview of it; only a piece across parts is joined (at most two per part boundary)."""
+    if sum(map(len, parts)) <= JAVA_CHUNK:
+        return [b"".join(parts)]
+    out: list = []
+    carry: list = []  # the start of a piece that crosses into the next part
+    room = JAVA_CHUNK
+    for part in parts:
+        view = memoryview(part)
+        pos, left = 0, len(view)
+        while left:
+            take = room if room < left else left
+            if take == JAVA_CHUNK:
+                out.append(view[pos:pos + take])
+            else:
+                carry.append(view[pos:pos + take])
+            pos += take
+            left -= take
+            room -= take
+            if not room:
+                if carry:
+                    out.append(b"".join(carry))
+                    carry = []
+                room = JAVA_CHUNK
+    if carry:
+        out.append(b"".join(carry))
+    return out
+
+
 def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> bytes:
     """The bytes of one frame. An empty buffer list is sent as one empty buffer (never count 0)."""
     if not _INT32_MIN <= serial <= _INT32_MAX:

@@ -42,6 +42,7 @@ from shipper.avroipc.framing import (
     Frame,
     Inbox,
     chunks,
+    chunks_of,
     encode_frame,
 )
 from shipper.avroipc.protocol import (
@@ -64,7 +65,7 @@ _EMPTY_META = {}
 class _Call:
     serial: int  # the serial the caller was given
     name: bytes  # metadata + message name, ready to send
-    params: bytes | None  # None for a ping
+    params: bytes | tuple[bytes, ...] | None  # None for a ping; a tuple: parts, sent back to back
     handshake: bool  # this request carried a handshake, so its response starts with one
     with_text: bool  # ... and that handshake carried our protocol text
 
@@ -108,7 +109,8 @@ class ClientConnection:
         The caller vouches that ``payload`` holds exactly ``count`` encoded AvroFlumeEvents."""
         if count < 0 or (count == 0) != (len(payload) == 0):
             raise ValueError(f"a payload of {len(payload)} bytes cannot hold {count} events")
-        params = encode_long(count) + payload + b"\x00" if count else b"\x00"
+        # As parts: the payload goes into the frame without a copy of it for the parameters.
+        params = (encode_long(count), payload, b"\x00") if count else b"\x00"
         return self._start(_NAME_APPEND_BATCH, params)
 
     def send_append(self, encoded_event: bytes) -> int:
@@ -117,7 +119,7 @@ class ClientConnection:
     def send_ping(self) -> int:
         return self._start(_NAME_PING, None)
 
-    def _start(self, name: bytes, params: bytes | None) -> int:
+    def _start(self, name: bytes, params: bytes | tuple[bytes, ...] | None) -> int:
         if self._inbox.eof or self._inbox.error is not None:
             raise LocalProtocolError("the connection is closed or broken")
         if not self.established and self._handshaking:
@@ -145,7 +147,9 @@ class ClientConnection:
             head = encode_handshake_request(req) + head
             self._handshaking = True
         buffers = chunks(head)
-        if call.params is not None:
+        if isinstance(call.params, tuple):
+            buffers += chunks_of(call.params)
+        elif call.params is not None:
             buffers += chunks(call.params)
         self._pending[wire_serial] = call
         self._out.append(encode_frame(wire_serial, buffers))

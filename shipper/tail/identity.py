@@ -37,7 +37,7 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 FP_MAX = 1024  # bytes of the head the fingerprint covers, at most
 KEY_PREFIX = "file:"
@@ -101,8 +101,10 @@ class Record:
         return file_key(self.dev, self.ino)
 
     def encode(self) -> bytes:
+        # Every field is a scalar: read them directly (asdict deep-copies; this runs every put).
         d = {"v": RECORD_VERSION}
-        d.update(asdict(self))
+        for name in _RECORD_FIELDS:
+            d[name] = getattr(self, name)
         return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
@@ -119,6 +121,8 @@ class Record:
             raise ValueError("offset or fingerprint length out of range")
         return rec
 
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 ROTATED_SUFFIX_SEPARATORS = (".", "-", "_")
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".z", ".br")

@@ -52,7 +52,7 @@ class Cursor:
 class Encoder:
     """Encodes bodies as AvroFlumeEvents with one file's headers, precomputed per block."""
 
-    __slots__ = ("event_ids", "_headers", "_h", "_gen", "_prefix")
+    __slots__ = ("event_ids", "_headers", "_h", "_gen", "_prefix", "_leads", "_leads_for")
 
     def __init__(self, event_ids: bool = False) -> None:
         self.event_ids = event_ids
@@ -60,6 +60,8 @@ class Encoder:
         self._h = b"\x00"
         self._gen = ""
         self._prefix = b""
+        self._leads: list[bytes] = []  # headers + zigzag(n) at index n, for self._leads_for
+        self._leads_for: bytes | None = None
 
     def begin(self, headers: Mapping[str, str], gen: str) -> None:
         self._headers = dict(headers)
@@ -85,9 +87,25 @@ class Encoder:
             bodies = lines
         if self.event_ids:
             return self._run_with_ids(lines, bodies, offset)
+        if not bodies:
+            return []
+        # One concatenation per event: ``headers + zigzag(n)`` is made once per length n (up to
+        # the longest line seen with these headers), not once per line.
+        if self._leads_for != self._h:
+            self._leads, self._leads_for = [], self._h
+        lead = self._leads
+        try:
+            return [lead[len(b)] + b for b in bodies]
+        except IndexError:  # a line longer than any before it
+            pass
         h = self._h
-        small = SMALL_ZIGZAG
-        return [h + small[len(b)] + b if len(b) < 8192 else h + zigzag(len(b)) + b for b in bodies]
+        longest = max(map(len, bodies))
+        if longest >= len(bodies) or longest >= len(SMALL_ZIGZAG):
+            # Few lines for their length (a table would cost more than it saves), or long ones.
+            small = SMALL_ZIGZAG
+            return [h + small[len(b)] + b if len(b) < 8192 else h + zigzag(len(b)) + b for b in bodies]
+        lead += [h + z for z in SMALL_ZIGZAG[len(lead):longest + 1]]
+        return [lead[len(b)] + b for b in bodies]
 
     def _run_with_ids(self, lines: list[bytes], bodies: list[bytes], offset: int) -> list[bytes]:
         prefix, gen, out = self._prefix, self._gen, []

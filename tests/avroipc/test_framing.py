@@ -6,6 +6,7 @@ import struct
 import tracemalloc
 
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from shipper.avroipc import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -15,7 +16,7 @@ from shipper.avroipc import (
     RemoteProtocolError,
     encode_frame,
 )
-from shipper.avroipc.framing import chunks
+from shipper.avroipc.framing import chunks, chunks_of
 from tests.avroipc import vectors as v
 
 
@@ -60,6 +61,19 @@ def test_chunks_cut_like_java_byte_buffer_output_stream():
     assert chunks(b"") == [b""]
 
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 30000), max_size=5))
+@example([1, 8191, 1])
+@example([2, 8190, 8192, 1])
+@example([8192, 8192, 0, 1])
+@example([3, 16384, 1])
+@example([0, 0])
+def test_chunks_of_parts_cut_exactly_like_chunks_of_their_concatenation(sizes):
+    parts = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    whole = b"".join(parts)
+    assert [bytes(c) for c in chunks_of(parts)] == [bytes(c) for c in chunks(whole)]
 @pytest.mark.parametrize(
     "header",
     [

@@ -39,3 +39,16 @@ def test_record_round_trip_and_rejects_other_versions():
 ])
 def test_rotation_names(name, ok):
     assert is_rotation_of(name, "app.log") is ok
+
+
+def test_a_record_encodes_every_field_in_order_behind_its_version():
+    import json
+    from dataclasses import asdict
+
+    from shipper.tail.identity import RECORD_VERSION, Record
+
+    rec = Record(dev=5, ino=7, gen="g1", path="/var/log/é.log", origin="/var/log/app.log", offset=42,
+                 fp="abc", fp_len=3, size=99, mtime=1.25)
+    want = json.dumps({"v": RECORD_VERSION, **asdict(rec)}, separators=(",", ":"), ensure_ascii=False)
+    assert rec.encode() == want.encode("utf-8")
+    assert Record.decode(rec.encode()) == rec

@@ -96,6 +96,23 @@ def test_precomputed_encoding_matches_the_event_codec():
     assert out[0] == encode_event(headers, b"short")
 
 
+def test_many_short_lines_encode_like_the_codec_across_blocks_with_changing_headers():
+    # Blocks of many short lines take the per-length lead table; it must follow the headers
+    # from block to block and grow when a later block has longer lines.
+    enc = Encoder()
+    blocks = [
+        ({"host": "h", "timestamp": "1700000000000"}, [b"x" * (i % 40) for i in range(200)]),
+        ({"host": "h", "timestamp": "1700000000000"}, [b"y" * (i % 90) for i in range(300)]),
+        ({"host": "h", "timestamp": "1700000000001"}, [b"z" * (i % 30) for i in range(100)]),
+        ({"host": "h", "timestamp": "1700000000001"}, [b"w" * 500, b"v"]),  # fewer lines than bytes
+    ]
+    for headers, lines in blocks:
+        enc.begin(headers, "g")
+        assert enc.run(lines, 0, False) == [encode_event(headers, b) for b in lines]
+        crlf = [b + b"\r" for b in lines]
+        assert enc.run(crlf, 0, True) == [encode_event(headers, b) for b in lines]
+    assert enc.run([], 0, False) == []
+
 def test_event_ids_are_generation_and_byte_offset_and_encode_like_the_codec():
     headers = {"host": "h"}
     events, _, _ = cut([b"ab\r\ncd\n"], event_ids=True, headers=headers)
