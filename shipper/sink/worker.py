@@ -249,7 +249,10 @@ class SinkWorker:
                 if hasattr(lease, "release"):
                     lease.release()  # delivered: only its seqs are needed for the ack now
                 owed, lease, ahead = lease, ahead.result(), None
-                tasks = self._finish(tasks, keep=1)
+                # The previous ack (committed while this lease travelled) must have landed before
+                # the next lease is sent: otherwise three leases (that ack's, this one, the next)
+                # could be sent again after a kill, not the two the crash bound promises.
+                tasks = self._finish(tasks, keep=0)
         except _Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
