@@ -429,15 +429,44 @@ def connect_ro(db: Path) -> sqlite3.Connection:
         raise StateError(f"{db} is not an SQLite database (garbage or another kind of file); check --state-dir, "
                           "or start the agent once: it moves the file aside and salvages what it can")
     try:
-        return sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
+        return _open_ro(db)
     except sqlite3.Error as exc:
         raise StateError(f"cannot open {db} read-only: {exc}") from exc
+
+
+def _open_ro(db: Path) -> sqlite3.Connection:
+    """Open ``db`` read-only; on a file SQLite refuses, the connection's close() removes the
+    ``-wal``/``-shm`` files the open created (the caller meets the same error and words it)."""
+    absent = [Path(str(db) + side) for side in SIDE_FILES if not Path(str(db) + side).exists()]
+    conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0, factory=_ReadOnly)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if _is_corrupt(exc):
+            conn.leftovers = absent
+    return conn
+
+
+class _ReadOnly(sqlite3.Connection):
+    """A read-only connection that leaves nothing behind on a file SQLite refuses.
+
+    SQLite creates the ``-wal`` and ``-shm`` files when it opens a file whose (garbage) header
+    claims WAL mode, even read-only. On a healthy channel they belong to the agent and stay; on a
+    file that is not a database no agent can use them, so ``close`` removes the ones this
+    connection created and the state directory is left as it was found."""
+
+    leftovers: list[Path] = []
+
+    def close(self) -> None:
+        super().close()
+        for path in self.leftovers:
+            path.unlink(missing_ok=True)
 
 
 def _precheck(db: Path) -> str | None:
     """Format check plus ``PRAGMA quick_check``, read-only; the problem found, or None."""
     try:
-        conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=10.0)
+        conn = _open_ro(db)
     except sqlite3.Error as exc:
         raise StateError(f"cannot open channel database {db}: {exc}") from exc
     try:

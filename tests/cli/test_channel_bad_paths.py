@@ -43,6 +43,7 @@ def one_line_exit_5(r: subprocess.CompletedProcess, says: str) -> None:
 @pytest.mark.parametrize("what, says", [
     ("garbage", "is not an SQLite database (garbage or another kind of file); check --state-dir"),
     ("damaged", "file is not a database"),
+    ("damaged-claiming-wal", "file is not a database"),
     ("directory", "channel.db is a directory, not a channel database; check --state-dir"),
     ("missing", "no channel database at"),
     ("state-dir-is-a-file", "is not a directory; check --state-dir"),
@@ -53,8 +54,12 @@ def test_channel_commands_on_a_bad_state_dir(tmp_path, args, what, says):
     db = state / "channel.db"
     if what == "garbage":
         db.write_bytes(os.urandom(5000))
-    elif what == "damaged":  # SQLite's header, then garbage: SQLite itself refuses it
-        db.write_bytes(b"SQLite format 3\x00" + os.urandom(8000))
+    elif what.startswith("damaged"):  # SQLite's header, then garbage: SQLite itself refuses it
+        head = bytearray(b"SQLite format 3\x00" + os.urandom(8000))
+        # bytes 18-19 say the journal mode: 1 (rollback) or, claiming WAL, 2, which makes SQLite create
+        # -wal and -shm files even read-only (left behind, they broke "nothing created")
+        head[18] = head[19] = 2 if what == "damaged-claiming-wal" else 1
+        db.write_bytes(bytes(head))
     elif what == "directory":
         db.mkdir()
     elif what == "missing":
@@ -64,7 +69,7 @@ def test_channel_commands_on_a_bad_state_dir(tmp_path, args, what, says):
         state.write_bytes(b"x")
     before = sorted(p.name for p in tmp_path.rglob("*"))
     r = channel(state, *args, out=tmp_path / "out.txt")
-    if what == "damaged" and args[0] == "dead-letters":
+    if what.startswith("damaged") and args[0] == "dead-letters":
         says = "file is not a database; run flume-ship channel verify" if args[1] in ("list", "show") else \
             "is damaged (file is not a database); run flume-ship channel verify"
     one_line_exit_5(r, says)
