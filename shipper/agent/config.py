@@ -125,8 +125,13 @@ class DeliverySection:
                         lo=0)
     sinks: int = opt(1, "Sink workers, each sending its own lane of the channel: all lines of a file (and of "
                      "its rotated predecessors) take one lane, so every file arrives in order while "
-                     "different files are sent in parallel, one call in flight per lane.",
+                     "different files are sent in parallel (each lane with up to `in_flight` calls in flight).",
                      flag="--sinks", lo=1)
+    in_flight: int = opt(2, "Calls in flight per sink into a collector that promises ordered pipelining "
+                         "(flume-ship collect says so in its handshake): a refused call is never overtaken, so "
+                         "order per file holds. Into any other collector (Flume, Thrift), one at a time. A kill "
+                         "may send up to in_flight + 1 batches per sink again. 1: never pipeline.",
+                         flag="--in-flight", lo=1)
     connect_timeout: float = opt(5.0, "Seconds for the TCP connect and the TLS handshake.",
                                  flag="--connect-timeout", lo=0.001)
     request_timeout: float = opt(20.0, "Seconds for each call's reply; the first call of a connection "
@@ -301,7 +306,7 @@ class Config:
         d = self.delivery
         return SinkOptions(batch_size=d.batch_size, batch_bytes=d.batch_bytes, linger=d.linger,
                            backoff_max=d.backoff_max, busy_penalty=d.busy_penalty, max_rejects=d.max_rejects,
-                           reset_connection_interval=d.reset_connection_interval)
+                           reset_connection_interval=d.reset_connection_interval, in_flight=d.in_flight)
 
 
 def client_options_of(d: DeliverySection):

@@ -35,11 +35,14 @@ from shipper.avroipc.framing import (
     encode_frame,
 )
 from shipper.avroipc.protocol import (
+    ORDERED_PIPELINE,
+    ORDERED_PIPELINE_VERSION,
     PROTOCOL_HASH,
     PROTOCOL_HASH_1_11_1,
     PROTOCOL_TEXT,
     PROTOCOL_TEXT_1_11_1,
     Status,
+    promises_ordered_pipeline,
     protocol_hash,
 )
 from shipper.avroipc.limits import DEFAULT_CALL_LIMITS, CallLimits, LimitExceeded
@@ -67,6 +70,8 @@ __all__ = [
     "InflateLimitExceeded",
     "LimitExceeded",
     "LocalProtocolError",
+    "ORDERED_PIPELINE",
+    "ORDERED_PIPELINE_VERSION",
     "PROTOCOL_HASH",
     "PROTOCOL_HASH_1_11_1",
     "PROTOCOL_TEXT",
@@ -79,5 +84,6 @@ __all__ = [
     "ZlibDecoder",
     "ZlibEncoder",
     "encode_frame",
+    "promises_ordered_pipeline",
     "protocol_hash",
 ]

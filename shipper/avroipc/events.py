@@ -17,11 +17,14 @@ class HandshakeCompleted:
     ``server_hash`` is the hash now in use for the server (the one we sent, for BOTH; the
     server's, for CLIENT); a transport may remember it per address, as Java does, and pass it as
     ``server_hash`` to the next connection. ``server_protocol`` is the text the server sent, if any.
+    ``meta`` is the response's ``meta`` map (None from Java servers; ``flume-ship collect``
+    advertises ordered pipelining there: :func:`shipper.avroipc.protocol.promises_ordered_pipeline`).
     """
 
     match: str  # "BOTH" | "CLIENT"
     server_hash: bytes | None
     server_protocol: str | None
+    meta: dict[str, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,13 @@ Handshake records (Avro's ``HandshakeRequest`` / ``HandshakeResponse``), field o
 
 A union is its zigzag branch index (``00`` null, ``02`` the value) then the value. Java clients
 always send ``meta`` as an empty map (``02 00``); Java servers always answer ``meta`` null.
+
+``flume-ship collect`` answers ``meta`` = {:data:`ORDERED_PIPELINE`: :data:`ORDERED_PIPELINE_VERSION`}:
+it applies one connection's calls strictly in order and, once it refused one, refuses every later
+call of that connection without running it, so a client may keep several calls in flight without
+a refused call being overtaken (docs/protocol.md, "Ordered pipelining"). Java's Requestor hands
+``meta`` to RPC plugins only, so Flume's AvroSink ignores it; a reader must accept both null and
+a map, and a server that does not name the key makes no such promise.
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ from shipper.avroipc.avro import (
     encode_string,
 )
 from shipper.avroipc.limits import LimitExceeded
+
+ORDERED_PIPELINE = "flume-ship.ordered-pipeline"
+ORDERED_PIPELINE_VERSION = b"1"
+
+
+def promises_ordered_pipeline(meta: dict[str, bytes] | None) -> bool:
+    """The handshake response's ``meta`` advertises ordered pipelining (a version we know)."""
+    return bool(meta) and meta.get(ORDERED_PIPELINE) == ORDERED_PIPELINE_VERSION
+
 
 PROTOCOL_TEXT = (
     '{"protocol":"AvroSourceProtocol","namespace":"org.apache.flume.source.avro","doc":"* Licensed'
@@ -168,12 +184,13 @@ def read_handshake_request(
     return HandshakeRequest(client_hash, client_protocol, server_hash, meta)
 
 
-def read_handshake_response(r: Reader) -> HandshakeResponse:
-    """Raises AvroDecodeError when the bytes are not a HandshakeResponse."""
+def read_handshake_response(r: Reader, max_meta_entries: int | None = 64) -> HandshakeResponse:
+    """Raises AvroDecodeError when the bytes are not a HandshakeResponse (``meta`` may hold at
+    most ``max_meta_entries`` entries: the server controls it)."""
     match = HandshakeMatch(r.read_enum(3))
     server_protocol = _read_opt(r, r.read_string)
     server_hash = _read_opt(r, lambda: r.read_fixed(16))
-    meta = _read_opt(r, r.read_bytes_map)
+    meta = _read_opt(r, lambda: r.read_bytes_map(max_meta_entries))
     return HandshakeResponse(match, server_protocol, server_hash, meta)
 
 
@@ -182,6 +199,8 @@ __all__ = [
     "HandshakeMatch",
     "HandshakeRequest",
     "HandshakeResponse",
+    "ORDERED_PIPELINE",
+    "ORDERED_PIPELINE_VERSION",
     "PROTOCOL_HASH",
     "PROTOCOL_HASH_1_11_1",
     "PROTOCOL_TEXT",
@@ -190,6 +209,7 @@ __all__ = [
     "compact_json",
     "encode_handshake_request",
     "encode_handshake_response",
+    "promises_ordered_pipeline",
     "protocol_hash",
     "read_handshake_request",
     "read_handshake_response",

@@ -8,7 +8,9 @@ Theory of operation (avro-rpc-wire.md §3.1, §4, P2, P7, P8):
 * The handshake rides on requests only until a response says BOTH or CLIENT. Like Java we send
   ``clientHash`` = our hash, ``clientProtocol`` = null, ``serverHash`` = the hash we were given
   (or our own as a guess), ``meta`` = empty map (``02 00``). While that first call is out, any
-  other ``send_*`` raises LocalProtocolError: Java never pipelines before the handshake.
+  other ``send_*`` raises LocalProtocolError: Java never pipelines before the handshake. The
+  response's ``meta`` (null from Java, a map from ``flume-ship collect``) goes out with
+  HandshakeCompleted.
 * NONE: the server did not run the call. We re-queue the same call under a new serial, now with
   ``clientProtocol`` = our text and ``serverHash`` = the server's, and report HandshakeRetry. The
   final CallSucceeded/CallFailed still carries the serial the caller got. A second NONE would
@@ -210,7 +212,7 @@ class ClientConnection:
         if resp.match == HandshakeMatch.CLIENT:
             self.server_hash = resp.server_hash
         self.established = True
-        self._events.append(HandshakeCompleted(resp.match.name, self.server_hash, resp.server_protocol))
+        self._events.append(HandshakeCompleted(resp.match.name, self.server_hash, resp.server_protocol, resp.meta))
         if call.params is None and not r.at_end():
             raise self._fail(f"{r.remaining} bytes after the handshake-only response")
         return True

@@ -10,7 +10,9 @@ Theory of operation (avro-rpc-wire.md §3.2, §4, §5, P2, P4-P9):
   ``max_protocol_bytes`` long (checked before it is decoded) and with that very MD5 (Java checks
   neither; a hostile client could otherwise pin large texts in the cache). match = BOTH if ``serverHash`` is ours and remote is known, CLIENT if remote
   is known but ``serverHash`` is not ours, else NONE. Non-BOTH answers carry our text and hash;
-  ``meta`` is always null. NONE answers with the handshake alone and does not run the call.
+  ``meta`` is null (as Java's) unless the server gives ``handshake_meta`` (``flume-ship collect``
+  advertises ordered pipelining there; the promise itself is the server's to keep). NONE answers
+  with the handshake alone and does not run the call.
 * The handshake response goes in front of the answer to that request, and in no later one.
 * A request whose frame is sound but whose call cannot be decoded (no or bad handshake on a
   fresh connection, unknown message, bad record, too many events, bytes after the parameters)
@@ -129,8 +131,10 @@ class ServerConnection:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_events_per_call: int = DEFAULT_MAX_EVENTS_PER_CALL,
         limits: CallLimits = DEFAULT_CALL_LIMITS,
+        handshake_meta: dict[str, bytes] | None = None,
     ) -> None:
         self.cache = cache
+        self.handshake_meta = handshake_meta
         self.max_events_per_call = min(max_events_per_call, limits.max_events)
         self.limits = limits
         self.established = False
@@ -218,10 +222,11 @@ class ServerConnection:
             match = HandshakeMatch.BOTH
         else:
             match = HandshakeMatch.CLIENT
+        meta = self.handshake_meta if match != HandshakeMatch.NONE else None
         if match == HandshakeMatch.BOTH:
-            resp = HandshakeResponse(match, None, None, None)
+            resp = HandshakeResponse(match, None, None, meta)
         else:
-            resp = HandshakeResponse(match, cache.server_protocol, cache.server_hash, None)
+            resp = HandshakeResponse(match, cache.server_protocol, cache.server_hash, meta)
         return encode_handshake_response(resp), match
 
     def _read_params(self, r: Reader, name: str) -> list[tuple[dict[str, str], bytes]]:

@@ -92,6 +92,7 @@ def tail_cmd(
     batch_bytes: str = declared(DeliverySection, "batch_bytes", panel=DELIVERY_HELP),
     linger: float = declared(DeliverySection, "linger", min=0.0, panel=DELIVERY_HELP),
     sinks: int = declared(DeliverySection, "sinks", min=1, max=64, panel=DELIVERY_HELP),
+    in_flight: int = declared(DeliverySection, "in_flight", min=1, max=64, panel=DELIVERY_HELP),
     balance: str = declared(DeliverySection, "balance", panel=DELIVERY_HELP),
     max_penalty: float = declared(DeliverySection, "max_penalty", min=0.0, panel=DELIVERY_HELP),
     backoff_max: float = declared(DeliverySection, "backoff_max", min=0.1, panel=DELIVERY_HELP),

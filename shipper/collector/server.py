@@ -13,6 +13,16 @@ call it yields, hand all of their events to the writer as ONE write (one fsync f
 that arrived together), then answer each call: OK only after that write returned, FAILED when it
 raised. Nothing is acknowledged that is not in the file.
 
+Ordered pipelining: one connection's calls are written strictly in the order they arrived (one
+thread, the core's calls in frame order), and once a call of a connection was refused (FAILED
+after a write error, or an Avro error from the core: a limit, a call it cannot decode) every
+later call of that connection is refused too, unwritten, with an error that says why, for as long
+as the connection lasts. Calls gathered together with the refused one are split at it: those
+before it are written, those after it are not. So a client with several calls in flight never has
+a refused call overtaken by one it sent after it; it sends them all again, in order, on a new
+connection. The handshake response's ``meta`` says so (``flume-ship.ordered-pipeline``: ``1``,
+:data:`shipper.avroipc.ORDERED_PIPELINE`); the sink pipelines only into a collector that said it.
+
 Bounds (``shipper.collector.limits``, every one a flag of ``collect``): the accept loop closes a
 client outside the allow-list (``--allow``); at ``--max-connections`` it closes the connection
 idle the longest (idle for 1 s or more, between calls) to make room, and refuses the new one when
@@ -55,6 +65,8 @@ import time
 from dataclasses import dataclass, field
 
 from shipper.avroipc import (
+    ORDERED_PIPELINE,
+    ORDERED_PIPELINE_VERSION,
     CallReceived,
     CallRefused,
     ConnectionClosed,
@@ -87,17 +99,21 @@ _DEFLATE_RECV_SIZE = 16 * 1024
 _MAX_INFLATION = 1032
 # collect --workers: how long a worker with more connections than another leaves a waiting one to it
 _BALANCE_PAUSE = 0.005
+# The handshake response's meta: this server keeps the ordered-pipelining promise (module docstring).
+_ADVERTISED = {ORDERED_PIPELINE: ORDERED_PIPELINE_VERSION}
 
 
 class _Conn:
-    """What the accept loop knows of a connection: its thread, and since when it is idle
-    (between calls; None while a call or a TLS handshake is under way)."""
+    """What the server knows of a connection: its thread, since when it is idle (between calls;
+    None while a call or a TLS handshake is under way), and whether it refused a call already
+    (every later call of the connection is refused then: ordered pipelining)."""
 
-    __slots__ = ("thread", "idle_since")
+    __slots__ = ("thread", "idle_since", "refused")
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
         self.idle_since: float | None = None
+        self.refused = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +374,7 @@ class Collector:
                 # first, so calls that arrived together share one write and one fsync.
                 gather = (data and not eof and conn.in_frame and getattr(conn, "calls_waiting", False)
                           and _readable_now(sock))
-                closed = False if gather else self._answer(conn, peer)
+                closed = False if gather else self._answer(conn, peer, state)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, layers.down(out))
@@ -421,7 +437,8 @@ class Collector:
         The loop needs of it: ``receive_data``, ``next_event`` (CallReceived, CallRefused,
         ConnectionClosed), ``respond``, ``data_to_send``, and for the limits ``buffered`` (bytes
         held) and ``in_frame`` (a call has begun)."""
-        return ServerConnection(self.cache, max_frame_bytes=self.limits.max_call_bytes, limits=self.limits.call)
+        return ServerConnection(self.cache, max_frame_bytes=self.limits.max_call_bytes, limits=self.limits.call,
+                                handshake_meta=_ADVERTISED)
 
     def _timeout(self, tls, started: float, quiet_since: float, partial_since: float | None) -> float | None:
         limits = self.limits
@@ -453,8 +470,11 @@ class Collector:
         except TimeoutError:
             raise TimeoutError(f"the client read nothing for {self.options.send_timeout:g} s") from None
 
-    def _answer(self, conn: ServerConnection, peer: str) -> bool:
-        """Write every call that is complete, then answer each; True when the peer closed."""
+    def _answer(self, conn: ServerConnection, peer: str, state: _Conn) -> bool:
+        """Write every call that is complete, then answer each; True when the peer closed.
+
+        A refusal splits the calls at it: those before are written and answered, every call after
+        it on this connection is refused unwritten (ordered pipelining, see the module docstring)."""
         calls: list[CallReceived] = []
         closed = False
         while True:
@@ -462,30 +482,47 @@ class Collector:
             if event is None:
                 break
             if isinstance(event, CallReceived):
-                calls.append(event)
+                if state.refused:
+                    self._refuse_after_refusal(conn, event.serial)
+                else:
+                    calls.append(event)
             elif isinstance(event, CallRefused):  # already answered with an Avro error by the core
                 self.stats.reject(event.reason)
                 self.rlog.log(logging.WARNING, f"call-{event.reason}", "client %s: call refused (%s): %s",
                               peer, event.reason, printable(event.detail))
+                if calls and not state.refused:
+                    self._write_and_answer(conn, calls, state)
+                calls = []
+                state.refused = True
             elif isinstance(event, ConnectionClosed):  # the core repeats it: stop asking
                 closed = True
                 break
         if calls:
-            batches = [call.events for call in calls]
-            try:
-                if not any(batches) and (problem := self.writer.problem()):
-                    raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
-                events, body_bytes = self.writer.write_counted(batches)
-                status = Status.OK
-                self.stats.add(calls_total=len(calls), events_total=events, bytes_total=body_bytes)
-            except OSError as err:
-                self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
-                              self.writer.directory, err.strerror or err)
-                self.stats.reject("write-failed")
-                status = Status.FAILED
-            for call in calls:
-                conn.respond(call.serial, status)
+            self._write_and_answer(conn, calls, state)
         return closed
+
+    def _write_and_answer(self, conn: ServerConnection, calls: list[CallReceived], state: _Conn) -> None:
+        """One write (one fsync) for all of ``calls``; OK to each once it returned, else FAILED."""
+        batches = [call.events for call in calls]
+        try:
+            if not any(batches) and (problem := self.writer.problem()):
+                raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
+            events, body_bytes = self.writer.write_counted(batches)
+            status = Status.OK
+            self.stats.add(calls_total=len(calls), events_total=events, bytes_total=body_bytes)
+        except OSError as err:
+            self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
+                          self.writer.directory, err.strerror or err)
+            self.stats.reject("write-failed")
+            status = Status.FAILED
+            state.refused = True
+        for call in calls:
+            conn.respond(call.serial, status)
+
+    def _refuse_after_refusal(self, conn: ServerConnection, serial: int) -> None:
+        self.stats.reject("after-refusal")
+        conn.respond_error(serial, "refused unwritten: an earlier call on this connection was refused, and "
+                                   "calls are applied in order; send it again on a new connection")
 
     # ---- stopping
 

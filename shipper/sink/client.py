@@ -10,6 +10,13 @@ connection that first call carries the Avro handshake, so the deadline covers it
 "Handshake timed out" is that case). A NONE from the server makes the core queue the call again
 with our protocol text; we just send whatever the core has queued after each read.
 
+Ordered pipelining: the handshake response of ``flume-ship collect`` advertises in its ``meta``
+that it applies one connection's calls in order and refuses every call after a refused one
+(:func:`shipper.avroipc.promises_ordered_pipeline`); :attr:`CollectorClient.ordered_pipeline` says
+whether the current connection's collector did. ``append_payloads(..., ordered=True)`` keeps its
+``window`` only into such a collector and sends one call at a time into any other (Flume 1.10+
+runs pipelined calls out of order, docs/interop.md).
+
 Errors carry the policy (``shipper.errors``): every failure, whatever its kind, closes the
 connection before the error leaves this module, so the next call starts clean with a new
 connection and a new handshake (Flume's "DEAD client" lesson, without the death). Lower-layer
@@ -26,7 +33,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 from shipper.avroipc import (
     CallFailed, CallSucceeded, ClientConnection, ConnectionClosed, HandshakeCompleted, RemoteProtocolError,
-    Status,
+    Status, promises_ordered_pipeline,
 )
 from shipper.avroipc.flume_event import encode_event_with, encode_headers
 from shipper.errors import CollectorRejected, PeerClosed, PeerProtocolError, ShipperError, printable
@@ -44,6 +51,8 @@ class CollectorClient:
         # The hash the collector said it speaks, reused on the next connection (as Java does) so
         # a collector with another protocol text costs one NONE round trip only once.
         self._server_hash: bytes | None = None
+        # The collector of this connection advertised ordered pipelining (known after the handshake).
+        self.ordered_pipeline = False
         self._tls_ctx = client_tls_context(options.tls) if options.tls is not None else None
 
     @property
@@ -54,6 +63,7 @@ class CollectorClient:
         if self._stream is None:
             self._stream = open_stream(self.address, self.options, self._tls_ctx)
             self._conn = ClientConnection(server_hash=self._server_hash)
+            self.ordered_pipeline = False
 
     def append_batch(self, encoded_events: Sequence[bytes]) -> None:
         """Deliver one batch; returns only when the collector answered OK for all of it."""
@@ -94,15 +104,19 @@ class CollectorClient:
         *,
         window: int = 4,
         on_ack: Callable[[int, int], None] | None = None,
+        ordered: bool = False,
     ) -> int:
         """Like :meth:`append_batches` for ``(count, payload)`` pairs of pre-joined events; no
         per-event work. ``on_ack(index, count)`` names the pair (its position in ``payloads``)
-        that was acknowledged OK, so a caller can retry only the others after a failure."""
+        that was acknowledged OK, so a caller can retry only the others after a failure.
+        With ``ordered``, more than one call is in flight only if the collector advertised
+        ordered pipelining (:attr:`ordered_pipeline`). ``payloads`` is pulled only when a call
+        may go out, so it may be a generator that takes from a channel as room appears."""
         return self._pipeline(((item[0], item) for item in payloads),
-                              lambda conn, item: conn.send_append_batch_payload(*item), window, on_ack)
+                              lambda conn, item: conn.send_append_batch_payload(*item), window, on_ack, ordered)
 
     def _pipeline(self, items: Iterable, send: Callable, window: int,
-                  on_ack: Callable[[int, int], None] | None) -> int:
+                  on_ack: Callable[[int, int], None] | None, ordered: bool = False) -> int:
         """The shared loop: ``items`` yields ``(count, x)``; ``send(conn, x)`` queues one call.
 
         A call answered with an error or a status other than OK stops the sending; the answers
@@ -117,7 +131,8 @@ class CollectorClient:
             self.connect()
             stream, conn = self._stream, self._conn
             while True:
-                while more and refused is None and len(inflight) < (window if conn.established else 1):
+                while more and refused is None and len(inflight) < (
+                        window if conn.established and (self.ordered_pipeline or not ordered) else 1):
                     item = next(pending, None)
                     if item is None:
                         more = False
@@ -143,6 +158,7 @@ class CollectorClient:
                             on_ack(index, count)
                     elif isinstance(event, HandshakeCompleted):
                         self._server_hash = event.server_hash
+                        self.ordered_pipeline = promises_ordered_pipeline(event.meta)
                     elif isinstance(event, ConnectionClosed):
                         raise PeerClosed(f"{self.address} closed the connection before answering")
                 out = conn.data_to_send()  # a NONE handshake re-queued the call

@@ -65,11 +65,36 @@ from typing import Callable, Sequence
 import tenacity
 
 from shipper.errors import ChannelIOError, CollectorRejected, GaveUp, ShipperError
-from shipper.sink.policy import Selector, is_retriable
+from shipper.sink.policy import Balance, Selector, is_retriable
 
 log = logging.getLogger("flume-ship.sink")
 
 _STOP_LOOK = 0.1  # a backoff looks at the stop flag this often
+_RUN_LEASES = 64  # most leases of one pipelined run (between runs: balance, recycling, the penalty box)
+
+
+class _Run:
+    """One pipelined run of a worker on one collector's connection (``SinkWorker._pipelined``)."""
+
+    __slots__ = ("collector", "first", "sent", "sent_at", "ok", "next_ack", "acks", "committed", "leftover", "base")
+
+    def __init__(self, collector: int, first, owed):
+        self.collector = collector
+        self.first = first  # the first lease to send (taken already)
+        self.leftover = None  # a lease taken and not sent, for the one-lease path
+        # The leases sent, in order; the first one delivered before the run (its ack not handed
+        # to the helper yet) counts as sent and answered OK.
+        self.sent: list = [owed] if owed is not None else []
+        self.sent_at: list[float] = [0.0] * len(self.sent)
+        self.ok: set[int] = set(range(len(self.sent)))  # indexes in ``sent`` answered OK
+        self.base = len(self.sent)  # the client's first call is sent[base]
+        self.next_ack = 0  # sent[:next_ack] are handed to the helper for their ack
+        self.acks: list[tuple[Future, int]] = []  # the helper's ack tasks, oldest first, and their lease counts
+        self.committed = 0  # leases of ``sent`` whose ack committed
+
+    def unsettled(self) -> int:
+        """Leases sent whose ack has not committed: what a kill now would send again."""
+        return len(self.sent) - self.committed
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,7 @@ class SinkOptions:
     batch_bytes: int = 4 * 1024 * 1024
     linger: float = 0.2  # how long a partial batch may wait for more events
     window: int = 1  # calls in flight when a lease is sent as several batches (>1 may reorder)
+    in_flight: int = 2  # leases in flight per lane into a collector that advertises ordered pipelining
     backoff_initial: float = 0.5  # first backoff bound (full jitter draws from [0, bound])
     backoff_max: float = 30.0  # the cap on any single wait
     busy_penalty: float = 5.0  # the cap on a wait (and a penalty) for a collector alive but busy
@@ -206,6 +232,7 @@ class SinkWorker:
         self.delivered_events = 0
         self.error: BaseException | None = None
         self._ack_pool: ThreadPoolExecutor | None = None
+        self._last_ok: int | None = None  # the collector that answered the last call OK
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -253,6 +280,10 @@ class SinkWorker:
                 # the next lease is sent: otherwise three leases (that ack's, this one, the next)
                 # could be sent again after a kill, not the two the crash bound promises.
                 tasks = self._finish(tasks, keep=0)
+                if lease is not None and self._may_pipeline():
+                    # The collector that took it promised ordered pipelining: keep several in flight.
+                    run, owed, lease = _Run(self._last_ok, lease, owed), None, None
+                    lease = self._pipelined(run)
         except _Aborted:
             pass
         except BaseException as exc:  # recorded for the agent, which decides the exit code
@@ -271,6 +302,136 @@ class SinkWorker:
             except BaseException as exc:  # the batch is sent again next time: a duplicate, not a loss
                 log.warning("%s: a delivered batch was not acknowledged: %s", self.name, exc)
             self.close()
+
+    # --- ordered pipelining -------------------------------------------------------------
+
+    def _may_pipeline(self) -> bool:
+        """Pipeline now: ``in_flight`` > 1, balance failover (round_robin and random choose a
+        collector per batch), no rate limit (its waits would hold answers unread) and the
+        collector that answered last advertised ordered pipelining on its connection."""
+        if (self.options.in_flight <= 1 or self.limit is not None or self._last_ok is None
+                or self.pool.selector.balance is not Balance.FAILOVER):
+            return False
+        client = self._clients[self._last_ok]
+        return client is not None and client.connected and getattr(client, "ordered_pipeline", False)
+
+    def _pipelined(self, run: "_Run"):
+        """Send leases with up to ``in_flight`` calls in flight on one connection, across leases,
+        for as long as leases are ready at once (at most ``_RUN_LEASES``, so the balance mode and
+        connection recycling get their say between runs). Acks go to the helper in lease order,
+        only for leases answered OK. On a failure, every lease not answered OK is delivered again,
+        in order, through :meth:`deliver` (the usual retry and failover). Returns a lease taken
+        but not sent (a bigger one than one call, sent by the caller's loop), or None; when it
+        returns, every lease it sent is acked (or moved aside, or, on an error, given back)."""
+        i = run.collector
+        client = self._clients[i]
+        try:
+            try:
+                client.append_payloads(self._feed(run), window=self.options.in_flight, ordered=True,
+                                       on_ack=lambda k, _n: self._answered(run, k))
+            except BaseException as exc:
+                if not is_retriable(exc):
+                    raise
+                self.pool.failure(i, exc)
+                self._redeliver(run, exc)
+            self._settle(run)
+            self._drain(run, keep=0)
+            return run.leftover
+        except BaseException:
+            self._give_back(run)
+            raise
+
+    def _feed(self, run: "_Run"):
+        """The leases the client sends, pulled only when a call may go out."""
+        opts = self.options
+        while True:
+            self._settle(run)
+            if run.first is not None:
+                lease, run.first = run.first, None
+            else:
+                if len(run.sent) >= _RUN_LEASES or self.stopping.is_set() or self.abort.is_set():
+                    return
+                # The crash bound: at most in_flight + 1 leases sent and not yet acked for good.
+                while run.unsettled() > opts.in_flight and run.acks:
+                    self._drain(run, keep=len(run.acks) - 1)
+                lease = self._take_ready()
+                if lease is None:
+                    return
+            if (lease.count > opts.batch_size or lease.nbytes > opts.batch_bytes
+                    or self._recycle_due(run.collector, time.monotonic())):
+                run.leftover = lease  # more than one call, or a connection to renew: the one-lease path
+                return
+            run.sent.append(lease)
+            run.sent_at.append(time.monotonic())
+            yield lease.count, lease.payload
+
+    def _answered(self, run: "_Run", k: int) -> None:
+        """The client's ``k``-th call (of this run) was answered OK."""
+        k += run.base
+        run.ok.add(k)
+        lease = run.sent[k]
+        self.pool.success(run.collector, time.monotonic() - run.sent_at[k], lease.count)
+
+    def _settle(self, run: "_Run") -> None:
+        """Hand the helper the acks of the leases answered OK that follow the acked ones."""
+        ready = []
+        while run.next_ack < len(run.sent) and run.next_ack in run.ok:
+            lease = run.sent[run.next_ack]
+            if hasattr(lease, "release"):
+                lease.release()
+            ready.append(lease)
+            run.next_ack += 1
+        if ready:
+            run.acks.append((self._acker().submit(self._ack_all, ready), len(ready)))
+
+    def _ack_all(self, leases):
+        for lease in leases:
+            self._ack(lease)
+        return leases
+
+    def _drain(self, run: "_Run", keep: int) -> None:
+        """Wait for all but the newest ``keep`` of the run's ack tasks; count what they acked."""
+        while len(run.acks) > keep:
+            future, n = run.acks.pop(0)
+            for lease in future.result():
+                self._acked(lease)
+            run.committed += n
+
+    def _redeliver(self, run: "_Run", exc: BaseException) -> None:
+        """After a failed pipelined call: ack what was answered OK in order, then deliver every
+        other lease again, in order, the usual way; the first refused one counts as rejected once."""
+        self._settle(run)
+        refused_first = isinstance(exc, CollectorRejected) and exc.about_batch
+        while run.next_ack < len(run.sent):
+            k = run.next_ack
+            lease = run.sent[k]
+            if k not in run.ok:
+                ranges = self.deliver(lease, prior_rejects=1 if refused_first else 0)
+                refused_first = False
+                if ranges:
+                    self._drain(run, keep=0)
+                    self._ack(lease, dead=self.poisoned_reason(), ranges=ranges)
+                    self._acked(lease, sum(hi - lo for lo, hi in ranges), self._dead_bytes)
+                    run.committed += 1
+                    run.next_ack += 1
+                    continue
+                run.ok.add(k)
+            self._settle(run)
+
+    def _give_back(self, run: "_Run") -> None:
+        """An error or an abort ends the run: ack the leases answered OK in order, give the rest back."""
+        try:
+            self._settle(run)
+            self._drain(run, keep=0)
+        except BaseException as exc:  # sent again next time: a duplicate, never a loss
+            log.warning("%s: a delivered batch was not acknowledged: %s", self.name, exc)
+        for lease in run.sent[run.next_ack:]:
+            self.channel.nack(lease)
+        run.sent = run.sent[:run.next_ack]
+        for lease in (run.first, run.leftover):
+            if lease is not None:
+                self.channel.nack(lease)
+        run.first = run.leftover = None
 
     def _take_then_ack(self, ahead: Future, done):
         """The helper's task: take the next lease (into ``ahead``), then ack ``done``; returns it."""
@@ -389,14 +550,15 @@ class SinkWorker:
 
     # --- one batch ------------------------------------------------------------------------
 
-    def deliver(self, lease) -> list[tuple[int, int]]:
+    def deliver(self, lease, prior_rejects: int = 0) -> list[tuple[int, int]]:
         """Send a lease until a collector answered OK for all of it (or the retry budget or abort
         ends it). ``lease`` needs ``count``, ``nbytes``, ``payload`` and ``batches(n, b)``.
 
         With ``max_rejects``, a part (one call) the collectors rejected that often is given up on
         and the others are still sent; the return value names the given-up parts as event index
         ranges of the lease (empty when every part was answered OK), so exactly those events, and
-        never an accepted one, are moved aside."""
+        never an accepted one, are moved aside. ``prior_rejects``: times a single-call lease was
+        rejected already (by a pipelined call that failed)."""
         opts = self.options
         if lease.count <= opts.batch_size and lease.nbytes <= opts.batch_bytes:
             parts = [(lease.count, lease.payload)]
@@ -405,6 +567,12 @@ class SinkWorker:
         self.tried.clear()
         self.backoffs = 0
         self.rejects, self.poisoned = {}, {}
+        if prior_rejects and len(parts) == 1 and opts.max_rejects:
+            self.rejects[0] = prior_rejects
+            if prior_rejects >= opts.max_rejects:
+                self.poisoned[0] = f"collectors rejected a batch {prior_rejects} times (max_rejects)"
+                self._dead_bytes = len(parts[0][1])
+                return [(0, lease.count)]
         stop = tenacity.stop_never
         if self.options.max_attempts:
             stop = tenacity.stop_after_attempt(self.options.max_attempts)
@@ -481,7 +649,12 @@ class SinkWorker:
                     if len(done) == len(parts):
                         return
             raise
+        self._last_ok = i
         self.pool.success(i, time.monotonic() - started, sum(parts[j][0] for j in todo))
+
+    def _recycle_due(self, i: int, now: float) -> bool:
+        interval = self.options.reset_connection_interval
+        return bool(interval) and now - self._since[i] >= interval
 
     def _recycle(self, i: int, client, now: float) -> None:
         """Flume's reset-connection-interval: a connection older than the interval is closed before
