@@ -2,9 +2,11 @@
 
 Flume 1.10+ runs the pipelined calls of one connection on different threads, so order into it
 can only come from the sender. flume-ship's lanes (``--sinks 4``) send each file family on one
-lane with one call in flight; the memory channel and file_roll sink then write the batches in
-the order the source accepted them. Twelve files of numbered lines, batches of 50 so that every
-file takes several calls: the output must hold every line once, each file's lines rising.
+lane with one call in flight: ``--in-flight 4`` applies only to a collector that advertises
+ordered pipelining in its handshake, and Flume's ``meta`` is null. The memory channel and
+file_roll sink then write the batches in the order the source accepted them. Twelve files of
+numbered lines, batches of 50 so that every file takes several calls: the output must hold every
+line once, each file's lines rising.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 
 import pytest
 
+from shipper.sink.client import CollectorClient
+from shipper.transport import Address
 from tests.interop import flume
 from tests.support import Proc, free_port
 
@@ -26,6 +30,9 @@ def test_four_lanes_into_flume_1_11_keep_every_file_in_order(start_agent, tmp_pa
     out = tmp_path / "out"
     agent = start_agent("1.11.0", flume.avro_to_file_roll("lanes", port, out))
     agent.wait_listening(port)
+    with CollectorClient(Address("127.0.0.1", port)) as client:
+        client.append_payload(0, b"")  # an empty batch: the handshake, nothing written
+        assert client.connected and not client.ordered_pipeline  # Flume promises no ordered pipelining
     logs = tmp_path / "logs"
     logs.mkdir()
     total = 0
@@ -34,7 +41,7 @@ def test_four_lanes_into_flume_1_11_keep_every_file_in_order(start_agent, tmp_pa
         (logs / f"f{f:02d}.log").write_bytes(body)
         total += len(body)
     proc = Proc("tail", str(logs / "*.log"), "--to", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"),
-                "--once", "--sinks", "4", "--batch-size", "50", "--min-free", "1K")
+                "--once", "--sinks", "4", "--in-flight", "4", "--batch-size", "50", "--min-free", "1K")
     assert proc.popen.wait(180) == 0, proc.stderr[-3000:]
     data = flume.wait_for_bytes(out, total, who=agent)
     last: dict[bytes, int] = {}

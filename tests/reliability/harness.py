@@ -43,14 +43,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipper.sink.worker import SinkOptions
 from tests.support import ROOT, Proc
 
 BATCH = 200
 SINKS = 1  # the default --sinks: one lane (more lanes: docs/channel.md, "Lanes")
-# What one kill may make the agent send again: per lane, the lease being sent plus the delivered
-# one whose ack commits meanwhile (shipper/sink/worker.py, "Overlap"). Faults that leave the
-# process alive keep the one-batch bound per lane: every delivered lease is still acked.
-IN_FLIGHT = 2 * BATCH * SINKS
+# What one kill may make the agent send again: per lane, the leases in flight (--in-flight into
+# collect, which promises ordered pipelining) plus the delivered one whose ack commits meanwhile
+# (shipper/sink/worker.py, "Ordered pipelining"). Faults that leave the process alive keep the
+# one-batch bound per lane: every delivered lease is still acked.
+IN_FLIGHT = (SinkOptions().in_flight + 1) * BATCH * SINKS
 LINE_PAD = 80  # bodies of ~100 bytes
 # A failure guard for every wait (never a timing assertion); --soak scenarios get more.
 DELIVERY_TIMEOUT = 120.0

@@ -1,10 +1,11 @@
 """Lanes: several sinks in parallel, every file (and its rotated predecessors) in order.
 
 Many files, ``--sinks 4``: each file family takes one lane (shipper/channel/groups.py), and one lane
-is one worker with one call in flight, so the collector must see every file's lines in rising
-order, across rename rotations too (``cross_file_reorders`` is asserted here, not only reported).
-SIGKILL at random points: nothing lost, and each kill may repeat what every lane had in flight:
-two batches per lane (the lease being sent and the delivered one whose ack commits meanwhile).
+is one worker whose calls collect applies in order (ordered pipelining), so the collector must see
+every file's lines in rising order, across rename rotations too (``cross_file_reorders`` is
+asserted here, not only reported). SIGKILL at random points: nothing lost, and each kill may
+repeat what every lane had in flight: in_flight + 1 batches per lane (the leases being sent and
+the delivered one whose ack commits meanwhile).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import random
 import time
 
 from shipper.channel import Channel
+from shipper.sink.worker import SinkOptions
 from tests.reliability.harness import (
     BATCH, Collector, SteadyWriter, Stream, check, record, start_tail, wait_delivered,
 )
 
 SINKS = 4
-IN_FLIGHT = 2 * BATCH * SINKS  # per kill: two leases per lane (shipper/sink/worker.py, "Overlap")
+IN_FLIGHT = (SinkOptions().in_flight + 1) * BATCH * SINKS  # per kill and lane (worker.py, "Ordered pipelining")
 
 
 def rotate(s: Stream) -> None:

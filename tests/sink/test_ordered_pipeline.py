@@ -1,0 +1,156 @@
+"""Ordered pipelining: several calls in flight per lane, and still every file in order.
+
+``flume-ship collect`` advertises in its handshake ``meta`` that it applies a connection's calls
+in order and refuses every call behind a refused one; the sink keeps ``--in-flight`` leases in
+flight only into such a collector. The scenarios refuse a call in the middle of a pipelined
+stream (a real collect's per-event cap; a write that fails once in a real collector on a real
+socket) and check the collector's files: nothing lost, no line out of order, and nothing behind
+the refused call written before it. A plain Avro server (the real protocol core without the
+promise) is not pipelined into. Flume: tests/interop/test_lanes_into_flume.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shipper.avroipc.flume_event import encode_event
+from shipper.collector.server import Collector, CollectorOptions
+from shipper.collector.writer import RollingWriter
+from shipper.errors import CollectorRejected
+from shipper.sink.client import CollectorClient
+from shipper.transport import Address
+from tests.sink.test_delivery_e2e import check_delivery, collected, write_lines
+from tests.support import ROOT, Proc
+
+BATCH = 100
+
+
+@pytest.fixture
+def collect(tmp_path):
+    procs = []
+
+    def start(*flags: str, out: Path | None = None) -> tuple[str, Path]:
+        out = out or tmp_path / "out"
+        p = Proc("collect", "--listen", "127.0.0.1:0", "--out", str(out), *flags)
+        procs.append(p)
+        return p.wait_for(r"listening on (\S+)").group(1), out
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+def address(text: str) -> Address:
+    host, port = text.rsplit(":", 1)
+    return Address(host, int(port))
+
+
+def payload(lines: list[bytes]) -> tuple[int, bytes]:
+    return len(lines), b"".join(encode_event({}, line) for line in lines)
+
+
+def test_collect_advertises_ordered_pipelining_and_a_plain_avro_server_does_not(collect, tmp_path):
+    addr, _ = collect()
+    with CollectorClient(address(addr)) as client:
+        assert not client.ordered_pipeline  # not known before a handshake
+        client.append_payload(*payload([b"hello"]))
+        assert client.ordered_pipeline
+    plain = subprocess.Popen([sys.executable, "-m", "tests.agent.picky_collector", str(tmp_path / "plain.out"),
+                              "NEVER"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        with CollectorClient(address(plain.stdout.readline().split()[-1])) as client:
+            client.append_payload(*payload([b"hello"]))
+            assert client.connected and not client.ordered_pipeline
+    finally:
+        plain.kill()
+        plain.wait()
+
+
+def test_collect_writes_none_of_the_calls_behind_a_refused_one(collect):
+    addr, out = collect("--max-body-bytes", "1K")
+    batches = [[b"b%d %04d" % (b, i) for i in range(10)] for b in range(8)]
+    batches[2][5] = b"too long " + b"y" * 2000  # over --max-body-bytes: collect refuses that call
+    answered: list[int] = []
+    with CollectorClient(address(addr)) as client:
+        with pytest.raises(CollectorRejected) as refused:
+            client.append_payloads([payload(b) for b in batches], window=8, ordered=True,
+                                   on_ack=lambda k, _n: answered.append(k))
+    assert answered == [0, 1]
+    assert refused.value.acknowledged == 20
+    # Batches 3..7 were in flight behind the refused one: refused too, none of them written.
+    assert collected(out) == batches[0] + batches[1]
+
+
+def test_pipelined_tail_keeps_order_when_collect_refuses_a_call_in_the_middle(collect, tmp_path):
+    addr, out = collect("--max-body-bytes", "1K")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "app.log", 0, 2500)
+    with open(logs / "app.log", "ab") as f:
+        f.write(b"line 0002500 " + b"z" * 2000 + b"\n")  # refused by collect on every attempt
+    write_lines(logs / "app.log", 2501, 2499)
+    config = tmp_path / "ship.toml"
+    config.write_text(f'[delivery]\ncollectors = ["{addr}"]\nmax_rejects = 1\n')
+    tail = Proc("tail", str(logs / "*.log"), "--config", str(config), "--state-dir", str(tmp_path / "state"),
+                "--once", "--batch-size", str(BATCH), "--in-flight", "4", "--request-timeout", "5",
+                "--busy-penalty", "0.1", "--deadline", "120")
+    tail.popen.wait(180)
+    lines = collected(out)
+    numbers = [int(line.split()[1]) for line in lines]
+    assert numbers == sorted(set(numbers)), "a line arrived twice or out of order"
+    missing = sorted(set(range(5000)) - set(numbers))
+    # Only the refused call's batch is moved aside (to the dead letters), one contiguous run.
+    assert 2500 in missing and len(missing) <= BATCH and missing == list(range(missing[0], missing[-1] + 1)), \
+        f"{len(missing)} lines missing: {missing[:5]}...\n{tail.stderr[-2000:]}"
+    assert "moved to the dead letters" in tail.stderr
+
+
+class FailingOnce(RollingWriter):
+    """The collector's real writer; the first write holding ``marker`` fails as a full disk would,
+    after a pause in which the sink's next calls reach the collector's socket (so they are read
+    after the failure, on the same connection)."""
+
+    def __init__(self, directory: str, marker: bytes):
+        super().__init__(directory)
+        self.marker, self.failed, self.writes = marker, False, 0
+
+    def write_counted(self, batches):
+        batches = list(batches)
+        self.writes += 1
+        if not self.failed and any(body.startswith(self.marker) for events in batches for _, body in events):
+            self.failed = True
+            time.sleep(0.5)
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return super().write_counted(batches)
+
+
+def test_pipelined_tail_sends_everything_behind_a_failed_write_again_in_order(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = FailingOnce(str(out), b"a 0001500 ")
+    server = Collector(CollectorOptions(listen=Address("127.0.0.1", 0)), writer)
+    bound = server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        write_lines(logs / "a.log", 0, 3000, tag="a")
+        tail = Proc("tail", str(logs / "*.log"), "--to", str(bound), "--state-dir", str(tmp_path / "state"),
+                    "--once", "--batch-size", str(BATCH), "--in-flight", "4", "--busy-penalty", "0.1",
+                    "--backoff-max", "0.5", "--deadline", "120")
+        assert tail.popen.wait(180) == 0, tail.stderr[-3000:]
+        assert writer.failed and "answered FAILED" in tail.stderr, tail.stderr[-2000:]
+        expected = [f"a {i:07d} {'x' * 60}".encode() for i in range(3000)]
+        # The calls behind the failed one were refused unwritten: every line once, in order.
+        check_delivery(collected(out), expected, max_dups=0)
+    finally:
+        server.stop()
+        thread.join(10)
