@@ -40,6 +40,27 @@ acked in the background, and N, being sent), so a crash can make it send up to `
 events again (one batch before the overlap); a lease taken ahead and not yet sent is only given
 back. Nothing can be lost: an ack is only ever for a lease a collector answered OK.
 
+Ordered pipelining: a collector that advertised it in its handshake (``flume-ship collect``:
+it applies a connection's calls in order and refuses every call behind a refused one, see
+shipper/collector/server.py) gets up to ``in_flight`` leases in flight, across leases, on one
+connection. After a lease was delivered the one-at-a-time way, if that collector advertised it
+(and the balance is failover and no rate limit applies), the worker starts a *run*: the client
+pulls the next lease from the channel whenever a call may go out (only leases ready at once, as
+for the overlap above; a lease bigger than one call goes back to the one-lease path), answers are
+matched to leases, and the leases answered OK are handed to the helper for their acks strictly
+in lease order (one helper task per group of consecutive answered leases, each lease its own
+channel transaction). A run ends when no lease is ready, after ``_RUN_LEASES`` leases (so
+failover returns to a recovered primary and ``reset_connection_interval`` is honoured between
+runs), on ``stopping`` (nothing new is sent; the calls in flight are answered) or on a failure. After a failure every lease of the run not
+answered OK is delivered again, in order, one at a time through :meth:`deliver` (retry, failover,
+backoff, ``max_rejects``: the refused lease counts as rejected once already); a lease answered
+OK behind one not yet delivered is acked only after it. Since the collector refused everything
+behind the refused call, resending keeps every file in order. Into any other collector (Flume,
+whose 1.10+ runs pipelined calls out of order; Thrift) nothing changes: one call at a time.
+The crash bound grows with it: a new lease is sent only while at most ``in_flight`` leases of the
+worker are sent and not yet acked for good, so a kill repeats at most ``in_flight + 1`` leases per
+worker (3 by default), against two into a collector without the promise.
+
 Shutdown: ``stopping`` means "take nothing new, finish what is in flight"; ``abort`` means "give the
 in-flight batch back now" (used when the drain timeout runs out or a deadline passes). A batch that
 is given back is nacked, so it is the first one shipped next time; had the process died instead,
@@ -50,7 +71,8 @@ Several workers (``--sinks N``) run at once, each with its own connections, shar
 selector; each takes from its own *lane* of the channel (``shipper.channel.groups``: a file family
 always goes to the same lane), so every file's events still arrive in order while different files
 are sent in parallel. The crash bound above is per worker: a kill may repeat up to
-``2 x batch_size x N`` events, each file at most its lane's last two batches.
+``(in_flight + 1) x batch_size x N`` events into collect (``2 x batch_size x N`` into others),
+each file at most its lane's last ``in_flight + 1`` batches.
 """
 
 from __future__ import annotations

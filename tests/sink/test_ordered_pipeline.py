@@ -12,6 +12,8 @@ promise) is not pipelined into. Flume: tests/interop/test_lanes_into_flume.py.
 from __future__ import annotations
 
 import errno
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -154,3 +156,42 @@ def test_pipelined_tail_sends_everything_behind_a_failed_write_again_in_order(tm
     finally:
         server.stop()
         thread.join(10)
+
+
+def test_into_a_server_without_the_promise_one_call_at_a_time(collect):
+    """A real Avro server core that answers each call only after 50 ms without more bytes: a client
+    with two calls out would show them both pending; ordered=True keeps it to one."""
+    from shipper.avroipc import CallReceived, ConnectionClosed, ProtocolCache, ServerConnection, Status
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    most = [0]
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        conn, pending = ServerConnection(ProtocolCache()), []
+        with sock:
+            while True:
+                if select.select([sock], [], [], 0.05 if pending else None)[0]:
+                    data = sock.recv(65536)
+                    conn.receive_data(data)
+                    while (event := conn.next_event()) is not None:
+                        if isinstance(event, ConnectionClosed):
+                            return
+                        if isinstance(event, CallReceived):
+                            pending.append(event.serial)
+                    most[0] = max(most[0], len(pending))
+                    if not data:
+                        return
+                else:
+                    for serial in pending:
+                        conn.respond(serial, Status.OK)
+                    pending.clear()
+                    sock.sendall(conn.data_to_send())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with CollectorClient(Address("127.0.0.1", listener.getsockname()[1])) as client:
+        acked = client.append_payloads([payload([b"n %d" % i]) for i in range(6)], window=4, ordered=True)
+    thread.join(10)
+    listener.close()
+    assert acked == 6 and most[0] == 1
