@@ -494,15 +494,21 @@ class Channel(SpaceManagement):
 
     def ack(self, lease: Lease) -> None:
         """Delete the leased chunks durably. On ChannelIOError the lease stays open: ack again later."""
+        self.ack_all([lease])
+
+    def ack_all(self, leases: Sequence[Lease]) -> None:
+        """:meth:`ack` of several leases in one transaction (one commit); all or none of them."""
         with self._cond:
             if self._closed:
                 return  # the rows stay; they are sent again after restart (at-least-once)
-            if self._leases.get(lease.id) is not lease:
-                raise ValueError(f"lease {lease.id} is not open (acked or nacked already?)")
-            self._write("ack", _ack_txn, lease.first_seq, lease.last_seq)
-            self._forget(lease)
-            self._events -= lease.count
-            self._bytes -= lease.nbytes
+            for lease in leases:
+                if self._leases.get(lease.id) is not lease:
+                    raise ValueError(f"lease {lease.id} is not open (acked or nacked already?)")
+            self._write("ack", _ack_txn, [(lease.first_seq, lease.last_seq) for lease in leases])
+            for lease in leases:
+                self._forget(lease)
+                self._events -= lease.count
+                self._bytes -= lease.nbytes
             self._cond.notify_all()
             if self._low_space:
                 self._shrink()
@@ -518,7 +524,7 @@ class Channel(SpaceManagement):
 
         def txn(conn):
             insert_dead(conn, lease, None, reason, ranges)
-            _ack_txn(conn, lease.first_seq, lease.last_seq)
+            _ack_txn(conn, [(lease.first_seq, lease.last_seq)])
 
         with self._cond:
             if self._closed:
@@ -640,5 +646,5 @@ def _put_txn(conn: sqlite3.Connection, rows: list, offsets: Mapping[str, bytes |
                          "SET value = excluded.value, crc = excluded.crc", (key, value, offset_crc(key, value)))
 
 
-def _ack_txn(conn: sqlite3.Connection, first: int, last: int) -> None:
-    conn.execute("DELETE FROM chunks WHERE last_seq BETWEEN ? AND ?", (first, last))
+def _ack_txn(conn: sqlite3.Connection, spans: list[tuple[int, int]]) -> None:
+    conn.executemany("DELETE FROM chunks WHERE last_seq BETWEEN ? AND ?", spans)

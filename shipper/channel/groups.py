@@ -268,17 +268,23 @@ class GroupQueues:
 
     def ack(self, grp: str, lease: Lease) -> None:
         """Group ``grp`` has delivered the lease: forget its rows; delete chunks nobody owes (G1)."""
+        self.ack_all(grp, [lease])
+
+    def ack_all(self, grp: str, leases: Sequence[Lease]) -> None:
+        """:meth:`ack` of several leases in one transaction (one commit); all or none of them."""
         ch = self.channel
         with ch._cond:
             if ch._closed:
                 return
-            if self._leases[grp].get(lease.id) is not lease:
-                raise ValueError(f"lease {lease.id} of group {grp} is not open (acked or nacked already?)")
+            for lease in leases:
+                if self._leases[grp].get(lease.id) is not lease:
+                    raise ValueError(f"lease {lease.id} of group {grp} is not open (acked or nacked already?)")
             freed = [0, 0]
-            ch._write("ack", _group_ack_txn, grp, lease.first_seq, lease.last_seq, freed)
-            self._forget(grp, lease)
-            self._owed[grp][0] -= lease.count
-            self._owed[grp][1] -= lease.nbytes
+            ch._write("ack", _group_ack_txn, grp, [(lease.first_seq, lease.last_seq) for lease in leases], freed)
+            for lease in leases:
+                self._forget(grp, lease)
+                self._owed[grp][0] -= lease.count
+                self._owed[grp][1] -= lease.nbytes
             ch._events -= freed[0]
             ch._bytes -= freed[1]
             ch._cond.notify_all()
@@ -321,7 +327,7 @@ class GroupQueues:
                     conn.execute("INSERT OR IGNORE INTO group_pending (grp, last_seq) SELECT ?, last_seq FROM "
                                  "group_pending WHERE grp = ? AND last_seq BETWEEN ? AND ?",
                                  (secondary, grp, lease.first_seq, lease.last_seq))
-                _group_ack_txn(conn, grp, lease.first_seq, lease.last_seq, freed)
+                _group_ack_txn(conn, grp, [(lease.first_seq, lease.last_seq)], freed)
 
             ch._write("dead-letter", txn)
             self._forget(grp, lease)
@@ -440,6 +446,9 @@ class GroupView:
     def ack(self, lease: Lease) -> None:
         self.queues.ack(self.name, lease)
 
+    def ack_all(self, leases: Sequence[Lease]) -> None:
+        self.queues.ack_all(self.name, leases)
+
     def nack(self, lease: Lease) -> None:
         self.queues.nack(self.name, lease)
 
@@ -505,10 +514,13 @@ def _open_txn(conn: sqlite3.Connection, adopt: tuple[str, ...], lanes_of: Mappin
             conn.execute("DELETE FROM lane_barrier WHERE grp = ?", (group,))
 
 
-def _group_ack_txn(conn: sqlite3.Connection, grp: str, first: int, last: int, freed: list) -> None:
-    conn.execute("DELETE FROM group_pending WHERE grp = ? AND last_seq BETWEEN ? AND ?", (grp, first, last))
+def _group_ack_txn(conn: sqlite3.Connection, grp: str, spans: list[tuple[int, int]], freed: list) -> None:
     gone = "last_seq BETWEEN ? AND ? AND NOT EXISTS (SELECT 1 FROM group_pending p WHERE p.last_seq = chunks.last_seq)"
-    n, nbytes = conn.execute(f"SELECT coalesce(sum(count), 0), coalesce(sum(nbytes), 0) FROM chunks WHERE {gone}",
-                             (first, last)).fetchone()
-    conn.execute(f"DELETE FROM chunks WHERE {gone}", (first, last))
-    freed[0], freed[1] = n, nbytes
+    freed[0] = freed[1] = 0
+    for first, last in spans:
+        conn.execute("DELETE FROM group_pending WHERE grp = ? AND last_seq BETWEEN ? AND ?", (grp, first, last))
+        n, nbytes = conn.execute(f"SELECT coalesce(sum(count), 0), coalesce(sum(nbytes), 0) FROM chunks WHERE {gone}",
+                                 (first, last)).fetchone()
+        conn.execute(f"DELETE FROM chunks WHERE {gone}", (first, last))
+        freed[0] += n
+        freed[1] += nbytes

@@ -48,8 +48,8 @@ connection. After a lease was delivered the one-at-a-time way, if that collector
 pulls the next lease from the channel whenever a call may go out (only leases ready at once, as
 for the overlap above; a lease bigger than one call goes back to the one-lease path), answers are
 matched to leases, and the leases answered OK are handed to the helper for their acks strictly
-in lease order (one helper task per group of consecutive answered leases, each lease its own
-channel transaction). A run ends when no lease is ready, after ``_RUN_LEASES`` leases (so
+in lease order (one helper task, and one channel transaction, per group of consecutive answered
+leases). A run ends when no lease is ready, after ``_RUN_LEASES`` leases (so
 failover returns to a recovered primary and ``reset_connection_interval`` is honoured between
 runs), on ``stopping`` (nothing new is sent; the calls in flight are answered) or on a failure. After a failure every lease of the run not
 answered OK is delivered again, in order, one at a time through :meth:`deliver` (retry, failover,
@@ -407,8 +407,13 @@ class SinkWorker:
             run.acks.append((self._acker().submit(self._ack_all, ready), len(ready)))
 
     def _ack_all(self, leases):
-        for lease in leases:
-            self._ack(lease)
+        """The helper's task: ack consecutive answered leases, in one channel transaction when
+        the channel can (one commit instead of one per lease); returns them."""
+        if len(leases) > 1 and hasattr(self.channel, "ack_all"):
+            self._ack(leases)
+        else:
+            for lease in leases:
+                self._ack(lease)
         return leases
 
     def _drain(self, run: "_Run", keep: int) -> None:
@@ -519,12 +524,15 @@ class SinkWorker:
         Should the process stop before the ack lands, the batch is sent again at the next start
         (a duplicate, never a loss). With ``dead`` (why), the events of ``ranges`` (the rejected
         parts) are moved aside instead: to the dead letters or the group's secondary
-        (``channel.dead_letter``), in one transaction with the ack of the rest.
+        (``channel.dead_letter``), in one transaction with the ack of the rest. A list of leases
+        is acked in one transaction (``channel.ack_all``).
         """
         failures = 0
         while True:
             try:
-                if dead is None:
+                if isinstance(lease, list):  # several, in one transaction
+                    self.channel.ack_all(lease)
+                elif dead is None:
                     self.channel.ack(lease)
                 else:
                     where = self.channel.dead_letter(lease, dead, ranges)

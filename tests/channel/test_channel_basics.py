@@ -315,3 +315,20 @@ def test_an_ack_writes_only_bookkeeping_pages_not_the_pages_it_frees(tmp_path):
         ch.ack(lease)
         frames = (wal.stat().st_size - before) // (page + 24)
         assert 0 < frames < 10, frames
+
+
+def test_several_leases_acked_in_one_transaction_leave_only_the_others(tmp_path):
+    with open_ch(tmp_path, chunk_events=2) as ch:
+        ch.put([b"%d" % i for i in range(8)])  # chunks 0-1, 2-3, 4-5, 6-7
+        a, b, c = (ch.take(2, 1 << 20) for _ in range(3))
+        ch.ack_all([a, c])  # one commit; b is still leased, then given back
+        ch.nack(b)
+        assert ch.stats().events == 4
+        d = ch.take(10, 1 << 20)
+        assert d.events == [b"2", b"3", b"6", b"7"]
+        with pytest.raises(ValueError):  # all or none: a was acked already, so d is not acked either
+            ch.ack_all([d, a])
+        assert ch.stats().events == 4
+        ch.nack(d)
+    with open_ch(tmp_path) as ch:  # what ack_all deleted stays deleted
+        assert ch.take(10, 1 << 20).events == [b"2", b"3", b"6", b"7"]

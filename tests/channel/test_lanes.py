@@ -212,3 +212,16 @@ def test_routing_runs_cross_group_runs_with_family_runs(tmp_path):
     assert drain(q.view("b#1/2")) == [b"4"] and drain(q.view("b#0/2")) == [b"5"]
     assert ch.stats().events == 0
     ch.close()
+
+
+def test_a_lane_acks_several_leases_in_one_transaction(tmp_path):
+    ch, q = open_lanes(tmp_path, lanes=2, chunk_events=2)
+    fam = families_for(2, 1)[0]
+    put_files(ch, q, {fam: [b"l %d" % i for i in range(6)]})
+    view = q.lane_views(IMPLICIT)[lane_of(fam, 2)]
+    a, b, c = (view.take(2, 1 << 20) for _ in range(3))
+    view.ack_all([a, b])
+    view.nack(c)
+    assert drain(view) == [b"l 4", b"l 5"]
+    assert ch.stats().events == 0
+    ch.close()
