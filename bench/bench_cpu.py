@@ -32,12 +32,12 @@ from bench.benchlib import ROOT, loadavg, make_lines, measure_ship, start_collec
 SMALL = 1_000
 
 
-def ship(root: Path, src: Path, size: int, work: Path, tag: str, timeout: float) -> dict:
+def ship(root: Path, src: Path, size: int, work: Path, tag: str, timeout: float, *flags: str) -> dict:
     out, state = work / f"out-{tag}", work / f"state-{tag}"
     col, addr = start_collect(out)
     try:
-        res = measure_ship(["tail", str(src), "--to", addr, "--state-dir", str(state)], out, size, timeout,
-                           col, root=root)
+        res = measure_ship(["tail", str(src), "--to", addr, "--state-dir", str(state), *flags], out, size,
+                           timeout, col, root=root)
     finally:
         stop(col)
         shutil.rmtree(out, ignore_errors=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,36 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.benchlib import (  # noqa: E402
-    ROOT, Meter, cli, loadavg, make_lines, measure_ship, start_collect, stop, wait_bytes,
-)
-
-
-def ship(root: Path, src: Path, size: int, work: Path, tag: str, timeout: float, *flags: str) -> dict:
-    out, state = work / f"out-{tag}", work / f"state-{tag}"
-    col, addr = start_collect(out)
-    try:
-        return measure_ship(["tail", str(src), "--to", addr, "--state-dir", str(state), *flags], out, size,
-                            timeout, col, root=root)
-    finally:
-        stop(col)
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def receive(src: Path, size: int, work: Path, timeout: float, in_flight: int) -> dict:
-    out = work / "out-send"
-    col, addr = start_collect(out)
-    meter = Meter(col.pid)
-    try:
-        sender = subprocess.Popen(cli("send", str(src), "--to", addr, "--in-flight", str(in_flight)), cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        first, last = wait_bytes(out, size, timeout, [col])
-        sender.wait(60)
-        return {"steady": last - first, "cpu": meter.cpu(), "rss": meter.peak_rss}
-    finally:
-        stop(col)
-        shutil.rmtree(out, ignore_errors=True)
+from bench.bench_cpu import ship  # noqa: E402
+from bench.bench_vs_flume import run_collect  # noqa: E402
+from bench.benchlib import ROOT, loadavg, make_lines  # noqa: E402
 
 
 def main() -> None:
@@ -87,7 +59,8 @@ def main() -> None:
             cases += [(f"{name} (defaults)", lambda d=d, name=name: ship(d, src, nbytes, work, name, args.timeout))
                       for name, d in bases]
             cases += [(f"collect receive, 1 send --in-flight {n}",
-                       lambda n=n: receive(src, nbytes, work, args.timeout, n)) for n in (1, 4)]
+                       lambda n=n: run_collect(src, nbytes, work, args.timeout, 1, "--in-flight", str(n)))
+                      for n in (1, 4)]
             rows: dict[str, list[tuple[dict, str]]] = {name: [] for name, _ in cases}
             for r in range(args.rounds):
                 for name, run in cases:

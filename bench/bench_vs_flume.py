@@ -131,7 +131,7 @@ def run_flume(src: Path, size: int, work: Path, timeout: float, n: int) -> dict:
         shutil.rmtree(work / "flume", ignore_errors=True)
 
 
-def run_collect(src: Path, size: int, work: Path, timeout: float, clients: int) -> dict:
+def run_collect(src: Path, size: int, work: Path, timeout: float, clients: int, *send_flags: str) -> dict:
     import subprocess
 
     out = work / "out-collect"
@@ -139,7 +139,7 @@ def run_collect(src: Path, size: int, work: Path, timeout: float, clients: int) 
     meter = Meter(col.pid)
     try:
         t0 = time.monotonic()
-        senders = [subprocess.Popen(cli("send", str(src), "--to", addr), cwd=ROOT,
+        senders = [subprocess.Popen(cli("send", str(src), "--to", addr, *send_flags), cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(clients)]
         first, last = wait_bytes(out, size * clients, timeout, [col])
         for s in senders:

@@ -161,7 +161,7 @@ def test_pipelined_tail_sends_everything_behind_a_failed_write_again_in_order(tm
 def test_into_a_server_without_the_promise_one_call_at_a_time(collect):
     """A real Avro server core that answers each call only after 50 ms without more bytes: a client
     with two calls out would show them both pending; ordered=True keeps it to one."""
-    from shipper.avroipc import CallReceived, ConnectionClosed, ProtocolCache, ServerConnection, Status
+    from shipper.avroipc import CallReceived, ProtocolCache, ServerConnection, Status
 
     listener = socket.create_server(("127.0.0.1", 0))
     most = [0]
@@ -173,15 +173,11 @@ def test_into_a_server_without_the_promise_one_call_at_a_time(collect):
             while True:
                 if select.select([sock], [], [], 0.05 if pending else None)[0]:
                     data = sock.recv(65536)
-                    conn.receive_data(data)
-                    while (event := conn.next_event()) is not None:
-                        if isinstance(event, ConnectionClosed):
-                            return
-                        if isinstance(event, CallReceived):
-                            pending.append(event.serial)
-                    most[0] = max(most[0], len(pending))
                     if not data:
                         return
+                    conn.receive_data(data)
+                    pending += [e.serial for e in iter(conn.next_event, None) if isinstance(e, CallReceived)]
+                    most[0] = max(most[0], len(pending))
                 else:
                     for serial in pending:
                         conn.respond(serial, Status.OK)
