@@ -12,6 +12,7 @@ promise) is not pipelined into. Flume: tests/interop/test_lanes_into_flume.py.
 from __future__ import annotations
 
 import errno
+import random
 import select
 import socket
 import subprocess
@@ -23,12 +24,14 @@ from pathlib import Path
 import pytest
 
 from shipper.avroipc.flume_event import encode_event
+from shipper.channel import CHUNK_EVENTS
 from shipper.collector.server import Collector, CollectorOptions
 from shipper.collector.writer import RollingWriter
 from shipper.errors import CollectorRejected
 from shipper.sink.client import CollectorClient
 from shipper.transport import Address
-from tests.sink.test_delivery_e2e import check_delivery, collected, write_lines
+from tests.faultproxy import FaultProxy
+from tests.sink.test_delivery_e2e import check_delivery, collected, wait_for_count, write_lines
 from tests.support import ROOT, Proc
 
 BATCH = 100
@@ -191,3 +194,37 @@ def test_into_a_server_without_the_promise_one_call_at_a_time(collect):
     thread.join(10)
     listener.close()
     assert acked == 6 and most[0] == 1
+
+
+def test_sigkill_with_calls_in_flight_loses_nothing_and_repeats_at_most_in_flight_plus_one(collect, tmp_path):
+    """Answers held 30 ms by a proxy, so every kill lands with leases in flight: after 4 kills and a
+    last run, every line is there, in order (first arrivals), and each kill repeated at most
+    ``--in-flight`` + 1 leases."""
+    addr, out = collect()
+    host, port = addr.rsplit(":", 1)
+    proxy = FaultProxy((host, int(port)), mode="delay", delay=0.03)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    total, kills, in_flight = 40_000, 4, 4
+    write_lines(logs / "app.log", 0, total)
+    rng = random.Random(17)
+
+    def start() -> Proc:
+        return Proc("tail", str(logs / "*.log"), "--to", proxy.address, "--state-dir", str(tmp_path / "state"),
+                    "--batch-size", str(BATCH), "--in-flight", str(in_flight), "--linger", "0.05")
+
+    try:
+        for _ in range(kills):
+            tail = start()
+            tail.wait_for(r"app\.log: reading")
+            time.sleep(rng.uniform(0.3, 1.0))
+            tail.kill()
+        tail = start()
+        try:
+            lines = wait_for_count(out, total, procs=[tail])
+        finally:
+            tail.stop()
+        expected = [f"line {i:07d} {'x' * 60}".encode() for i in range(total)]
+        check_delivery(lines, expected, max_dups=kills * (in_flight + 1) * max(BATCH, CHUNK_EVENTS))
+    finally:
+        proxy.close()
