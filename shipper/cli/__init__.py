@@ -30,10 +30,11 @@ def main() -> None:
     from typer import _click as click  # the click typer carries (typer.Exit/Abort are its own)
     from typer.exceptions import Abort, Exit
 
+    from shipper.cli.coerce import fast_coercion
     from shipper.cli.polish import hoist_globals, polish
     from shipper.cli.usage import usage_line
 
-    command = polish(typer.main.get_command(app))
+    command = fast_coercion(polish(typer.main.get_command(app)))
     commands = set(getattr(command, "commands", {}))
     args = hoist_globals(sys.argv[1:], commands)
     sub = next((a for a in args if a in commands), None)
