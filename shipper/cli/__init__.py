@@ -10,9 +10,11 @@
 - :mod:`shipper.cli.polish`: global options after the sub-command, metavars; :mod:`shipper.cli.usage`:
   click's usage errors (bad flag, missing argument, bad value) as the same one line as ours.
 
-``main`` is the console script's entry point.
+``main`` runs the command line; the console script and ``python -m shipper`` reach it through
+:mod:`shipper.__main__`, which turns the garbage collector off while the package is imported.
 """
 
+import gc
 import sys
 
 import typer
@@ -38,6 +40,8 @@ def main() -> None:
     commands = set(getattr(command, "commands", {}))
     args = hoist_globals(sys.argv[1:], commands)
     sub = next((a for a in args if a in commands), None)
+    gc.freeze()  # what start-up made stays: later collections need not walk it (see shipper.__main__)
+    gc.enable()
     try:
         code = command.main(args=args, prog_name="flume-ship", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError:
