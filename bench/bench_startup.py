@@ -19,7 +19,6 @@ Figures are noisy on a shared machine: the load average is printed with them.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.benchlib import ROOT, cli, loadavg, make_lines, precompile, start_collect, stop  # noqa: E402
+from bench.benchlib import ab_parser, ab_trees, cli, loadavg, make_lines, precompile, start_collect, stop  # noqa: E402
 
 READER = r"""
 import hashlib, sys, time
@@ -80,16 +79,12 @@ def cpu_of(argv: list[str], cwd: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", required=True, help="another checkout of flume-ship (e.g. main's tree)")
+    ap = ab_parser(__doc__)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    base = Path(args.base).resolve()
-    if not (base / "shipper" / "__main__.py").is_file():
-        raise SystemExit(f"--base {base}: not a flume-ship checkout (no shipper/__main__.py)")
-    trees = {"base": base, "this": ROOT}
+    trees = ab_trees(args.base)
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     col = None
     try:
