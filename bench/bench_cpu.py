@@ -18,7 +18,6 @@ Figures are noisy on a shared machine: the load average is printed with them.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.benchlib import ROOT, loadavg, make_lines, measure_ship, start_collect, stop  # noqa: E402
+from bench.benchlib import ab_parser, ab_trees, loadavg, make_lines, measure_ship, start_collect, stop  # noqa: E402
 
 SMALL = 1_000
 
@@ -47,17 +46,13 @@ def ship(root: Path, src: Path, size: int, work: Path, tag: str, timeout: float,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", required=True, help="another checkout of flume-ship (e.g. main's tree)")
+    ap = ab_parser(__doc__)
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args()
-    base = Path(args.base).resolve()
-    if not (base / "shipper" / "__main__.py").is_file():
-        raise SystemExit(f"--base {base}: not a flume-ship checkout (no shipper/__main__.py)")
-    trees = {"base": base, "this": ROOT}
+    trees = ab_trees(args.base)
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     try:
         big, small = work / "big.log", work / "small.log"

@@ -26,6 +26,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def ab_parser(doc: str):
+    """An argument parser for an A/B benchmark: described by ``doc``'s first line, with ``--base``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--base", required=True, help="another checkout of flume-ship (e.g. main's tree)")
+    return ap
+
+
+def ab_trees(base: str) -> dict[str, Path]:
+    """The two trees of an A/B run: ``base`` (another checkout, checked) and this one."""
+    root = Path(base).resolve()
+    if not (root / "shipper" / "__main__.py").is_file():
+        raise SystemExit(f"--base {root}: not a flume-ship checkout (no shipper/__main__.py)")
+    return {"base": root, "this": ROOT}
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "shipper", *args]
 

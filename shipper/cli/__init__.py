@@ -10,9 +10,11 @@
 - :mod:`shipper.cli.polish`: global options after the sub-command, metavars; :mod:`shipper.cli.usage`:
   click's usage errors (bad flag, missing argument, bad value) as the same one line as ours.
 
-``main`` is the console script's entry point.
+``main`` runs the command line; the console script and ``python -m shipper`` reach it through
+:mod:`shipper.__main__`, which turns the garbage collector off while the package is imported.
 """
 
+import gc
 import sys
 
 import typer
@@ -30,13 +32,16 @@ def main() -> None:
     from typer import _click as click  # the click typer carries (typer.Exit/Abort are its own)
     from typer.exceptions import Abort, Exit
 
+    from shipper.cli.coerce import fast_coercion
     from shipper.cli.polish import hoist_globals, polish
     from shipper.cli.usage import usage_line
 
-    command = polish(typer.main.get_command(app))
+    command = fast_coercion(polish(typer.main.get_command(app)))
     commands = set(getattr(command, "commands", {}))
     args = hoist_globals(sys.argv[1:], commands)
     sub = next((a for a in args if a in commands), None)
+    gc.freeze()  # what start-up made stays: later collections need not walk it (see shipper.__main__)
+    gc.enable()
     try:
         code = command.main(args=args, prog_name="flume-ship", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError:

@@ -13,7 +13,11 @@ Rules:
 * Only complete lines (ending in ``\\n``) become events; ``\\r\\n`` loses its ``\\r``. Bodies are raw
   bytes, never decoded.
 * ``room`` bounds the events one call may emit (the batch's free space); what does not fit stays
-  in ``pending`` (``leftover`` is then set: consume it again before reading more).
+  in ``pending`` (``leftover`` is then set: consume it again before reading more). The lines
+  already split off that rest are kept beside it (``Cursor.ahead``), so the next call does not
+  split them again: with 2,000-event batches and 256 KiB reads of ~100 B lines, re-splitting
+  made ~0.6 extra line objects per event. The whole buffer is still split at once, never at
+  the batch's room (``bytes.split(sep, room)``; see docs/benchmarks.md for why that was taken back).
 * A line longer than ``max_line`` bytes is cut at ``max_line``. ``split``: every piece is shipped,
   each with header ``split`` = its 1-based piece number (the last piece, the line's end, included).
   ``truncate``: the first piece is shipped with ``truncated`` = ``true`` and the rest of the line is
@@ -43,6 +47,9 @@ class Cursor:
     held_lines: int = 0
     piece: int = 0  # pieces of the held event already shipped (max_lines / max_bytes)
     decode: Any = None  # a file in another encoding: the UTF-8 view's state (shipper.tail.decode)
+    # When the batch filled in the middle of a block: (pending, its lines, its incomplete tail),
+    # i.e. ``pending.split(b"\n")`` already made, valid while ``pending`` is that very object.
+    ahead: Any = None
 
     @property
     def read_pos(self) -> int:
@@ -155,23 +162,34 @@ class LineCutter:
                 room -= 1
                 continue
             # The bulk: every complete line up to the first over-long one, at most `room`.
-            lines = buf.split(b"\n")
-            tail = lines.pop()
+            ahead = cur.ahead
+            if ahead is not None and ahead[0] is buf:  # the rest of a block the last batch split
+                lines, tail = ahead[1], ahead[2]
+            else:
+                lines = buf.split(b"\n")
+                tail = lines.pop()
+            cur.ahead = None
             n = len(lines)
             k = n if n <= room else room
             if len(buf) > mx:
                 head = lines if k == n else lines[:k]
                 if max(map(len, head)) > mx:
                     k = next(i for i, line in enumerate(head) if len(line) > mx)
+            rest = None
             if k == n:
                 consumed = len(buf) - len(tail)
             else:
+                rest = lines[k:]
                 lines = lines[:k]
                 consumed = sum(map(len, lines)) + k
             out.extend(enc.run(lines, cur.offset, has_cr))
             room -= k
             cur.offset += consumed
-            buf = tail if k == n else buf[consumed:]
+            if rest is None:
+                buf = tail
+            else:
+                buf = buf[consumed:]
+                cur.ahead = (buf, rest, tail)  # the next call takes these lines without splitting again
         cur.pending = buf
         cur.leftover = room <= 0 and bool(buf)
         return out

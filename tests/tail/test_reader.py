@@ -61,6 +61,42 @@ def test_room_bounds_the_events_and_the_rest_stays_as_leftover():
     assert cur.offset == 9 and cur.pending == b"dd" and not cur.leftover
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=40),
+       st.lists(st.integers(1, 9), min_size=1, max_size=8), st.integers(1, 23), st.booleans())
+def test_a_batch_filling_mid_block_gives_the_events_of_one_unbounded_call(lines, rooms, step, crlf):
+    """The source's pattern: a leftover is consumed again from ``cur.pending`` (the lines split
+    off it are reused), then the next read is appended to it (a new buffer: split afresh)."""
+    data = b"".join(line + (b"\r\n" if crlf else b"\n") for line in lines) + b"part"
+    whole, _, _ = cut([data])
+    cutter, enc, cur = LineCutter(1 << 20), Encoder(), Cursor()
+    enc.begin({"host": "h"}, "g")
+    out, calls = [], 0
+    for i in range(0, len(data), step):
+        buf = cur.pending + data[i:i + step]
+        while True:
+            out += cutter.consume(cur, buf, rooms[calls % len(rooms)], enc)
+            calls += 1
+            if cur.ahead is not None:  # kept only beside the very pending they were split from
+                assert cur.leftover and cur.ahead[0] is cur.pending
+            if not cur.leftover:
+                break
+            buf = cur.pending
+    assert out == [encode_event({"host": "h"}, e.body) for e in whole]
+    assert [decode_event(e).body for e in out] == [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    assert cur.offset == len(data) - 4 and cur.pending == b"part"
+
+
+def test_lines_kept_for_a_leftover_are_not_used_for_another_buffer():
+    cutter, enc, cur = LineCutter(1 << 20), Encoder(), Cursor()
+    enc.begin({}, "g")
+    cutter.consume(cur, b"a\nbb\nccc\ndd", 1, enc)
+    assert cur.ahead is not None and cur.ahead[0] is cur.pending
+    out = cutter.consume(cur, bytes(bytearray(cur.pending)) + b"x\n", 10, enc)  # equal start, another object
+    assert [decode_event(e).body for e in out] == [b"bb", b"ccc", b"ddx"]
+    assert cur.ahead is None and cur.pending == b""
+
+
 def test_over_long_line_is_split_into_numbered_pieces_without_losing_bytes():
     events, cur, cutter = cut([b"x" * 25 + b"\nnext\n"], max_line=10)
     assert [(e.body, e.headers.get("split")) for e in events] == [
