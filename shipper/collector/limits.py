@@ -31,7 +31,13 @@ flood of refusals costs a few log lines, not a disk:
 Freed memory must also leave the process: glibc's malloc raises its mmap threshold as large
 blocks are freed, after which big buffers come from the heap and stay resident when freed (a
 deflate bomb would leave its high-water mark behind for ever). :func:`return_freed_memory` pins
-the threshold so buffers of 64 KiB and more are mapped, and unmapped when freed.
+the threshold at ``MMAP_THRESHOLD`` (8 MiB): bigger buffers are mapped, and unmapped when freed;
+smaller ones come from the heap, where a freed buffer is reused by the next call, and
+:func:`trim_freed_memory` (the accept loop calls it about once a second) hands every free page
+of every heap back to the OS. The threshold used to be 64 KiB, which made each call's buffers
+(the frame, its joined payload, the text written: ~1 MB each for 1,000 events of ~1 KiB) fresh
+mappings: a page fault per 4 KiB touched and an ``munmap`` per buffer, ~40 % of the collector's
+CPU on ~1 KiB events (perf, docs/benchmarks.md "Issue 17: the wire and collect").
 
 None of this touches a socket: the accept loop and the per-connection reader of
 ``shipper.collector.server`` (and any other protocol's server) use these pieces.
@@ -260,9 +266,14 @@ class RateLimitedLog:
         self.logger.log(level, msg, *args)
 
 
+MMAP_THRESHOLD = 8 * MiB
+_libc = None  # glibc, once return_freed_memory() found it
+
+
 def return_freed_memory() -> bool:
-    """Pin glibc's mmap threshold at 64 KiB (see the module's docstring); False where there is
-    no glibc (the bound on memory in use holds all the same)."""
+    """Pin glibc's mmap threshold at ``MMAP_THRESHOLD`` (see the module's docstring); False where
+    there is no glibc (the bound on memory in use holds all the same)."""
+    global _libc
     import ctypes
     import ctypes.util
 
@@ -272,8 +283,17 @@ def return_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(name)
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1
-        libc.mallopt(m_trim_threshold, 1024 * 1024)
-        return ok
+        ok = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
+        libc.mallopt(m_trim_threshold, 64 * MiB)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):
         return False
+    _libc = libc
+    return ok
+
+
+def trim_freed_memory() -> None:
+    """Give the free pages of every malloc heap back to the OS (``malloc_trim(0)``); nothing
+    unless :func:`return_freed_memory` set glibc up."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
