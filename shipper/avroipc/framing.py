@@ -97,8 +97,10 @@ def chunks_of(parts: Sequence[bytes]) -> list:
     return out
 
 
-def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> bytes:
-    """The bytes of one frame. An empty buffer list is sent as one empty buffer (never count 0)."""
+def frame_parts(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> list:
+    """One frame as pieces, for a scatter write: the header, then each buffer's length and the
+    buffer itself, not copied. Their concatenation is :func:`encode_frame`'s bytes. An empty
+    buffer list is sent as one empty buffer (never count 0)."""
     if not _INT32_MIN <= serial <= _INT32_MAX:
         raise LocalProtocolError(f"serial {serial} does not fit in a signed 32-bit int")
     if not buffers:
@@ -108,7 +110,12 @@ def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview])
     for buf in buffers:
         parts.append(pack(len(buf)))
         parts.append(buf)
-    return b"".join(parts)
+    return parts
+
+
+def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> bytes:
+    """The bytes of one frame (:func:`frame_parts`, joined)."""
+    return b"".join(frame_parts(serial, buffers))
 
 
 class FrameDecoder:
