@@ -45,3 +45,37 @@ def test_call_sized_buffers_are_reused_not_mapped_afresh_and_freed_pages_go_back
     # 400 MiB allocated and freed: as fresh mappings that is ~100,000 page faults (256 per MiB).
     assert got["faults"] < 5_000, got
     assert got["rss_busy"] - got["rss_after"] > 48 * 2**20, got  # the 64 MiB left after the trim
+
+
+GC_PROBE = r"""
+import gc, sys
+from shipper.avroipc import ClientConnection, ProtocolCache, ServerConnection
+from shipper.avroipc.flume_event import encode_event
+from shipper.collector.limits import fewer_gc_passes
+if sys.argv[1] == "set":
+    fewer_gc_passes()
+client, server = ClientConnection(), ServerConnection(ProtocolCache())
+payload = b"".join(encode_event({"host": "h"}, b"x" * 1000) for _ in range(1000))
+passes = []
+gc.callbacks.append(lambda phase, info: phase == "start" and passes.append(info["generation"]))
+for _ in range(50):  # fifty calls of 1,000 events, decoded and dropped as collect does
+    client.send_append_batch_payload(1000, payload)
+    server.receive_data(client.data_to_send())
+    call = server.next_event()
+    assert len(call.events) == 1000
+    server.respond(call.serial, 0)
+    client.receive_data(server.data_to_send())
+    while client.next_event() is not None:
+        pass
+    del call
+print(len(passes))
+"""
+
+
+def test_decoding_calls_runs_no_cycle_collection_once_collect_set_the_threshold():
+    def passes(mode: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", GC_PROBE, mode], capture_output=True, text=True,
+                                  check=True).stdout)
+
+    assert passes("default") > 50  # (Python's 700: several passes in every call)
+    assert passes("set") == 0
