@@ -6,6 +6,10 @@ the TLS handshake share one and raise :class:`ConnectTimeout`; reads and writes 
 :class:`RequestTimeout`. This is the client side's boundary: every ``OSError``/``ssl.SSLError``
 becomes a :class:`TransportError` here, once, with the original as ``__cause__`` (a collector
 refusing our client certificate, mutual TLS, as :class:`ClientCertificateRefused`).
+
+On a plain connection a frame given as pieces (``ClientConnection.parts_to_send``) is written with
+``sendmsg`` as it is, so a batch's payload reaches the kernel without a copy in between; the
+layers transform one buffer, so with TLS or deflate the pieces are joined first.
 """
 
 from __future__ import annotations
