@@ -33,8 +33,9 @@ blocks are freed, after which big buffers come from the heap and stay resident w
 deflate bomb would leave its high-water mark behind for ever). :func:`return_freed_memory` pins
 the threshold at ``MMAP_THRESHOLD`` (8 MiB): bigger buffers are mapped, and unmapped when freed;
 smaller ones come from the heap, where a freed buffer is reused by the next call, and
-:func:`trim_freed_memory` (the accept loop calls it about once a second) hands every free page
-of every heap back to the OS. The threshold used to be 64 KiB, which made each call's buffers
+:func:`trim_freed_memory` hands every free page of every heap back to the OS: the accept loop
+calls it about once a second, and a connection that held more than the threshold calls it as it
+closes. The threshold used to be 64 KiB, which made each call's buffers
 (the frame, its joined payload, the text written: ~1 MB each for 1,000 events of ~1 KiB) fresh
 mappings: a page fault per 4 KiB touched and an ``munmap`` per buffer, ~40 % of the collector's
 CPU on ~1 KiB events (perf, docs/benchmarks.md "Issue 17: the wire and collect").
@@ -173,6 +174,7 @@ class Allowance:
     def __init__(self, budget: MemoryBudget) -> None:
         self.budget = budget
         self.held = 0
+        self.peak = 0  # the most it held (charged), to tell a connection that held big buffers
 
     def room(self) -> int:
         """The most bytes this connection could hold in all (uncharged), given what is free."""
@@ -189,6 +191,8 @@ class Allowance:
         elif want < self.held:
             self.budget.give_back(self.held - want)
         self.held = want
+        if want > self.peak:
+            self.peak = want
 
     def release(self) -> None:
         if self.held:
@@ -284,7 +288,7 @@ def return_freed_memory() -> bool:
         libc = ctypes.CDLL(name)
         m_trim_threshold, m_mmap_threshold = -1, -3
         ok = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
-        libc.mallopt(m_trim_threshold, 64 * MiB)
+        libc.mallopt(m_trim_threshold, MMAP_THRESHOLD)
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):
         return False

@@ -65,6 +65,7 @@ from shipper.avroipc import (
     Status,
 )
 from shipper.collector.limits import (
+    MMAP_THRESHOLD,
     Admission,
     Allowance,
     AllowList,
@@ -412,6 +413,8 @@ class Collector:
             log.exception("client %s: internal error, disconnected", peer)
         finally:
             allowance.release()
+            if allowance.peak >= MMAP_THRESHOLD:
+                trim_freed_memory()  # it held big buffers (an attack?): give them back now
             self.admission.leave()
             self.stats.add(connections_open=-1)
             self._publish_open()
