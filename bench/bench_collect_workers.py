@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``collect --workers 1`` against ``--workers 2``: the collector's receive rate, side by side in one run.
 
-Writes N log-like lines of about 100 bytes (``benchlib.make_lines``). Each sender is a light
+Writes N log-like lines of about 100 bytes (``--size``: another mean size, e.g. 1024; ``benchlib.make_lines``). Each sender is a light
 process of this script: it reads the file, encodes it into batches of ``--batch-size`` events
 once, connects, says it is ready, and on "go" sends every batch through ``CollectorClient``
 with ``--in-flight`` calls pipelined (so what is measured is the collector, not the senders'
@@ -12,7 +12,7 @@ Collector CPU is the parent's plus every worker's (from /proc). The cases altern
 2, ... for ``--rounds``) so a change in the machine's load hits both. Prints one line per run
 and a summary with the load average.
 
-Usage: python3 bench/bench_collect_workers.py [--lines N] [--senders S] [--rounds R] [--workers 1,2]
+Usage: python3 bench/bench_collect_workers.py [--lines N] [--size B] [--senders S] [--rounds R] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -107,13 +107,14 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--in-flight", type=int, default=4)
+    ap.add_argument("--size", type=int, default=100, help="mean line size in bytes (log-like lines)")
     ap.add_argument("--no-fsync", action="store_true", help="collect --no-fsync (takes the disk out of the figure)")
     args = ap.parse_args()
     cases = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-workers-in-") as tmp:
         src = Path(tmp) / "in.log"
-        size = make_lines(src, args.lines, 100)
-        print(f"{args.lines:,} lines of ~100 B ({size / 1e6:.1f} MB) x {args.senders} senders, batches of "
+        size = make_lines(src, args.lines, args.size)
+        print(f"{args.lines:,} lines of ~{args.size} B ({size / 1e6:.1f} MB) x {args.senders} senders, batches of "
               f"{args.batch_size}, in-flight {args.in_flight}, {'no fsync' if args.no_fsync else 'fsync per batch'}; {os.cpu_count()} CPUs; load {loadavg()}")
         results: dict[int, list[dict]] = {w: [] for w in cases}
         for rnd in range(args.rounds):

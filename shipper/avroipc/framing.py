@@ -97,8 +97,10 @@ def chunks_of(parts: Sequence[bytes]) -> list:
     return out
 
 
-def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> bytes:
-    """The bytes of one frame. An empty buffer list is sent as one empty buffer (never count 0)."""
+def frame_parts(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> list:
+    """One frame as pieces, for a scatter write: the header, then each buffer's length and the
+    buffer itself, not copied. Their concatenation is :func:`encode_frame`'s bytes. An empty
+    buffer list is sent as one empty buffer (never count 0)."""
     if not _INT32_MIN <= serial <= _INT32_MAX:
         raise LocalProtocolError(f"serial {serial} does not fit in a signed 32-bit int")
     if not buffers:
@@ -108,7 +110,12 @@ def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview])
     for buf in buffers:
         parts.append(pack(len(buf)))
         parts.append(buf)
-    return b"".join(parts)
+    return parts
+
+
+def encode_frame(serial: int, buffers: Sequence[bytes | bytearray | memoryview]) -> bytes:
+    """The bytes of one frame (:func:`frame_parts`, joined)."""
+    return b"".join(frame_parts(serial, buffers))
 
 
 class FrameDecoder:
@@ -116,79 +123,127 @@ class FrameDecoder:
 
     State survives between calls, so feeding one byte at a time costs no re-parsing. Once it has
     raised, the stream is out of sync and the decoder refuses any further input.
+
+    Copies: a buffer's bytes are not copied as they arrive; the decoder keeps memoryviews of the
+    ``bytes`` it was fed (input of another type is copied once, since its owner may change it)
+    and joins them once, when the frame is complete. With ``whole=True`` that join is the
+    frame's message, returned as its only buffer: one copy of each byte between the socket's
+    read and the message, where a join per buffer and then one of the buffers made two. Only a
+    header or length cut across two reads is gathered in a small carry. :attr:`buffered` counts
+    every byte of every input the partial frame holds a view into, not just the views.
     """
 
     __slots__ = (
         "max_buffers",
         "max_frame_bytes",
-        "_buf",
+        "whole",
+        "_part",
         "_serial",
         "_count",
-        "_buffers",
+        "_seen",
+        "_pieces",
+        "_ends",
         "_need",
         "_frame_bytes",
+        "_held",
         "_failed",
     )
 
     def __init__(
-        self, max_buffers: int = DEFAULT_MAX_BUFFERS, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+        self,
+        max_buffers: int = DEFAULT_MAX_BUFFERS,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        *,
+        whole: bool = False,
     ) -> None:
         if max_buffers < 1 or max_frame_bytes < 0:
             raise ValueError("max_buffers must be >= 1 and max_frame_bytes >= 0")
         self.max_buffers = max_buffers
         self.max_frame_bytes = max_frame_bytes
-        self._buf = bytearray()
+        self.whole = whole
+        self._part = bytearray()  # a frame header or buffer length cut across two inputs
         self._serial = 0
         self._count = -1  # -1: waiting for a frame header
-        self._buffers: list[bytes] = []
-        self._need = -1  # -1: waiting for a buffer length; else the length of the current buffer
+        self._seen = 0  # buffers of the current frame whose length has been read
+        self._pieces: list = []  # the current frame's bytes so far: views into the inputs
+        self._ends: list[int] = []  # per buffer read, len(_pieces) at its end (whole=False)
+        self._need = 0  # bytes still to come of the current buffer
         self._frame_bytes = 0
+        self._held = 0  # bytes of the inputs the pieces keep alive
         self._failed = False
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a frame."""
-        return len(self._buf) + self._frame_bytes
+        return self._held + len(self._part)
 
     @property
     def in_frame(self) -> bool:
         """True when a frame has started but is not complete (EOF now would truncate it)."""
-        return self._count >= 0 or bool(self._buf)
+        return self._count >= 0 or bool(self._part)
 
     def _fail(self, message: str) -> RemoteProtocolError:
         self._failed = True
-        self._buf = bytearray()
-        self._buffers = []
+        self._part = bytearray()
+        self._pieces = []
+        self._held = 0
         return RemoteProtocolError(message)
+
+    def _field(self, data: bytes, pos: int, size: int) -> tuple[bytes | bytearray | None, int, int]:
+        """A ``size``-byte header field at ``pos``, perhaps begun in an earlier input: (the bytes
+        holding it, where in them, next position), or (None, _, end) when it is not all here."""
+        part = self._part
+        if not part and len(data) - pos >= size:
+            return data, pos, pos + size
+        take = min(size - len(part), len(data) - pos)
+        part += data[pos : pos + take]
+        pos += take
+        if len(part) < size:
+            return None, 0, pos
+        field, self._part = part, bytearray()
+        return field, 0, pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         if self._failed:
             raise RemoteProtocolError("the frame stream is already out of sync")
-        buf = self._buf
-        buf += data
+        if type(data) is not bytes:
+            data = bytes(data)  # (views into it are kept: it must not change under them)
         frames: list[Frame] = []
-        pos = 0
-        avail = len(buf)
-        while True:
+        pos, end = 0, len(data)
+        view: memoryview | None = None
+        counted = False  # this input is counted in _held for the current frame
+        while pos < end or (self._count >= 0 and self._seen == self._count and not self._need):
             if self._count < 0:
-                if avail - pos < 8:
+                buf, at, pos = self._field(data, pos, 8)
+                if buf is None:
                     break
-                serial, count = _HEADER.unpack_from(buf, pos)
-                pos += 8
+                serial, count = _HEADER.unpack_from(buf, at)
                 if count <= 0:
                     raise self._fail(f"frame with buffer count {count}")
                 if count > self.max_buffers:
                     raise self._fail(f"frame with {count} buffers, over the cap of {self.max_buffers}")
-                self._serial = serial
-                self._count = count
-                self._buffers = []
-                self._frame_bytes = 0
-                self._need = -1
-            if self._need < 0:
-                if avail - pos < 4:
+                self._serial, self._count, self._seen, self._frame_bytes = serial, count, 0, 0
+                continue
+            need = self._need
+            if need:
+                take = need if need <= end - pos else end - pos
+                if view is None:
+                    view = memoryview(data)
+                self._pieces.append(data if take == end else view[pos : pos + take])
+                if not counted:
+                    self._held += end
+                    counted = True
+                pos += take
+                self._need = need = need - take
+                if need:
                     break
-                (need,) = _INT.unpack_from(buf, pos)
-                pos += 4
+                if not self.whole:
+                    self._ends.append(len(self._pieces))
+            if self._seen < self._count:
+                buf, at, pos = self._field(data, pos, 4)
+                if buf is None:
+                    break
+                (need,) = _INT.unpack_from(buf, at)
                 if need < 0:
                     raise self._fail(f"buffer with negative length {need}")
                 if self._frame_bytes + need > self.max_frame_bytes:
@@ -196,23 +251,27 @@ class FrameDecoder:
                         f"frame of more than {self.max_frame_bytes} bytes"
                         f" (a buffer of {need} after {self._frame_bytes})"
                     )
+                self._seen += 1
+                self._frame_bytes += need
                 self._need = need
-            need = self._need
-            if avail - pos < need:
-                break
-            with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
-                self._buffers.append(bytes(view[pos : pos + need]))
-            pos += need
-            self._frame_bytes += need
-            self._need = -1
-            if len(self._buffers) == self._count:
-                frames.append(Frame(self._serial, tuple(self._buffers)))
-                self._count = -1
-                self._buffers = []
-                self._frame_bytes = 0
-        if pos:
-            del buf[:pos]
+                if not need and not self.whole:
+                    self._ends.append(len(self._pieces))
+                continue
+            frames.append(Frame(self._serial, self._take()))
+            counted = False
         return frames
+
+    def _take(self) -> tuple[bytes, ...]:
+        """The finished frame's buffers (one, the message, with ``whole``); the state reset."""
+        pieces, self._pieces, self._held, self._count = self._pieces, [], 0, -1
+        if self.whole:
+            return (b"".join(pieces),)
+        ends, self._ends = self._ends, []
+        out, start = [], 0
+        for stop in ends:
+            out.append(b"".join(pieces[start:stop]))
+            start = stop
+        return tuple(out)
 
 
 class Inbox:
@@ -223,7 +282,7 @@ class Inbox:
     __slots__ = ("_decoder", "frames", "error", "eof")
 
     def __init__(self, max_buffers: int, max_frame_bytes: int) -> None:
-        self._decoder = FrameDecoder(max_buffers, max_frame_bytes)
+        self._decoder = FrameDecoder(max_buffers, max_frame_bytes, whole=True)
         self.frames: deque[Frame] = deque()
         self.error: RemoteProtocolError | None = None
         self.eof = False

@@ -18,6 +18,9 @@ Theory of operation (avro-rpc-wire.md §3.1, §4, P2, P7, P8):
 * Once established, requests carry no handshake, responses are read without one, several calls
   may be in flight and answers may come in any order: they are matched by serial. An answer for
   a serial we are not waiting for is a RemoteProtocolError (Java drops the connection too).
+* Outgoing frames are kept as pieces (:func:`~shipper.avroipc.framing.frame_parts`):
+  :meth:`ClientConnection.parts_to_send` hands them over unjoined, so a transport with a scatter
+  write sends a batch's stored payload without copying it (``data_to_send`` joins them).
 * Unlike Java we refuse bytes left over after a response. This turns the "handshake in every
   response" server bug (§6.1-2, which Java silently misreads as OK) into a clean error.
 """
@@ -45,7 +48,7 @@ from shipper.avroipc.framing import (
     Inbox,
     chunks,
     chunks_of,
-    encode_frame,
+    frame_parts,
 )
 from shipper.avroipc.protocol import (
     PROTOCOL_TEXT,
@@ -91,7 +94,7 @@ class ClientConnection:
         self._next_serial = 1
         self._pending: dict[int, _Call] = {}  # wire serial -> call
         self._handshaking = False  # a handshake-carrying call is out
-        self._out: list[bytes] = []
+        self._out: list = []  # pieces of the frames queued (frame_parts), in order
         self._inbox = Inbox(max_buffers, max_frame_bytes)
         self._events: list[ConnectionEvent] = []
 
@@ -154,11 +157,17 @@ class ClientConnection:
         elif call.params is not None:
             buffers += chunks(call.params)
         self._pending[wire_serial] = call
-        self._out.append(encode_frame(wire_serial, buffers))
+        self._out += frame_parts(wire_serial, buffers)
 
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()
+        return out
+
+    def parts_to_send(self) -> list:
+        """What :meth:`data_to_send` would return, as pieces to write in order without joining
+        them: a batch's stored payload goes from the caller's bytes to the socket uncopied."""
+        out, self._out = self._out, []
         return out
 
     # --- receiving ---

@@ -210,9 +210,10 @@ def collect(
     )
     if metrics_listen:
         Address.parse(metrics_listen)
-    from shipper.collector.limits import return_freed_memory
+    from shipper.collector.limits import fewer_gc_passes, return_freed_memory
 
     return_freed_memory()
+    fewer_gc_passes()
     if protocol == "thrift":
         from shipper.collector.thrift_server import ThriftCollector as server_class
     else:

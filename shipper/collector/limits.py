@@ -31,7 +31,14 @@ flood of refusals costs a few log lines, not a disk:
 Freed memory must also leave the process: glibc's malloc raises its mmap threshold as large
 blocks are freed, after which big buffers come from the heap and stay resident when freed (a
 deflate bomb would leave its high-water mark behind for ever). :func:`return_freed_memory` pins
-the threshold so buffers of 64 KiB and more are mapped, and unmapped when freed.
+the threshold at ``MMAP_THRESHOLD`` (8 MiB): bigger buffers are mapped, and unmapped when freed;
+smaller ones come from the heap, where a freed buffer is reused by the next call, and
+:func:`trim_freed_memory` hands every free page of every heap back to the OS: the accept loop
+calls it about once a second, and a connection that held more than the threshold calls it as it
+closes. The threshold used to be 64 KiB, which made each call's buffers
+(the frame, its joined payload, the text written: ~1 MB each for 1,000 events of ~1 KiB) fresh
+mappings: a page fault per 4 KiB touched and an ``munmap`` per buffer, ~40 % of the collector's
+CPU on ~1 KiB events (perf, docs/benchmarks.md "Issue 17: the wire and collect").
 
 None of this touches a socket: the accept loop and the per-connection reader of
 ``shipper.collector.server`` (and any other protocol's server) use these pieces.
@@ -167,6 +174,7 @@ class Allowance:
     def __init__(self, budget: MemoryBudget) -> None:
         self.budget = budget
         self.held = 0
+        self.peak = 0  # the most it held (charged), to tell a connection that held big buffers
 
     def room(self) -> int:
         """The most bytes this connection could hold in all (uncharged), given what is free."""
@@ -183,6 +191,8 @@ class Allowance:
         elif want < self.held:
             self.budget.give_back(self.held - want)
         self.held = want
+        if want > self.peak:
+            self.peak = want
 
     def release(self) -> None:
         if self.held:
@@ -260,9 +270,14 @@ class RateLimitedLog:
         self.logger.log(level, msg, *args)
 
 
+MMAP_THRESHOLD = 8 * MiB
+_libc = None  # glibc, once return_freed_memory() found it
+
+
 def return_freed_memory() -> bool:
-    """Pin glibc's mmap threshold at 64 KiB (see the module's docstring); False where there is
-    no glibc (the bound on memory in use holds all the same)."""
+    """Pin glibc's mmap threshold at ``MMAP_THRESHOLD`` (see the module's docstring); False where
+    there is no glibc (the bound on memory in use holds all the same)."""
+    global _libc
     import ctypes
     import ctypes.util
 
@@ -272,8 +287,33 @@ def return_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(name)
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1
-        libc.mallopt(m_trim_threshold, 1024 * 1024)
-        return ok
+        ok = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
+        libc.mallopt(m_trim_threshold, MMAP_THRESHOLD)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):
         return False
+    _libc = libc
+    return ok
+
+
+GC_YOUNG_THRESHOLD = 100_000
+
+
+def fewer_gc_passes() -> None:
+    """Let the young generation grow to ``GC_YOUNG_THRESHOLD`` objects before the cycle collector
+    runs (Python's default is 700). A call of 1,000 events makes ~2,000 container objects (an
+    event tuple and its headers dict each) that all die when the call is answered and form no
+    cycle; at 700 the collector ran two or three times inside every call, traversing them: ~8 %
+    of collect's CPU on ~1 KiB events (perf). Objects that die young are not counted against the
+    threshold, so at 100,000 a pass comes only when objects really accumulate."""
+    import gc
+
+    _young, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+def trim_freed_memory() -> None:
+    """Give the free pages of every malloc heap back to the OS (``malloc_trim(0)``); nothing
+    unless :func:`return_freed_memory` set glibc up."""
+    if _libc is not None:
+        _libc.malloc_trim(0)

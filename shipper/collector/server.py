@@ -77,6 +77,7 @@ from shipper.avroipc import (
     Status,
 )
 from shipper.collector.limits import (
+    MMAP_THRESHOLD,
     Admission,
     Allowance,
     AllowList,
@@ -84,6 +85,7 @@ from shipper.collector.limits import (
     MemoryBudget,
     RateLimitedLog,
     ServerLimits,
+    trim_freed_memory,
 )
 from shipper.collector.writer import RollingWriter
 from shipper.errors import ConfigError, LimitRefused, printable
@@ -185,6 +187,7 @@ class Collector:
         sel.register(self._listener, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
         paused_until = 0.0
+        trim_at = 0.0
         try:
             while not self._stopping.is_set():
                 timeout = 1.0
@@ -205,6 +208,9 @@ class Collector:
                         sel.unregister(self._listener)  # out of descriptors: wait, do not spin
                         paused_until = time.monotonic() + self._backoff
                 self._roll_if_due()
+                if time.monotonic() >= trim_at:
+                    trim_freed_memory()  # (freed call buffers back to the OS: limits.py)
+                    trim_at = time.monotonic() + 1.0
         finally:
             sel.close()
             self._shutdown()
@@ -423,6 +429,8 @@ class Collector:
             log.exception("client %s: internal error, disconnected", peer)
         finally:
             allowance.release()
+            if allowance.peak >= MMAP_THRESHOLD:
+                trim_freed_memory()  # it held big buffers (an attack?): give them back now
             self.admission.leave()
             self.stats.add(connections_open=-1)
             self._publish_open()

@@ -140,7 +140,7 @@ class CollectorClient:
                     index, (count, x) = item
                     deadline = time.monotonic() + self.options.request_timeout
                     inflight[send(conn, x)] = (index, count, deadline)
-                    stream.send(conn.data_to_send(), deadline)
+                    stream.send(conn.parts_to_send(), deadline)  # (a scatter write)
                 if not inflight:
                     if refused is not None:
                         raise refused
@@ -161,7 +161,7 @@ class CollectorClient:
                         self.ordered_pipeline = promises_ordered_pipeline(event.meta)
                     elif isinstance(event, ConnectionClosed):
                         raise PeerClosed(f"{self.address} closed the connection before answering")
-                out = conn.data_to_send()  # a NONE handshake re-queued the call
+                out = conn.parts_to_send()  # a NONE handshake re-queued the call
                 if out:
                     stream.send(out, stream_deadline)
         except RemoteProtocolError as err:

@@ -6,10 +6,15 @@ the TLS handshake share one and raise :class:`ConnectTimeout`; reads and writes 
 :class:`RequestTimeout`. This is the client side's boundary: every ``OSError``/``ssl.SSLError``
 becomes a :class:`TransportError` here, once, with the original as ``__cause__`` (a collector
 refusing our client certificate, mutual TLS, as :class:`ClientCertificateRefused`).
+
+On a plain connection a frame given as pieces (``ClientConnection.parts_to_send``) is written with
+``sendmsg`` as it is, so a batch's payload reaches the kernel without a copy in between; the
+layers transform one buffer, so with TLS or deflate the pieces are joined first.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -23,6 +28,8 @@ from shipper.errors import (
 from shipper.transport.address import Address
 from shipper.transport.layers import RECV_SIZE, LayerStack, build_layer_stack, check_layering
 from shipper.transport.tls import CLIENT_CERT_REFUSED, TLSOptions, client_tls_context, reason
+
+IOV_MAX = max(16, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +121,15 @@ class Stream:
         except ssl.SSLError as err:
             raise TransportError(f"TLS with {self.address} failed: {reason(err)}") from err
 
-    def send(self, frame_bytes: bytes, deadline: float) -> None:
+    def send(self, frame_bytes: bytes | list, deadline: float) -> None:
+        """Send frame bytes, or a list of pieces (``ClientConnection.parts_to_send``): with no
+        layer those go to the socket as they are, in one scatter write (``sendmsg``); TLS and
+        deflate transform one buffer, so for them the pieces are joined first."""
+        if isinstance(frame_bytes, list):
+            if not self.layers.layers:
+                self._send_parts(frame_bytes, deadline)
+                return
+            frame_bytes = b"".join(frame_bytes)
         try:
             data = self.layers.down(frame_bytes)
         except ssl.SSLError as err:
@@ -157,6 +172,30 @@ class Stream:
             self.sock.sendall(data)
         except TimeoutError as err:
             raise timeout_error(_timeout_text(timeout_error, self.address)) from err
+        except OSError as err:
+            raise TransportError(f"send to {self.address} failed: {reason(err)}") from err
+
+    def _send_parts(self, parts: list, deadline: float) -> None:
+        """``sendall`` of the pieces' concatenation, without making it: ``sendmsg`` of up to
+        ``IOV_MAX`` pieces at a time, resumed where a partial write stopped."""
+        sock, i, n = self.sock, 0, len(parts)
+        try:
+            while True:
+                while i < n and not len(parts[i]):
+                    i += 1
+                if i == n:
+                    return
+                sock.settimeout(_left(deadline, RequestTimeout, self.address))
+                sent = sock.sendmsg(parts[i : i + IOV_MAX])
+                while sent:
+                    size = len(parts[i])
+                    if sent < size:
+                        parts[i] = memoryview(parts[i])[sent:]
+                        break
+                    sent -= size
+                    i += 1
+        except TimeoutError as err:
+            raise RequestTimeout(_timeout_text(RequestTimeout, self.address)) from err
         except OSError as err:
             raise TransportError(f"send to {self.address} failed: {reason(err)}") from err
 

@@ -40,6 +40,10 @@ class _Core:
     def data_to_send(self) -> bytes:
         return self._conn.data_to_send()
 
+    def parts_to_send(self) -> list:
+        data = self._conn.data_to_send()
+        return [data] if data else []
+
     @property
     def buffered(self) -> int:
         return self._conn.buffered

@@ -130,3 +130,52 @@ def test_header_claiming_2_gib_under_a_raised_cap_waits_without_allocating():
         tracemalloc.stop()
     assert dec.in_frame and dec.buffered == 16 * 65536
     assert peak < 8 * 1024 * 1024  # only what arrived (1 MiB), never the claimed 2 GiB
+
+
+@pytest.mark.parametrize("mode", v.FEED_MODES)
+def test_a_whole_frame_comes_as_its_message_in_one_buffer(mode):
+    buffers = [b"", b"\x00", b"x" * 8192, b"y" * 8192, b"z" * 5]
+    dec = FrameDecoder(whole=True)
+    got = []
+    for p in v.pieces(encode_frame(3, buffers), mode, encode_frame(4, [b"next"])):
+        got += dec.feed(p)
+    assert got == [Frame(3, (b"".join(buffers),))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=6), st.lists(st.integers(1, 900), max_size=20))
+def test_frames_cut_anywhere_decode_the_same_whole_or_by_buffer(buffers, cuts):
+    stream = encode_frame(1, buffers) + encode_frame(2, buffers[::-1])
+    pieces, pos = [], 0
+    for n in cuts:
+        pieces.append(stream[pos : pos + n])
+        pos += n
+    pieces.append(stream[pos:])
+    by_buffer, whole = FrameDecoder(), FrameDecoder(whole=True)
+    got_b, got_w = [], []
+    for p in pieces:
+        got_b += by_buffer.feed(p)
+        got_w += whole.feed(p)
+        assert whole.buffered <= len(stream)  # (views hold at most what arrived)
+    assert got_b == [Frame(1, tuple(buffers)), Frame(2, tuple(buffers[::-1]))]
+    assert [(f.serial, f.payload()) for f in got_w] == [(f.serial, f.payload()) for f in got_b]
+    assert whole.buffered == 0 and not whole.in_frame
+
+
+def test_a_partial_frame_counts_every_read_it_holds_a_view_into():
+    dec = FrameDecoder(whole=True)
+    frame = encode_frame(1, [b"a" * 100])
+    assert dec.feed(frame + frame[:20]) == [Frame(1, (b"a" * 100,))]
+    assert dec.buffered == len(frame) + 20  # the next frame's 8 bytes are in a view of that read
+    assert dec.feed(frame[20:]) == [Frame(1, (b"a" * 100,))]
+    assert dec.buffered == 0
+
+
+def test_a_mutable_input_is_copied_so_changing_it_afterwards_changes_nothing():
+    dec = FrameDecoder(whole=True)
+    frame = bytearray(encode_frame(1, [b"abc" * 10]))
+    assert dec.feed(frame[:20]) == []
+    part = bytearray(frame[20:])
+    frames = dec.feed(part)
+    part[:] = bytes(len(part))
+    assert frames == [Frame(1, (b"abc" * 10,))]

@@ -60,6 +60,7 @@ def test_allowances_share_one_budget_and_give_it_back():
     one.release()
     two.release()
     assert budget.used == 0
+    assert (one.peak, two.peak) == (30 * CHARGE_FACTOR, 20 * CHARGE_FACTOR)  # (refused charges not counted)
 
 
 def test_rate_limited_log_says_how_many_lines_it_left_out(caplog, monkeypatch):
