@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from shipper.channel.store import DB_NAME, chunk_crc, connect_ro, decode_lens, encode_lens
-from shipper.errors import StateError
+from shipper.errors import ConfigError, StateError
 
 DEAD_TABLE = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -203,8 +203,8 @@ def read_events(state_dir: Path, ids: Sequence[int] | None) -> Iterable[tuple[De
 def _check_ids(ids, known) -> None:
     missing = sorted(set(ids or ()) - set(known))
     if missing:
-        raise StateError(f"no dead letter with id {', '.join(map(str, missing))} (see flume-ship channel "
-                         "dead-letters)")
+        raise ConfigError(f"no dead letter with id {', '.join(map(str, missing))} (see flume-ship channel "
+                          "dead-letters list)")
 
 
 def export(batches, out, fmt: str, read_event) -> int:

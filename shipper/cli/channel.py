@@ -225,9 +225,49 @@ def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, help="Dead-lett
     from shipper.channel.deadletter import requeue
 
     chosen = _ids(ids, every, "requeue")
-    batches, events = _write(state_dir, config, lambda ch: requeue(ch, chosen, group),
+
+    def offline(ch):
+        if group is not None:
+            _known_group(ch, group, config)
+        return requeue(ch, chosen, group)
+
+    batches, events = _write(state_dir, config, offline,
                              lambda path, pid: _requeue_beside(path, pid, chosen, group, wait))
-    typer.echo(f"re-queued {batches} batches ({events} events)" + (f" for group {group}" if group else ""))
+    typer.echo(f"re-queued {_count(batches, 'batch', 'batches')} ({_count(events, 'event')})"
+               + (f" for group {group}" if group else ""))
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _known_group(ch, group: str, config: Optional[str]) -> None:
+    """With the agent stopped, ``requeue --group`` must name a group the channel has held events
+    for or the config file declares: a typo would park the batches where no agent ever sends them
+    (a running agent refuses an unknown group itself)."""
+    import sqlite3
+
+    from shipper.agent.config import default_config_path, load_raw
+    from shipper.channel.groups import group_of
+    from shipper.errors import ConfigError, ConfigFileError
+
+    known: set[str] = set()
+    for table in ("group_pending", "dead_letters"):
+        try:
+            known |= {group_of(g) for (g,) in ch._conn.execute(f"SELECT DISTINCT grp FROM {table}") if g}
+        except sqlite3.OperationalError:  # a channel that never had groups or dead letters has no such table
+            pass
+    path = config or default_config_path()
+    if path:
+        try:
+            tables = load_raw(path).get("groups", {})
+        except ConfigFileError as exc:
+            raise ConfigError(f"--group: cannot check {group!r} against the config file: {exc}") from None
+        known |= set(tables) if isinstance(tables, dict) else set()
+    if group not in known:
+        raise ConfigError(f"--group: no group named {group!r} in the channel or the config file (groups: "
+                          f"{', '.join(sorted(known)) or 'none'}); name one of them, or give --config with the "
+                          "file that declares it")
 
 
 @dead_app.command("purge")
@@ -241,4 +281,4 @@ def dead_purge(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter
     chosen = _ids(ids, every, "purge")
     batches, events = _write(state_dir, config, lambda ch: purge(ch, chosen),
                              lambda path, _pid: purge_beside(path, chosen))
-    typer.echo(f"purged {batches} batches ({events} events): they are gone")
+    typer.echo(f"purged {_count(batches, 'batch', 'batches')} ({_count(events, 'event')}): they are gone")

@@ -1,0 +1,76 @@
+"""What a new user met trying routes, dead letters and bad values, each replayed with the real CLI
+on a real channel: an unknown dead-letter ID is a usage error (2), not a broken state directory
+(5); a re-queue to a group nothing knows is refused instead of parking the events where no agent
+will ever send them; a rate given as NaN is refused in events (or lines) per second, not
+"seconds"; counts read as English ("1 batch")."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.agent.test_dead_letters import GROUPS, OTHER, poisoned_lines, start_picky
+from tests.ops.common import status, wait_until
+from tests.support import Proc, cli_argv, free_port
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=60)
+
+
+def dead_lettered_channel(tmp_path):
+    """An agent ran with group main's collector rejecting one batch for ever: the channel in
+    ``state`` holds one dead-lettered batch of group main; the agent is stopped."""
+    picky, addr = start_picky(tmp_path / "picky.out")
+    try:
+        log, state, cfg = tmp_path / "logs" / "app.log", tmp_path / "state", tmp_path / "ship.toml"
+        log.parent.mkdir()
+        log.write_bytes(b"".join(line + b"\n" for line in poisoned_lines(30, 12)))
+        cfg.write_text(GROUPS.format(state=state, picky=addr, batch=10, secondary="",
+                                     spare=f"127.0.0.1:{free_port()}", log=log,
+                                     other=OTHER.format(other_log=tmp_path / "logs" / "other.log")))
+        agent = Proc("tail", "--config", str(cfg))
+        try:
+            agent.wait_for("moved to the dead letters")
+            wait_until(lambda: status(state)["channel"]["events"] == 0, "the rest delivered", procs=[agent])
+        finally:
+            assert agent.stop() == 0, agent.stderr
+        return state, cfg
+    finally:
+        picky.kill()
+        picky.wait()
+
+
+def test_an_unknown_dead_letter_id_is_a_usage_error_and_a_typo_group_is_refused(tmp_path):
+    state, cfg = dead_lettered_channel(tmp_path)
+    for verb in ("show", "purge", "requeue"):
+        r = run("channel", "dead-letters", verb, "99", "--state-dir", str(state))
+        assert r.returncode == 2, (verb, r.returncode, r.stderr)
+        assert "no dead letter with id 99" in r.stderr and "Traceback" not in r.stderr
+    r = run("channel", "dead-letters", "export", "99", "--out", str(tmp_path / "x"), "--state-dir", str(state))
+    assert r.returncode == 2 and not (tmp_path / "x").exists(), r.stderr
+
+    r = run("channel", "dead-letters", "requeue", "--all", "--group", "mian", "--state-dir", str(state))
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "no group named 'mian'" in r.stderr and "main" in r.stderr
+    listed = run("channel", "dead-letters", "list", "--state-dir", str(state))
+    assert listed.stdout.startswith("1\tmain\t10 events"), listed.stdout  # still dead-lettered, untouched
+
+    # A group only the config file names (added since the agent last ran) is accepted through --config.
+    cfg.write_text(cfg.read_text() + '\n[groups.new]\ncollectors = ["127.0.0.1:9"]\n')
+    r = run("channel", "dead-letters", "requeue", "1", "--group", "new", "--config", str(cfg))
+    assert r.returncode == 0 and r.stdout.strip() == "re-queued 1 batch (10 events) for group new", r
+
+    empty = run("channel", "dead-letters", "purge", "--all", "--state-dir", str(state))
+    assert empty.returncode == 0 and empty.stdout.strip() == "purged 0 batches (0 events): they are gone"
+
+
+def test_a_rate_that_is_not_a_number_is_refused_as_a_rate(tmp_path):
+    cfg = tmp_path / "ship.toml"
+    cfg.write_text('[delivery]\ncollectors = ["127.0.0.1:4141"]\nmax_events_per_second = nan\n'
+                   '[sources.a]\npaths = ["/tmp/a.log"]\nmax_lines_per_second = 1e400\n')
+    r = run("validate", str(cfg))
+    assert r.returncode == 2
+    assert "delivery.max_events_per_second: must be a finite number of events per second" in r.stderr, r.stderr
+    assert "sources.a.max_lines_per_second: must be a finite number of lines per second" in r.stderr, r.stderr
+    assert "seconds up to" not in r.stderr and "Traceback" not in r.stderr
+
