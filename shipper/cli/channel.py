@@ -87,7 +87,10 @@ def _ids(ids: Optional[list[int]], every: bool, verb: str) -> Optional[list[int]
 @dead_app.command("list")
 def dead_list(state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG,
               as_json: bool = typer.Option(False, "--json", help="One JSON object per batch.")) -> None:
-    """List the dead-lettered batches (read-only: safe while an agent runs)."""
+    """List the dead-lettered batches (read-only: safe while an agent runs).
+
+    Example: flume-ship channel dead-letters list --state-dir /var/lib/flume-ship
+    """
     import json
     import time
 
@@ -110,22 +113,28 @@ def dead_list(state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CO
 
 
 @dead_app.command("show")
-def dead_show(ids: list[int] = typer.Argument(..., help="Dead-letter IDs."), state_dir: Optional[str] = _STATE_DIR,
+def dead_show(ids: list[int] = typer.Argument(..., metavar="ID", help="Dead-letter IDs."), state_dir: Optional[str] = _STATE_DIR,
               config: Optional[str] = _CONFIG) -> None:
-    """Print the events of dead-lettered batches as JSON lines (headers and body)."""
+    """Print the events of dead-lettered batches as JSON lines (headers and body).
+
+    Example: flume-ship channel dead-letters show 3 4 | jq -r .body
+    """
     import sys
 
     _export_to(sys.stdout.buffer, ids, "jsonl", state_dir, config)
 
 
 @dead_app.command("export")
-def dead_export(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+def dead_export(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", help="Dead-letter IDs (or --all)."),
                 every: bool = typer.Option(False, "--all", help="Every dead letter."),
-                out: str = typer.Option(..., "--out", "-o", help="File to write (\"-\": standard output)."),
-                fmt: str = typer.Option("lines", "--format", help="lines (event bodies, one a line) or jsonl "
+                out: str = typer.Option(..., "--out", "-o", metavar="FILE", help="File to write (\"-\": standard output)."),
+                fmt: str = typer.Option("lines", "--format", metavar="lines|jsonl", help="lines (event bodies, one a line) or jsonl "
                                         "(headers and body)."),
                 state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Write dead-lettered events to a file; they stay dead-lettered (purge or requeue them after)."""
+    """Write dead-lettered events to a file; they stay dead-lettered (purge or requeue them after).
+
+    Example: flume-ship channel dead-letters export --all --format jsonl --out /tmp/rejected.jsonl
+    """
     import sys
 
     from shipper.errors import ConfigError
@@ -214,14 +223,17 @@ def _requeue_beside(path, pid, chosen, group, wait: float):
 
 
 @dead_app.command("requeue")
-def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", help="Dead-letter IDs (or --all)."),
                  every: bool = typer.Option(False, "--all", help="Every dead letter."),
-                 group: Optional[str] = typer.Option(None, "--group", help="The group to deliver them to "
+                 group: Optional[str] = typer.Option(None, "--group", metavar="GROUP", help="The group to deliver them to "
                                                      "(default: the group that gave up on them)."),
                  wait: float = typer.Option(30.0, "--wait", min=0.1, help="While an agent runs: seconds to wait "
                                             "for it to re-queue them (it does at its next status tick)."),
                  state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Put dead-lettered batches back at the end of the queue (a running agent does it for you)."""
+    """Put dead-lettered batches back at the end of the queue (a running agent does it for you).
+
+    Example: flume-ship channel dead-letters requeue 3 --group archive
+    """
     from shipper.channel.deadletter import requeue
 
     chosen = _ids(ids, every, "requeue")
@@ -271,10 +283,13 @@ def _known_group(ch, group: str, config: Optional[str]) -> None:
 
 
 @dead_app.command("purge")
-def dead_purge(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+def dead_purge(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", help="Dead-letter IDs (or --all)."),
                every: bool = typer.Option(False, "--all", help="Every dead letter."),
                state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Delete dead-lettered batches for good (safe while an agent runs)."""
+    """Delete dead-lettered batches for good (safe while an agent runs).
+
+    Example: flume-ship channel dead-letters purge --all
+    """
     from shipper.channel.deadletter import purge
     from shipper.channel.deadrequests import purge_beside
 

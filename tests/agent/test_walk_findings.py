@@ -6,7 +6,11 @@ will ever send them; a rate given as NaN is refused in events (or lines) per sec
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+
+import pytest
 
 from tests.agent.test_dead_letters import GROUPS, OTHER, poisoned_lines, start_picky
 from tests.ops.common import status, wait_until
@@ -74,3 +78,19 @@ def test_a_rate_that_is_not_a_number_is_refused_as_a_rate(tmp_path):
     assert "sources.a.max_lines_per_second: must be a finite number of lines per second" in r.stderr, r.stderr
     assert "seconds up to" not in r.stderr and "Traceback" not in r.stderr
 
+
+
+@pytest.mark.parametrize("command", [("channel", "dead-letters", "list"), ("channel", "dead-letters", "show"),
+                                     ("channel", "dead-letters", "export"), ("channel", "dead-letters", "requeue"),
+                                     ("channel", "dead-letters", "purge"), ("import-flume",), ("top",)])
+def test_the_help_of_the_route_and_dead_letter_commands_says_what_to_type_with_an_example(command):
+    r = subprocess.run(cli_argv(*command, "--help"), capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "160"})
+    assert r.returncode == 0, r.stderr
+    assert "Example" in r.stdout, r.stdout
+    options = {m.group(1): m.group(2) for m in re.finditer(r"│ \*? *(--[a-z-]+)(?: +-\w)? +([A-Z][A-Z:|a-z_,.\[\]]*|[a-z]+\|[a-z|]+)?", r.stdout)}
+    assert "TEXT" not in options.values(), options
+    if "--out" in options:
+        assert options["--out"] == "FILE", options  # a file to write, not a directory
+    if command[-1] in ("show", "export", "requeue", "purge"):
+        assert f"{command[-1]} [OPTIONS] ID..." in r.stdout or f"{command[-1]} [OPTIONS] [ID]..." in r.stdout, r.stdout
