@@ -150,6 +150,18 @@ def summary(channel) -> list[DeadSummary]:
     return [DeadSummary(*row) for row in rows]
 
 
+def set_aside_since(channel, since: float) -> tuple[int, int]:
+    """(batches, events) dead-lettered at or after wall-clock ``since``, through an open channel
+    (``tail --once`` says so in its exit code)."""
+    ch = channel
+    with ch._cond:
+        if ch._closed or ch._conn is None or not _has_table(ch._conn):
+            return 0, 0
+        row = ch._conn.execute("SELECT count(*), coalesce(sum(count), 0) FROM dead_letters WHERE dead_at >= ?",
+                               (since,)).fetchone()
+    return int(row[0]), int(row[1])
+
+
 # --------------------------------------------------------------------------- reading (no lock)
 
 

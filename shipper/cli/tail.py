@@ -137,7 +137,8 @@ def tail_cmd(
     file (sources and collectors added, changed or removed) without losing or repeating events.
     With --once, exits 0 only when every line of every matched file was acknowledged; 6 when
     --deadline passes first (it bounds the whole run), 7 when a path matches no regular file or a
-    file cannot be read, 8 when stopped by a signal with events still queued.
+    file cannot be read, 8 when stopped by a signal with events still queued, 3 when a batch the
+    collectors rejected max_rejects times was dead-lettered.
     While no collector accepts, events wait in the channel and delivery is retried for ever, unless
     --give-up-after is set: then 10 when nothing was acknowledged for that long.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.

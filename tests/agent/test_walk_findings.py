@@ -94,3 +94,44 @@ def test_the_help_of_the_route_and_dead_letter_commands_says_what_to_type_with_a
         assert options["--out"] == "FILE", options  # a file to write, not a directory
     if command[-1] in ("show", "export", "requeue", "purge"):
         assert f"{command[-1]} [OPTIONS] ID..." in r.stdout or f"{command[-1]} [OPTIONS] [ID]..." in r.stdout, r.stdout
+
+
+def test_once_that_dead_letters_a_batch_does_not_exit_0(tmp_path):
+    """A cron run (``--once``) whose collectors rejected a batch ``max_rejects`` times set it aside:
+    every other line is delivered, but the run must not report success (exit 3, naming the dead
+    letters); a secondary group that takes the batch instead is a success."""
+    from tests.agent.test_dead_letters import CONFIG
+    from tests.ops.common import collected, start_collector
+
+    picky, addr = start_picky(tmp_path / "picky.out")
+    try:
+        log, state, cfg = tmp_path / "logs" / "app.log", tmp_path / "state", tmp_path / "ship.toml"
+        log.parent.mkdir()
+        lines = poisoned_lines(50, 23)
+        log.write_bytes(b"".join(line + b"\n" for line in lines))
+        cfg.write_text(CONFIG.format(state=state, addr=addr, log=log))
+        r = run("tail", "--config", str(cfg), "--once", "--deadline", "60")
+        assert r.returncode == 3, (r.returncode, r.stderr)
+        assert "10 events in 1 batch were dead-lettered" in r.stderr and "flume-ship channel dead-letters" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert (tmp_path / "picky.out").read_bytes().splitlines() == lines[:20] + lines[30:]
+        # The next run has nothing new: the old dead letter is no news, exit 0.
+        assert run("tail", "--config", str(cfg), "--once", "--deadline", "60").returncode == 0
+
+        spare, spare_addr = start_collector(tmp_path / "spare")
+        try:
+            log2, state2 = tmp_path / "logs2" / "app.log", tmp_path / "state2"
+            log2.parent.mkdir()
+            log2.write_bytes(b"".join(line + b"\n" for line in lines))
+            (tmp_path / "logs2" / "other.log").write_bytes(b"")
+            cfg.write_text(GROUPS.format(state=state2, picky=addr, batch=10, secondary='secondary = "spare"',
+                                         spare=spare_addr, log=log2,
+                                         other=OTHER.format(other_log=tmp_path / "logs2" / "other.log")))
+            r = run("tail", "--config", str(cfg), "--once", "--deadline", "60")
+            assert r.returncode == 0, (r.returncode, r.stderr)
+            assert collected(tmp_path / "spare") == lines[20:30]
+        finally:
+            spare.stop()
+    finally:
+        picky.kill()
+        picky.wait()
