@@ -308,8 +308,8 @@ def render(doc: StatusDocument) -> str:
         out += _table(["GROUP", "STATE", "UP", "QUEUED", "BYTES", "OLDEST", "IN FLIGHT", "DELIVERED", "LIMIT",
                        "DEAD"], rows)
     for d in doc.dead_letters or ():
-        out.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.batches} batches, {d.events} "
-                   f"events ({_bytes(d.bytes)}), oldest set aside "
+        out.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.batches} batch{'' if d.batches == 1 else 'es'}, "
+                   f"{d.events} event{'' if d.events == 1 else 's'} ({_bytes(d.bytes)}), oldest set aside "
                    f"{_age(now - d.oldest_dead_at) if d.oldest_dead_at else '-'} ago; see flume-ship channel "
                    "dead-letters")
     t = doc.totals

@@ -57,8 +57,8 @@ def frame(cur: StatusDocument, prev: StatusDocument | None, width: int = 120) ->
         lines.extend(_groups(cur, prev, dt))
     dead = [d for d in cur.dead_letters or () if d.batches and not (cur.groups and d.group)]
     for d in dead:  # dead letters of no running group (without routes: all of them)
-        lines.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.events} events "
-                     f"({d.batches} batches); see flume-ship channel dead-letters")
+        lines.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.events} event{'' if d.events == 1 else 's'} "
+                     f"({d.batches} batch{'' if d.batches == 1 else 'es'}); see flume-ship channel dead-letters")
     lines.append("")
     lines.append(f"{'SOURCE':10} {'FILE':56} {'READ B/S':>9} {'BEHIND':>10}  STATE")
     old = {(s.name, f.identity): f for s in (prev.sources if prev is not None else []) for f in s.files}

@@ -215,7 +215,7 @@ def test_only_the_rejected_call_of_a_big_lease_is_dead_lettered_and_requeued_whi
         assert (main["dead_batches"], main["dead_events"], main["events_acked"]) == (1, 10, 85)
         assert [(d["group"], d["events"]) for d in doc["dead_letters"]] == [("main", 10)]
         text = run("status", "--state-dir", str(state)).stdout
-        assert "dead letters of group main: 1 batches, 10 events" in text, text
+        assert "dead letters of group main: 1 batch, 10 events" in text, text
         body = http_get(f"http://{metrics}/metrics")[1].decode()
         assert 'flume_ship_dead_letter_events{group="main"} 10.0' in body
         assert 'flume_ship_group_events_acked_total{group="main"} 85.0' in body

@@ -56,6 +56,8 @@ def test_an_unknown_dead_letter_id_is_a_usage_error_and_a_typo_group_is_refused(
     r = run("channel", "dead-letters", "requeue", "--all", "--group", "mian", "--state-dir", str(state))
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert "no group named 'mian'" in r.stderr and "main" in r.stderr
+    shown = run("status", "--state-dir", str(state)).stdout
+    assert "dead letters of group main: 1 batch, 10 events (" in shown, shown
     listed = run("channel", "dead-letters", "list", "--state-dir", str(state))
     assert listed.stdout.startswith("1\tmain\t10 events"), listed.stdout  # still dead-lettered, untouched
 
