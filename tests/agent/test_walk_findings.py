@@ -137,3 +137,38 @@ def test_once_that_dead_letters_a_batch_does_not_exit_0(tmp_path):
     finally:
         picky.kill()
         picky.wait()
+
+
+def test_validate_refuses_a_secondary_loop_and_a_secondary_that_is_never_used(tmp_path):
+    """A poison batch both groups of a loop reject would go round for ever and never reach the dead
+    letters; a secondary without max_rejects is never used. Both are refused with one line each."""
+    cfg = tmp_path / "ship.toml"
+    cfg.write_text("""
+[groups.a]
+collectors = ["127.0.0.1:4141"]
+max_rejects = 2
+secondary = "b"
+[groups.b]
+collectors = ["127.0.0.1:4142"]
+max_rejects = 2
+secondary = "a"
+[groups.c]
+collectors = ["127.0.0.1:4143"]
+secondary = "a"
+[sources.x]
+paths = ["/tmp/x.log"]
+groups = ["a"]
+[sources.y]
+paths = ["/tmp/y.log"]
+groups = ["c"]
+""")
+    r = run("validate", str(cfg))
+    assert r.returncode == 2, r
+    assert "groups.a.secondary: a -> b -> a loops" in r.stderr, r.stderr
+    assert "groups.c.secondary: has no effect without max_rejects" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    fixed = cfg.read_text().replace('max_rejects = 2\nsecondary = "a"', 'max_rejects = 2').replace(
+        '[groups.c]\ncollectors = ["127.0.0.1:4143"]\nsecondary = "a"', '[groups.c]\ncollectors = ["127.0.0.1:4143"]')
+    cfg.write_text(fixed)
+    r = run("validate", str(cfg))
+    assert r.returncode == 0, r.stderr
