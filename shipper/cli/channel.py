@@ -29,6 +29,8 @@ def channel_verify(
     """Run the full integrity check on the channel, read-only (safe while an agent runs).
 
     Exit 0 when healthy, 5 when the database is corrupt or unusable.
+
+    Example: flume-ship channel verify --state-dir /var/lib/flume-ship
     """
     from shipper.channel import verify
 

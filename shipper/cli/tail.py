@@ -224,6 +224,8 @@ def test_source_cmd(
     The end of the input counts as the end of the file (what is held is shipped, as with
     tail --once), so a multiline rule can be written against a saved sample. Exit 0, 2 for a bad
     rule or configuration (each problem printed), 7 when FILE cannot be read.
+
+    Example: flume-ship test-source app sample.log --config /etc/flume-ship/flume-ship.toml
     """
     from shipper.agent.config import Overlay, default_config_path, load_source
     from shipper.tail.preview import preview, render

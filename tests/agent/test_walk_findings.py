@@ -84,7 +84,8 @@ def test_a_rate_that_is_not_a_number_is_refused_as_a_rate(tmp_path):
 
 @pytest.mark.parametrize("command", [("channel", "dead-letters", "list"), ("channel", "dead-letters", "show"),
                                      ("channel", "dead-letters", "export"), ("channel", "dead-letters", "requeue"),
-                                     ("channel", "dead-letters", "purge"), ("import-flume",), ("top",)])
+                                     ("channel", "dead-letters", "purge"), ("import-flume",), ("top",),
+                                     ("test-source",), ("channel", "verify")])
 def test_the_help_of_the_route_and_dead_letter_commands_says_what_to_type_with_an_example(command):
     r = subprocess.run(cli_argv(*command, "--help"), capture_output=True, text=True, timeout=60,
                        env={**os.environ, "COLUMNS": "160"})
@@ -172,3 +173,21 @@ groups = ["c"]
     cfg.write_text(fixed)
     r = run("validate", str(cfg))
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_help_paragraphs_are_wrapped_to_the_terminal_not_to_the_source_lines(columns):
+    """The docstrings are wrapped at ~100 characters in the source; on an 80-column terminal those
+    line breaks used to survive inside rich's own wrapping ("... (a  / second signal / exits 130 ...")."""
+    r = subprocess.run(cli_argv("tail", "--help"), capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": columns})
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "exits 0 (a second signal exits 130 at once; nothing unacknowledged is lost either way)" in text
+    description = r.stdout.split("╭")[0].splitlines()
+    words_per_line = [len(line.split()) for line in description if line.strip()]
+    # No ragged short lines inside a paragraph (the last line of one may be short; examples are their own).
+    short = [line for prev, line in zip([""] + description, description)
+             if 0 < len(line.split()) <= 3 and "Example" not in line + prev
+             and not line.strip().endswith((".", ":", ")"))]
+    assert not short, (short, words_per_line)
