@@ -191,3 +191,44 @@ def test_help_paragraphs_are_wrapped_to_the_terminal_not_to_the_source_lines(col
              if 0 < len(line.split()) <= 3 and "Example" not in line + prev
              and not line.strip().endswith((".", ":", ")"))]
     assert not short, (short, words_per_line)
+
+
+def test_status_of_a_stopped_agent_shows_what_each_group_still_owes(tmp_path):
+    """With routes, the group a dead collector kept from delivering still owes its events after the
+    agent stopped: `status` (table and --json) says so per group, read from the channel."""
+    from tests.ops.common import collected, start_collector
+
+    live, live_addr = start_collector(tmp_path / "live")
+    try:
+        log, state, cfg = tmp_path / "logs" / "app.log", tmp_path / "state", tmp_path / "ship.toml"
+        log.parent.mkdir()
+        log.write_bytes(b"".join(b"line %d\n" % i for i in range(30)))
+        cfg.write_text(f"""
+[channel]
+state_dir = "{state}"
+[agent]
+status_interval = 0.3
+[delivery]
+connect_timeout = 1.0
+backoff_max = 0.2
+[groups.live]
+collectors = ["{live_addr}"]
+[groups.dead]
+collectors = ["127.0.0.1:{free_port()}"]
+[sources.app]
+paths = ["{log}"]
+""")
+        agent = Proc("tail", "--config", str(cfg))
+        try:
+            wait_until(lambda: len(collected(tmp_path / "live")) == 30, "the live group's delivery", procs=[agent])
+        finally:
+            assert agent.stop() == 0, agent.stderr
+    finally:
+        live.stop()
+    doc = status(state)
+    assert doc["agent"]["running"] is False
+    groups = {g["name"]: g for g in doc["groups"] or []}
+    assert groups["dead"]["queued_events"] == 30 and groups["live"]["queued_events"] == 0, doc["groups"]
+    table = run("status", "--state-dir", str(state)).stdout
+    row = next((ln for ln in table.splitlines() if ln.startswith("dead ")), None)
+    assert row is not None and row.split()[1:2] == ["stopped"] and " 30 " in row, table
