@@ -232,3 +232,24 @@ paths = ["{log}"]
     table = run("status", "--state-dir", str(state)).stdout
     row = next((ln for ln in table.splitlines() if ln.startswith("dead ")), None)
     assert row is not None and row.split()[1:2] == ["stopped"] and " 30 " in row, table
+
+
+def test_import_flume_of_a_channel_no_selector_reaches_still_validates(tmp_path):
+    """The user guide's multiplexing example without ``selector.default`` (or with a channel only
+    ``selector.optional`` names): that channel gets nothing in Flume. The import used to make it a
+    group no source reaches, and its output failed ``validate``; now the group is written commented
+    out, with why."""
+    from pathlib import Path
+
+    example = Path(__file__).parent / "flume_examples" / "userguide_multiplexing.properties"
+    props = tmp_path / "agent.properties"
+    props.write_text("".join(ln for ln in example.read_text().splitlines(keepends=True)
+                             if not ln.startswith("a1.sources.r1.selector.default")))
+    out = tmp_path / "ship.toml"
+    r = run("import-flume", str(props), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "# [groups.c4]" in text and "\n[groups.c4]" not in text, text
+    assert "no selector sends anything to channel c4" in text, text
+    v = run("validate", str(out))
+    assert v.returncode == 0, v.stderr
