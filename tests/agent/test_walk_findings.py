@@ -253,3 +253,30 @@ def test_import_flume_of_a_channel_no_selector_reaches_still_validates(tmp_path)
     assert "no selector sends anything to channel c4" in text, text
     v = run("validate", str(out))
     assert v.returncode == 0, v.stderr
+
+
+def test_a_reload_that_only_changes_the_groups_does_not_say_the_source_changed(tmp_path):
+    import signal
+
+    log, state, cfg = tmp_path / "logs" / "app.log", tmp_path / "state", tmp_path / "ship.toml"
+    log.parent.mkdir()
+    log.write_bytes(b"")
+    body = f"""
+[channel]
+state_dir = "{state}"
+[groups.one]
+collectors = ["127.0.0.1:{free_port()}"]
+[sources.app]
+paths = ["{log}"]
+"""
+    cfg.write_text(body)
+    agent = Proc("tail", "--config", str(cfg))
+    try:
+        agent.wait_for("shipping")
+        cfg.write_text(body + f'[groups.two]\ncollectors = ["127.0.0.1:{free_port()}"]\n')
+        agent.popen.send_signal(signal.SIGHUP)
+        agent.wait_for(r"reload: source app restarted for the new routes")
+        agent.wait_for(r"reload: groups now one: .*; two: ")
+        assert "source app changed" not in agent.stderr
+    finally:
+        assert agent.stop() == 0, agent.stderr
