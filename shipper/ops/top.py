@@ -51,7 +51,7 @@ def frame(cur: StatusDocument, prev: StatusDocument | None, width: int = 120) ->
         lat = f"{c.last_latency * 1000:.0f}ms" if c.last_latency is not None else "-"
         err = (c.last_error or "")[:max(0, width - 72)] if c.consecutive_failures else ""
         lines.append(f"{c.address[:32]:32} {c.state:9} {_rate(c.events_ok, p.events_ok if p else None, dt):>9} "
-                     f"{lat:>8} {c.failures:>8}  {err}")
+                     f"{lat:>8} {c.consecutive_failures:>8}  {err}")  # in a row, as in status
     if cur.groups:
         lines.append("")
         lines.extend(_groups(cur, prev, dt))

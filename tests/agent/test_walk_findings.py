@@ -280,3 +280,17 @@ paths = ["{log}"]
         assert "source app changed" not in agent.stderr
     finally:
         assert agent.stop() == 0, agent.stderr
+
+
+def test_top_counts_failures_in_a_row_as_status_does(tmp_path):
+    """A collector that rejected a batch three times and then took everything else is `up` with 0
+    failures in a row: `status` said 0, `top` said 3 under the same FAILURES heading."""
+    state, _cfg = dead_lettered_channel(tmp_path)
+    table = run("status", "--state-dir", str(state)).stdout
+    up_status = [ln.split() for ln in table.splitlines() if ln.startswith("127.0.0.1:") and " up " in ln]
+    r = run("top", "--state-dir", str(state), "--frames", "1")
+    assert r.returncode == 0, r.stderr
+    up_top = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("127.0.0.1:") and " up " in ln]
+    assert len(up_status) == len(up_top) == 1, (table, r.stdout)
+    assert up_status[0][4] == "0", table  # COLLECTOR STATE LAST SUCCESS(2 words) FAILURES
+    assert up_top[0][4] == "0", r.stdout  # COLLECTOR STATE EVENTS/S LATENCY FAILURES
