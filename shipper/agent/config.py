@@ -48,6 +48,7 @@ DEFAULT_SOURCE = "default"  # the source the command line's PATHS make; its offs
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_INT = 2**31 - 1  # counts and ports: beyond this a value is a typo, and SQLite or a socket would choke
 MAX_SECONDS = 365 * 86400.0  # durations: NaN, inf and 1e300 would crash a socket or disable a check
+MAX_RATE = 1e9  # events or lines per second: beyond this a limit limits nothing
 MAX_SIZE = 1 << 50
 RESERVED_HEADERS = ("timestamp", "host", "file", "id", "split", "truncated")
 
@@ -563,9 +564,14 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
             raise ValueError(f"must be at most {MAX_INT}, not {value}")
     elif ftype == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be a number of seconds, not {value!r}")
+            what = "per second" if f.name.endswith("_per_second") else "of seconds"
+            raise ValueError(f"must be a number {what}, not {value!r}")
         value = float(value)
-        if not math.isfinite(value) or abs(value) > MAX_SECONDS:
+        if f.name.endswith("_per_second"):  # a rate, not a duration
+            unit = f.name.removeprefix("max_").removesuffix("_per_second")
+            if not math.isfinite(value) or abs(value) > MAX_RATE:
+                raise ValueError(f"must be a finite number of {unit} per second up to {MAX_RATE:.0f}, not {value:g}")
+        elif not math.isfinite(value) or abs(value) > MAX_SECONDS:
             raise ValueError(f"must be a finite number of seconds up to {MAX_SECONDS:.0f} (a year), not {value:g}")
     elif "str" in ftype:
         if not isinstance(value, str):

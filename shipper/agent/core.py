@@ -50,7 +50,8 @@ from shipper.agent.memory import limit_malloc_arenas
 from shipper.agent.routes import serve_requeues
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import StatusWriter, health, snapshot, status_line
-from shipper.errors import EXIT_DEADLINE, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, InputError
+from shipper.errors import (EXIT_DEADLINE, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_OK, EXIT_QUEUED, DeliveryError,
+                             InputError)
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
 from shipper.ops.progress import Progress, Reading, TerminalLine
@@ -231,6 +232,7 @@ class Agent:
     def _run_once(self, started: float) -> int:
         """Read everything, ship it, and say truthfully how it went (the exit codes in the module
         docstring). The deadline bounds the whole run, reading and draining included."""
+        run_began = time.time()  # wall clock, as dead letters are stamped
         self.delivery.start()
         self.state = "running"
         log.info("shipping %s once", self._what())
@@ -258,6 +260,7 @@ class Agent:
                 raise r.error
         if self.delivery.error() is not None:
             raise self.delivery.error()
+        self._no_dead_letters_since(run_began)
         problems = [p for r in self.sources.values() for p in r.source.problems()]
         if problems:
             for p in problems:
@@ -265,6 +268,18 @@ class Agent:
             raise InputError(f"{len(problems)} input{'s' if len(problems) > 1 else ''} missing or unreadable "
                              f"(first: {problems[0]}); everything readable was shipped")
         return EXIT_OK
+
+    def _no_dead_letters_since(self, began: float) -> None:
+        """A batch set aside during this run (``max_rejects``, no secondary) was not delivered:
+        ``--once`` must not exit 0 for it (exit 3, the collectors did not accept the events)."""
+        from shipper.channel.deadletter import set_aside_since
+
+        batches, events = set_aside_since(self.channel, began)
+        if batches:
+            raise DeliveryError(f"{events} event{'' if events == 1 else 's'} in {batches} batch"
+                                f"{'' if batches == 1 else 'es'} were dead-lettered: the collectors rejected them "
+                                "max_rejects times; everything else was shipped. See flume-ship channel dead-letters "
+                                "list, then export, requeue or purge them")
 
     def _read_all(self, stop: threading.Event, finished: list[bool]) -> None:
         for r in self.sources.values():

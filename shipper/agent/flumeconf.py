@@ -180,10 +180,34 @@ def convert(text: str, agent: str | None = None, source_file: str = "flume.prope
         out.tables.insert(0, ("[delivery]", delivery_of[channels[0]]))
     for src in sources:
         _source(src, len(sources) > 1, multi, channels, get, p, out)
+    if multi:
+        _comment_unreached(channels, out)
     for key, value in sorted(p.items()):
         if key not in out.used:
             out.unmapped.append((key, value, _why(key)))
     return _render(out, agent, source_file)
+
+
+def _comment_unreached(channels: list[str], out: _Out) -> None:
+    """A channel no source's selector sends to (not mapped, no default; or only ``selector.optional``)
+    gets nothing in Flume; as a group no source reaches it would fail ``validate``: write it
+    commented out, with why."""
+    reached: set[str] = set()
+    for header, rows in out.tables:
+        if header.startswith("[sources."):
+            for key, value, _note in rows:
+                if key == "groups":
+                    reached |= set(value)
+                elif key == "route":
+                    reached |= {g for targets in (*value["mapping"].values(), value["default"]) for g in targets}
+    for i, (header, rows) in enumerate(out.tables):
+        ch = header[len("[groups."):-1] if header.startswith("[groups.") else None
+        if ch in channels and ch not in reached:
+            notes = [(None, None, f"no selector sends anything to channel {ch} (not mapped, no selector.default), "
+                      "so this group would receive nothing: kept here, commented out")]
+            notes += [(None, None, note) for key, value, note in rows if note and not key]
+            notes += [(None, None, f"{key} = {_toml(value)}") for key, value, _note in rows if key]
+            out.tables[i] = (f"# {header}", notes)
 
 
 def _why(key: str) -> str:

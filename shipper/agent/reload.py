@@ -56,7 +56,8 @@ def reload(agent) -> None:
             runner.stop(drain + 5)
             retire_counts(agent, runner)
             del agent.sources[name]
-            log.info("reload: source %s %s", name, "changed" if name in wanted else "removed")
+            log.info("reload: source %s %s", name, "removed" if name not in wanted else "changed"
+                     if wanted[name] != runner.config else "restarted for the new routes")
     # 2. Replace the sink workers if the delivery settings changed.
     if rerouted:
         reload_routes(agent, new, drain)

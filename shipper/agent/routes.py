@@ -63,9 +63,21 @@ def build_groups(raw: dict, delivery: DeliverySection, sources: Sequence[SourceS
         _check_group(group, prefix, bad)
         out.append((name, group))
     names = [n for n, _ in out]
+    secondary_of = {n: g.secondary for n, g in out}
     for name, group in out:
         if group.secondary is not None and (group.secondary not in names or group.secondary == name):
             bad(f"{GROUPS_KEY}.{name}.secondary", f"must name another group (groups: {', '.join(names)})")
+        elif group.secondary is not None and not group.max_rejects:
+            bad(f"{GROUPS_KEY}.{name}.secondary", "has no effect without max_rejects: set max_rejects (the "
+                "rejections that hand a batch over), or remove secondary")
+        elif group.secondary is not None:
+            chain = [name]
+            while secondary_of.get(chain[-1]) in names and secondary_of[chain[-1]] not in chain:
+                chain.append(secondary_of[chain[-1]])
+            if secondary_of.get(chain[-1]) == name and min(chain) == name:  # a loop, reported once
+                bad(f"{GROUPS_KEY}.{name}.secondary", f"{' -> '.join(chain + [name])} loops: a batch they all "
+                    "reject would go round for ever and never reach the dead letters; end the chain at a "
+                    "group without secondary")
     if delivery.secondary is not None and not tables:
         bad("delivery.secondary", "names a group, but there is no [groups.NAME] table (unset: the dead letters)")
     used: set[str] = set()

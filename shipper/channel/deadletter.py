@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from shipper.channel.store import DB_NAME, chunk_crc, connect_ro, decode_lens, encode_lens
-from shipper.errors import StateError
+from shipper.errors import ConfigError, StateError
 
 DEAD_TABLE = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -150,6 +150,18 @@ def summary(channel) -> list[DeadSummary]:
     return [DeadSummary(*row) for row in rows]
 
 
+def set_aside_since(channel, since: float) -> tuple[int, int]:
+    """(batches, events) dead-lettered at or after wall-clock ``since``, through an open channel
+    (``tail --once`` says so in its exit code)."""
+    ch = channel
+    with ch._cond:
+        if ch._closed or ch._conn is None or not _has_table(ch._conn):
+            return 0, 0
+        row = ch._conn.execute("SELECT count(*), coalesce(sum(count), 0) FROM dead_letters WHERE dead_at >= ?",
+                               (since,)).fetchone()
+    return int(row[0]), int(row[1])
+
+
 # --------------------------------------------------------------------------- reading (no lock)
 
 
@@ -203,8 +215,8 @@ def read_events(state_dir: Path, ids: Sequence[int] | None) -> Iterable[tuple[De
 def _check_ids(ids, known) -> None:
     missing = sorted(set(ids or ()) - set(known))
     if missing:
-        raise StateError(f"no dead letter with id {', '.join(map(str, missing))} (see flume-ship channel "
-                         "dead-letters)")
+        raise ConfigError(f"no dead letter with id {', '.join(map(str, missing))} (see flume-ship channel "
+                          "dead-letters list)")
 
 
 def export(batches, out, fmt: str, read_event) -> int:

@@ -29,6 +29,8 @@ def channel_verify(
     """Run the full integrity check on the channel, read-only (safe while an agent runs).
 
     Exit 0 when healthy, 5 when the database is corrupt or unusable.
+
+    Example: flume-ship channel verify --state-dir /var/lib/flume-ship
     """
     from shipper.channel import verify
 
@@ -87,7 +89,10 @@ def _ids(ids: Optional[list[int]], every: bool, verb: str) -> Optional[list[int]
 @dead_app.command("list")
 def dead_list(state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG,
               as_json: bool = typer.Option(False, "--json", help="One JSON object per batch.")) -> None:
-    """List the dead-lettered batches (read-only: safe while an agent runs)."""
+    """List the dead-lettered batches (read-only: safe while an agent runs).
+
+    Example: flume-ship channel dead-letters list --state-dir /var/lib/flume-ship
+    """
     import json
     import time
 
@@ -110,22 +115,28 @@ def dead_list(state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CO
 
 
 @dead_app.command("show")
-def dead_show(ids: list[int] = typer.Argument(..., help="Dead-letter IDs."), state_dir: Optional[str] = _STATE_DIR,
+def dead_show(ids: list[int] = typer.Argument(..., metavar="ID", help="Dead-letter IDs."), state_dir: Optional[str] = _STATE_DIR,
               config: Optional[str] = _CONFIG) -> None:
-    """Print the events of dead-lettered batches as JSON lines (headers and body)."""
+    """Print the events of dead-lettered batches as JSON lines (headers and body).
+
+    Example: flume-ship channel dead-letters show 3 4 | jq -r .body
+    """
     import sys
 
     _export_to(sys.stdout.buffer, ids, "jsonl", state_dir, config)
 
 
 @dead_app.command("export")
-def dead_export(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+def dead_export(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", help="Dead-letter IDs (or --all)."),
                 every: bool = typer.Option(False, "--all", help="Every dead letter."),
-                out: str = typer.Option(..., "--out", "-o", help="File to write (\"-\": standard output)."),
-                fmt: str = typer.Option("lines", "--format", help="lines (event bodies, one a line) or jsonl "
+                out: str = typer.Option(..., "--out", "-o", metavar="FILE", help="File to write (\"-\": standard output)."),
+                fmt: str = typer.Option("lines", "--format", metavar="lines|jsonl", help="lines (event bodies, one a line) or jsonl "
                                         "(headers and body)."),
                 state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Write dead-lettered events to a file; they stay dead-lettered (purge or requeue them after)."""
+    """Write dead-lettered events to a file; they stay dead-lettered (purge or requeue them after).
+
+    Example: flume-ship channel dead-letters export --all --format jsonl --out /tmp/rejected.jsonl
+    """
     import sys
 
     from shipper.errors import ConfigError
@@ -214,31 +225,77 @@ def _requeue_beside(path, pid, chosen, group, wait: float):
 
 
 @dead_app.command("requeue")
-def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", help="Dead-letter IDs (or --all)."),
                  every: bool = typer.Option(False, "--all", help="Every dead letter."),
-                 group: Optional[str] = typer.Option(None, "--group", help="The group to deliver them to "
+                 group: Optional[str] = typer.Option(None, "--group", metavar="GROUP", help="The group to deliver them to "
                                                      "(default: the group that gave up on them)."),
                  wait: float = typer.Option(30.0, "--wait", min=0.1, help="While an agent runs: seconds to wait "
                                             "for it to re-queue them (it does at its next status tick)."),
                  state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Put dead-lettered batches back at the end of the queue (a running agent does it for you)."""
+    """Put dead-lettered batches back at the end of the queue (a running agent does it for you).
+
+    Example: flume-ship channel dead-letters requeue 3 --group archive
+    """
     from shipper.channel.deadletter import requeue
 
     chosen = _ids(ids, every, "requeue")
-    batches, events = _write(state_dir, config, lambda ch: requeue(ch, chosen, group),
+
+    def offline(ch):
+        if group is not None:
+            _known_group(ch, group, config)
+        return requeue(ch, chosen, group)
+
+    batches, events = _write(state_dir, config, offline,
                              lambda path, pid: _requeue_beside(path, pid, chosen, group, wait))
-    typer.echo(f"re-queued {batches} batches ({events} events)" + (f" for group {group}" if group else ""))
+    typer.echo(f"re-queued {_count(batches, 'batch', 'batches')} ({_count(events, 'event')})"
+               + (f" for group {group}" if group else ""))
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _known_group(ch, group: str, config: Optional[str]) -> None:
+    """With the agent stopped, ``requeue --group`` must name a group the channel has held events
+    for or the config file declares: a typo would park the batches where no agent ever sends them
+    (a running agent refuses an unknown group itself)."""
+    import sqlite3
+
+    from shipper.agent.config import default_config_path, load_raw
+    from shipper.channel.groups import group_of
+    from shipper.errors import ConfigError, ConfigFileError
+
+    known: set[str] = set()
+    for table in ("group_pending", "dead_letters"):
+        try:
+            known |= {group_of(g) for (g,) in ch._conn.execute(f"SELECT DISTINCT grp FROM {table}") if g}
+        except sqlite3.OperationalError:  # a channel that never had groups or dead letters has no such table
+            pass
+    path = config or default_config_path()
+    if path:
+        try:
+            tables = load_raw(path).get("groups", {})
+        except ConfigFileError as exc:
+            raise ConfigError(f"--group: cannot check {group!r} against the config file: {exc}") from None
+        known |= set(tables) if isinstance(tables, dict) else set()
+    if group not in known:
+        raise ConfigError(f"--group: no group named {group!r} in the channel or the config file (groups: "
+                          f"{', '.join(sorted(known)) or 'none'}); name one of them, or give --config with the "
+                          "file that declares it")
 
 
 @dead_app.command("purge")
-def dead_purge(ids: Optional[list[int]] = typer.Argument(None, help="Dead-letter IDs (or --all)."),
+def dead_purge(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", help="Dead-letter IDs (or --all)."),
                every: bool = typer.Option(False, "--all", help="Every dead letter."),
                state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CONFIG) -> None:
-    """Delete dead-lettered batches for good (safe while an agent runs)."""
+    """Delete dead-lettered batches for good (safe while an agent runs).
+
+    Example: flume-ship channel dead-letters purge --all
+    """
     from shipper.channel.deadletter import purge
     from shipper.channel.deadrequests import purge_beside
 
     chosen = _ids(ids, every, "purge")
     batches, events = _write(state_dir, config, lambda ch: purge(ch, chosen),
                              lambda path, _pid: purge_beside(path, chosen))
-    typer.echo(f"purged {batches} batches ({events} events): they are gone")
+    typer.echo(f"purged {_count(batches, 'batch', 'batches')} ({_count(events, 'event')}): they are gone")

@@ -13,14 +13,17 @@ from shipper.errors import ConfigError
 @app.command("import-flume")
 def import_flume_cmd(
     properties: str = typer.Argument(..., help="The Flume agent's .properties file."),
-    agent: Optional[str] = typer.Option(None, "--agent", help="The agent's name (needed when the file has "
+    agent: Optional[str] = typer.Option(None, "--agent", metavar="NAME", help="The agent's name (needed when the file has "
                                         "several agents)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the TOML here (default: standard "
+    out: Optional[str] = typer.Option(None, "--out", "-o", metavar="FILE", help="Write the TOML here (default: standard "
                                       "output)."),
 ) -> None:
     """Convert a Flume agent (TAILDIR, interceptors, channels, Avro/Thrift sinks, sink groups, selectors)
     to a flume-ship configuration. Every Flume key it could not map is listed, with why, in a comment.
-    Check the result with flume-ship validate. Exit 2 when the file cannot be read or has no such agent."""
+    Check the result with flume-ship validate. Exit 2 when the file cannot be read or has no such agent.
+
+    Example: flume-ship import-flume /etc/flume/conf/flume.conf --agent a1 --out /etc/flume-ship/flume-ship.toml
+    """
     from shipper.agent.flumeconf import convert
 
     try:

@@ -4,6 +4,7 @@
   them only before the sub-command; a user writes them anywhere (``flume-ship tail ... --log-level
   debug``). They are moved in front of the sub-command before click parses. Nothing after ``--``
   is touched.
+* :func:`unwrap`: help paragraphs are wrapped by the terminal, not by the source's line breaks.
 * :func:`polish`: every option gets a metavar that says what to type (``SECONDS``, ``HOST:PORT``,
   ``SIZE``, ``PATH``, ``N``, the choices) instead of a Python type name; on/off flags get none.
   Names first (the flags whose meaning the type does not say), then the click type.
@@ -90,8 +91,28 @@ def _metavar(param) -> str | None:
     return "TEXT"
 
 
+def unwrap(text: str | None) -> str | None:
+    """A help text with the source's line breaks taken out of its paragraphs, so rich wraps them to
+    the terminal (typer keeps single line breaks after the first paragraph: on an 80-column terminal
+    a docstring wrapped at 100 came out ragged). A line starting ``Example`` stays its own line."""
+    if not text:
+        return text
+    paragraphs = []
+    for para in text.split("\n\n"):
+        lines = para.split("\n")
+        out = lines[:1]
+        for line in lines[1:]:
+            if line.lstrip().startswith(("Example", "\b")) or out[-1].startswith("\b"):
+                out.append(line)
+            else:
+                out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+        paragraphs.append("\n".join(out))
+    return "\n\n".join(paragraphs)
+
+
 def polish(command):
     """Give every option of ``command`` and its sub-commands a metavar (see the module docstring)."""
+    command.help = unwrap(command.help)
     for param in command.params:
         if param.metavar is None:
             param.metavar = _metavar(param)

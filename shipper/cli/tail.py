@@ -138,7 +138,8 @@ def tail_cmd(
     file (sources and collectors added, changed or removed) without losing or repeating events.
     With --once, exits 0 only when every line of every matched file was acknowledged; 6 when
     --deadline passes first (it bounds the whole run), 7 when a path matches no regular file or a
-    file cannot be read, 8 when stopped by a signal with events still queued.
+    file cannot be read, 8 when stopped by a signal with events still queued, 3 when a batch the
+    collectors rejected max_rejects times was dead-lettered.
     While no collector accepts, events wait in the channel and delivery is retried for ever, unless
     --give-up-after is set: then 10 when nothing was acknowledged for that long.
     Exit 2 for a bad flag or configuration, 4 when another flume-ship uses the same --state-dir.
@@ -224,6 +225,8 @@ def test_source_cmd(
     The end of the input counts as the end of the file (what is held is shipped, as with
     tail --once), so a multiline rule can be written against a saved sample. Exit 0, 2 for a bad
     rule or configuration (each problem printed), 7 when FILE cannot be read.
+
+    Example: flume-ship test-source app sample.log --config /etc/flume-ship/flume-ship.toml
     """
     from shipper.agent.config import Overlay, default_config_path, load_source
     from shipper.tail.preview import preview, render

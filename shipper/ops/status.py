@@ -151,7 +151,49 @@ def gather(state_dir: str | os.PathLike) -> StatusDocument:
         doc.collectors_as_of = last.written_at
         doc.totals = last.totals
         doc.last_state = last.state
+    doc.groups = _owed_by_group(state_dir, last.groups if last is not None else None)
     return doc
+
+
+def _owed_by_group(state_dir: Path, last_groups) -> list | None:
+    """With routes, what each collector group still owes, read from the channel (read-only) when no
+    live status file says it: a stopped agent's dead group keeps its events, and `status` shows
+    them. Collectors, limits and dead counts come from the last status file. None without routes."""
+    import sqlite3
+
+    from shipper.channel.groups import group_of
+    from shipper.channel.store import DB_NAME, connect_ro
+    from shipper.ops.document import GroupStatus
+
+    try:
+        conn = connect_ro(state_dir / DB_NAME)
+    except StateError:
+        return None
+    try:
+        rows = conn.execute("SELECT p.grp, coalesce(sum(c.count), 0), coalesce(sum(c.nbytes), 0), min(c.put_at) "
+                            "FROM group_pending p JOIN chunks c ON c.last_seq = p.last_seq GROUP BY p.grp").fetchall()
+    except sqlite3.Error:  # no group table: the channel never had routes
+        rows = []
+    finally:
+        conn.close()
+    owed: dict[str, list] = {}
+    for grp, events, nbytes, put_at in rows:  # lanes of one group add up
+        o = owed.setdefault(group_of(grp), [0, 0, None])
+        o[0] += events
+        o[1] += nbytes
+        o[2] = put_at if o[2] is None else min(o[2], put_at)
+    if not owed and not last_groups:
+        return None
+    now = time.time()
+    out = []
+    for g in last_groups or ():
+        e, b, put_at = owed.pop(g.name, (0, 0, None))
+        out.append(GroupStatus(**{**g.__dict__, "queued_events": e, "queued_bytes": b, "leased_events": 0, "up": 0,
+                                  "state": "stopped", "oldest_event_age": now - put_at if put_at else None}))
+    for name, (e, b, put_at) in sorted(owed.items()):  # owed to a group the last run did not have
+        out.append(GroupStatus(name=name, queued_events=e, queued_bytes=b, state="stopped",
+                               oldest_event_age=now - put_at if put_at else None))
+    return out
 
 
 def offline(state_dir: Path) -> StatusDocument:
@@ -308,8 +350,8 @@ def render(doc: StatusDocument) -> str:
         out += _table(["GROUP", "STATE", "UP", "QUEUED", "BYTES", "OLDEST", "IN FLIGHT", "DELIVERED", "LIMIT",
                        "DEAD"], rows)
     for d in doc.dead_letters or ():
-        out.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.batches} batches, {d.events} "
-                   f"events ({_bytes(d.bytes)}), oldest set aside "
+        out.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.batches} batch{'' if d.batches == 1 else 'es'}, "
+                   f"{d.events} event{'' if d.events == 1 else 's'} ({_bytes(d.bytes)}), oldest set aside "
                    f"{_age(now - d.oldest_dead_at) if d.oldest_dead_at else '-'} ago; see flume-ship channel "
                    "dead-letters")
     t = doc.totals

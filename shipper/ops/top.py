@@ -51,14 +51,14 @@ def frame(cur: StatusDocument, prev: StatusDocument | None, width: int = 120) ->
         lat = f"{c.last_latency * 1000:.0f}ms" if c.last_latency is not None else "-"
         err = (c.last_error or "")[:max(0, width - 72)] if c.consecutive_failures else ""
         lines.append(f"{c.address[:32]:32} {c.state:9} {_rate(c.events_ok, p.events_ok if p else None, dt):>9} "
-                     f"{lat:>8} {c.failures:>8}  {err}")
+                     f"{lat:>8} {c.consecutive_failures:>8}  {err}")  # in a row, as in status
     if cur.groups:
         lines.append("")
         lines.extend(_groups(cur, prev, dt))
     dead = [d for d in cur.dead_letters or () if d.batches and not (cur.groups and d.group)]
     for d in dead:  # dead letters of no running group (without routes: all of them)
-        lines.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.events} events "
-                     f"({d.batches} batches); see flume-ship channel dead-letters")
+        lines.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.events} event{'' if d.events == 1 else 's'} "
+                     f"({d.batches} batch{'' if d.batches == 1 else 'es'}); see flume-ship channel dead-letters")
     lines.append("")
     lines.append(f"{'SOURCE':10} {'FILE':56} {'READ B/S':>9} {'BEHIND':>10}  STATE")
     old = {(s.name, f.identity): f for s in (prev.sources if prev is not None else []) for f in s.files}

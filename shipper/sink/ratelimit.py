@@ -3,9 +3,9 @@
 A :class:`RateLimit` is a token bucket per unit (events, bytes) that may go into debt: ``acquire``
 takes the whole batch at once, however big, and then waits until the bucket is back to zero
 before returning. So a batch is never cut or dropped, the caller simply does not take (a sink)
-or read (a source) the next one until the average rate is back under the limit; over any
-window longer than one batch's worth of time the rate holds, and a burst is at most ``burst``
-seconds of the rate (1 s by default: an idle second does not turn into an unlimited spurt).
+or read (a source) the next one until the average rate is back under the limit. The bucket starts
+full and holds ``burst`` seconds of the rate (1 s by default: an idle spell does not turn into an
+unlimited spurt), so a window of W seconds passes at most rate × (W + burst) plus one batch.
 
 Used by the tail source's channel view (``[sources.NAME] max_lines_per_second`` and
 ``max_bytes_per_second``: a backlog catch-up does not flood shared collectors) and by a group's
