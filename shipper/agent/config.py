@@ -344,9 +344,9 @@ def load_raw(path: str) -> dict:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigFileError([Problem(path, "-", "no such file (give --config an existing file)")]) from None
+        raise ConfigFileError([Problem(path, "-", "no such file (give the path of an existing config file)")]) from None
     except OSError as exc:
-        raise ConfigFileError([Problem(path, "-", f"cannot read ({exc.strerror or exc}); give --config a readable "
+        raise ConfigFileError([Problem(path, "-", f"cannot read ({exc.strerror or exc}); give the path of a readable "
                                        "TOML file")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError([Problem(path, "-", f"not valid TOML: {exc}")]) from None

@@ -54,7 +54,7 @@ from shipper.errors import (EXIT_DEADLINE, EXIT_GAVE_UP, EXIT_INTERRUPTED, EXIT_
                              InputError)
 from shipper.ops.document import StatusDocument
 from shipper.ops.notify import Notifier
-from shipper.ops.progress import Progress, Reading, TerminalLine
+from shipper.ops.progress import Progress, Reading, TerminalLine, counted
 from shipper.ops.telemetry import Telemetry
 
 log = logging.getLogger("flume-ship.agent")
@@ -265,7 +265,7 @@ class Agent:
         if problems:
             for p in problems:
                 log.error("input: %s", p)
-            raise InputError(f"{len(problems)} input{'s' if len(problems) > 1 else ''} missing or unreadable "
+            raise InputError(f"{counted(len(problems), 'input')} missing or unreadable "
                              f"(first: {problems[0]}); everything readable was shipped")
         return EXIT_OK
 
@@ -276,8 +276,8 @@ class Agent:
 
         batches, events = set_aside_since(self.channel, began)
         if batches:
-            raise DeliveryError(f"{events} event{'' if events == 1 else 's'} in {batches} batch"
-                                f"{'' if batches == 1 else 'es'} were dead-lettered: the collectors rejected them "
+            raise DeliveryError(f"{counted(events, 'event')} in {counted(batches, 'batch', 'batches')} "
+                                f"{'was' if events == 1 else 'were'} dead-lettered: the collectors rejected them "
                                 "max_rejects times; everything else was shipped. See flume-ship channel dead-letters "
                                 "list, then export, requeue or purge them")
 

@@ -20,6 +20,7 @@ from shipper.agent.routes import reload_routes, router_for
 from shipper.agent.runners import Delivery, SourceRunner
 from shipper.agent.snapshot import status_line
 from shipper.errors import ConfigError
+from shipper.ops.progress import counted
 
 log = logging.getLogger("flume-ship.agent")
 
@@ -81,7 +82,7 @@ def reload(agent) -> None:
             log.info("reload: source %s tails %s", name, " ".join(section.paths))
     agent.config = new
     collectors = sum(len(g.collectors) for _, g in new.groups) or len(new.delivery.collectors)
-    log.info("reloaded configuration: %d sources, %d collectors", len(new.sources), collectors)
+    log.info("reloaded configuration: %s, %s", counted(len(new.sources), "source"), counted(collectors, "collector"))
     agent.notifier.ready(status_line(agent))
 
 

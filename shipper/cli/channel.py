@@ -10,6 +10,7 @@ import typer
 from shipper.cli.app import app, report
 from shipper.cli.options import state_dir_from_config
 from shipper.errors import EXIT_STATE, StateError
+from shipper.ops.progress import counted
 
 
 channel_app = typer.Typer(help="Inspect the durable channel in the state directory.", no_args_is_help=True)
@@ -109,7 +110,7 @@ def dead_list(state_dir: Optional[str] = _STATE_DIR, config: Optional[str] = _CO
                                    "put_at": b.put_at, "dead_at": b.dead_at, "reason": b.reason}))
         else:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.dead_at))
-            typer.echo(f"{b.id}\t{b.group or '-'}\t{b.count} events\t{b.nbytes} bytes\t{when}\t{b.reason}")
+            typer.echo(f"{b.id}\t{b.group or '-'}\t{counted(b.count, 'event')}\t{b.nbytes} bytes\t{when}\t{b.reason}")
     if not batches and not as_json:
         typer.echo("no dead letters")
 
@@ -156,7 +157,7 @@ def dead_export(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", he
         except BaseException:  # the channel failed half-way: leave no half-written export behind
             os.unlink(out)
             raise
-    typer.echo(f"exported {n} events to {out}", err=True)
+    typer.echo(f"exported {counted(n, 'event')} to {out}", err=True)
 
 
 def _export_to(fh, ids, fmt, state_dir, config) -> int:
@@ -247,12 +248,8 @@ def dead_requeue(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", h
 
     batches, events = _write(state_dir, config, offline,
                              lambda path, pid: _requeue_beside(path, pid, chosen, group, wait))
-    typer.echo(f"re-queued {_count(batches, 'batch', 'batches')} ({_count(events, 'event')})"
+    typer.echo(f"re-queued {counted(batches, 'batch', 'batches')} ({counted(events, 'event')})"
                + (f" for group {group}" if group else ""))
-
-
-def _count(n: int, one: str, many: str = "") -> str:
-    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _known_group(ch, group: str, config: Optional[str]) -> None:
@@ -298,4 +295,4 @@ def dead_purge(ids: Optional[list[int]] = typer.Argument(None, metavar="ID", hel
     chosen = _ids(ids, every, "purge")
     batches, events = _write(state_dir, config, lambda ch: purge(ch, chosen),
                              lambda path, _pid: purge_beside(path, chosen))
-    typer.echo(f"purged {_count(batches, 'batch', 'batches')} ({_count(events, 'event')}): they are gone")
+    typer.echo(f"purged {counted(batches, 'batch', 'batches')} ({counted(events, 'event')}): they are gone")

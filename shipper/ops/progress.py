@@ -25,6 +25,11 @@ import threading
 from dataclasses import dataclass
 
 
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``n`` with the noun that agrees: ``1 event``, ``2 events``, ``1 batch``, ``0 batches``."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -63,9 +68,9 @@ class Progress:
         ev_rate = (r.events_acked - self.last.events_acked) / dt
         b_rate = (r.bytes_acked - self.last.bytes_acked) / dt
         self.last = r
-        text = (f"shipped {r.events_acked - self.start.events_acked} events "
+        text = (f"shipped {counted(r.events_acked - self.start.events_acked, 'event')} "
                 f"({human_bytes(r.bytes_acked - self.start.bytes_acked)} with headers), "
-                f"{ev_rate:.0f} events/s ({human_bytes(b_rate)}/s); queued {r.queued_events} events "
+                f"{ev_rate:.0f} events/s ({human_bytes(b_rate)}/s); queued {counted(r.queued_events, 'event')} "
                 f"({human_bytes(r.queued_bytes)}); files behind by {human_bytes(r.behind_bytes)}; "
                 f"collectors up {r.collectors_up}/{r.collectors}")
         if eta:

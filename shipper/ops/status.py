@@ -29,6 +29,7 @@ from pathlib import Path
 
 from shipper.errors import StateError
 from shipper.ops.document import AgentProcess, ChannelStatus, DeadLetters, SourceStatus, StatusDocument, TrackedFile
+from shipper.ops.progress import counted
 
 STATUS_NAME = "status.json"
 STALE_INTERVALS = 5  # a status file older than this many intervals (and 10 s) is not trusted
@@ -322,7 +323,7 @@ def render(doc: StatusDocument) -> str:
         out.append(line)
     out.append("")
     ch = doc.channel
-    line = f"channel: {ch.events} events ({_bytes(ch.bytes)}) queued"
+    line = f"channel: {counted(ch.events, 'event')} ({_bytes(ch.bytes)}) queued"
     line += f", oldest {_age(ch.oldest_event_age)} old" if ch.events else ""
     if ch.leased_events:
         line += f", {ch.leased_events} in flight"
@@ -350,8 +351,8 @@ def render(doc: StatusDocument) -> str:
         out += _table(["GROUP", "STATE", "UP", "QUEUED", "BYTES", "OLDEST", "IN FLIGHT", "DELIVERED", "LIMIT",
                        "DEAD"], rows)
     for d in doc.dead_letters or ():
-        out.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.batches} batch{'' if d.batches == 1 else 'es'}, "
-                   f"{d.events} event{'' if d.events == 1 else 's'} ({_bytes(d.bytes)}), oldest set aside "
+        out.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {counted(d.batches, 'batch', 'batches')}, "
+                   f"{counted(d.events, 'event')} ({_bytes(d.bytes)}), oldest set aside "
                    f"{_age(now - d.oldest_dead_at) if d.oldest_dead_at else '-'} ago; see flume-ship channel "
                    "dead-letters")
     t = doc.totals

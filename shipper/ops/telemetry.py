@@ -24,6 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from shipper.ops.progress import counted
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -32,10 +34,10 @@ def stall_verdict(*, queued: int, oldest_age: float | None, since_progress: floa
                   stall_timeout: float) -> tuple[bool, str]:
     """(healthy, why) for the stall rule in the module docstring."""
     if queued and oldest_age is not None and oldest_age >= stall_timeout and since_progress >= stall_timeout:
-        return False, (f"stalled: {queued} events queued, the oldest {oldest_age:.0f}s old, and nothing "
+        return False, (f"stalled: {counted(queued, 'event')} queued, the oldest {oldest_age:.0f}s old, and nothing "
                        f"acknowledged for {since_progress:.0f}s (stall_timeout {stall_timeout:g}s)")
     if queued:
-        return True, f"shipping: {queued} events queued"
+        return True, f"shipping: {counted(queued, 'event')} queued"
     return True, "idle: the channel is empty"
 
 

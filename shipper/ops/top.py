@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from shipper.ops.document import StatusDocument
-from shipper.ops.progress import human_bytes
+from shipper.ops.progress import counted, human_bytes
 
 MAX_FILES = 20  # the files most behind; the rest are counted
 
@@ -38,8 +38,8 @@ def frame(cur: StatusDocument, prev: StatusDocument | None, width: int = 120) ->
         ev = _rate(t.events_acked, pt.events_acked if pt else None, dt)
         by = _rate(t.bytes_acked, pt.bytes_acked if pt else None, dt)
         by = human_bytes(float(by)) + "/s" if by != "-" else "-"
-        lines.append(f"shipped {t.events_acked} events ({ev} events/s, {by}); retries {t.retries}; queued "
-                     f"{cur.channel.events} events ({human_bytes(cur.channel.bytes)}); files behind by "
+        lines.append(f"shipped {counted(t.events_acked, 'event')} ({ev} events/s, {by}); retries {t.retries}; queued "
+                     f"{counted(cur.channel.events, 'event')} ({human_bytes(cur.channel.bytes)}); files behind by "
                      f"{human_bytes(cur.bytes_behind)}")
     if cur.health is not None:
         lines.append(f"health: {'ok' if cur.health.healthy else 'STALLED'} ({cur.health.reason})")
@@ -57,8 +57,8 @@ def frame(cur: StatusDocument, prev: StatusDocument | None, width: int = 120) ->
         lines.extend(_groups(cur, prev, dt))
     dead = [d for d in cur.dead_letters or () if d.batches and not (cur.groups and d.group)]
     for d in dead:  # dead letters of no running group (without routes: all of them)
-        lines.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {d.events} event{'' if d.events == 1 else 's'} "
-                     f"({d.batches} batch{'' if d.batches == 1 else 'es'}); see flume-ship channel dead-letters")
+        lines.append(f"dead letters{f' of group {d.group}' if d.group else ''}: {counted(d.events, 'event')} "
+                     f"({counted(d.batches, 'batch', 'batches')}); see flume-ship channel dead-letters")
     lines.append("")
     lines.append(f"{'SOURCE':10} {'FILE':56} {'READ B/S':>9} {'BEHIND':>10}  STATE")
     old = {(s.name, f.identity): f for s in (prev.sources if prev is not None else []) for f in s.files}

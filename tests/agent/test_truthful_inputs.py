@@ -33,9 +33,9 @@ def test_config_path_that_cannot_be_read(tmp_path, command, what):
         path.write_text('[delivery]\ncollectors = ["127.0.0.1:4141"]\n')
         path.chmod(0)
     r = run(*command, str(path), preexec_fn=unprivileged())
-    says = {"directory": f"{path}: cannot read (Is a directory); give --config a readable TOML file",
-            "missing": f"{path}: no such file (give --config an existing file)",
-            "unreadable": f"{path}: cannot read (Permission denied); give --config a readable TOML file"}[what]
+    says = {"directory": f"{path}: cannot read (Is a directory); give the path of a readable TOML file",
+            "missing": f"{path}: no such file (give the path of an existing config file)",
+            "unreadable": f"{path}: cannot read (Permission denied); give the path of a readable TOML file"}[what]
     one_line(r, EXIT_USAGE, says)
 
 

@@ -27,6 +27,12 @@ def test_line_says_rate_queue_lag_and_time_left():
     assert "left" not in p.line(Reading(40.0, 1500, 150_000, 0, 0, 0, 2, 2), eta=False)
 
 
+def test_line_counts_one_event_in_the_singular():
+    p = Progress(Reading(0.0, 0, 0, 0, 0, 0, 1, 1))
+    line = p.line(Reading(1.0, 1, 100, 1, 100, 0, 1, 1), eta=False)
+    assert line.startswith("shipped 1 event (100 B with headers), 1 events/s (100 B/s); queued 1 event (100 B)"), line
+
+
 def test_service_logs_progress_while_all_is_well(tmp_path):
     f = tmp_path / "a.log"
     f.write_bytes(b"".join(b"line %d\n" % i for i in range(100)))
