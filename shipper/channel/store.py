@@ -46,6 +46,9 @@ at 16 KiB ~25 (measured: ~12 % less agent CPU per event on ~1 KiB lines; 64 KiB 
 since a partly filled last page is written whole). The page size is not part of the format
 version: a file keeps the page size it was created with (SQLite changes it only by a VACUUM, which
 would rewrite a whole backlog), so a channel from an older release opens and ships with 4 KiB pages.
+On a filesystem under 1 GiB (``SMALL_FS_BYTES``) a new channel keeps SQLite's 4 KiB: there the
+space checks' fixed margins (pages per chunk, the WAL's checkpoint interval of at least 16 pages)
+would be four times bigger against a small total.
 
 Opening checks the format and runs ``PRAGMA quick_check`` through a read-only connection first
 (``_precheck``); what happens to a file that fails is :mod:`shipper.channel.repair`'s.
@@ -80,7 +83,8 @@ SIDE_FILES = ("-wal", "-shm")
 CHUNK_EVENTS = 1000  # default: at most this many events per stored row ...
 CHUNK_BYTES = 1 << 20  # ... and at most this many bytes (unless one event alone is bigger)
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
-PAGE_SIZE = 16384  # of a NEW channel database (an existing one keeps its own; see the docstring)
+PAGE_SIZE = 16384  # of a NEW channel database (an existing one keeps its own; see the docstring) ...
+SMALL_FS_BYTES = 1 << 30  # ... unless its filesystem is smaller than this: then SQLite's 4 KiB
 MAX_SEQ = (1 << 63) - 1
 
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
@@ -261,7 +265,7 @@ def _open_db(db: Path) -> sqlite3.Connection:
     try:
         _check_format(conn, db)
         # Both only take effect on a new, empty file; they must precede WAL mode and the first table.
-        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute(f"PRAGMA page_size = {new_page_size(db.parent)}")
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -290,6 +294,17 @@ def _open_db(db: Path) -> sqlite3.Connection:
                 raise _Corrupt(str(exc)) from exc
             raise StateError(f"cannot open channel database {db}: {exc}") from exc
         raise
+
+
+def new_page_size(directory: Path) -> int:
+    """The page size for a channel database created in ``directory`` (see the module docstring)."""
+    import os
+
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return PAGE_SIZE
+    return PAGE_SIZE if st.f_blocks * st.f_frsize >= SMALL_FS_BYTES else 4096
 
 
 def _regroup(events: Iterable[tuple[int, float, bytes]]) -> Iterator[tuple]:
