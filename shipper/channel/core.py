@@ -155,7 +155,8 @@ class ChannelStats:
 
 
 class Channel(SpaceManagement):
-    """See the module docstring. Thread-safe: one lock guards the connection and the counters."""
+    """See the module docstring. Thread-safe: the channel's lock guards the write connection and the
+    put side's counters, the lease lock the open leases (see "Locks")."""
 
     def __init__(self, state_dir: Path, lock: StateLock, capacity_bytes: int, capacity_events: int,
                  min_free_bytes: int, chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES,
