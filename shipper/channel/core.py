@@ -24,6 +24,20 @@ Invariants
       database's; they change only after a COMMIT succeeded (and are recounted after an I/O error
       reopened the database).
 
+Locks
+  The channel's lock (``_cond``) guards the write connection and the put side's counters, and is
+  held through every commit (a put's, an ack's: each an fsync). Takes do not take it: they read
+  through a second, read-only connection (SQLite's WAL lets a reader run beside the writer and see
+  the last commit) under the lease lock (``_lease_lock``), which guards the open leases and their
+  counters and is held from reading the spans of the open leases to registering the new lease, so
+  no two takes lease the same chunk and a nack is never half seen (I2, I3). A take leases no chunk
+  above ``_visible``, the last seq a put has committed AND counted, so the leased counters never run
+  ahead of the stored ones (I4). Acks and nacks take the lease lock inside the channel's lock, only
+  to forget the lease after the commit; the rows an ack deletes are leased, so no take reads them.
+  A damaged chunk found by a take is quarantined under the channel's lock (a write). ``ready`` reads
+  the counters without any lock. Measured on ~100 B lines: the sending thread waited ~18 % of its
+  time for the channel's lock while a put or an ack committed.
+
 Disk space (back-pressure, the full-disk pause and the space reserve, reclaiming pages) is
 :mod:`shipper.channel.space`; its theory of operation is there.
 
@@ -141,7 +155,8 @@ class ChannelStats:
 
 
 class Channel(SpaceManagement):
-    """See the module docstring. Thread-safe: one lock guards the connection and the counters."""
+    """See the module docstring. Thread-safe: the channel's lock guards the write connection and the
+    put side's counters, the lease lock the open leases (see "Locks")."""
 
     def __init__(self, state_dir: Path, lock: StateLock, capacity_bytes: int, capacity_events: int,
                  min_free_bytes: int, chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES,
@@ -157,8 +172,13 @@ class Channel(SpaceManagement):
         self.capacity_events = capacity_events
         self.min_free_bytes = min_free_bytes
         self._lock = lock
-        self._mutex = threading.Lock()  # the one lock; groups.py waits on conditions of its own over it
+        self._mutex = threading.Lock()  # the channel's lock; groups.py waits on conditions of its own over it
         self._cond = threading.Condition(self._mutex)
+        # The open leases and their counters (see "Locks" in the module docstring): taken inside
+        # _cond or alone, never around it.
+        self._lease_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None  # takes read through it, outside _cond
+        self._visible = 0  # the highest seq a take may lease: committed AND counted
         self._closed = False
         self._leases: dict[int, Lease] = {}
         self._lease_ids = itertools.count(1)
@@ -238,6 +258,7 @@ class Channel(SpaceManagement):
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
         self._events, self._bytes = n, nbytes
         self._next_seq = max(top, row[0] if row else 0) + 1
+        self._visible = self._next_seq - 1
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         if self.groups is not None:
             self.groups.recount()
@@ -361,6 +382,7 @@ class Channel(SpaceManagement):
             self._next_seq += len(events)
             self._events += len(events)
             self._bytes += nbytes
+            self._visible = self._next_seq - 1  # after the counters: a take never leases uncounted rows
             if rows:
                 self._cond.notify_all()
         return True
@@ -381,38 +403,78 @@ class Channel(SpaceManagement):
 
     def take(self, max_events: int, max_bytes: int) -> Lease | None:
         """Lease the oldest whole chunks no other lease holds: at least one chunk (even if it alone
-        is over max_events or max_bytes), then more while the lease stays within both."""
+        is over max_events or max_bytes), then more while the lease stays within both.
+
+        Reads through the reader connection under the lease lock only, so a take never waits
+        for a put's or an ack's commit (see "Locks")."""
         if max_events <= 0:
             return None
-        with self._cond:
-            if self._closed or self._events <= self._leased_events:
-                return None
-            if self._conn is None:
-                self._reopen("take")
-            found = self._pick(sorted((l.first_seq, l.last_seq) for l in self._leases.values()),
-                               max_events, max_bytes)
-            if found is None:
-                return None
-            lease = self._lease(*found)
-            self._leases[lease.id] = lease
-            self._leased_events += lease.count
-            self._leased_bytes += lease.nbytes
-            return lease
+        while True:
+            with self._lease_lock:
+                # Unlocked reads of the put side's counters: a hint; the rows read decide.
+                if self._closed or self._events <= self._leased_events:
+                    return None
+                try:
+                    found = self._pick(sorted((l.first_seq, l.last_seq) for l in self._leases.values()),
+                                       max_events, max_bytes, top=self._visible, conn=self._read_conn())
+                except _Damaged as bad:
+                    damaged = bad.key
+                except BaseException:
+                    self._drop_reader()
+                    raise
+                else:
+                    if found is None:
+                        return None
+                    lease = self._lease(*found)
+                    self._leases[lease.id] = lease
+                    self._leased_events += lease.count
+                    self._leased_bytes += lease.nbytes
+                    return lease
+            with self._cond:  # a damaged chunk first in line: set it aside (a write), then take again
+                if self._closed:
+                    return None
+                if self._conn is None:
+                    self._reopen("take")
+                if self._conn.execute("SELECT 1 FROM chunks WHERE last_seq = ?", (damaged,)).fetchone():
+                    self._quarantine(damaged)
+
+    def _read_conn(self) -> sqlite3.Connection:
+        """The reader connection (opened on first use, and again after a failed read)."""
+        if self._reader is None:
+            try:
+                conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=10.0)
+                conn.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as exc:
+                raise ChannelIOError(f"channel take failed in {self.state_dir}: cannot open a reader: {exc}") from exc
+            self._reader = conn
+        return self._reader
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            except sqlite3.Error:
+                pass
+            self._reader = None
 
     def _pick(self, spans: list[tuple[int, int]], max_events: int, max_bytes: int,
-              grp: str | None = None) -> tuple[list[tuple[int, Chunk]], bool] | None:
-        """The lowest run of chunks outside ``spans`` (the open leases, sorted), of the whole channel
-        or of group ``grp``'s queue; with whether the run is full (see Lease). None: nothing free."""
+              grp: str | None = None, top: int = MAX_SEQ,
+              conn: sqlite3.Connection | None = None) -> tuple[list[tuple[int, Chunk]], bool] | None:
+        """The lowest run of chunks outside ``spans`` (the open leases, sorted) and at most ``top``,
+        of the whole channel or of group ``grp``'s queue; with whether the run is full (see Lease).
+        None: nothing free. With ``conn`` (the reader), a damaged first chunk raises _Damaged
+        instead of being quarantined (that is a write)."""
         start, i = 0, 0
         while True:
             while i < len(spans) and spans[i][0] <= start:
                 start = max(start, spans[i][1] + 1)
                 i += 1
-            limit = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
-            picked, full = self._read_run(start, limit, max_events, max_bytes, grp)
+            bound = spans[i][0] - 1 if i < len(spans) else MAX_SEQ
+            limit = min(bound, top)
+            picked, full = self._read_run(start, limit, max_events, max_bytes, grp, conn)
             if picked:
-                return picked, full or limit != MAX_SEQ
-            if i >= len(spans):
+                return picked, full or (limit == bound and bound != MAX_SEQ)
+            if i >= len(spans) or spans[i][1] >= top:
                 return None
             start = spans[i][1] + 1
             i += 1
@@ -430,28 +492,32 @@ class Channel(SpaceManagement):
                    "WHERE grp = ? AND last_seq BETWEEN ? AND ?) ORDER BY last_seq")
 
     def _read_run(self, start: int, limit: int, max_events: int, max_bytes: int,
-                  grp: str | None = None) -> tuple[list[tuple[int, Chunk]], bool]:
+                  grp: str | None = None, reader: sqlite3.Connection | None = None) -> tuple[list[tuple[int, Chunk]], bool]:
         """Chunks keyed start..limit in order, within the limits; a damaged chunk ends the run.
         Also says whether the run stopped at a stored chunk (that did not fit, or was damaged)."""
         which, lead = (0, ()) if grp is None else (1, (grp,))
+        conn = reader or self._conn
         while True:
             picked: list[tuple[int, Chunk]] = []
             bad, stopped = None, False
             try:
                 # First the small columns only (no overflow pages read), to choose the run ...
                 keys, n, nbytes = [], 0, 0
-                for key, count, size in self._conn.execute(self._RUN_META[which],
-                                                           (*lead, start, limit, max_events)):
-                    if keys and (not isinstance(count, int) or not isinstance(size, int)
-                                 or n + count > max_events or nbytes + size > max_bytes):
-                        stopped = True
-                        break
-                    keys.append(key)
-                    if isinstance(count, int) and isinstance(size, int):
-                        n, nbytes = n + count, nbytes + size
+                cur = conn.execute(self._RUN_META[which], (*lead, start, limit, max_events))
+                try:  # closed at once: an open statement would hold a read transaction (and the WAL)
+                    for key, count, size in cur:
+                        if keys and (not isinstance(count, int) or not isinstance(size, int)
+                                     or n + count > max_events or nbytes + size > max_bytes):
+                            stopped = True
+                            break
+                        keys.append(key)
+                        if isinstance(count, int) and isinstance(size, int):
+                            n, nbytes = n + count, nbytes + size
+                finally:
+                    cur.close()
                 # ... then the bodies of exactly those chunks.
                 if keys:
-                    cur = self._conn.execute(self._RUN_BODIES[which], (*lead, keys[0], keys[-1]))
+                    cur = conn.execute(self._RUN_BODIES[which], (*lead, keys[0], keys[-1]))
                     try:
                         for key, count, size, _, crc, lens, body in cur:
                             try:
@@ -471,6 +537,8 @@ class Channel(SpaceManagement):
                 raise ChannelIOError(f"channel take failed in {self.state_dir}: {exc}") from exc
             if bad is None or picked:
                 return picked, stopped or bad is not None  # a bad chunk after the run: the next take
+            if reader is not None:
+                raise _Damaged(bad)
             if grp is None:
                 self._quarantine(bad)
             else:
@@ -547,18 +615,21 @@ class Channel(SpaceManagement):
             self._cond.notify_all()
 
     def _forget(self, lease: Lease) -> None:
-        del self._leases[lease.id]
-        self._leased_events -= lease.count
-        self._leased_bytes -= lease.nbytes
+        with self._lease_lock:
+            del self._leases[lease.id]
+            self._leased_events -= lease.count
+            self._leased_bytes -= lease.nbytes
 
     # --- reading state ------------------------------------------------------------------------
 
     def ready(self, max_events: int, max_bytes: int) -> bool:
         """Would a take now fill a whole batch? From the counters alone, without reading a chunk
-        (a sink asks before taking ahead, so a lease it would give back is never read)."""
-        with self._cond:
-            return (self._events - self._leased_events >= max_events
-                    or self._bytes - self._leased_bytes >= max_bytes)
+        (a sink asks before taking ahead, so a lease it would give back is never read).
+
+        Without any lock: it must not wait for a put's commit, and an answer made stale by a
+        concurrent put or take costs one early take (given back) or one linger, never an event."""
+        return (self._events - self._leased_events >= max_events
+                or self._bytes - self._leased_bytes >= max_bytes)
 
     def wait_for_events(self, timeout: float) -> bool:
         """Block until an event is takeable (True) or the timeout passes / the channel closes."""
@@ -603,6 +674,8 @@ class Channel(SpaceManagement):
             self._cond.notify_all()
             if self.groups is not None:
                 self.groups.wake()
+            with self._lease_lock:  # a take reading now finishes first
+                self._drop_reader()
             if self._conn is not None:
                 try:
                     if not self._events:
@@ -619,6 +692,14 @@ class Channel(SpaceManagement):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Damaged(Exception):
+    """Internal: the reader met a damaged chunk first in line (``key``); quarantine it and retry."""
+
+    def __init__(self, key: int):
+        super().__init__(key)
+        self.key = key
 
 
 def _runs(groups: Sequence[tuple[str, ...]]) -> list[tuple[int, int]]:

@@ -332,3 +332,31 @@ def test_several_leases_acked_in_one_transaction_leave_only_the_others(tmp_path)
         ch.nack(d)
     with open_ch(tmp_path) as ch:  # what ack_all deleted stays deleted
         assert ch.take(10, 1 << 20).events == [b"2", b"3", b"6", b"7"]
+
+
+def test_a_take_and_ready_go_on_while_a_commit_holds_the_channel_lock(tmp_path):
+    # The channel's lock is held through every put's and ack's commit (an fsync); a sink that
+    # takes must not queue behind it. The lock is held here by the test itself, for as long as
+    # the taking thread needs; a take that waited for it would never finish (the join fails).
+    with open_ch(tmp_path, chunk_events=10) as ch:
+        assert ch.put([b"e%d" % i for i in range(30)])
+        got = []
+        with ch._cond:
+            t = threading.Thread(target=lambda: got.append((ch.ready(20, 1 << 20), ch.take(20, 1 << 20))))
+            t.start()
+            t.join(30)
+            assert not t.is_alive(), "take waited for the channel's lock"
+        ready, lease = got[0]
+        assert ready and lease.events == [b"e%d" % i for i in range(20)]
+        ch.ack(lease)
+        assert ch.take(100, 1 << 20).events == [b"e%d" % i for i in range(20, 30)]
+
+
+def test_a_damaged_chunk_found_by_a_take_is_quarantined_and_the_next_one_taken(tmp_path):
+    with open_ch(tmp_path, chunk_events=10) as ch:
+        assert ch.put([b"e%d" % i for i in range(30)])
+        with sqlite3.connect(tmp_path / DB_NAME) as db:
+            db.execute("UPDATE chunks SET crc = crc + 1 WHERE last_seq = 10")
+        lease = ch.take(100, 1 << 20)
+        assert lease.events == [b"e%d" % i for i in range(10, 30)]
+        assert ch.quarantined == 10 and ch.stats().events == 20

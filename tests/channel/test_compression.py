@@ -17,7 +17,7 @@ import pytest
 
 from shipper.avroipc.flume_event import encode_event
 from shipper.channel import DB_NAME, FORMAT_VERSION, Channel
-from shipper.channel.store import pack_payload, unpack_payload
+from shipper.channel.store import PAGE_SIZE, pack_payload, unpack_payload
 from tests.support import cli_argv
 
 FIXTURE = Path(__file__).parent / "fixtures" / "channel-v2.db"
@@ -72,6 +72,31 @@ def test_a_format_2_channel_from_the_previous_release_converts_and_ships_everyth
         assert db.execute("SELECT last_seq, count FROM quarantine").fetchall() == [(2100, 100)]
     r = subprocess.run(cli_argv("channel", "verify", "--state-dir", str(state)), capture_output=True, text=True)
     assert r.returncode == 0 and f"format version: {FORMAT_VERSION}\n" in r.stdout
+
+
+def page_size(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+def test_a_new_channel_has_big_pages_and_an_old_one_keeps_its_own(tmp_path):
+    # A ~400 KB compressed chunk spans ~25 overflow pages of 16 KiB instead of ~100 of 4 KiB:
+    # fewer WAL frames, headers and checksums per byte stored.
+    with Channel.open(tmp_path / "new", min_free_bytes=0) as ch:
+        assert ch.put(log_lines(2000))
+    assert page_size(tmp_path / "new" / DB_NAME) == PAGE_SIZE == 16384
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(FIXTURE, old / DB_NAME)
+    assert page_size(old / DB_NAME) == 4096
+    with Channel.open(old, min_free_bytes=0) as ch:
+        assert ch.put(log_lines(2000))
+        n = 0
+        while lease := ch.take(1000, 1 << 20):
+            n += lease.count
+            ch.ack(lease)
+        assert n == 1750 + 2000
+    assert page_size(old / DB_NAME) == 4096  # opened, written and drained in its own page size
 
 
 def test_log_lines_are_stored_compressed_and_come_back_byte_for_byte(tmp_path):

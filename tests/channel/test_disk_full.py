@@ -230,3 +230,17 @@ def test_restart_with_no_reserve_left_and_no_space_says_what_to_do(tiny_fs):
     with Channel.open(state, min_free_bytes=0) as ch:  # and nothing was harmed
         assert drain_view(ch) == events(0, 100)
         assert ch.offsets() == {"f": b"100"}
+
+
+def test_a_new_channel_on_a_small_filesystem_keeps_4_kib_pages(tiny_fs):
+    # On a few MiB the space checks' margins, counted in pages, would be 4x bigger at 16 KiB.
+    import sqlite3
+
+    from shipper.channel import DB_NAME
+    from shipper.channel.store import PAGE_SIZE, new_page_size
+
+    assert new_page_size(tiny_fs) == 4096 and new_page_size(tiny_fs.parent) == PAGE_SIZE
+    with Channel.open(tiny_fs / "state", min_free_bytes=0) as ch:
+        assert ch.put(events(0, 100))
+    with sqlite3.connect(tiny_fs / "state" / DB_NAME) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 4096

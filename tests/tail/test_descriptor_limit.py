@@ -197,12 +197,13 @@ def test_kill_9_with_more_files_than_descriptors_then_restart(tmp_path):
         assert second.popen.wait(300) == 0, second.stderr[-3000:]
         second.stop()
         got = collected(out)
-        # Duplicates: only the batches in flight at the kill (sent, not yet acknowledged).
+        # Duplicates: only the batches in flight at the kill (sent, not yet acknowledged): into
+        # `collect` (ordered pipelining) at most in_flight + 1 = 3 leases (docs/channel.md).
         per_line = defaultdict(int)
         for line in got:
             per_line[line] += 1
         dups = sum(n - 1 for n in per_line.values())
-        assert dups <= 2 * 200, f"{dups} duplicates"
+        assert dups <= (2 + 1) * 200, f"{dups} duplicates"
         check_exactly_once(list(per_line), {f: LINES for f in range(FILES)})
     finally:
         collect.stop()
