@@ -51,7 +51,7 @@ def test_sighup_adds_a_source_and_removes_a_collector_mid_stream(tmp_path):
                     sources={"app": [str(tmp_path / "logs" / "app" / "*.log")],
                              "web": [str(tmp_path / "logs" / "web" / "*.log")]})
         agent.popen.send_signal(signal.SIGHUP)
-        agent.wait_for("reloaded configuration: 2 sources, 1 collectors")
+        agent.wait_for("reloaded configuration: 2 sources, 1 collector")
         at_reload = len(collected(tmp_path / "out1"))
         time.sleep(1.0)  # keep writing across and after the reload
         stop_writing.set()

@@ -134,7 +134,7 @@ def test_sighup_adds_a_group_then_removes_it_with_nothing_lost(tmp_path):
         wait_until(lambda: collected(tmp_path / "one") == first, "group one has the first lines", procs=[agent])
         write_config(cfg, tmp_path / "state", {"one": one_addr, "two": two_addr}, source)
         agent.popen.send_signal(1)
-        agent.wait_for("reloaded configuration: 1 sources, 2 collectors")
+        agent.wait_for("reloaded configuration: 1 source, 2 collectors")
         write_lines(log, "app", 500, 500)
         every = [f"app {i:06d}".encode() for i in range(1000)]
         wait_until(lambda: collected(tmp_path / "one") == every and collected(tmp_path / "two") == every[500:],
@@ -144,7 +144,7 @@ def test_sighup_adds_a_group_then_removes_it_with_nothing_lost(tmp_path):
         wait_until(lambda: len(collected(tmp_path / "one")) == 1100, "group one goes on", procs=[agent])
         write_config(cfg, tmp_path / "state", {"one": one_addr}, source)
         agent.popen.send_signal(1)
-        agent.wait_for("reloaded configuration: 1 sources, 1 collectors")
+        agent.wait_for("reloaded configuration: 1 source, 1 collector")
         agent.wait_for(r"holds 100 events for group 'two', which is not configured")
         assert status(tmp_path / "state")["channel"]["events"] == 100  # kept, not dropped
     finally:
