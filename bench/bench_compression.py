@@ -17,7 +17,6 @@ The machine is shared: the load average is printed with the figures.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile

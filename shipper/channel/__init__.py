@@ -28,7 +28,7 @@ from shipper.channel.space import (
 from shipper.channel.store import (
     APPLICATION_ID, CHUNK_BYTES, CHUNK_COLUMNS, CHUNK_EVENTS, DB_NAME, FORMAT_VERSION, JOURNAL_SIZE_LIMIT, MAX_SEQ,
     SCHEMA, SIDE_FILES, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOTADB, Chunk, Peek, chunk_crc, chunk_ok,
-    decode_lens, encode_lens, log, offset_crc, split_points,
+    decode_lens, encode_lens, offset_crc, split_points,
 )
 
 __all__ = [

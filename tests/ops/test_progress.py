@@ -9,7 +9,6 @@ import re
 import select
 import signal
 import subprocess
-import time
 
 from shipper.ops.progress import Progress, Reading
 from tests.reliability.harness import Collector

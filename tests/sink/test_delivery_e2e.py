@@ -7,7 +7,6 @@ after a fault ate its answer) stay within the batches that were in flight.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
