@@ -36,7 +36,11 @@ def test_a_flume_client_without_a_certificate_is_refused_with_a_clear_line_on_bo
         flume_log = str(failed.value)
         assert "Unable to deliver events to Flume" in flume_log
         if version.startswith("1.11"):
-            assert "SSLHandshakeException: Received fatal alert: certificate_required" in flume_log
+            # TLS 1.3: the client's handshake is over before the collector's certificate_required
+            # alert arrives; the client names the alert when it reads it before the close that
+            # follows, and otherwise only sees the connection closed (1 run in ~50, under load).
+            assert ("SSLHandshakeException: Received fatal alert: certificate_required" in flume_log
+                    or "disconnected" in flume_log), flume_log
         # (1.9's Netty 3 client, on TLS 1.2, is still writing when the collector closes: it logs
         # only "Broken pipe" under the delivery failure; the collector's line says why.)
         collect.proc.wait_for(r"TLS error, disconnected: the client presented no certificate, and "
