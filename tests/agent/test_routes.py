@@ -59,7 +59,10 @@ def test_a_dead_group_holds_up_nothing_and_gets_everything_once_back(tmp_path):
         expected = [f"app {i:06d}".encode() for i in range(3000)]
         wait_until(lambda: collected(tmp_path / "live") == expected, "the live group has every line in order",
                    procs=[agent, live])
-        doc = status(tmp_path / "state")
+        # status.json is the agent's snapshot (every 2 s): wait for one taken after the last ack
+        doc = wait_until(lambda: (d := status(tmp_path / "state")) and not any(
+            g["queued_events"] for g in d["groups"] if g["name"] == "live") and d, "the live group's queue empties",
+            procs=[agent])
         groups = {g["name"]: g for g in doc["groups"]}
         assert groups["live"]["queued_events"] == 0
         assert groups["late"]["queued_events"] == 3000
