@@ -102,6 +102,7 @@ from shipper.tail.descriptors import (
 from shipper.tail.discovery import Scanner, Seen, rotation_base
 from shipper.tail.events import EventCutter
 from shipper.tail.options import FileStatus, FilesSummary, TailOptions
+from shipper.tail.putstage import PutStage
 from shipper.tail.reader import Cursor, Encoder, LineCutter
 from shipper.tail.selection import Selection
 from shipper.tail.watch import NO_WATCH_RESCAN as _NO_WATCH_RESCAN
@@ -269,6 +270,10 @@ class TailSource:
         self._stop: threading.Event | None = None
         self._deadline: float | None = None  # final flush at shutdown gives up at this time
         self._io_error_logged = False
+        # run and run_once hand closed batches to the put stage and read on (``_pipelined``);
+        # poll and the final flush of a run put them in this thread.
+        self._stage = PutStage(self._put)
+        self._pipelined = False
         self._missing: dict[str, str] = {}  # pattern -> why it matched no regular file at the last look
 
         self._lock = threading.Lock()  # guards the two fields below, shared with watchdog's thread
@@ -284,6 +289,7 @@ class TailSource:
         """Tail until ``stop`` is set; commit what was read before returning."""
         self._stop = stop
         self._start_watch()
+        self._pipelined = True
         try:
             while not stop.is_set():
                 try:
@@ -298,14 +304,17 @@ class TailSource:
                     stop.wait(_COALESCE)
         finally:
             self._deadline = time.monotonic() + max(2.0, self.o.put_timeout)
+            self._pipelined = False
             try:
+                self._stage.drain()  # the batches handed over, in order, then the one being cut
                 self._flush()
             except (_Stopped, ChannelIOError):
                 log.warning("tail: %d events not committed at shutdown; they will be read again",
-                            len(self._events))
+                            self._stage.pending_events())
                 self._reset()
             finally:
                 self._deadline = None
+                self._stage.close()
                 self._stop_watch()
                 self._close_all()
 
@@ -317,19 +326,25 @@ class TailSource:
         read but not committed is read again next time); returns False then, True when done."""
         self._eof_flush = True
         self._stop = stop
+        self._pipelined = True
         try:
             self._pass(force_full=True)
             while self._hot or self._waiting:
                 if stop is not None and stop.is_set():
+                    self._stage.finish()
                     return False
                 self._pass()
                 if self._waiting and not self._hot:
                     time.sleep(0.02)  # every slot is held by another source's files: its next pass frees some
+            self._stage.finish()  # done only when the last batch is committed
             return not (stop is not None and stop.is_set())
         except _Stopped:
             self._reset()
             return False
         finally:
+            self._pipelined = False
+            self._stage.discard()  # nothing is left after finish(); after an error, it is read again
+            self._stage.close()
             self._eof_flush = False
             self._stop = None
             self._close_all()
@@ -466,6 +481,7 @@ class TailSource:
         """Release every descriptor and the source's share of the budget (``run`` and ``run_once``
         release the descriptors themselves)."""
         self._stop_watch()
+        self._stage.close()
         self._close_all()
         self._budget.unregister(self._owner)
 
@@ -494,6 +510,7 @@ class TailSource:
     def _reset(self) -> None:
         """Forget everything in memory; the next poll starts again from the committed records."""
         self._changes += 1
+        self._stage.discard()
         self._close_all()
         self._files.clear()
         self._by_path.clear()
@@ -1143,8 +1160,10 @@ class TailSource:
     # ----- commit -----
 
     def _flush(self) -> None:
+        """Close the batch: hand it to the put stage (``run``, ``run_once``), or put it now."""
         if not self._events and not self._dirty:
             return
+        batches = []
         if len(self._dirty) > _RECORDS_PER_PUT:
             # Thousands of records at once (the first scan of 50,000 files marks every one): those
             # of files with nothing in this batch are true on their own, so they go first, a slice
@@ -1152,17 +1171,20 @@ class TailSource:
             # events in the batch stay with the events: one transaction, as always.
             alone = [k for k in self._dirty if k not in self._batch_keys]
             for i in range(0, len(alone), _RECORDS_PER_PUT):
-                part = alone[i : i + _RECORDS_PER_PUT]
-                self._put([], self._encode_records(part), [])
-                for key in part:
-                    del self._dirty[key]
-        self._put(self._events, self._encode_records(self._dirty), self._families)
+                batches.append(([], self._encode_records(alone[i : i + _RECORDS_PER_PUT]), []))
+        keys = self._batch_keys if batches else self._dirty
+        batches.append((self._events, self._encode_records(k for k in self._dirty if k in keys), self._families))
         self.counters["batches"] += 1
         self._events = []
         self._families = []
         self._batch_bytes = 0
         self._dirty = {}
         self._batch_keys = set()
+        # The stage's queue holds them until committed (nothing is lost if a put raises).
+        if self._pipelined:
+            self._stage.submit(*batches)
+        else:
+            self._stage.put_now(*batches)
 
     def _encode_records(self, keys) -> dict[str, bytes | None]:
         """The offset records of ``keys`` (all in ``_dirty``) as the channel stores them; None deletes."""
