@@ -58,12 +58,13 @@ class SourceChannel:
     def put(self, events, offsets=None, timeout=None, families=None) -> bool:
         """``families``: runs of (family, count) over ``events``, for the lanes (see
         :mod:`shipper.channel.groups`); without them a laned channel puts all in lane 0."""
+        return self.put_packed(self.pack(events, families), offsets, timeout)
+
+    def pack(self, events, families=None):
+        """The channel's :meth:`~shipper.channel.core.Channel.pack` of ``events``, routed (groups,
+        lanes) as :meth:`put` routes them; commit it with :meth:`put_packed`."""
         if not isinstance(events, list):
             events = list(events)
-        if self.limit is not None and events:
-            self.limit.acquire(len(events), sum(map(len, events)), self.stop)
-        if offsets and self.prefix:
-            offsets = {self.prefix + k: v for k, v in offsets.items()}
         queues = getattr(self.channel, "groups", None)
         runs = None  # (groups, count) in event order
         if self.router is not None:
@@ -72,13 +73,17 @@ class SourceChannel:
             runs = [((IMPLICIT,), len(events))]
         if runs is not None and queues is not None and queues.laned:
             runs = queues.route(runs, families)
-        if runs is not None:
-            ok = self.channel.put(events, offsets, timeout=timeout, runs=runs)
-        else:
-            ok = self.channel.put(events, offsets, timeout=timeout)
+        return self.channel.pack(events, runs=runs)
+
+    def put_packed(self, packed, offsets=None, timeout=None) -> bool:
+        if self.limit is not None and packed.count:
+            self.limit.acquire(packed.count, packed.nbytes, self.stop)
+        if offsets and self.prefix:
+            offsets = {self.prefix + k: v for k, v in offsets.items()}
+        ok = self.channel.put_packed(packed, offsets, timeout=timeout)
         if ok:
-            self.events_put += len(events)
-            self.bytes_put += sum(map(len, events))
+            self.events_put += packed.count
+            self.bytes_put += packed.nbytes
         return ok
 
     def __getattr__(self, name):  # stats(), wait_for_events(), ...: the shared channel's

@@ -137,6 +137,21 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class Packed:
+    """A batch as :meth:`Channel.pack` made it: its chunks ``(count, nbytes, crc, lens, body)`` in
+    order, the groups each chunk is owed to (with routes), and its totals."""
+
+    count: int  # events
+    nbytes: int  # payload bytes (uncompressed)
+    chunks: list
+    chunk_groups: list
+    routed: bool  # packed for a channel with groups
+
+    def __len__(self) -> int:
+        return self.count
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelStats:
     events: int  # stored and not yet acknowledged (leased ones included)
     bytes: int
@@ -335,7 +350,14 @@ class Channel(SpaceManagement):
         With collector groups (``self.groups``), ``groups`` says, event by event, which groups each
         is owed to (see :mod:`shipper.channel.groups`), or ``runs`` says the same as runs of
         ``(groups, count)`` in event order (no per-event work); chunks never mix events of
-        different routes."""
+        different routes. The same as ``put_packed(pack(events, groups, runs), offsets, timeout)``."""
+        return self.put_packed(self.pack(events, groups, runs), offsets, timeout)
+
+    def pack(self, events: Sequence[bytes], groups: Sequence[tuple[str, ...]] | None = None,
+             runs: Sequence[tuple[tuple[str, ...], int]] | None = None) -> "Packed":
+        """The chunks ``put`` would store for ``events`` (joined, compressed, checksummed): the CPU
+        part of a put, without the channel's lock, so a caller can pack the next batch while
+        :meth:`put_packed` commits this one (the tail source's put stage does)."""
         if not isinstance(events, list):
             events = list(events)
         if groups is not None:
@@ -346,11 +368,6 @@ class Channel(SpaceManagement):
             raise ValueError("put: give groups (one tuple per event) or runs exactly when the channel has groups")
         if runs is not None:
             self.groups.check([targets for targets, _ in runs])
-        offsets = dict(offsets or {})
-        for key, value in offsets.items():
-            if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
-                raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
-        # The chunks are built before taking the lock: joining and checksumming is the CPU part.
         chunk_groups: list[tuple[str, ...]] = []
         if runs is None:
             chunks = self._chunks(events)
@@ -363,24 +380,36 @@ class Channel(SpaceManagement):
                     chunks += part
                     chunk_groups += [targets] * len(part)
                 lo += n
-        nbytes = sum(c[1] for c in chunks)
+        return Packed(len(events), sum(c[1] for c in chunks), chunks, chunk_groups, runs is not None)
+
+    def put_packed(self, packed: "Packed", offsets: Mapping[str, bytes | None] | None = None,
+                   timeout: float | None = None) -> bool:
+        """Commit what :meth:`pack` made, with the offset records, in one transaction; False if no
+        room before timeout. The channel's groups must be as they were at ``pack``."""
+        if packed.routed != (self.groups is not None):
+            raise ValueError("put: the channel's groups changed since the batch was packed")
+        offsets = dict(offsets or {})
+        for key, value in offsets.items():
+            if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
+                raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
+        count, nbytes, chunks, chunk_groups = packed.count, packed.nbytes, packed.chunks, packed.chunk_groups
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._closed:
                 return False
-            if events and not self._wait_for_room(len(events), nbytes, deadline):
+            if count and not self._wait_for_room(count, nbytes, deadline):
                 return False
             now = time.time()
             last = self._next_seq - 1
             rows = []
-            for count, size, crc, lens, body in chunks:
-                last += count
-                rows.append((last, count, size, now, crc, lens, body))
+            for n, size, crc, lens, body in chunks:
+                last += n
+                rows.append((last, n, size, now, crc, lens, body))
             self._write("put", _put_txn, rows, offsets, self.groups, chunk_groups)
             if self.groups is not None:
                 self.groups.added(rows, chunk_groups)
-            self._next_seq += len(events)
-            self._events += len(events)
+            self._next_seq += count
+            self._events += count
             self._bytes += nbytes
             self._visible = self._next_seq - 1  # after the counters: a take never leases uncounted rows
             if rows:

@@ -273,6 +273,9 @@ class TailSource:
         # run and run_once hand closed batches to the put stage and read on (``_pipelined``);
         # poll and the final flush of a run put them in this thread.
         self._stage = PutStage(self._put)
+        # A channel that packs (joins, compresses, checksums) apart from its commit is given packed
+        # batches: the reader packs the next while the stage commits this one.
+        self._packs = callable(getattr(channel, "pack", None)) and callable(getattr(channel, "put_packed", None))
         self._pipelined = False
         self._missing: dict[str, str] = {}  # pattern -> why it matched no regular file at the last look
 
@@ -1171,9 +1174,10 @@ class TailSource:
             # events in the batch stay with the events: one transaction, as always.
             alone = [k for k in self._dirty if k not in self._batch_keys]
             for i in range(0, len(alone), _RECORDS_PER_PUT):
-                batches.append(([], self._encode_records(alone[i : i + _RECORDS_PER_PUT]), []))
+                batches.append((self._pack([], []), self._encode_records(alone[i : i + _RECORDS_PER_PUT]), []))
         keys = self._batch_keys if batches else self._dirty
-        batches.append((self._events, self._encode_records(k for k in self._dirty if k in keys), self._families))
+        batches.append((self._pack(self._events, self._families),
+                        self._encode_records(k for k in self._dirty if k in keys), self._families))
         self.counters["batches"] += 1
         self._events = []
         self._families = []
@@ -1194,13 +1198,26 @@ class TailSource:
             offsets[key] = f.record().encode() if self._dirty[key] and f is not None else None
         return offsets
 
-    def _put(self, events: list[bytes], offsets: dict[str, bytes | None], families: list) -> None:
+    def _pack(self, events: list[bytes], families: list):
+        """The events as the channel stores them, if it packs (see ``_packs``); else as they are."""
+        if not self._packs:
+            return events
+        # A channel with lanes (the agent's) is told each event's family; a bare one is not.
+        extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
+        return self.channel.pack(events, **extra)
+
+    def _put(self, events, offsets: dict[str, bytes | None], families: list) -> None:
+        """Commit one batch (``events`` packed by ``_pack``) with its offset records; retry write
+        errors until it is stored, the stop flag is set, or the shutdown deadline passes."""
         delay = 0.05
         while True:
             try:
-                # A channel with lanes (the agent's) is told each event's family; a bare one is not.
-                extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
-                if self.channel.put(events, offsets, timeout=self.o.put_timeout, **extra):
+                if self._packs:
+                    ok = self.channel.put_packed(events, offsets, timeout=self.o.put_timeout)
+                else:
+                    extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
+                    ok = self.channel.put(events, offsets, timeout=self.o.put_timeout, **extra)
+                if ok:
                     if self._io_error_logged:
                         log.info("tail: the channel accepts writes again")
                         self._io_error_logged = False
