@@ -272,10 +272,10 @@ class TailSource:
         self._io_error_logged = False
         # run and run_once hand closed batches to the put stage and read on (``_pipelined``);
         # poll and the final flush of a run put them in this thread.
-        self._stage = PutStage(self._put)
         # A channel that packs (joins, compresses, checksums) apart from its commit is given packed
-        # batches: the reader packs the next while the stage commits this one.
+        # batches: the stage packs the next while it commits this one.
         self._packs = callable(getattr(channel, "pack", None)) and callable(getattr(channel, "put_packed", None))
+        self._stage = PutStage(self._pack, self._put)
         self._pipelined = False
         self._missing: dict[str, str] = {}  # pattern -> why it matched no regular file at the last look
 
@@ -1174,10 +1174,9 @@ class TailSource:
             # events in the batch stay with the events: one transaction, as always.
             alone = [k for k in self._dirty if k not in self._batch_keys]
             for i in range(0, len(alone), _RECORDS_PER_PUT):
-                batches.append((self._pack([], []), self._encode_records(alone[i : i + _RECORDS_PER_PUT]), []))
+                batches.append(([], self._encode_records(alone[i : i + _RECORDS_PER_PUT]), []))
         keys = self._batch_keys if batches else self._dirty
-        batches.append((self._pack(self._events, self._families),
-                        self._encode_records(k for k in self._dirty if k in keys), self._families))
+        batches.append((self._events, self._encode_records(k for k in self._dirty if k in keys), self._families))
         self.counters["batches"] += 1
         self._events = []
         self._families = []
