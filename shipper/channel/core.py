@@ -2,7 +2,9 @@
 
 The tail source calls ``put(events, offsets)``: ONE SQLite transaction (WAL journal,
 ``synchronous=FULL``) appends the batch, already encoded as AvroFlumeEvent bytes, and upserts the
-source's offset records. When ``put`` returns, a power cut loses neither; before it returns,
+source's offset records. ``put`` is ``pack`` (the CPU part, no lock: chunks joined, compressed and
+checksummed) then ``put_packed`` (the commit), so a caller can pack the next batch in one thread
+while another commits this one (the tail source's put stage). When ``put`` returns, a power cut loses neither; before it returns,
 neither is visible. So after any crash the offsets name exactly the lines the channel holds.
 
 Sink threads call ``take`` for a *lease*: the oldest whole chunks that no other lease holds, in

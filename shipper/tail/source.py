@@ -48,10 +48,18 @@ end of a rotated or deleted file, at the end of ``run_once``, or before a trunca
 copy restarts the file. The committed offset therefore stays at an event boundary.
 
 *Commit*: events are gathered into a batch of at most ``batch_max_events`` (about
-``batch_max_bytes``); one ``channel.put(events, offsets)`` stores them together with the offset
-record of every file that advanced, so a crash can neither lose a line nor store one twice. A
-channel that runs lanes (``by_family``) is also given the runs of ``(family, count)`` (a family
-is a file's origin), so every file's events take one lane (``shipper.channel.groups``).
+``batch_max_bytes``); one channel transaction stores them together with the offset record of
+every file that advanced (encoded when the batch is closed), so a crash can neither lose a line
+nor store one twice. A channel that runs lanes (``by_family``) is also given the runs of
+``(family, count)`` (a family is a file's origin), so every file's events take one lane
+(``shipper.channel.groups``). In ``run`` and ``run_once`` a closed batch goes to the put stage
+(``shipper.tail.putstage``): one thread packs it (``channel.pack``: join, compress, checksum), one
+commits it (``channel.put_packed``), in order, while the reader cuts the next; at most two batches
+are in the stage, so a full channel still stops reading. ``run_once`` returns, and ``run`` stops,
+only after the last batch is committed; an error of the stage's threads is raised in the reader's
+thread, as a serial put raised it. A SIGKILL loses the batches in the stage as it lost the one
+being put: they were never committed, nor were their offsets, so they are read again (no
+duplicate, no loss). ``poll`` puts in the caller's thread.
 
 *Wake-ups*: watchdog (inotify) watches the static prefix directory of each glob (recursively
 when the wildcard is not in the last component), one watch per directory rather than per file.
