@@ -52,6 +52,13 @@ class ScriptedChannel:
         return ok
 
 
+def log_and_channel(tmp_path, data: bytes):
+    """A file holding ``data`` and a fresh channel."""
+    log = tmp_path / "app.log"
+    log.write_bytes(data)
+    return log, open_channel(tmp_path / "state")
+
+
 def committed_offset(channel, log) -> int:
     """The committed offset record of ``log`` (0 if none)."""
     from shipper.tail.identity import Record
@@ -64,9 +71,7 @@ def committed_offset(channel, log) -> int:
 
 
 def test_the_reader_cuts_and_packs_the_next_batches_while_a_commit_is_held_and_stops_at_the_bound(tmp_path):
-    log = tmp_path / "app.log"
-    log.write_bytes(lines("p", 0, 20_000, width=40))
-    ch = open_channel(tmp_path / "state")
+    log, ch = log_and_channel(tmp_path, lines("p", 0, 20_000, width=40))
     try:
         scripted = ScriptedChannel(ch)
         scripted.release.clear()  # the first commit waits
@@ -91,9 +96,7 @@ def test_the_reader_cuts_and_packs_the_next_batches_while_a_commit_is_held_and_s
 
 
 def test_a_corrupt_channel_raised_in_the_commit_thread_reaches_the_reader_and_nothing_is_stored_ahead(tmp_path):
-    log = tmp_path / "app.log"
-    log.write_bytes(lines("c", 0, 6_000, width=20))
-    ch = open_channel(tmp_path / "state")
+    log, ch = log_and_channel(tmp_path, lines("c", 0, 6_000, width=20))
     try:
         # The third commit fails as a corrupt database does (StateError: exit code 5 in the agent).
         scripted = ScriptedChannel(ch)
@@ -119,9 +122,7 @@ def test_a_corrupt_channel_raised_in_the_commit_thread_reaches_the_reader_and_no
 
 
 def test_a_corrupt_channel_in_run_stops_the_source_with_the_same_error(tmp_path):
-    log = tmp_path / "app.log"
-    log.write_bytes(lines("r", 0, 3_000))
-    ch = open_channel(tmp_path / "state")
+    log, ch = log_and_channel(tmp_path, lines("r", 0, 3_000))
     try:
         scripted = ScriptedChannel(ch, fail_puts=[StateError("corrupt (scripted)")] * 10)
         source = make_source(scripted, log, batch_max_events=1000)
@@ -133,9 +134,7 @@ def test_a_corrupt_channel_in_run_stops_the_source_with_the_same_error(tmp_path)
 
 
 def test_disk_full_in_the_commit_thread_is_logged_once_retried_and_loses_nothing(tmp_path, caplog):
-    log = tmp_path / "app.log"
-    log.write_bytes(lines("d", 0, 5_000))
-    ch = open_channel(tmp_path / "state")
+    log, ch = log_and_channel(tmp_path, lines("d", 0, 5_000))
     try:
         full = ChannelIOError("channel put failed: the disk is full; nothing committed was lost, retry later")
         scripted = ScriptedChannel(ch, fail_puts=[full, full])
