@@ -184,6 +184,7 @@ class Stream:
         """``sendall`` of the pieces' concatenation, without making it: ``sendmsg`` of up to
         ``IOV_MAX`` pieces at a time, resumed where a partial write stopped."""
         sock, i, n = self.sock, 0, len(parts)
+        whole = sum(map(len, parts)) if n <= IOV_MAX else -1  # a frame one sendmsg may write whole
         try:
             while True:
                 while i < n and not len(parts[i]):
@@ -192,6 +193,9 @@ class Stream:
                     return
                 sock.settimeout(_left(deadline, RequestTimeout, self.address))
                 sent = sock.sendmsg(parts[i : i + IOV_MAX])
+                if sent == whole:  # all of it in one write (the usual case): no piece to step over
+                    return
+                whole = -1
                 while sent:
                     size = len(parts[i])
                     if sent < size:
