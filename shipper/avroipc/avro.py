@@ -36,8 +36,11 @@ def zigzag(n: int) -> bytes:
     return bytes(out)
 
 
-# Small lengths dominate (event bodies of ~100 bytes): precompute their encodings.
-SMALL_ZIGZAG = [zigzag(i) for i in range(8192)]  # encodings of 0..8191, for lengths on hot paths
+# Small lengths dominate (event bodies of ~100 bytes): precompute their encodings. 0..63 take one
+# byte (2n) and 64..8191 two (the low 7 bits of 2n with the high bit set, then 2n >> 7), built
+# without calling zigzag 8,192 times: half the cost, paid at every start.
+SMALL_ZIGZAG = ([bytes((2 * n,)) for n in range(64)]
+                + [bytes(((2 * n) & 0x7F | 0x80, n >> 6)) for n in range(64, 8192)])  # encodings of 0..8191
 
 
 def encode_long(n: int) -> bytes:

@@ -28,7 +28,6 @@ a map, and a server that does not name the key makes no such promise.
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -71,6 +70,11 @@ PROTOCOL_TEXT = (
 
 def protocol_hash(text: str) -> bytes:
     """The 16-byte MD5 Avro uses to name a protocol text."""
+    known = _KNOWN_HASHES.get(text)
+    if known is not None:
+        return known
+    import hashlib  # only for texts other than Flume's: importing it loads OpenSSL (~3 ms a start)
+
     return hashlib.md5(text.encode("utf-8")).digest()
 
 
@@ -87,9 +91,12 @@ def _strip_doc_prefixes(text: str) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-PROTOCOL_HASH = protocol_hash(PROTOCOL_TEXT)
+# The MD5s of the two texts, written out (a test checks them against hashlib): every agent start
+# needs them, and hashing here would load OpenSSL for nothing else.
+PROTOCOL_HASH = bytes.fromhex("86aadae2c45474c0fe93ffd0f2350a65")
 PROTOCOL_TEXT_1_11_1 = _strip_doc_prefixes(PROTOCOL_TEXT)
-PROTOCOL_HASH_1_11_1 = protocol_hash(PROTOCOL_TEXT_1_11_1)
+PROTOCOL_HASH_1_11_1 = bytes.fromhex("8076c53714e01f6e2c1deb9544e7b1fe")
+_KNOWN_HASHES = {PROTOCOL_TEXT: PROTOCOL_HASH, PROTOCOL_TEXT_1_11_1: PROTOCOL_HASH_1_11_1}
 
 
 class Status(enum.IntEnum):

@@ -305,14 +305,20 @@ def _verify_rows(conn: sqlite3.Connection, report: VerifyReport, problem) -> Non
         report.bytes += nbytes
         report.chunks += 1
     if damaged:
-        what = "events" if report.format_version == 1 else "chunks"
-        problem(f"{len(damaged)} {what} fail their checksum (first at seq {damaged[0]})")
+        what = "event" if report.format_version == 1 else "chunk"
+        problem(f"{_counted(len(damaged), what)} {'fails its' if len(damaged) == 1 else 'fail their'} checksum"
+                f" (first at seq {damaged[0]})")
     bad_offsets = 0
     for key, value, crc in conn.execute("SELECT key, value, crc FROM offsets"):
         if offset_crc(key, value) != crc:
             bad_offsets += 1
         report.offsets += 1
     if bad_offsets:
-        problem(f"{bad_offsets} offset records fail their checksum")
+        problem(f"{_counted(bad_offsets, 'offset record')} {'fails its' if bad_offsets == 1 else 'fail their'} checksum")
     report.quarantined = conn.execute("SELECT count(*) FROM quarantine" if report.format_version == 1 else
                                       "SELECT coalesce(sum(count), 0) FROM quarantine").fetchone()[0]
+
+
+def _counted(n: int, noun: str) -> str:
+    """``1 chunk``, ``2 chunks`` (the channel sits below ``ops``, whose ``counted`` the CLI uses)."""
+    return f"{n} {noun if n == 1 else noun + 's'}"

@@ -23,12 +23,38 @@ from shipper.cli import channel, collect, send_ping, tail, status, top, import_f
 from shipper.cli.app import app, report
 from shipper.errors import EXIT_INTERRUPTED, EXIT_OK, ShipperError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "build", "command_names", "main"]
+
+
+def command_names() -> set[str]:
+    """The sub-commands' names, from their registrations (without building any)."""
+    import typer.main
+
+    return ({info.name or typer.main.get_command_name(info.callback.__name__) for info in app.registered_commands}
+            | {info.name for info in app.registered_groups})
+
+
+def build(only: str | None = None):
+    """The app's click command; with ``only``, holding that sub-command alone. typer builds each
+    command's parameters from its signature (its annotations evaluated, its options made): a run
+    needs one command, and building the other nine cost ~10 ms of every start. The app's list of
+    commands (``--help`` before a sub-command, an unknown name) is built whole."""
+    import typer.main
+
+    if only is None:
+        return typer.main.get_command(app)
+    saved = app.registered_commands, app.registered_groups
+    app.registered_commands = [info for info in saved[0]
+                               if (info.name or typer.main.get_command_name(info.callback.__name__)) == only]
+    app.registered_groups = [info for info in saved[1] if info.name == only]
+    try:
+        return typer.main.get_command(app)
+    finally:
+        app.registered_commands, app.registered_groups = saved
 
 
 def main() -> None:
     """Run the app; a ShipperError or a usage error becomes one line on stderr and its exit code."""
-    import typer.main
     from typer import _click as click  # the click typer carries (typer.Exit/Abort are its own)
     from typer.exceptions import Abort, Exit
 
@@ -36,10 +62,11 @@ def main() -> None:
     from shipper.cli.polish import hoist_globals, polish
     from shipper.cli.usage import usage_line
 
-    command = fast_coercion(polish(typer.main.get_command(app)))
-    commands = set(getattr(command, "commands", {}))
+    commands = command_names()
     args = hoist_globals(sys.argv[1:], commands)
     sub = next((a for a in args if a in commands), None)
+    wants_list = sub is None or any(a in ("--help", "-h") for a in args[:args.index(sub)])
+    command = fast_coercion(polish(build(None if wants_list else sub)))
     gc.freeze()  # what start-up made stays: later collections need not walk it (see shipper.__main__)
     gc.enable()
     try:

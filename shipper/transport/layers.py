@@ -24,11 +24,13 @@ Deflate is one zlib stream per connection and direction with a sync flush per wr
 
 from __future__ import annotations
 
-import ssl
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shipper.avroipc import DEFAULT_MAX_DECODED_BYTES, ZlibDecoder, ZlibEncoder
 from shipper.errors import ConfigError
+
+if TYPE_CHECKING:
+    import ssl
 
 LAYERINGS = ("zlib-outside", "tls-outside")
 COMPRESSIONS = (None, "deflate")
@@ -97,6 +99,9 @@ class TLSLayer:
     """TLS over memory buffers, so that it can run over a socket or over a zlib stream."""
 
     def __init__(self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None) -> None:
+        import ssl  # here, not at the top: a plain connection never loads OpenSSL
+
+        self._ssl = ssl
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._obj = ctx.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname)
@@ -108,7 +113,7 @@ class TLSLayer:
         if not self.handshake_done:
             try:
                 self._obj.do_handshake()
-            except ssl.SSLWantReadError:
+            except self._ssl.SSLWantReadError:
                 return False
             self.handshake_done = True
         return True
@@ -126,9 +131,9 @@ class TLSLayer:
         while True:
             try:
                 chunk = self._obj.read(RECV_SIZE)
-            except ssl.SSLWantReadError:
+            except self._ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:  # close_notify: the peer ended the TLS session
+            except self._ssl.SSLZeroReturnError:  # close_notify: the peer ended the TLS session
                 self.eof = True
                 break
             if not chunk:

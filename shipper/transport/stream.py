@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shipper.avroipc import RemoteProtocolError
 from shipper.errors import (
@@ -27,7 +27,10 @@ from shipper.errors import (
 )
 from shipper.transport.address import Address
 from shipper.transport.layers import RECV_SIZE, LayerStack, build_layer_stack, check_layering
-from shipper.transport.tls import CLIENT_CERT_REFUSED, TLSOptions, client_tls_context, reason
+from shipper.transport.tls import CLIENT_CERT_REFUSED, TLSOptions, client_tls_context, reason, ssl_errors
+
+if TYPE_CHECKING:
+    import ssl
 
 IOV_MAX = max(16, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024)
 
@@ -104,6 +107,8 @@ class Stream:
         tls = self.layers.tls
         if tls is None or tls.handshake_done:
             return
+        import ssl  # loaded already: the TLS layer made it
+
         try:
             self._send_raw(self.layers.start_tls(), deadline, ConnectTimeout)
             while not tls.handshake_done:
@@ -132,7 +137,7 @@ class Stream:
             frame_bytes = b"".join(frame_bytes)
         try:
             data = self.layers.down(frame_bytes)
-        except ssl.SSLError as err:
+        except ssl_errors() as err:
             raise TransportError(f"TLS with {self.address} failed: {reason(err)}") from err
         self._send_raw(data, deadline, RequestTimeout)
 
@@ -158,9 +163,9 @@ class Stream:
             return self.layers.up(raw)
         except RemoteProtocolError as err:
             raise PeerProtocolError(f"{self.address} sent bytes that are not a valid zlib stream: {err}") from err
-        except ssl.SSLCertVerificationError:
+        except ssl_errors("SSLCertVerificationError"):
             raise
-        except ssl.SSLError as err:
+        except ssl_errors() as err:
             kind = ClientCertificateRefused if err.reason in CLIENT_CERT_REFUSED else TransportError
             raise kind(f"TLS with {self.address} failed: {reason(err)}") from err
 
@@ -179,6 +184,7 @@ class Stream:
         """``sendall`` of the pieces' concatenation, without making it: ``sendmsg`` of up to
         ``IOV_MAX`` pieces at a time, resumed where a partial write stopped."""
         sock, i, n = self.sock, 0, len(parts)
+        whole = sum(map(len, parts)) if n <= IOV_MAX else -1  # a frame one sendmsg may write whole
         try:
             while True:
                 while i < n and not len(parts[i]):
@@ -187,6 +193,9 @@ class Stream:
                     return
                 sock.settimeout(_left(deadline, RequestTimeout, self.address))
                 sent = sock.sendmsg(parts[i : i + IOV_MAX])
+                if sent == whole:  # all of it in one write (the usual case): no piece to step over
+                    return
+                whole = -1
                 while sent:
                     size = len(parts[i])
                     if sent < size:

@@ -13,12 +13,19 @@ for a collector refusing our client certificate (or its absence).
 from __future__ import annotations
 
 import logging
-import ssl
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 from shipper.errors import ConfigError
 
 log = logging.getLogger("flume-ship.tls")
+
+# ``ssl`` (and OpenSSL with it, ~6 ms a start) is imported only by what builds a TLS context: a
+# plain connection never loads it. Until it is loaded, no ssl.SSLError can exist (``ssl_errors``).
 
 # OpenSSL reasons for a collector refusing our client certificate (or its absence).
 CLIENT_CERT_REFUSED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_UNKNOWN_CA",
@@ -35,9 +42,18 @@ class TLSOptions:
     client_ca_file: str | None = None  # server role: require client certificates signed by this CA
 
 
+def ssl_errors(name: str = "SSLError") -> type[BaseException] | tuple[()]:
+    """``ssl.<name>`` (an SSLError class) for an ``except`` clause, or ``()`` (catches nothing)
+    while ``ssl`` is not imported: then nothing can have raised it."""
+    mod = sys.modules.get("ssl")
+    return getattr(mod, name) if mod is not None else ()
+
+
 def client_tls_context(tls: TLSOptions) -> ssl.SSLContext:
     """Verify the server (CA file or the system store) unless ``insecure`` says otherwise;
     present ``cert_file``/``key_file`` to a collector that asks for a client certificate."""
+    import ssl
+
     if tls.insecure and tls.ca_file:
         raise ConfigError("--tls-insecure and --tls-ca contradict each other: give one of them")
     if bool(tls.cert_file) != bool(tls.key_file):
@@ -60,6 +76,8 @@ def server_tls_context(tls: TLSOptions) -> ssl.SSLContext:
     """The collector's context: its certificate and key. With ``client_ca_file``, every client
     must present a certificate that CA signed (mutual TLS); without it none is asked for (like
     Flume's AvroSource)."""
+    import ssl
+
     if not tls.cert_file or not tls.key_file:
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -74,6 +92,8 @@ def server_tls_context(tls: TLSOptions) -> ssl.SSLContext:
 
 
 def _load_cert(ctx: ssl.SSLContext, tls: TLSOptions) -> None:
+    import ssl
+
     try:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as err:
@@ -93,7 +113,7 @@ _TLS_HINTS = {
 def reason(err: BaseException) -> str:
     """The short text of an OSError or SSLError, for one line to the user (with how to fix it,
     where OpenSSL's reason is one a user can act on)."""
-    if isinstance(err, ssl.SSLError):
+    if isinstance(err, ssl_errors()):
         text = err.reason or err.strerror or str(err)
         hint = _TLS_HINTS.get(err.reason or "")
         return f"{hint} ({text})" if hint else text

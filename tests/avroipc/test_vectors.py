@@ -211,3 +211,21 @@ def test_client_splits_a_20000_byte_body_like_java_v10():
     server = ServerConnection(ProtocolCache())
     server.receive_data(frame)
     assert drain(server) == [CallReceived(1, "appendBatch", [({}, bytes(20000))])]
+
+
+def test_the_written_out_protocol_hashes_are_the_md5s_of_the_texts():
+    import hashlib
+
+    from shipper.avroipc import PROTOCOL_HASH_1_11_1, protocol_hash
+
+    assert PROTOCOL_HASH == hashlib.md5(PROTOCOL_TEXT.encode("utf-8")).digest()
+    assert PROTOCOL_HASH_1_11_1 == hashlib.md5(PROTOCOL_TEXT_1_11_1.encode("utf-8")).digest()
+    other = PROTOCOL_TEXT.replace("AvroSourceProtocol", "OtherProtocol")
+    assert protocol_hash(other) == hashlib.md5(other.encode("utf-8")).digest()
+
+
+def test_the_small_length_table_is_zigzag_of_every_length_it_holds():
+    from shipper.avroipc.avro import SMALL_ZIGZAG, zigzag
+
+    assert len(SMALL_ZIGZAG) == 8192
+    assert all(SMALL_ZIGZAG[n] == zigzag(n) for n in range(8192))

@@ -88,7 +88,7 @@ def test_a_v1_database_with_queued_events_is_converted_in_place_on_open(tmp_path
     survive = make_v1(state)
     r = verify(state)  # verify reads v1 as it is and says what will happen
     assert f"format version: 1 (converted to {FORMAT_VERSION} at the next start)" in r.stdout
-    assert f"events: {len(survive)} (" in r.stdout and "1 events fail their checksum" in r.stdout
+    assert f"events: {len(survive)} (" in r.stdout and "1 event fails its checksum" in r.stdout
 
     caplog.set_level("INFO", logger="flume-ship.channel")
     with Channel.open(state, min_free_bytes=0) as ch:

@@ -50,3 +50,36 @@ def test_tail_help_metavars():
                           ("--state-dir", "PATH"), ("--batch-size", "N"), ("--balance", "failover|round_robin")):
         line = next(ln for ln in out.splitlines() if ln.startswith(f"│ {flag} "))
         assert metavar in line, line
+
+
+def test_a_run_builds_its_sub_command_alone_and_the_same_as_in_the_whole_app():
+    """``main`` builds only the sub-command a run names (the others cost ~10 ms of every start):
+    the names come from the registrations, and each command built alone has the same options,
+    metavars, defaults and help as in the whole app."""
+    from shipper.cli import build, command_names
+    from shipper.cli.polish import polish
+
+    whole = polish(build())
+    assert command_names() == set(whole.commands)
+    for name in sorted(command_names()):
+        alone = polish(build(name))
+        assert list(alone.commands) == [name]
+        mine, theirs = alone.commands[name], whole.commands[name]
+        ctx = typer_ctx(mine)
+        assert mine.get_help(ctx) == theirs.get_help(typer_ctx(theirs))
+        assert [p.name for p in mine.params] == [p.name for p in theirs.params]
+        assert [p.default for p in mine.params] == [p.default for p in theirs.params]
+    assert set(polish(build()).commands) == command_names()  # the app itself was left whole
+
+
+def typer_ctx(command):
+    from typer import _click as click
+
+    return click.Context(command, info_name=command.name)
+
+
+def test_help_before_the_sub_command_still_lists_every_command():
+    r = run("--help", "tail")
+    assert r.returncode == 0
+    for name in ("collect", "send", "tail", "status", "channel"):
+        assert name in r.stdout
