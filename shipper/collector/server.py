@@ -57,11 +57,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import selectors
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from shipper.avroipc import (
@@ -110,12 +112,14 @@ class _Conn:
     None while a call or a TLS handshake is under way), and whether it refused a call already
     (every later call of the connection is refused then: ordered pipelining)."""
 
-    __slots__ = ("thread", "idle_since", "refused")
+    __slots__ = ("thread", "idle_since", "refused", "failed", "pending")
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
         self.idle_since: float | None = None
         self.refused = False
+        self.failed = False  # a written call was answered FAILED: so are the later written ones
+        self.pending: deque = deque()  # (Written or None when the write failed, its calls), in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +385,11 @@ class Collector:
                 gather = (data and not eof and conn.in_frame and getattr(conn, "calls_waiting", False)
                           and _readable_now(sock))
                 closed = False if gather else self._answer(conn, peer, state)
+                if state.pending:
+                    # Answer what is on disk; wait for the rest only when there is nothing to read
+                    # meanwhile (the fsync runs while the next calls are decoded and written).
+                    more = gather or not (closed or eof) and (getattr(conn, "calls_waiting", False) or _readable_now(sock))
+                    self._settle(conn, state, wait=not more)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, layers.down(out))
@@ -479,7 +488,8 @@ class Collector:
             raise TimeoutError(f"the client read nothing for {self.options.send_timeout:g} s") from None
 
     def _answer(self, conn: ServerConnection, peer: str, state: _Conn) -> bool:
-        """Write every call that is complete, then answer each; True when the peer closed.
+        """Write every call that is complete (their answers wait in ``state.pending`` for the
+        fsync); True when the peer closed.
 
         A refusal splits the calls at it: those before are written and answered, every call after
         it on this connection is refused unwritten (ordered pipelining, see the module docstring)."""
@@ -499,33 +509,60 @@ class Collector:
                 self.rlog.log(logging.WARNING, f"call-{event.reason}", "client %s: call refused (%s): %s",
                               peer, event.reason, printable(event.detail))
                 if calls and not state.refused:
-                    self._write_and_answer(conn, calls, state)
+                    self._write(calls, state)
                 calls = []
                 state.refused = True
             elif isinstance(event, ConnectionClosed):  # the core repeats it: stop asking
                 closed = True
                 break
         if calls:
-            self._write_and_answer(conn, calls, state)
+            self._write(calls, state)
         return closed
 
-    def _write_and_answer(self, conn: ServerConnection, calls: list[CallReceived], state: _Conn) -> None:
-        """One write (one fsync) for all of ``calls``; OK to each once it returned, else FAILED."""
+    def _write(self, calls: list[CallReceived], state: _Conn) -> None:
+        """One write for all of ``calls``; their answer waits in ``state.pending`` for its fsync
+        (FAILED at once, in turn, when the write itself failed)."""
         batches = [call.events for call in calls]
         try:
             if not any(batches) and (problem := self.writer.problem()):
                 raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
-            events, body_bytes = self.writer.write_counted(batches)
-            status = Status.OK
-            self.stats.add(calls_total=len(calls), events_total=events, bytes_total=body_bytes)
+            state.pending.append((self.writer.submit(batches), calls))
         except OSError as err:
-            self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
-                          self.writer.directory, err.strerror or err)
-            self.stats.reject("write-failed")
-            status = Status.FAILED
+            self._write_failed(err)
+            state.pending.append((None, calls))
             state.refused = True
-        for call in calls:
-            conn.respond(call.serial, status)
+
+    def _write_failed(self, err: OSError) -> None:
+        self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
+                      self.writer.directory, err.strerror or err)
+        self.stats.reject("write-failed")
+
+    def _settle(self, conn: ServerConnection, state: _Conn, wait: bool) -> None:
+        """Answer the written calls whose fsync is done, in the order they came: OK, or FAILED
+        when their write or fsync failed. Once one is FAILED, every later one of the connection
+        is FAILED too, even if its fsync succeeded (ordered pipelining: a refused call is never
+        overtaken by a later one; those bytes are in the file, and their resend repeats them).
+        With ``wait``, wait for every fsync still to come."""
+        pending = state.pending
+        while pending:
+            written, calls = pending[0]
+            status = Status.FAILED
+            if written is not None and not state.failed:
+                try:
+                    if not self.writer.settled(written.seq, wait):
+                        return
+                    status = Status.OK
+                    self.stats.add(calls_total=len(calls), events_total=written.events,
+                                   bytes_total=written.body_bytes)
+                except OSError as err:
+                    self._write_failed(err)
+            elif written is not None:
+                self.stats.reject("after-refusal")
+            pending.popleft()
+            if status is not Status.OK:
+                state.failed = state.refused = True
+            for call in calls:
+                conn.respond(call.serial, status)
 
     def _refuse_after_refusal(self, conn: ServerConnection, serial: int) -> None:
         self.stats.reject("after-refusal")
@@ -568,13 +605,11 @@ class Collector:
 
 
 def _readable_now(sock: socket.socket) -> bool:
-    """Bytes are waiting in the socket's receive buffer (never blocks)."""
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # (the next recv reports the error)
+    """Bytes (or the end of the stream) wait in the socket's receive buffer. Never blocks: a
+    ``recv(MSG_PEEK | MSG_DONTWAIT)`` would, on a socket with a timeout (Python polls first)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _open_spare() -> int | None:

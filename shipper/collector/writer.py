@@ -57,7 +57,7 @@ import logging
 import os
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import fastavro
 
@@ -191,7 +191,9 @@ class RollingWriter:
         self.fsync = fsync
         self.prefix = prefix
         self._lock = threading.Lock()  # the file, its size, the sequence numbers
-        self._sync_lock = threading.Lock()  # one fsync at a time; the others wait and may be covered
+        self._settle = threading.Condition(self._lock)  # written or synced seq moved, or stopping
+        self._syncer: threading.Thread | None = None  # the fsync thread, started by the first write
+        self._stopping = False
         self._written_seq = 0  # batches written so far
         self._synced_seq = 0  # every batch up to this one is settled (on disk, or in _lost)
         self._lost: list[tuple[int, int]] = []  # (after, up to) ranges whose fsync failed
@@ -215,9 +217,18 @@ class RollingWriter:
 
     def write_counted(self, batches: Iterable[Batch]) -> tuple[int, int]:
         """:meth:`write`, returning (events, event body bytes) written."""
+        written = self.submit(batches)
+        self.settled(written.seq, wait=True)
+        return written.events, written.body_bytes
+
+    def submit(self, batches: Iterable[Batch]) -> "Written":
+        """Write one or more batches as one unit now; their fsync follows in the background.
+
+        The batches are on disk once :meth:`settled` of the returned ``seq`` says so (at once
+        without fsync). Raises OSError when the write itself failed (the file is cut back)."""
         batches = [events for events in batches if events]
         if not batches:
-            return 0, 0
+            return Written(0, 0, 0)
         count = sum(map(len, batches))
         body_bytes = 0
         with self._lock:
@@ -241,39 +252,58 @@ class RollingWriter:
             self._failing = None
             self._written_seq += 1
             seq = self._written_seq
-        if self.fsync:
-            self._sync(seq)
-        with self._lock:
             self.events_written += count
-        return count, body_bytes
+            if not self.fsync:
+                self._synced_seq = seq
+            else:
+                if self._syncer is None:
+                    self._syncer = threading.Thread(target=self._sync_loop, name="collect-fsync", daemon=True)
+                    self._syncer.start()
+                self._settle.notify_all()  # (wakes the fsync thread)
+        return Written(seq, count, body_bytes)
 
-    def _sync(self, seq: int) -> None:
-        """Return once batch ``seq`` is on disk; OSError if the fsync that covered it failed."""
-        with self._sync_lock:
-            with self._lock:
-                fd = None
-                if self._synced_seq < seq and self._fd is not None:  # (closing a file settles it)
-                    base, target = self._synced_seq, self._written_seq
-                    fd = os.dup(self._fd)  # the file may be rolled (closed) while we fsync
-            if fd is not None:
-                try:
-                    os.fsync(fd)
-                    failed = None
-                except OSError as err:
-                    failed = err
-                finally:
-                    os.close(fd)
-                with self._lock:
-                    if failed is not None:
-                        log.error("fsync of %s failed: %s", self._path, failed.strerror)
-                        self._lose(base, target)
-                        if self._fd is not None:
-                            self._close_current()
-                    self._synced_seq = max(self._synced_seq, target)
+    def settled(self, seq: int, wait: bool = False) -> bool:
+        """True once write ``seq`` is on disk; False while its fsync is still to come (with
+        ``wait``, block until it is done). OSError when the fsync that covered it failed."""
         with self._lock:
+            if wait:
+                while self._synced_seq < seq:
+                    self._settle.wait()
+            elif self._synced_seq < seq:
+                return False
             for after, up_to in self._lost:
                 if after < seq <= up_to:
                     raise OSError(errno.EIO, "fsync failed: the batch may not be on disk")
+        return True
+
+    def _sync_loop(self) -> None:
+        """The fsync thread: one fsync (fdatasync) covers every write made before it began, and
+        runs while the connections decode and write the next calls (group commit)."""
+        lock = self._lock
+        while True:
+            with lock:
+                while self._synced_seq >= self._written_seq and not self._stopping:
+                    self._settle.wait()
+                if self._synced_seq >= self._written_seq:  # stopping, and nothing is left to sync
+                    self._syncer = None
+                    return
+                base, target = self._synced_seq, self._written_seq
+                fd = os.dup(self._fd)  # (unsynced writes imply an open file: closing settles all)
+            try:
+                _datasync(fd)
+                failed = None
+            except OSError as err:
+                failed = err
+            finally:
+                os.close(fd)
+            with lock:
+                if failed is not None:
+                    log.error("fsync of %s failed: %s", self._path, failed.strerror)
+                    self._lose(base, target)
+                    if self._fd is not None:
+                        self._close_current()
+                self._synced_seq = max(self._synced_seq, target)
+                self._settle.notify_all()
 
     def _lose(self, after: int, up_to: int) -> None:
         """Batches after..up_to were covered by a failed fsync: their waiters answer FAILED."""
@@ -313,9 +343,16 @@ class RollingWriter:
                 self._close_current()
 
     def close(self) -> None:
+        """fsync and close the current file, and end the fsync thread (a later write starts it again)."""
         with self._lock:
             if self._fd is not None:
                 self._close_current()
+            syncer, self._stopping = self._syncer, True
+            self._settle.notify_all()
+        if syncer is not None and syncer is not threading.current_thread():
+            syncer.join()
+        with self._lock:
+            self._stopping = False
 
     @property
     def current_path(self) -> str | None:
@@ -361,13 +398,14 @@ class RollingWriter:
         self._fd, self._path, self._size = None, None, 0
         try:
             if self.fsync:
-                os.fsync(fd)
+                _datasync(fd)
                 self._synced_seq = self._written_seq  # this fsync covered every batch so far
         except OSError as err:
             log.error("fsync of %s on close failed: %s", path, err.strerror)
             self._lose(self._synced_seq, self._written_seq)
         finally:
             os.close(fd)
+            self._settle.notify_all()
         log.info("closed %s", path)
 
     def _abandon(self, start: int) -> None:
@@ -387,6 +425,21 @@ class RollingWriter:
         else:
             log.info("closing %s after a failed write; the next batch starts a new file", self._path)
             self._close_current()
+
+
+class Written(NamedTuple):
+    """What :meth:`RollingWriter.submit` wrote: its sequence number (for :meth:`~RollingWriter.settled`),
+    events and event body bytes."""
+
+    seq: int
+    events: int
+    body_bytes: int
+
+
+def _datasync(fd: int) -> None:
+    """fdatasync: the data and the metadata needed to read it back, the file's size included
+    (which is what an appended batch changes); only the times are left to the next fsync."""
+    os.fdatasync(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
