@@ -103,6 +103,10 @@ _DEFLATE_RECV_SIZE = 16 * 1024
 _MAX_INFLATION = 1032
 # collect --workers: how long a worker with more connections than another leaves a waiting one to it
 _BALANCE_PAUSE = 0.005
+# How long a connection waiting for its fsync waits before it looks whether the client sent more
+_SETTLE_SLICE = 0.002
+# and how many of its writes may wait for their fsync before it reads no more until they are synced
+_MAX_UNSYNCED_WRITES = 64
 # The handshake response's meta: this server keeps the ordered-pipelining promise (module docstring).
 _ADVERTISED = {ORDERED_PIPELINE: ORDERED_PIPELINE_VERSION}
 
@@ -119,7 +123,7 @@ class _Conn:
         self.idle_since: float | None = None
         self.refused = False
         self.failed = False  # a written call was answered FAILED: so are the later written ones
-        self.pending: deque = deque()  # (Written or None when the write failed, its calls), in order
+        self.pending: deque = deque()  # (Written, or None when the write failed; its calls' serials), in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,8 +392,10 @@ class Collector:
                 if state.pending:
                     # Answer what is on disk; wait for the rest only when there is nothing to read
                     # meanwhile (the fsync runs while the next calls are decoded and written).
-                    more = gather or not (closed or eof) and (getattr(conn, "calls_waiting", False) or _readable_now(sock))
-                    self._settle(conn, state, wait=not more)
+                    if gather or closed or eof:
+                        self._settle(conn, state, wait=not gather)
+                    else:
+                        self._settle(conn, state, wait=not getattr(conn, "calls_waiting", False), sock=sock)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, layers.down(out))
@@ -526,10 +532,10 @@ class Collector:
         try:
             if not any(batches) and (problem := self.writer.problem()):
                 raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
-            state.pending.append((self.writer.submit(batches), calls))
+            state.pending.append((self.writer.submit(batches), [call.serial for call in calls]))
         except OSError as err:
             self._write_failed(err)
-            state.pending.append((None, calls))
+            state.pending.append((None, [call.serial for call in calls]))
             state.refused = True
 
     def _write_failed(self, err: OSError) -> None:
@@ -537,22 +543,26 @@ class Collector:
                       self.writer.directory, err.strerror or err)
         self.stats.reject("write-failed")
 
-    def _settle(self, conn: ServerConnection, state: _Conn, wait: bool) -> None:
+    def _settle(self, conn: ServerConnection, state: _Conn, wait: bool, sock: socket.socket | None = None) -> None:
         """Answer the written calls whose fsync is done, in the order they came: OK, or FAILED
         when their write or fsync failed. Once one is FAILED, every later one of the connection
         is FAILED too, even if its fsync succeeded (ordered pipelining: a refused call is never
         overtaken by a later one; those bytes are in the file, and their resend repeats them).
-        With ``wait``, wait for every fsync still to come."""
+        With ``wait``, wait for the fsyncs still to come, or (given ``sock``) until the client
+        sends more, whichever is first: the next calls are read and written meanwhile."""
         pending = state.pending
+        if len(pending) >= _MAX_UNSYNCED_WRITES:
+            sock = None  # enough of this client's calls wait for their fsync: read no more meanwhile
         while pending:
-            written, calls = pending[0]
+            written, serials = pending[0]
             status = Status.FAILED
             if written is not None and not state.failed:
                 try:
-                    if not self.writer.settled(written.seq, wait):
-                        return
+                    while not self.writer.settled(written.seq, wait, _SETTLE_SLICE if sock else None):
+                        if not wait or _readable_now(sock):
+                            return
                     status = Status.OK
-                    self.stats.add(calls_total=len(calls), events_total=written.events,
+                    self.stats.add(calls_total=len(serials), events_total=written.events,
                                    bytes_total=written.body_bytes)
                 except OSError as err:
                     self._write_failed(err)
@@ -561,8 +571,8 @@ class Collector:
             pending.popleft()
             if status is not Status.OK:
                 state.failed = state.refused = True
-            for call in calls:
-                conn.respond(call.serial, status)
+            for serial in serials:
+                conn.respond(serial, status)
 
     def _refuse_after_refusal(self, conn: ServerConnection, serial: int) -> None:
         self.stats.reject("after-refusal")

@@ -262,14 +262,14 @@ class RollingWriter:
                 self._settle.notify_all()  # (wakes the fsync thread)
         return Written(seq, count, body_bytes)
 
-    def settled(self, seq: int, wait: bool = False) -> bool:
+    def settled(self, seq: int, wait: bool = False, timeout: float | None = None) -> bool:
         """True once write ``seq`` is on disk; False while its fsync is still to come (with
-        ``wait``, block until it is done). OSError when the fsync that covered it failed."""
+        ``wait``, after waiting for it, up to ``timeout`` seconds when given). OSError when the
+        fsync that covered it failed."""
         with self._lock:
-            if wait:
-                while self._synced_seq < seq:
-                    self._settle.wait()
-            elif self._synced_seq < seq:
+            if wait and self._synced_seq < seq:
+                self._settle.wait_for(lambda: self._synced_seq >= seq, timeout)
+            if self._synced_seq < seq:
                 return False
             for after, up_to in self._lost:
                 if after < seq <= up_to:
