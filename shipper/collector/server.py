@@ -9,9 +9,17 @@ the work per connection is "read, decode, write a file, fsync, answer", the fsyn
 calls release the GIL, and a few busy clients are what a collector sees.
 
 Per connection the loop is: read, run it up the layer stack, feed the core, gather every complete
-call it yields, hand all of their events to the writer as ONE write (one fsync for all the calls
-that arrived together), then answer each call: OK only after that write returned, FAILED when it
-raised. Nothing is acknowledged that is not in the file.
+call it yields, hand all of their events to the writer as ONE write, then answer each call: OK
+only once the fsync covering that write returned, FAILED when the write or its fsync failed.
+Nothing is acknowledged that is not on disk. The fsync runs in the writer's own thread (group
+commit, see ``shipper.collector.writer``), and the connection does not wait for it while its
+client has sent more: it reads, decodes and writes the next calls meanwhile, answers each call
+as soon as its fsync is done (in the order the calls came), and waits only when there is
+nothing to read, and then only until either the fsync is done or more arrives. So with fsync on,
+a pipelining client keeps the connection's thread busy while the disk syncs, where a connection
+that waited for each fsync in turn would sit idle for it. At most 64 of a connection's writes
+wait for their fsync at a time (``_MAX_UNSYNCED_WRITES``); past that it reads no more until
+they are synced, and a waiting write holds only its calls' serials, not their events.
 
 Ordered pipelining: one connection's calls are written strictly in the order they arrived (one
 thread, the core's calls in frame order), and once a call of a connection was refused (FAILED
@@ -20,7 +28,9 @@ later call of that connection is refused too, unwritten, with an error that says
 as the connection lasts. Calls gathered together with the refused one are split at it: those
 before it are written, those after it are not. So a client with several calls in flight never has
 a refused call overtaken by one it sent after it; it sends them all again, in order, on a new
-connection. The handshake response's ``meta`` says so (``flume-ship.ordered-pipeline``: ``1``,
+connection. A call written while an earlier one still waited for its fsync, when that fsync
+fails, is answered FAILED too, though its own bytes were synced afterwards: its resend repeats
+it (at-least-once), and no call is answered OK behind a refused one. The handshake response's ``meta`` says so (``flume-ship.ordered-pipeline``: ``1``,
 :data:`shipper.avroipc.ORDERED_PIPELINE`); the sink pipelines only into a collector that said it.
 
 Bounds (``shipper.collector.limits``, every one a flag of ``collect``): the accept loop closes a

@@ -14,13 +14,21 @@ space) really frees it, since we no longer hold the moved file open. (When sever
 one unit, those before the failing one stay in the file and are answered FAILED too: their
 resend duplicates them, which at-least-once allows.)
 
-Group commit: each write takes a sequence number; the fsync happens outside the write lock, and
-one fsync covers every batch written before it started, so concurrent connections share fsyncs
+Group commit: each write takes a sequence number, and one thread per writer (``collect-fsync``,
+started by the first write) syncs: it fdatasyncs as soon as anything is unsynced, and each
+fdatasync covers every batch written before it began, so concurrent connections share syncs
 instead of queueing one each (a Flume AvroSink sends one batch at a time per connection, so
-this is what lets a few sinks get past the disk's fsync rate). If an fsync fails, every batch it
-was covering is answered FAILED (their bytes may stay in the file: the client resends them, which
-is at-least-once, never a loss), and the file is closed so no later fsync can falsely succeed
-on the same pages (Linux reports a writeback error once).
+this is what lets a few sinks get past the disk's sync rate). ``write`` waits for the sync that
+covers its batch; :meth:`RollingWriter.submit` returns at once and :meth:`RollingWriter.settled`
+says later whether the batch is on disk, so the collector's connection decodes and writes its
+next calls while the sync of the previous ones runs. The sync is ``fdatasync``, not ``fsync``:
+it writes the data and the metadata needed to read it back, including the file's size, which is
+what an appended batch changes (POSIX, and Linux on every file system), and leaves out only the
+times; a new file's name is made durable by an fsync of the directory when it is created, and
+a file is fsynced whole when it is closed. If a sync fails, every batch it was covering is
+answered FAILED (their bytes may stay in the file: the client resends them, which is
+at-least-once, never a loss), and the file is closed so no later sync can falsely succeed on the
+same pages (Linux reports a writeback error once).
 
 Record layout:
 
@@ -44,7 +52,7 @@ File names are ``events-<UTC start time>-<n>.<ext>`` (``events-wK-...`` for work
 ``collect --workers N``: the prefix), created exclusively (never appended to an older file), and opened lazily at the first batch, so an idle collector leaves no empty
 files. A file is closed and a new one begun when it reaches ``roll_bytes`` or when it has been
 open for ``roll_seconds`` (checked at each batch and by :meth:`roll_if_due`, which the
-collector calls about once a second). Closing a file fsyncs it first.
+collector calls about once a second). Closing a file fdatasyncs it first.
 """
 
 from __future__ import annotations
@@ -288,14 +296,18 @@ class RollingWriter:
                     self._syncer = None
                     return
                 base, target = self._synced_seq, self._written_seq
-                fd = os.dup(self._fd)  # (unsynced writes imply an open file: closing settles all)
-            try:
-                _datasync(fd)
-                failed = None
-            except OSError as err:
-                failed = err
-            finally:
-                os.close(fd)
+                try:  # (unsynced writes imply an open file: closing settles all)
+                    fd = os.dup(self._fd)  # the file may be rolled (closed) while we sync it
+                except OSError as err:  # (out of descriptors): these batches are not known synced
+                    fd, failed = None, err
+            if fd is not None:
+                try:
+                    _datasync(fd)
+                    failed = None
+                except OSError as err:
+                    failed = err
+                finally:
+                    os.close(fd)
             with lock:
                 if failed is not None:
                     log.error("fsync of %s failed: %s", self._path, failed.strerror)
