@@ -11,15 +11,16 @@ calls release the GIL, and a few busy clients are what a collector sees.
 Per connection the loop is: read, run it up the layer stack, feed the core, gather every complete
 call it yields, hand all of their events to the writer as ONE write, then answer each call: OK
 only once the fsync covering that write returned, FAILED when the write or its fsync failed.
-Nothing is acknowledged that is not on disk. The fsync runs in the writer's own thread (group
-commit, see ``shipper.collector.writer``), and the connection does not wait for it while its
-client has sent more: it reads, decodes and writes the next calls meanwhile, answers each call
-as soon as its fsync is done (in the order the calls came), and waits only when there is
-nothing to read, and then only until either the fsync is done or more arrives. So with fsync on,
-a pipelining client keeps the connection's thread busy while the disk syncs, where a connection
-that waited for each fsync in turn would sit idle for it. At most 64 of a connection's writes
-wait for their fsync at a time (``_MAX_UNSYNCED_WRITES``); past that it reads no more until
-they are synced, and a waiting write holds only its calls' serials, not their events.
+Nothing is acknowledged that is not on disk. A connection with nothing else to do syncs
+itself, one fdatasync for every write made so far by any connection (group commit, see
+``shipper.collector.writer``), or waits for the sync already running. One whose client is
+sending more (its next call has begun, or more bytes wait in the socket) does not wait: it hands
+the sync to the writer's fsync thread and reads, decodes and writes the next calls meanwhile,
+answering each call once its sync is done, in the order the calls came; while it waits for a
+sync another thread runs, it looks every 2 ms whether more has arrived. At most 64 of a
+connection's writes wait for their sync at a time (``_MAX_UNSYNCED_WRITES``); past that it
+reads no more until they are synced, and a waiting write holds only its calls' serials, not
+their events.
 
 Ordered pipelining: one connection's calls are written strictly in the order they arrived (one
 thread, the core's calls in frame order), and once a call of a connection was refused (FAILED
@@ -405,7 +406,9 @@ class Collector:
                     if gather or closed or eof:
                         self._settle(conn, state, wait=not gather)
                     else:
-                        self._settle(conn, state, wait=not getattr(conn, "calls_waiting", False), sock=sock)
+                        # (a call begun is one the client is sending: read it while the disk syncs)
+                        more = getattr(conn, "calls_waiting", False) or conn.in_frame or _readable_now(sock)
+                        self._settle(conn, state, wait=not more, sock=sock)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, layers.down(out))
@@ -558,8 +561,10 @@ class Collector:
         when their write or fsync failed. Once one is FAILED, every later one of the connection
         is FAILED too, even if its fsync succeeded (ordered pipelining: a refused call is never
         overtaken by a later one; those bytes are in the file, and their resend repeats them).
-        With ``wait``, wait for the fsyncs still to come, or (given ``sock``) until the client
-        sends more, whichever is first: the next calls are read and written meanwhile."""
+        With ``wait``, see the fsyncs done (this thread syncs when no sync is running, as one
+        group commit for every write so far), or (given ``sock``, and a sync running) wait until
+        the client sends more, whichever is first. Without, or when more came, the writer's
+        fsync thread syncs in the background while this thread reads and writes the next calls."""
         pending = state.pending
         if len(pending) >= _MAX_UNSYNCED_WRITES:
             sock = None  # enough of this client's calls wait for their fsync: read no more meanwhile
@@ -570,6 +575,7 @@ class Collector:
                 try:
                     while not self.writer.settled(written.seq, wait, _SETTLE_SLICE if sock else None):
                         if not wait or _readable_now(sock):
+                            self.writer.sync_behind()  # the disk syncs while this thread reads on
                             return
                     status = Status.OK
                     self.stats.add(calls_total=len(serials), events_total=written.events,

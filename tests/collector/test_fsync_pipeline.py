@@ -1,7 +1,9 @@
 """collect with fsync per batch: OK only after the fdatasync that covers the call, and the
 connection goes on reading and writing its next calls while that fdatasync runs.
 
-A real collector on a real socket and real files; the disk is slowed by holding the writer's
+A connection that has nothing else to do syncs itself (one fdatasync for every write so far);
+one that is receiving its client's next call hands the sync to the writer's fsync thread and
+reads on. A real collector on a real socket and real files; the disk is slowed by holding the writer's
 fdatasync (``shipper.collector.writer._datasync``) on an event until the test lets it go, so
 "the sync has not returned yet" is a state the test controls rather than a timing it hopes for.
 The client is the real Avro protocol core on a plain socket, so the test decides when each call
@@ -82,10 +84,17 @@ class Client:
         self.core = ClientConnection()
         self.answers: dict[int, object] = {}
 
-    def send(self, lines: list[bytes]) -> int:
-        serial = self.core.send_append_batch([encode_event({}, line) for line in lines])
-        self._flush()
-        return serial
+    def send(self, *calls: list[bytes], hold_back: int = 0) -> list[int]:
+        """Send calls in one piece; with ``hold_back``, all but the last bytes of the last one
+        (sent by :meth:`finish`): the collector then has the first whole and the next begun."""
+        serials = [self.core.send_append_batch([encode_event({}, line) for line in lines]) for lines in calls]
+        out = self.core.data_to_send()
+        self.sock.sendall(out[:len(out) - hold_back])
+        self.held_back = out[len(out) - hold_back:]
+        return serials
+
+    def finish(self) -> None:
+        self.sock.sendall(self.held_back)
 
     def _flush(self) -> None:
         out = self.core.data_to_send()
@@ -134,7 +143,7 @@ def wait_until(condition, what: str) -> None:
 def handshake(client: Client, held: HeldSync) -> None:
     """The first call (its handshake, and its fdatasync) done, so the scenarios start from a
     connection that is established and a writer whose file is open."""
-    serial = client.send([b"hello"])
+    [serial] = client.send([b"hello"])
     held.wait_began()
     held.release.set()
     assert client.answer(serial) == CallSucceeded(serial, Status.OK)
@@ -146,7 +155,7 @@ def test_no_call_is_answered_ok_before_the_fdatasync_that_covers_it_returns(serv
     client = Client(address)
     try:
         handshake(client, held)
-        serial = client.send(lines("a"))
+        [serial] = client.send(lines("a"))
         held.wait_began()  # the batch is in the file; its fdatasync has begun and is held
         assert written(out)[-50:] == lines("a")
         assert not client.has_answer_waiting()
@@ -156,20 +165,21 @@ def test_no_call_is_answered_ok_before_the_fdatasync_that_covers_it_returns(serv
         client.close()
 
 
-def test_a_connection_writes_its_next_calls_while_the_fdatasync_of_the_first_runs(server, held):
+def test_a_connection_reads_and_writes_the_call_it_is_receiving_while_the_fdatasync_of_the_last_runs(server, held):
     address, out = server
     client = Client(address)
     try:
         handshake(client, held)
-        first = client.send(lines("a"))
-        held.wait_began()  # the first call's fdatasync is held
-        later = [client.send(lines(tag)) for tag in ("b", "c")]
-        # The connection's thread is not stuck in that fdatasync: it decodes and writes the
-        # calls that came after, in order, while the first is still unanswered.
-        wait_until(lambda: written(out)[1:] == lines("a") + lines("b") + lines("c"), "calls b and c written")
+        first, second = client.send(lines("a"), lines("b"), hold_back=10)  # b has begun, a is whole
+        held.wait_began()  # a is written and its fdatasync (in the writer's fsync thread) is held
+        client.finish()
+        # The connection's thread is not stuck in that fdatasync: it reads the rest of b, decodes
+        # and writes it while a is still unanswered.
+        wait_until(lambda: written(out)[1:] == lines("a") + lines("b"), "call b written")
         assert not client.has_answer_waiting()
         held.release.set()
-        assert [client.answer(s) for s in (first, *later)] == [CallSucceeded(s, Status.OK) for s in (first, *later)]
+        assert client.answer(first) == CallSucceeded(first, Status.OK)
+        assert client.answer(second) == CallSucceeded(second, Status.OK)
     finally:
         client.close()
 
@@ -179,17 +189,17 @@ def test_after_a_failed_fdatasync_the_later_calls_are_failed_too_and_the_next_re
     client = Client(address)
     try:
         handshake(client, held)
-        first = client.send(lines("a"))
+        first, second = client.send(lines("a"), lines("b"), hold_back=10)
         held.wait_began()
-        second = client.send(lines("b"))  # written while the first one's fdatasync runs
+        client.finish()  # b is written while a's fdatasync runs
         wait_until(lambda: written(out)[-50:] == lines("b"), "call b written")
         held.fail_next = True
         held.release.set()
-        # The fdatasync covering the first call failed. The second call's bytes were synced when
-        # the file was closed, yet it must not be answered OK after a refused call: FAILED too.
+        # The fdatasync covering a failed. b's bytes were synced when the file was closed after
+        # that failure, yet b must not be answered OK behind a refused call: FAILED too.
         assert client.answer(first) == CallSucceeded(first, Status.FAILED)
         assert client.answer(second) == CallSucceeded(second, Status.FAILED)
-        third = client.send(lines("c"))
+        [third] = client.send(lines("c"))
         answer = client.answer(third)
         assert isinstance(answer, CallFailed) and "refused unwritten" in answer.message
         assert b"c 0000" not in written(out)
@@ -200,8 +210,10 @@ def test_after_a_failed_fdatasync_the_later_calls_are_failed_too_and_the_next_re
 def test_one_fdatasync_covers_every_write_made_while_the_previous_one_ran(tmp_path, held):
     writer = RollingWriter(str(tmp_path))
     first = writer.submit([[({}, b"one")]])
+    writer.sync_behind()
     held.wait_began()  # the fsync thread is inside the first fdatasync
     later = [writer.submit([[({}, b"w%d" % k)]]) for k in range(5)]
+    writer.sync_behind()  # (asked while one runs: the thread syncs again once it is done)
     assert not writer.settled(later[-1].seq)
     held.release.set()
     assert writer.settled(first.seq, wait=True) and writer.settled(later[-1].seq, wait=True)
