@@ -140,71 +140,63 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.01)
 
 
-def handshake(client: Client, held: HeldSync) -> None:
-    """The first call (its handshake, and its fdatasync) done, so the scenarios start from a
-    connection that is established and a writer whose file is open."""
-    [serial] = client.send([b"hello"])
+@pytest.fixture
+def client(server, held):
+    """A connection whose first call (its handshake and its fdatasync) is done, so a scenario
+    starts from an established connection and a writer whose file is open; and the output."""
+    address, out = server
+    c = Client(address)
+    [serial] = c.send([b"hello"])
     held.wait_began()
     held.release.set()
-    assert client.answer(serial) == CallSucceeded(serial, Status.OK)
+    assert c.answer(serial) == CallSucceeded(serial, Status.OK)
     held.release.clear()
+    yield c, out
+    c.close()
 
 
-def test_no_call_is_answered_ok_before_the_fdatasync_that_covers_it_returns(server, held):
-    address, out = server
-    client = Client(address)
-    try:
-        handshake(client, held)
-        [serial] = client.send(lines("a"))
-        held.wait_began()  # the batch is in the file; its fdatasync has begun and is held
-        assert written(out)[-50:] == lines("a")
-        assert not client.has_answer_waiting()
-        held.release.set()
-        assert client.answer(serial) == CallSucceeded(serial, Status.OK)
-    finally:
-        client.close()
+def b_written_during_the_sync_of_a(client: Client, held: HeldSync, out: Path) -> tuple[int, int]:
+    first, second = client.send(lines("a"), lines("b"), hold_back=10)  # a whole, b begun
+    held.wait_began()  # a is written and its fdatasync (in the writer's fsync thread) is held
+    client.finish()
+    # The connection's thread is not stuck in that fdatasync: it reads the rest of b, decodes
+    # and writes it while a is still unanswered.
+    wait_until(lambda: written(out)[1:] == lines("a") + lines("b"), "call b written")
+    assert not client.has_answer_waiting()
+    return first, second
 
 
-def test_a_connection_reads_and_writes_the_call_it_is_receiving_while_the_fdatasync_of_the_last_runs(server, held):
-    address, out = server
-    client = Client(address)
-    try:
-        handshake(client, held)
-        first, second = client.send(lines("a"), lines("b"), hold_back=10)  # b has begun, a is whole
-        held.wait_began()  # a is written and its fdatasync (in the writer's fsync thread) is held
-        client.finish()
-        # The connection's thread is not stuck in that fdatasync: it reads the rest of b, decodes
-        # and writes it while a is still unanswered.
-        wait_until(lambda: written(out)[1:] == lines("a") + lines("b"), "call b written")
-        assert not client.has_answer_waiting()
-        held.release.set()
-        assert client.answer(first) == CallSucceeded(first, Status.OK)
-        assert client.answer(second) == CallSucceeded(second, Status.OK)
-    finally:
-        client.close()
+def test_no_call_is_answered_ok_before_the_fdatasync_that_covers_it_returns(client, held):
+    client, out = client
+    [serial] = client.send(lines("a"))
+    held.wait_began()  # the batch is in the file; its fdatasync has begun and is held
+    assert written(out)[-50:] == lines("a")
+    assert not client.has_answer_waiting()
+    held.release.set()
+    assert client.answer(serial) == CallSucceeded(serial, Status.OK)
 
 
-def test_after_a_failed_fdatasync_the_later_calls_are_failed_too_and_the_next_refused_unwritten(server, held):
-    address, out = server
-    client = Client(address)
-    try:
-        handshake(client, held)
-        first, second = client.send(lines("a"), lines("b"), hold_back=10)
-        held.wait_began()
-        client.finish()  # b is written while a's fdatasync runs
-        wait_until(lambda: written(out)[-50:] == lines("b"), "call b written")
-        held.fail_next = True
-        held.release.set()
-        # The fdatasync covering a failed. b's bytes were synced when the file was closed after
-        # that failure, yet b must not be answered OK behind a refused call: FAILED too.
-        assert client.answer(first) == CallSucceeded(first, Status.FAILED)
-        assert client.answer(second) == CallSucceeded(second, Status.FAILED)
-        [third] = client.send(lines("c"))
-        answer = client.answer(third)
-        assert isinstance(answer, CallFailed) and "refused unwritten" in answer.message
-        assert b"c 0000" not in written(out)
-    finally:
-        client.close()
+def test_a_connection_reads_and_writes_the_call_it_is_receiving_while_the_fdatasync_of_the_last_runs(client, held):
+    client, out = client
+    first, second = b_written_during_the_sync_of_a(client, held, out)
+    held.release.set()
+    assert client.answer(first) == CallSucceeded(first, Status.OK)
+    assert client.answer(second) == CallSucceeded(second, Status.OK)
+
+
+def test_after_a_failed_fdatasync_the_later_calls_are_failed_too_and_the_next_refused_unwritten(client, held):
+    client, out = client
+    first, second = b_written_during_the_sync_of_a(client, held, out)
+    held.fail_next = True
+    held.release.set()
+    # The fdatasync covering a failed. b's bytes were synced when the file was closed after that
+    # failure, yet b must not be answered OK behind a refused call: FAILED too.
+    assert client.answer(first) == CallSucceeded(first, Status.FAILED)
+    assert client.answer(second) == CallSucceeded(second, Status.FAILED)
+    [third] = client.send(lines("c"))
+    answer = client.answer(third)
+    assert isinstance(answer, CallFailed) and "refused unwritten" in answer.message
+    assert b"c 0000" not in written(out)
 
 
 def test_one_fdatasync_covers_every_write_made_while_the_previous_one_ran(tmp_path, held):
