@@ -31,8 +31,9 @@ before it are written, those after it are not. So a client with several calls in
 a refused call overtaken by one it sent after it; it sends them all again, in order, on a new
 connection. A call written while an earlier one still waited for its fsync, when that fsync
 fails, is answered FAILED too, though its own bytes were synced afterwards: its resend repeats
-it (at-least-once), and no call is answered OK behind a refused one. The handshake response's ``meta`` says so (``flume-ship.ordered-pipeline``: ``1``,
-:data:`shipper.avroipc.ORDERED_PIPELINE`); the sink pipelines only into a collector that said it.
+it (at-least-once), and no call is answered OK behind a refused one. The handshake response's
+``meta`` says so (``flume-ship.ordered-pipeline``: ``1``, :data:`shipper.avroipc.ORDERED_PIPELINE`);
+the sink pipelines only into a collector that said it.
 
 Bounds (``shipper.collector.limits``, every one a flag of ``collect``): the accept loop closes a
 client outside the allow-list (``--allow``); at ``--max-connections`` it closes the connection

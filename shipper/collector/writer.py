@@ -26,12 +26,12 @@ calls while the disk syncs the previous ones. (A thread of its own only when ask
 per sync costs CPU that a connection with nothing else to do need not spend.)
 
 The sync is ``fdatasync``, not ``fsync``: it writes the data and the metadata needed to read it
-back, including the file's size, which is what an appended batch changes (POSIX, and Linux on
-every file system), and leaves out only the times; a new file's name is made durable by an
-fsync of the directory when it is created, and a file is fdatasynced when it is closed. If a sync fails, every batch it was covering is
-answered FAILED (their bytes may stay in the file: the client resends them, which is
-at-least-once, never a loss), and the file is closed so no later sync can falsely succeed on the
-same pages (Linux reports a writeback error once).
+back, including the file's size, which is what an appended batch changes (POSIX's definition,
+which Linux's fdatasync(2) states too), and leaves out only the times; a new file's name is made durable by an fsync of the
+directory when it is created, and a file is fdatasynced when it is closed. If a sync fails, every
+batch it was covering is answered FAILED (their bytes may stay in the file: the client resends
+them, which is at-least-once, never a loss), and the file is closed so no later sync can falsely
+succeed on the same pages (Linux reports a writeback error once).
 
 Record layout:
 
