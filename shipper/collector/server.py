@@ -9,18 +9,9 @@ the work per connection is "read, decode, write a file, fsync, answer", the fsyn
 calls release the GIL, and a few busy clients are what a collector sees.
 
 Per connection the loop is: read, run it up the layer stack, feed the core, gather every complete
-call it yields, hand all of their events to the writer as ONE write, then answer each call: OK
-only once the fsync covering that write returned, FAILED when the write or its fsync failed.
-Nothing is acknowledged that is not on disk. A connection with nothing else to do syncs
-itself, one fdatasync for every write made so far by any connection (group commit, see
-``shipper.collector.writer``), or waits for the sync already running. One whose client is
-sending more (its next call has begun, or more bytes wait in the socket) does not wait: it hands
-the sync to the writer's fsync thread and reads, decodes and writes the next calls meanwhile,
-answering each call once its sync is done, in the order the calls came; while it waits for a
-sync another thread runs, it looks every 2 ms whether more has arrived. At most 64 of a
-connection's writes wait for their sync at a time (``_MAX_UNSYNCED_WRITES``); past that it
-reads no more until they are synced, and a waiting write holds only its calls' serials, not
-their events.
+call it yields, hand all of their events to the writer as ONE write (one fsync for all the calls
+that arrived together), then answer each call: OK only after that write returned, FAILED when it
+raised. Nothing is acknowledged that is not in the file.
 
 Ordered pipelining: one connection's calls are written strictly in the order they arrived (one
 thread, the core's calls in frame order), and once a call of a connection was refused (FAILED
@@ -29,11 +20,8 @@ later call of that connection is refused too, unwritten, with an error that says
 as the connection lasts. Calls gathered together with the refused one are split at it: those
 before it are written, those after it are not. So a client with several calls in flight never has
 a refused call overtaken by one it sent after it; it sends them all again, in order, on a new
-connection. A call written while an earlier one still waited for its fsync, when that fsync
-fails, is answered FAILED too, though its own bytes were synced afterwards: its resend repeats
-it (at-least-once), and no call is answered OK behind a refused one. The handshake response's
-``meta`` says so (``flume-ship.ordered-pipeline``: ``1``, :data:`shipper.avroipc.ORDERED_PIPELINE`);
-the sink pipelines only into a collector that said it.
+connection. The handshake response's ``meta`` says so (``flume-ship.ordered-pipeline``: ``1``,
+:data:`shipper.avroipc.ORDERED_PIPELINE`); the sink pipelines only into a collector that said it.
 
 Bounds (``shipper.collector.limits``, every one a flag of ``collect``): the accept loop closes a
 client outside the allow-list (``--allow``); at ``--max-connections`` it closes the connection
@@ -75,7 +63,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from shipper.avroipc import (
@@ -115,10 +102,6 @@ _DEFLATE_RECV_SIZE = 16 * 1024
 _MAX_INFLATION = 1032
 # collect --workers: how long a worker with more connections than another leaves a waiting one to it
 _BALANCE_PAUSE = 0.005
-# How long a connection waiting for its fsync waits before it looks whether the client sent more
-_SETTLE_SLICE = 0.002
-# and how many of its writes may wait for their fsync before it reads no more until they are synced
-_MAX_UNSYNCED_WRITES = 64
 # The handshake response's meta: this server keeps the ordered-pipelining promise (module docstring).
 _ADVERTISED = {ORDERED_PIPELINE: ORDERED_PIPELINE_VERSION}
 
@@ -128,14 +111,12 @@ class _Conn:
     None while a call or a TLS handshake is under way), and whether it refused a call already
     (every later call of the connection is refused then: ordered pipelining)."""
 
-    __slots__ = ("thread", "idle_since", "refused", "failed", "pending")
+    __slots__ = ("thread", "idle_since", "refused")
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
         self.idle_since: float | None = None
         self.refused = False
-        self.failed = False  # a written call was answered FAILED: so are the later written ones
-        self.pending: deque = deque()  # (Written, or None when the write failed; its calls' serials), in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,15 +382,6 @@ class Collector:
                 gather = (data and not eof and conn.in_frame and getattr(conn, "calls_waiting", False)
                           and _readable_now(sock))
                 closed = False if gather else self._answer(conn, peer, state)
-                if state.pending:
-                    # Answer what is on disk; wait for the rest only when there is nothing to read
-                    # meanwhile (the fsync runs while the next calls are decoded and written).
-                    if gather or closed or eof:
-                        self._settle(conn, state, wait=not gather)
-                    else:
-                        # (a call begun is one the client is sending: read it while the disk syncs)
-                        more = getattr(conn, "calls_waiting", False) or conn.in_frame or _readable_now(sock)
-                        self._settle(conn, state, wait=not more, sock=sock)
                 out = conn.data_to_send()
                 if out:
                     self._send(sock, layers.down(out))
@@ -508,8 +480,7 @@ class Collector:
             raise TimeoutError(f"the client read nothing for {self.options.send_timeout:g} s") from None
 
     def _answer(self, conn: ServerConnection, peer: str, state: _Conn) -> bool:
-        """Write every call that is complete (their answers wait in ``state.pending`` for the
-        fsync); True when the peer closed.
+        """Write every call that is complete, then answer each; True when the peer closed.
 
         A refusal splits the calls at it: those before are written and answered, every call after
         it on this connection is refused unwritten (ordered pipelining, see the module docstring)."""
@@ -529,67 +500,33 @@ class Collector:
                 self.rlog.log(logging.WARNING, f"call-{event.reason}", "client %s: call refused (%s): %s",
                               peer, event.reason, printable(event.detail))
                 if calls and not state.refused:
-                    self._write(calls, state)
+                    self._write_and_answer(conn, calls, state)
                 calls = []
                 state.refused = True
             elif isinstance(event, ConnectionClosed):  # the core repeats it: stop asking
                 closed = True
                 break
         if calls:
-            self._write(calls, state)
+            self._write_and_answer(conn, calls, state)
         return closed
 
-    def _write(self, calls: list[CallReceived], state: _Conn) -> None:
-        """One write for all of ``calls``; their answer waits in ``state.pending`` for its fsync
-        (FAILED at once, in turn, when the write itself failed)."""
+    def _write_and_answer(self, conn: ServerConnection, calls: list[CallReceived], state: _Conn) -> None:
+        """One write (one fsync) for all of ``calls``; OK to each once it returned, else FAILED."""
         batches = [call.events for call in calls]
         try:
             if not any(batches) and (problem := self.writer.problem()):
                 raise OSError(problem)  # an empty call (a health probe) hears that writes would fail
-            state.pending.append((self.writer.submit(batches), [call.serial for call in calls]))
+            events, body_bytes = self.writer.write_counted(batches)
+            status = Status.OK
+            self.stats.add(calls_total=len(calls), events_total=events, bytes_total=body_bytes)
         except OSError as err:
-            self._write_failed(err)
-            state.pending.append((None, [call.serial for call in calls]))
-            state.refused = True
-
-    def _write_failed(self, err: OSError) -> None:
-        self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
-                      self.writer.directory, err.strerror or err)
-        self.stats.reject("write-failed")
-
-    def _settle(self, conn: ServerConnection, state: _Conn, wait: bool, sock: socket.socket | None = None) -> None:
-        """Answer the written calls whose fsync is done, in the order they came: OK, or FAILED
-        when their write or fsync failed. Once one is FAILED, every later one of the connection
-        is FAILED too, even if its fsync succeeded (ordered pipelining: a refused call is never
-        overtaken by a later one; those bytes are in the file, and their resend repeats them).
-        With ``wait``, see the fsyncs done (this thread syncs when no sync is running, as one
-        group commit for every write so far), or (given ``sock``, and a sync running) wait until
-        the client sends more, whichever is first. Without, or when more came, the writer's
-        fsync thread syncs in the background while this thread reads and writes the next calls."""
-        pending = state.pending
-        if len(pending) >= _MAX_UNSYNCED_WRITES:
-            sock = None  # enough of this client's calls wait for their fsync: read no more meanwhile
-        while pending:
-            written, serials = pending[0]
+            self.rlog.log(logging.ERROR, "write", "cannot write events to %s: %s; answering FAILED",
+                          self.writer.directory, err.strerror or err)
+            self.stats.reject("write-failed")
             status = Status.FAILED
-            if written is not None and not state.failed:
-                try:
-                    while not self.writer.settled(written.seq, wait, _SETTLE_SLICE if sock else None):
-                        if not wait or _readable_now(sock):
-                            self.writer.sync_behind()  # the disk syncs while this thread reads on
-                            return
-                    status = Status.OK
-                    self.stats.add(calls_total=len(serials), events_total=written.events,
-                                   bytes_total=written.body_bytes)
-                except OSError as err:
-                    self._write_failed(err)
-            elif written is not None:
-                self.stats.reject("after-refusal")
-            pending.popleft()
-            if status is not Status.OK:
-                state.failed = state.refused = True
-            for serial in serials:
-                conn.respond(serial, status)
+            state.refused = True
+        for call in calls:
+            conn.respond(call.serial, status)
 
     def _refuse_after_refusal(self, conn: ServerConnection, serial: int) -> None:
         self.stats.reject("after-refusal")

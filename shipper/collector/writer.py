@@ -14,24 +14,19 @@ space) really frees it, since we no longer hold the moved file open. (When sever
 one unit, those before the failing one stay in the file and are answered FAILED too: their
 resend duplicates them, which at-least-once allows.)
 
-Group commit: each write takes a sequence number, and one sync covers every batch written before
-it began, so concurrent connections share syncs instead of queueing one each (a Flume AvroSink
-sends one batch at a time per connection, so this is what lets a few sinks get past the disk's
-sync rate). ``write`` waits for the sync that covers its batch: it runs one itself when none is
-running, or waits for the running one. :meth:`RollingWriter.submit` writes without waiting,
-:meth:`RollingWriter.settled` says (or sees to it) that a batch is on disk, and
-:meth:`RollingWriter.sync_behind` has the writer's own thread (``collect-fsync``, started the
-first time) sync in the background, so a collector's connection can decode and write its next
-calls while the disk syncs the previous ones. (A thread of its own only when asked: a hand-over
-per sync costs CPU that a connection with nothing else to do need not spend.)
+Group commit: each write takes a sequence number; the fsync happens outside the write lock, and
+one fsync covers every batch written before it started, so concurrent connections share fsyncs
+instead of queueing one each (a Flume AvroSink sends one batch at a time per connection, so
+this is what lets a few sinks get past the disk's fsync rate). If an fsync fails, every batch it
+was covering is answered FAILED (their bytes may stay in the file: the client resends them, which
+is at-least-once, never a loss), and the file is closed so no later fsync can falsely succeed
+on the same pages (Linux reports a writeback error once).
 
 The sync is ``fdatasync``, not ``fsync``: it writes the data and the metadata needed to read it
 back, including the file's size, which is what an appended batch changes (POSIX's definition,
-which Linux's fdatasync(2) states too), and leaves out only the times; a new file's name is made durable by an fsync of the
-directory when it is created, and a file is fdatasynced when it is closed. If a sync fails, every
-batch it was covering is answered FAILED (their bytes may stay in the file: the client resends
-them, which is at-least-once, never a loss), and the file is closed so no later sync can falsely
-succeed on the same pages (Linux reports a writeback error once).
+which Linux's fdatasync(2) states too), and leaves out only the times; a new file's name is made
+durable by an fsync of the directory when it is created, and a file is fdatasynced when it is
+closed.
 
 Record layout:
 
@@ -68,7 +63,7 @@ import logging
 import os
 import threading
 import time
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 import fastavro
 
@@ -202,11 +197,7 @@ class RollingWriter:
         self.fsync = fsync
         self.prefix = prefix
         self._lock = threading.Lock()  # the file, its size, the sequence numbers
-        self._settle = threading.Condition(self._lock)  # written or synced seq moved, or stopping
-        self._syncer: threading.Thread | None = None  # the fsync thread, started by sync_behind
-        self._kicked = False  # sync_behind asked the fsync thread for a sync
-        self._syncing = False  # a sync (by the fsync thread or a waiting caller) is running
-        self._stopping = False
+        self._sync_lock = threading.Lock()  # one fsync at a time; the others wait and may be covered
         self._written_seq = 0  # batches written so far
         self._synced_seq = 0  # every batch up to this one is settled (on disk, or in _lost)
         self._lost: list[tuple[int, int]] = []  # (after, up to) ranges whose fsync failed
@@ -230,18 +221,9 @@ class RollingWriter:
 
     def write_counted(self, batches: Iterable[Batch]) -> tuple[int, int]:
         """:meth:`write`, returning (events, event body bytes) written."""
-        written = self.submit(batches)
-        self.settled(written.seq, wait=True)
-        return written.events, written.body_bytes
-
-    def submit(self, batches: Iterable[Batch]) -> "Written":
-        """Write one or more batches as one unit now; their fsync follows in the background.
-
-        The batches are on disk once :meth:`settled` of the returned ``seq`` says so (at once
-        without fsync). Raises OSError when the write itself failed (the file is cut back)."""
         batches = [events for events in batches if events]
         if not batches:
-            return Written(0, 0, 0)
+            return 0, 0
         count = sum(map(len, batches))
         body_bytes = 0
         with self._lock:
@@ -265,87 +247,39 @@ class RollingWriter:
             self._failing = None
             self._written_seq += 1
             seq = self._written_seq
+        if self.fsync:
+            self._sync(seq)
+        with self._lock:
             self.events_written += count
-            if not self.fsync:
-                self._synced_seq = seq
-        return Written(seq, count, body_bytes)
+        return count, body_bytes
 
-    def sync_behind(self) -> None:
-        """Have the fsync thread sync what is written so far, while the caller goes on with other
-        work (the next calls); :meth:`settled` then finds it done, or waits for it."""
-        if not self.fsync:
-            return
+    def _sync(self, seq: int) -> None:
+        """Return once batch ``seq`` is on disk; OSError if the fsync that covered it failed."""
+        with self._sync_lock:
+            with self._lock:
+                fd = None
+                if self._synced_seq < seq and self._fd is not None:  # (closing a file settles it)
+                    base, target = self._synced_seq, self._written_seq
+                    fd = os.dup(self._fd)  # the file may be rolled (closed) while we fsync
+            if fd is not None:
+                try:
+                    _datasync(fd)
+                    failed = None
+                except OSError as err:
+                    failed = err
+                finally:
+                    os.close(fd)
+                with self._lock:
+                    if failed is not None:
+                        log.error("fsync of %s failed: %s", self._path, failed.strerror)
+                        self._lose(base, target)
+                        if self._fd is not None:
+                            self._close_current()
+                    self._synced_seq = max(self._synced_seq, target)
         with self._lock:
-            if self._synced_seq >= self._written_seq:
-                return
-            self._kicked = True
-            if self._syncer is None:
-                self._syncer = threading.Thread(target=self._sync_loop, name="collect-fsync", daemon=True)
-                self._syncer.start()
-            self._settle.notify_all()
-
-    def settled(self, seq: int, wait: bool = False, timeout: float | None = None) -> bool:
-        """True once write ``seq`` is on disk; False while its fsync is still to come. With
-        ``wait``, see to it: when no sync is running, sync in the calling thread (one sync for
-        every write so far: group commit), else wait for the running one, up to ``timeout``
-        seconds in all when given. OSError when the sync that covered it failed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while wait and self._synced_seq < seq:
-                if not self._syncing:
-                    self._sync_once()
-                    continue
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._settle.wait(left)
-            if self._synced_seq < seq:
-                return False
             for after, up_to in self._lost:
                 if after < seq <= up_to:
                     raise OSError(errno.EIO, "fsync failed: the batch may not be on disk")
-        return True
-
-    def _sync_loop(self) -> None:
-        """The fsync thread: syncs when :meth:`sync_behind` asks, unless a sync is running."""
-        with self._lock:
-            while True:
-                while not (self._kicked and not self._syncing) and not self._stopping:
-                    self._settle.wait()
-                if self._stopping:
-                    self._syncer = None
-                    return
-                self._kicked = False
-                if self._synced_seq < self._written_seq:
-                    self._sync_once()
-
-    def _sync_once(self) -> None:
-        """One fdatasync covering every write so far (called with the lock held, which it lets go
-        of while the disk works; ``_syncing`` keeps a second one from starting meanwhile)."""
-        base, target = self._synced_seq, self._written_seq
-        self._syncing = True
-        try:  # (unsynced writes imply an open file: closing settles all)
-            fd = os.dup(self._fd)  # the file may be rolled (closed) while we sync it
-        except OSError as err:  # (out of descriptors): these batches are not known synced
-            fd, failed = None, err
-        if fd is not None:
-            self._lock.release()
-            try:
-                _datasync(fd)
-                failed = None
-            except OSError as err:
-                failed = err
-            finally:
-                os.close(fd)
-                self._lock.acquire()
-        self._syncing = False
-        if failed is not None:
-            log.error("fsync of %s failed: %s", self._path, failed.strerror)
-            self._lose(base, target)
-            if self._fd is not None:
-                self._close_current()
-        self._synced_seq = max(self._synced_seq, target)
-        self._settle.notify_all()
 
     def _lose(self, after: int, up_to: int) -> None:
         """Batches after..up_to were covered by a failed fsync: their waiters answer FAILED."""
@@ -385,16 +319,9 @@ class RollingWriter:
                 self._close_current()
 
     def close(self) -> None:
-        """Sync and close the current file, and end the fsync thread (a later sync_behind starts it again)."""
         with self._lock:
             if self._fd is not None:
                 self._close_current()
-            syncer, self._stopping = self._syncer, True
-            self._settle.notify_all()
-        if syncer is not None and syncer is not threading.current_thread():
-            syncer.join()
-        with self._lock:
-            self._stopping = False
 
     @property
     def current_path(self) -> str | None:
@@ -447,7 +374,6 @@ class RollingWriter:
             self._lose(self._synced_seq, self._written_seq)
         finally:
             os.close(fd)
-            self._settle.notify_all()
         log.info("closed %s", path)
 
     def _abandon(self, start: int) -> None:
@@ -469,18 +395,9 @@ class RollingWriter:
             self._close_current()
 
 
-class Written(NamedTuple):
-    """What :meth:`RollingWriter.submit` wrote: its sequence number (for :meth:`~RollingWriter.settled`),
-    events and event body bytes."""
-
-    seq: int
-    events: int
-    body_bytes: int
-
-
 def _datasync(fd: int) -> None:
-    """fdatasync: the data and the metadata needed to read it back, the file's size included
-    (which is what an appended batch changes); only the times are left to the next fsync."""
+    """fdatasync: the data and what is needed to read it back, the file's size included (the
+    module's docstring); only the times are left to the next fsync."""
     os.fdatasync(fd)
 
 

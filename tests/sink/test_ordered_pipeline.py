@@ -126,14 +126,14 @@ class FailingOnce(RollingWriter):
         super().__init__(directory)
         self.marker, self.failed, self.writes = marker, False, 0
 
-    def submit(self, batches):
+    def write_counted(self, batches):
         batches = list(batches)
         self.writes += 1
         if not self.failed and any(body.startswith(self.marker) for events in batches for _, body in events):
             self.failed = True
             time.sleep(0.5)
             raise OSError(errno.ENOSPC, "No space left on device (injected)")
-        return super().submit(batches)
+        return super().write_counted(batches)
 
 
 def test_pipelined_tail_sends_everything_behind_a_failed_write_again_in_order(tmp_path):
