@@ -12,7 +12,12 @@ Collector CPU is the parent's plus every worker's (from /proc). The cases altern
 2, ... for ``--rounds``) so a change in the machine's load hits both. Prints one line per run
 and a summary with the load average.
 
+With ``--base DIR`` (another checkout, e.g. ``git worktree add --detach /tmp/base main``) every
+case runs on both trees in turn, each round alternating, with the same senders (this tree's) and
+the same input; the summary gives each tree's medians and ratio.
+
 Usage: python3 bench/bench_collect_workers.py [--lines N] [--size B] [--senders S] [--rounds R] [--workers 1,2]
+                                              [--base DIR]
 """
 
 from __future__ import annotations
@@ -48,13 +53,13 @@ def sender(addr: str, path: str, batch: int, in_flight: int) -> None:
     print(f"cpu {after.user + after.system - t.user - t.system}", flush=True)
 
 
-def start_collect(out: Path, workers: int, *extra: str) -> tuple[subprocess.Popen, str, list[int]]:
+def start_collect(out: Path, workers: int, *extra: str, tree: Path = ROOT) -> tuple[subprocess.Popen, str, list[int]]:
     import re
     import threading
 
     proc = subprocess.Popen(cli("collect", "--listen", "127.0.0.1:0", "--out", str(out), "--workers", str(workers),
                                 *extra),
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=tree)
     for raw in iter(proc.stderr.readline, b""):
         m = re.search(rb"listening on (\S+:\d+) \((?:\d+ workers, pids ([\d ]+); )?", raw)
         if m:
@@ -65,9 +70,9 @@ def start_collect(out: Path, workers: int, *extra: str) -> tuple[subprocess.Pope
 
 
 def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int, in_flight: int,
-        fsync: bool = True) -> dict:
+        fsync: bool = True, tree: Path = ROOT) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as out:
-        col, addr, pids = start_collect(Path(out) / "out", workers, *([] if fsync else ["--no-fsync"]))
+        col, addr, pids = start_collect(Path(out) / "out", workers, *([] if fsync else ["--no-fsync"]), tree=tree)
         meters = [Meter(pid) for pid in [col.pid, *pids]]
         try:
             procs = [subprocess.Popen([sys.executable, __file__, "--sender", addr, str(src), str(batch), str(in_flight)],
@@ -109,28 +114,35 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=4)
     ap.add_argument("--size", type=int, default=100, help="mean line size in bytes (log-like lines)")
     ap.add_argument("--no-fsync", action="store_true", help="collect --no-fsync (takes the disk out of the figure)")
+    ap.add_argument("--base", type=Path, help="another checkout whose collect runs each case too, alternating")
     args = ap.parse_args()
-    cases = [int(w) for w in args.workers.split(",")]
+    trees = {"this": ROOT, **({"base": args.base.resolve()} if args.base else {})}
+    cases = [(t, int(w)) for t in trees for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-workers-in-") as tmp:
         src = Path(tmp) / "in.log"
         size = make_lines(src, args.lines, args.size)
         print(f"{args.lines:,} lines of ~{args.size} B ({size / 1e6:.1f} MB) x {args.senders} senders, batches of "
               f"{args.batch_size}, in-flight {args.in_flight}, {'no fsync' if args.no_fsync else 'fsync per batch'}; {os.cpu_count()} CPUs; load {loadavg()}")
-        results: dict[int, list[dict]] = {w: [] for w in cases}
+        results: dict[tuple[str, int], list[dict]] = {case: [] for case in cases}
         for rnd in range(args.rounds):
-            for w in cases:
-                r = run(src, size, args.lines, w, args.senders, args.batch_size, args.in_flight, not args.no_fsync)
-                results[w].append(r)
-                print(f"round {rnd + 1} workers={w}: {r['rate']:>10,.0f} events/s ({r['took']:.2f} s), collector CPU "
-                      f"{r['cpu_per_m']:.2f} s per M events (senders {r['sender_cpu_per_m']:.2f}), load {r['load']}", flush=True)
+            for tree, w in cases:
+                r = run(src, size, args.lines, w, args.senders, args.batch_size, args.in_flight, not args.no_fsync,
+                        trees[tree])
+                results[(tree, w)].append(r)
+                print(f"round {rnd + 1} {tree} workers={w}: {r['rate']:>10,.0f} events/s ({r['took']:.2f} s), collector "
+                      f"CPU {r['cpu_per_m']:.2f} s per M events (senders {r['sender_cpu_per_m']:.2f}), load {r['load']}",
+                      flush=True)
         print("summary (median of the rounds):")
-        base = None
-        for w in cases:
-            rates = sorted(r["rate"] for r in results[w])
-            median = rates[len(rates) // 2]
-            base = base or median
-            print(f"  workers={w}: {median:>10,.0f} events/s  ({median / base:.2f}x workers={cases[0]}); "
-                  f"all: {', '.join(f'{x:,.0f}' for x in rates)}")
+        for tree in trees:
+            base = None
+            for t, w in cases:
+                if t != tree:
+                    continue
+                rates = sorted(r["rate"] for r in results[(t, w)])
+                median = rates[len(rates) // 2]
+                base = base or median
+                print(f"  {tree} workers={w}: {median:>10,.0f} events/s  ({median / base:.2f}x workers={cases[0][1]}); "
+                      f"all: {', '.join(f'{x:,.0f}' for x in rates)}")
         print(f"load average at the end: {loadavg()}")
 
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -568,13 +569,11 @@ class Collector:
 
 
 def _readable_now(sock: socket.socket) -> bool:
-    """Bytes are waiting in the socket's receive buffer (never blocks)."""
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # (the next recv reports the error)
+    """Bytes (or the end of the stream) wait in the socket's receive buffer. Never blocks: a
+    ``recv(MSG_PEEK | MSG_DONTWAIT)`` would, on a socket with a timeout (Python polls first)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _open_spare() -> int | None:

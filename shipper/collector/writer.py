@@ -22,6 +22,12 @@ was covering is answered FAILED (their bytes may stay in the file: the client re
 is at-least-once, never a loss), and the file is closed so no later fsync can falsely succeed
 on the same pages (Linux reports a writeback error once).
 
+The sync is ``fdatasync``, not ``fsync``: it writes the data and the metadata needed to read it
+back, including the file's size, which is what an appended batch changes (POSIX's definition,
+which Linux's fdatasync(2) states too), and leaves out only the times; a new file's name is made
+durable by an fsync of the directory when it is created, and a file is fdatasynced when it is
+closed.
+
 Record layout:
 
 * ``text`` (``.log``): each event's body as received, then ``\\n``. Headers are dropped.
@@ -44,7 +50,7 @@ File names are ``events-<UTC start time>-<n>.<ext>`` (``events-wK-...`` for work
 ``collect --workers N``: the prefix), created exclusively (never appended to an older file), and opened lazily at the first batch, so an idle collector leaves no empty
 files. A file is closed and a new one begun when it reaches ``roll_bytes`` or when it has been
 open for ``roll_seconds`` (checked at each batch and by :meth:`roll_if_due`, which the
-collector calls about once a second). Closing a file fsyncs it first.
+collector calls about once a second). Closing a file fdatasyncs it first.
 """
 
 from __future__ import annotations
@@ -257,7 +263,7 @@ class RollingWriter:
                     fd = os.dup(self._fd)  # the file may be rolled (closed) while we fsync
             if fd is not None:
                 try:
-                    os.fsync(fd)
+                    _datasync(fd)
                     failed = None
                 except OSError as err:
                     failed = err
@@ -361,7 +367,7 @@ class RollingWriter:
         self._fd, self._path, self._size = None, None, 0
         try:
             if self.fsync:
-                os.fsync(fd)
+                _datasync(fd)
                 self._synced_seq = self._written_seq  # this fsync covered every batch so far
         except OSError as err:
             log.error("fsync of %s on close failed: %s", path, err.strerror)
@@ -387,6 +393,12 @@ class RollingWriter:
         else:
             log.info("closing %s after a failed write; the next batch starts a new file", self._path)
             self._close_current()
+
+
+def _datasync(fd: int) -> None:
+    """fdatasync: the data and what is needed to read it back, the file's size included (the
+    module's docstring); only the times are left to the next fsync."""
+    os.fdatasync(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
