@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A backlog drain (acks and no puts) with acks synced per commit (0) and once a second (1), one run.
 
-The channel is filled once (``--events`` ~100 B events in chunks of ``--batch``) and copied; each
+The channel is filled once (``--events`` log-like ~100 B lines as events in chunks of ``--batch``) and copied; each
 round then drains a fresh copy with take + ack of one batch at a time, in this process, once with
 ``ack_sync_interval = 0`` (every ack commit waits for its fdatasync: the previous behaviour) and
 once with 1 s (the default). Printed per setting: drain time, acks/s and events/s, CPU seconds of
@@ -23,15 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.benchlib import loadavg  # noqa: E402
+from bench.benchlib import loadavg, make_lines  # noqa: E402
 from shipper.channel import Channel  # noqa: E402
 
 
 def fill(state: Path, events: int, batch: int) -> None:
-    body = b"2024-05-01T12:00:00.000Z INFO app[0000000]: request served in 12 ms from cache shard 3 ok"
+    """Log-like lines (bench.benchlib.make_lines), put as they are, a batch per put."""
+    src = state.parent / "lines.log"
+    make_lines(src, events)
+    lines = src.read_bytes().splitlines()
     with Channel.open(state, min_free_bytes=0, chunk_events=batch) as ch:
         for i in range(0, events, batch):
-            ch.put([body] * min(batch, events - i), {"file": b"%d" % (i + batch)})
+            ch.put(lines[i:i + batch], {"file": b"%d" % (i + batch)})
 
 
 def drain(state: Path, interval: float, batch: int) -> tuple[float, float, int]:
