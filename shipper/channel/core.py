@@ -26,7 +26,7 @@ Invariants
 
 Locks
   The channel's lock (``_cond``) guards the write connection and the put side's counters, and is
-  held through every commit (a put's, an ack's: each an fsync). Takes do not take it: they read
+  held through every commit (a put's with its fsync, an ack's). Takes do not take it: they read
   through a second, read-only connection (SQLite's WAL lets a reader run beside the writer and see
   the last commit) under the lease lock (``_lease_lock``), which guards the open leases and their
   counters and is held from reading the spans of the open leases to registering the new lease, so
