@@ -47,6 +47,7 @@ DEFAULT_CONFIG = "/etc/flume-ship/flume-ship.toml"
 DEFAULT_SOURCE = "default"  # the source the command line's PATHS make; its offset keys have no prefix
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_INT = 2**31 - 1  # counts and ports: beyond this a value is a typo, and SQLite or a socket would choke
+MAX_ACK_SYNC = 60.0  # channel.ack_sync_interval: beyond a minute the acks a power cut repeats stop being few
 MAX_SECONDS = 365 * 86400.0  # durations: NaN, inf and 1e300 would crash a socket or disable a check
 MAX_RATE = 1e9  # events or lines per second: beyond this a limit limits nothing
 MAX_SIZE = 1 << 50
@@ -102,6 +103,11 @@ class ChannelSection:
                         "buffer). Not reloadable.", flag="--capacity", kind="size", lo=1)
     min_free: int = opt(500 * 1024 * 1024, "Pause reading while the state directory's filesystem has less "
                         "free space than this. Not reloadable.", flag="--min-free", kind="size", lo=0)
+    ack_sync_interval: float = opt(1.0, "Seconds by which an acknowledgement's removal of delivered events is "
+                                   "made durable (fdatasync); a put is always durable before it returns. After a "
+                                   "power cut at most this many seconds of acks are repeated (events sent again, "
+                                   "never lost); a clean stop syncs them all. 0: sync every ack commit. Not "
+                                   "reloadable.", flag="--ack-sync-interval", lo=0)
 
 
 @dataclass(frozen=True)
@@ -604,6 +610,9 @@ def _check_combinations(sections: dict, sources: list[SourceSection], bad) -> No
             bad("delivery.collectors", str(exc))
     if d.compression_level > 9:
         bad("delivery.compression_level", "must be 0 to 9")
+    if sections["channel"].ack_sync_interval > MAX_ACK_SYNC:
+        bad("channel.ack_sync_interval", f"must be at most {MAX_ACK_SYNC:g} seconds (it bounds the acks a power "
+            "cut may repeat)")
     if len(set(d.collectors)) != len(d.collectors):
         bad("delivery.collectors", "a collector is listed twice")
     if d.tls_insecure and d.tls_ca:

@@ -132,7 +132,7 @@ class Agent:
         # Chunks no bigger than a batch: a lease is then always sent as one call, and a crash
         # re-sends at most one batch. (A reload that shrinks the batch splits leases instead.)
         self.channel = Channel.open(self.config.state_path(), capacity_bytes=c.capacity,
-                                    min_free_bytes=c.min_free,
+                                    min_free_bytes=c.min_free, ack_sync_interval=c.ack_sync_interval,
                                     chunk_events=min(1000, d.batch_size),
                                     chunk_bytes=min(1 << 20, d.batch_bytes))
         if self.config.groups:  # routes: one queue and one set of sink workers per group

@@ -9,7 +9,7 @@ neither is visible. So after any crash the offsets name exactly the lines the ch
 
 Sink threads call ``take`` for a *lease*: the oldest whole chunks that no other lease holds, in
 order (at least one chunk, then more while the lease stays within max_events and max_bytes).
-``ack`` deletes the leased rows in one durable transaction; ``nack`` only forgets the lease, so the
+``ack`` deletes the leased rows in one transaction; ``nack`` only forgets the lease, so the
 chunks are the first ones taken again. Leases live in memory: when the process dies they vanish
 and every unacknowledged event is taken again after restart (at-least-once, never lost).
 
@@ -28,7 +28,7 @@ Invariants
 
 Locks
   The channel's lock (``_cond``) guards the write connection and the put side's counters, and is
-  held through every commit (a put's, an ack's: each an fsync). Takes do not take it: they read
+  held through every commit (a put's with its fsync, an ack's). Takes do not take it: they read
   through a second, read-only connection (SQLite's WAL lets a reader run beside the writer and see
   the last commit) under the lease lock (``_lease_lock``), which guards the open leases and their
   counters and is held from reading the spans of the open leases to registering the new lease, so
@@ -39,6 +39,20 @@ Locks
   A damaged chunk found by a take is quarantined under the channel's lock (a write). ``ready`` reads
   the counters without any lock. Measured on ~100 B lines: the sending thread waited ~18 % of its
   time for the channel's lock while a put or an ack committed.
+
+Acks synced once a second
+  An ack only ever removes delivered events: a lost ack commit sends them again (a duplicate),
+  never loses one. So an ack commits under ``synchronous=NORMAL`` (in WAL mode: no fdatasync at
+  commit) while everything else (a put above all) stays ``FULL``, and the channel makes acks
+  durable at most ``ack_sync_interval`` seconds later: any later synced commit (a put) syncs the
+  whole WAL, earlier ack frames included; else the first ack committed once the interval has
+  passed commits ``FULL``, and a timer fdatasyncs the WAL file when a drain stops there (under the
+  channel's lock, so no checkpoint moves the WAL meanwhile). ``close`` fdatasyncs the WAL before
+  its final checkpoint, so a clean stop leaves every ack durable. The bound: after a power cut or
+  a kernel crash, at most the last ``ack_sync_interval`` seconds of acks (plus one fdatasync) may
+  be forgotten and their events sent again, never lost; a SIGKILL forgets no committed
+  transaction (the WAL is in the page cache) and repeats exactly what it repeated before. 0 syncs
+  every ack commit.
 
 Disk space (back-pressure, the full-disk pause and the space reserve, reclaiming pages) is
 :mod:`shipper.channel.space`; its theory of operation is there.
@@ -177,11 +191,15 @@ class Channel(SpaceManagement):
 
     def __init__(self, state_dir: Path, lock: StateLock, capacity_bytes: int, capacity_events: int,
                  min_free_bytes: int, chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES,
-                 compress: bool = True):
+                 compress: bool = True, ack_sync_interval: float = 1.0):
         if chunk_events < 1 or chunk_bytes < 1:
             raise ValueError("chunk_events and chunk_bytes must be at least 1")
         self.state_dir = state_dir
         self.compress = compress
+        self.ack_sync_interval = ack_sync_interval
+        self._relaxed = False  # the write connection is at synchronous=NORMAL now
+        self._unsynced_at: float | None = None  # monotonic time of the first ack commit not yet synced
+        self._sync_timer: threading.Timer | None = None
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
         self.db_path = state_dir / DB_NAME
@@ -231,10 +249,12 @@ class Channel(SpaceManagement):
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, capacity_bytes: int = 1 << 30,
              capacity_events: int = 10_000_000, min_free_bytes: int = 500 * 1024 * 1024,
-             chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES, compress: bool = True) -> "Channel":
+             chunk_events: int = CHUNK_EVENTS, chunk_bytes: int = CHUNK_BYTES, compress: bool = True,
+             ack_sync_interval: float = 1.0) -> "Channel":
         """Create the directory if needed, take its lock (StateLocked), open, convert or salvage
         the database. ``chunk_events``/``chunk_bytes`` bound the rows new puts write; ``compress``
-        says whether they store their payload LZ4-compressed when that is shorter."""
+        says whether they store their payload LZ4-compressed when that is shorter; ack commits are
+        made durable at most ``ack_sync_interval`` seconds later (0: each at its commit)."""
         path = prepare_state_dir(state_dir)
         lock = StateLock(path)
         try:
@@ -242,7 +262,7 @@ class Channel(SpaceManagement):
             old_umask = os.umask(0o077)  # a new database (and its -wal, -shm) is created 0600
             try:
                 return cls(path, lock, capacity_bytes, capacity_events, min_free_bytes, chunk_events, chunk_bytes,
-                           compress)
+                           compress, ack_sync_interval)
             finally:
                 os.umask(old_umask)
         except BaseException:
@@ -292,10 +312,21 @@ class Channel(SpaceManagement):
             self._reopen(what)
         for attempt in (1, 2):
             conn = self._conn
+            relaxed = what == "ack" and self._ack_may_wait()
+            changes = conn.total_changes
             try:
+                if relaxed != self._relaxed:
+                    conn.execute("PRAGMA synchronous = NORMAL" if relaxed else "PRAGMA synchronous = FULL")
+                    self._relaxed = relaxed
                 conn.execute("BEGIN IMMEDIATE")
                 fn(conn, *args)
                 conn.execute("COMMIT")
+                if not relaxed:
+                    if conn.total_changes != changes:  # it wrote frames, so its fdatasync covered every earlier one
+                        self._unsynced_at = None
+                elif self._unsynced_at is None:
+                    self._unsynced_at = time.monotonic()
+                    self._arm_sync_timer(self.ack_sync_interval)
                 break
             except BaseException as exc:
                 try:
@@ -337,12 +368,64 @@ class Channel(SpaceManagement):
 
     def _reopen(self, what: str) -> None:
         try:
+            self._relaxed = False  # a new connection starts at synchronous=FULL
             self._conn = _open_db(self.db_path)
             self._recount()
             self._tune()
         except (sqlite3.Error, StateError, _Corrupt) as exc:
             self._conn = None
             raise ChannelIOError(f"channel {what}: cannot reopen {self.db_path}: {exc}") from exc
+
+    # --- acks synced once a second (see the module docstring) --------------------------------
+
+    def _ack_may_wait(self) -> bool:
+        """May this ack commit without its fdatasync? Not with interval 0, and not once the oldest
+        unsynced ack is ``ack_sync_interval`` old: this one then commits synced and covers it."""
+        if self.ack_sync_interval <= 0:
+            return False
+        return self._unsynced_at is None or time.monotonic() - self._unsynced_at < self.ack_sync_interval
+
+    def _arm_sync_timer(self, delay: float) -> None:
+        if self._sync_timer is not None:
+            return
+        timer = threading.Timer(max(0.0, delay), self._sync_due)
+        timer.daemon = True
+        self._sync_timer = timer
+        timer.start()
+
+    def _sync_due(self) -> None:
+        """The timer: fdatasync the WAL if an ack is still unsynced after the interval (else wait
+        for the newer one's turn)."""
+        with self._cond:
+            self._sync_timer = None
+            if self._closed or self._unsynced_at is None:
+                return
+            left = self._unsynced_at + self.ack_sync_interval - time.monotonic()
+            if left > 0:
+                self._arm_sync_timer(left)
+                return
+            try:
+                self._sync_wal()
+            except OSError as exc:
+                log.warning("channel: cannot sync acknowledged deletions in %s (%s); will retry", self.db_path, exc)
+                self._arm_sync_timer(self.ack_sync_interval)
+
+    def _sync_wal(self) -> None:
+        """fdatasync the WAL file (lock held: no checkpoint runs meanwhile), making every ack
+        committed so far durable. Without a WAL file there is nothing to sync: a checkpoint that
+        emptied it synced the database first."""
+        if self._unsynced_at is None:
+            return
+        try:
+            fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None
+        if fd is not None:
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        self._unsynced_at = None
 
     def put(self, events: Sequence[bytes], offsets: Mapping[str, bytes | None] | None = None,
             timeout: float | None = None, groups: Sequence[tuple[str, ...]] | None = None,
@@ -707,6 +790,14 @@ class Channel(SpaceManagement):
                 self.groups.wake()
             with self._lease_lock:  # a take reading now finishes first
                 self._drop_reader()
+            if self._sync_timer is not None:
+                self._sync_timer.cancel()
+                self._sync_timer = None
+            try:
+                self._sync_wal()  # a clean stop leaves every ack durable, whatever the checkpoint does
+            except OSError as exc:
+                log.warning("channel: cannot sync acknowledged deletions in %s (%s): up to %g s of "
+                            "acks may be sent again after a power cut", self.db_path, exc, self.ack_sync_interval)
             if self._conn is not None:
                 try:
                     if not self._events:

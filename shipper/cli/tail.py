@@ -117,6 +117,7 @@ def tail_cmd(
     max_line: str = declared(SourceSection, "max_line_bytes", panel=SOURCE_HELP),
     capacity: str = declared(ChannelSection, "capacity"),
     min_free: str = declared(ChannelSection, "min_free"),
+    ack_sync_interval: float = declared(ChannelSection, "ack_sync_interval"),
     drain_timeout: float = declared(AgentSection, "drain_timeout", min=0.0),
     once: bool = typer.Option(False, "--once", help="Read every file to its current end, ship everything, "
                               "then exit 0 (for cron)."),
