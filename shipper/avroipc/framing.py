@@ -146,6 +146,7 @@ class FrameDecoder:
         "_need",
         "_frame_bytes",
         "_held",
+        "_overlap",
         "_failed",
     )
 
@@ -170,12 +171,14 @@ class FrameDecoder:
         self._need = 0  # bytes still to come of the current buffer
         self._frame_bytes = 0
         self._held = 0  # bytes of the inputs the pieces keep alive
+        self._overlap = 0  # bytes of _part that are also in an input counted in _held
         self._failed = False
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet returned as part of a frame."""
-        return self._held + len(self._part)
+        """Bytes received but not yet returned as part of a frame: every input the partial frame
+        holds a view into, whole, and the carry (less what of it is in such an input already)."""
+        return self._held + len(self._part) - self._overlap
 
     @property
     def in_frame(self) -> bool:
@@ -186,7 +189,7 @@ class FrameDecoder:
         self._failed = True
         self._part = bytearray()
         self._pieces = []
-        self._held = 0
+        self._held = self._overlap = 0
         return RemoteProtocolError(message)
 
     def _field(self, data: bytes, pos: int, size: int) -> tuple[bytes | bytearray | None, int, int]:
@@ -240,9 +243,13 @@ class FrameDecoder:
                 if not self.whole:
                     self._ends.append(len(self._pieces))
             if self._seen < self._count:
+                start = pos
                 buf, at, pos = self._field(data, pos, 4)
                 if buf is None:
+                    if counted:  # the length's first bytes are carried and held in this input too
+                        self._overlap += pos - start
                     break
+                self._overlap = 0
                 (need,) = _INT.unpack_from(buf, at)
                 if need < 0:
                     raise self._fail(f"buffer with negative length {need}")

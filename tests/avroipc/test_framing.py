@@ -171,6 +171,15 @@ def test_a_partial_frame_counts_every_read_it_holds_a_view_into():
     assert dec.buffered == 0
 
 
+def test_a_length_cut_at_the_end_of_a_held_read_is_counted_once():
+    dec = FrameDecoder(whole=True)
+    frame = encode_frame(1, [b"abc", b"de"])
+    assert dec.feed(frame[:17]) == []  # header, a length, "abc", and half the second length
+    assert dec.buffered == 17  # those two bytes are in the carry and in the read the view holds
+    assert dec.feed(frame[17:18]) == [] and dec.buffered == 18
+    assert dec.feed(frame[18:]) == [Frame(1, (b"abcde",))] and dec.buffered == 0
+
+
 def test_a_mutable_input_is_copied_so_changing_it_afterwards_changes_nothing():
     dec = FrameDecoder(whole=True)
     frame = bytearray(encode_frame(1, [b"abc" * 10]))
