@@ -407,13 +407,9 @@ class SinkWorker:
             run.acks.append((self._acker().submit(self._ack_all, ready), len(ready)))
 
     def _ack_all(self, leases):
-        """The helper's task: ack consecutive answered leases, in one channel transaction when
-        the channel can (one commit instead of one per lease); returns them."""
-        if len(leases) > 1 and hasattr(self.channel, "ack_all"):
-            self._ack(leases)
-        else:
-            for lease in leases:
-                self._ack(lease)
+        """The helper's task: ack consecutive answered leases, several in one channel transaction
+        (one commit instead of one per lease); returns them."""
+        self._ack(leases if len(leases) > 1 else leases[0])
         return leases
 
     def _drain(self, run: "_Run", keep: int) -> None:

@@ -50,7 +50,7 @@ class _Batch:
 
 class PutStage:
     """Packs and puts submitted batches in two threads of its own, in order (see the module
-    docstring). ``pack(events, families)`` returns what ``put(packed, offsets, families)`` takes."""
+    docstring). ``pack(events, families)`` returns what ``put(packed, offsets)`` takes."""
 
     def __init__(self, pack: Callable, put: Callable, depth: int = 2, name: str = "tail") -> None:
         if depth < 1:
@@ -113,7 +113,7 @@ class PutStage:
             if b.packed is None:
                 b.packed = self._pack(b.events, b.families)
                 b.events, b.error, b.ready = None, None, True
-            self._put(b.packed, b.offsets, b.families)
+            self._put(b.packed, b.offsets)
             with self._cond:
                 self._queue.popleft()
 
@@ -180,7 +180,7 @@ class PutStage:
                     continue
                 self._putting = True
             try:
-                self._put(b.packed, b.offsets, b.families)
+                self._put(b.packed, b.offsets)
             except BaseException as exc:  # noqa: BLE001 - raised in the reader's thread (P4)
                 with self._cond:
                     self._error = exc

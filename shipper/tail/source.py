@@ -280,9 +280,6 @@ class TailSource:
         self._io_error_logged = False
         # run and run_once hand closed batches to the put stage and read on (``_pipelined``);
         # poll and the final flush of a run put them in this thread.
-        # A channel that packs (joins, compresses, checksums) apart from its commit is given packed
-        # batches: the stage packs the next while it commits this one.
-        self._packs = callable(getattr(channel, "pack", None)) and callable(getattr(channel, "put_packed", None))
         self._stage = PutStage(self._pack, self._put)
         self._pipelined = False
         self._missing: dict[str, str] = {}  # pattern -> why it matched no regular file at the last look
@@ -1206,25 +1203,18 @@ class TailSource:
         return offsets
 
     def _pack(self, events: list[bytes], families: list):
-        """The events as the channel stores them, if it packs (see ``_packs``); else as they are."""
-        if not self._packs:
-            return events
+        """The events as the channel stores them (joined, compressed, checksummed)."""
         # A channel with lanes (the agent's) is told each event's family; a bare one is not.
         extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
         return self.channel.pack(events, **extra)
 
-    def _put(self, events, offsets: dict[str, bytes | None], families: list) -> None:
-        """Commit one batch (``events`` packed by ``_pack``) with its offset records; retry write
-        errors until it is stored, the stop flag is set, or the shutdown deadline passes."""
+    def _put(self, packed, offsets: dict[str, bytes | None]) -> None:
+        """Commit one batch (``packed`` by ``_pack``) with its offset records; retry write errors
+        until it is stored, the stop flag is set, or the shutdown deadline passes."""
         delay = 0.05
         while True:
             try:
-                if self._packs:
-                    ok = self.channel.put_packed(events, offsets, timeout=self.o.put_timeout)
-                else:
-                    extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
-                    ok = self.channel.put(events, offsets, timeout=self.o.put_timeout, **extra)
-                if ok:
+                if self.channel.put_packed(packed, offsets, timeout=self.o.put_timeout):
                     if self._io_error_logged:
                         log.info("tail: the channel accepts writes again")
                         self._io_error_logged = False

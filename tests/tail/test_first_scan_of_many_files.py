@@ -20,10 +20,13 @@ class CountingChannel:
         self.channel = channel
         self.puts: list[tuple[int, int]] = []
 
-    def put(self, events, offsets=None, **kw):
-        ok = self.channel.put(events, offsets, **kw)
+    def pack(self, events, **kw):
+        return self.channel.pack(events, **kw)
+
+    def put_packed(self, packed, offsets=None, **kw):
+        ok = self.channel.put_packed(packed, offsets, **kw)
         if ok:
-            self.puts.append((len(events), len(offsets or {})))
+            self.puts.append((packed.count, len(offsets or {})))
         return ok
 
     def offsets(self):

@@ -187,7 +187,7 @@ def test_stopping_while_the_channel_is_full_counts_every_uncommitted_event_and_r
 def test_batches_commit_in_submit_order_and_an_error_pauses_the_stage_until_drain_puts_the_rest():
     got, fail = [], [RuntimeError("scripted")]
 
-    def put(packed, offsets, families):
+    def put(packed, offsets):
         if packed == ["b2"] and fail:
             raise fail.pop()
         got.append(packed)
@@ -218,7 +218,7 @@ def test_a_pack_error_is_raised_at_its_turn_after_the_batches_before_it_committe
             raise ValueError("events routed to unknown groups (scripted)")
         return events
 
-    stage = PutStage(pack, lambda packed, offsets, families: got.append(packed), depth=3)
+    stage = PutStage(pack, lambda packed, offsets: got.append(packed), depth=3)
     stage.submit((["a"], {}, []), (["bad"], {}, []), (["c"], {}, []))
     with pytest.raises(ValueError, match="scripted"):
         stage.finish()
