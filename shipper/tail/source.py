@@ -87,7 +87,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from operator import attrgetter
 
-from shipper.errors import ChannelIOError
+from shipper.errors import ChannelIOError, PutRevoked
 from shipper.tail.identity import (
     FP_MAX,
     KEY_PREFIX,
@@ -1219,6 +1219,8 @@ class TailSource:
                         log.info("tail: the channel accepts writes again")
                         self._io_error_logged = False
                     return
+            except PutRevoked:
+                raise _Stopped() from None  # replaced (a reload): what is uncommitted is read again
             except ChannelIOError as exc:
                 if not self._io_error_logged:
                     log.warning("tail: channel write failed (%s); retrying, nothing is lost", exc)

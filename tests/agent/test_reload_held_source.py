@@ -1,0 +1,93 @@
+"""A reload whose source does not stop in time: nothing it read may be committed after its successor
+started (real agent, real channel file, a read held by an LD_PRELOAD shim as a hung disk would).
+
+A reload that changes the groups stops the source and waits ``drain_timeout + 5`` s for it to
+commit what it read. A source stuck in a read (a hung disk or NFS server) or in a slow commit
+outlives that wait; the reload then reopens the channel's queues for the new groups and starts a
+new source, which reads on from the committed offsets. If the old source could still commit when
+its read returns, its lines would be stored twice (its copy routed to the OLD groups), and its
+offset record would move the file's committed offset back over what the new source committed, so
+the next start would send those lines once more. These tests hold the old source's read until the
+new source has shipped past it, then let it go.
+"""
+
+from __future__ import annotations
+
+from tests.ops.common import collected, start_collector, wait_until, write_lines
+from tests.shims import HELD_READ, compile_shim
+from tests.support import Proc
+
+CONFIG = """
+[channel]
+state_dir = "{state}"
+
+[delivery]
+batch_size = 100
+linger = 0.05
+connect_timeout = 1.0
+request_timeout = 2.0
+backoff_max = 0.5
+max_penalty = 0.5
+
+[agent]
+drain_timeout = 0
+status_interval = 0.3
+{groups}
+[sources.app]
+paths = ["{log}"]
+"""
+
+
+def lines(start: int, count: int) -> list[bytes]:
+    return [f"app {i:06d}".encode() for i in range(start, start + count)]
+
+
+def write_config(path, state, log, groups: dict[str, str]) -> None:
+    text = "".join(f'\n[groups.{name}]\ncollectors = ["{addr}"]\n' for name, addr in groups.items())
+    path.write_text(CONFIG.format(state=state, log=log, groups=text))
+
+
+def test_a_source_held_in_a_read_past_a_group_changing_reload_commits_nothing_late(tmp_path):
+    shim = compile_shim(tmp_path, "held_read", HELD_READ)
+    log, state, cfg, gate = tmp_path / "logs" / "app.log", tmp_path / "state", tmp_path / "ship.toml", tmp_path / "gate"
+    one, one_addr = start_collector(tmp_path / "one")
+    two, two_addr = start_collector(tmp_path / "two")
+    write_config(cfg, state, log, {"one": one_addr})
+    write_lines(log, "app", 0, 500)
+    env = {"LD_PRELOAD": str(shim), "HELD_READ_PATH": str(log), "HELD_READ_GATE": str(gate)}
+    agent = Proc("tail", "--config", str(cfg), env=env)
+    try:
+        wait_until(lambda: collected(tmp_path / "one") == lines(0, 500), "group one has the first lines",
+                   procs=[agent])
+        gate.touch()
+        write_lines(log, "app", 500, 300)  # the source's next read of them hangs
+        wait_until(lambda: (tmp_path / "gate.held").exists(), "the source's read is held", procs=[agent])
+        write_config(cfg, state, log, {"one": one_addr, "two": two_addr})
+        agent.popen.send_signal(1)
+        agent.wait_for("reloaded configuration: 1 source, 2 collectors", timeout=60)
+        # The new source reads what the held one had not committed, then more, past it.
+        wait_until(lambda: collected(tmp_path / "two") == lines(500, 300), "the new source ships the held lines",
+                   procs=[agent])
+        write_lines(log, "app", 800, 100)
+        wait_until(lambda: collected(tmp_path / "two") == lines(500, 400), "the new source reads on",
+                   procs=[agent])
+        (tmp_path / "gate.held").unlink()  # the old source's read returns
+        wait_until(lambda: any("not committed at shutdown" in x for x in agent.lines)
+                   or len(collected(tmp_path / "one")) > 900, "the old source ends", procs=[agent])
+    finally:
+        assert agent.stop() == 0, agent.stderr
+    assert collected(tmp_path / "one") == lines(0, 900), "group one got a line twice, or lost one"
+    assert collected(tmp_path / "two") == lines(500, 400)
+    # The offsets committed last are the new source's: a new start sends nothing again.
+    agent = Proc("tail", "--config", str(cfg))
+    try:
+        agent.wait_for("shipping")
+        write_lines(log, "app", 900, 50)
+        wait_until(lambda: len(collected(tmp_path / "two")) >= 450 and len(collected(tmp_path / "one")) >= 950,
+                   "the lines written after the restart", procs=[agent])
+    finally:
+        assert agent.stop() == 0, agent.stderr
+        one.stop()
+        two.stop()
+    assert collected(tmp_path / "one") == lines(0, 950)
+    assert collected(tmp_path / "two") == lines(500, 450)
