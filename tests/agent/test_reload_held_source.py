@@ -14,7 +14,7 @@ new source has shipped past it, then let it go.
 from __future__ import annotations
 
 from tests.ops.common import collected, start_collector, wait_until, write_lines
-from tests.shims import HELD_READ, compile_shim
+from tests.shims import HELD, compile_shim
 from tests.support import Proc
 
 CONFIG = """
@@ -48,7 +48,7 @@ def write_config(path, state, log, groups: dict[str, str]) -> None:
 
 
 def test_a_source_held_in_a_read_past_a_group_changing_reload_commits_nothing_late(tmp_path):
-    shim = compile_shim(tmp_path, "held_read", HELD_READ)
+    shim = compile_shim(tmp_path, "held", HELD)
     log, state, cfg, gate = tmp_path / "logs" / "app.log", tmp_path / "state", tmp_path / "ship.toml", tmp_path / "gate"
     one, one_addr = start_collector(tmp_path / "one")
     two, two_addr = start_collector(tmp_path / "two")
