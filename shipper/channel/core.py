@@ -501,9 +501,9 @@ class Channel(SpaceManagement):
         with self._cond:
             if self._closed:
                 return False
-            if count and not self._wait_for_room(count, nbytes, deadline):
+            if count and (fence is None or not fence.revoked) and not self._wait_for_room(count, nbytes, deadline):
                 return False
-            if fence is not None and fence.revoked:
+            if fence is not None and fence.revoked:  # looked at again after the wait, which let go of the lock
                 raise PutRevoked("put refused: this writer was replaced; what it read is read again")
             if packed.queues is not self.groups:
                 raise ValueError("put: the channel's groups changed since the batch was packed")
