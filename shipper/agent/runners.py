@@ -125,6 +125,9 @@ class SourceRunner:
             self.error = exc
             if not isinstance(exc, ShipperError):
                 log.exception("source %s stopped by an unexpected error", self.name)
+        finally:
+            if self.view.fence.revoked:  # stop() gave up on it: its share of the descriptors goes back now
+                self.source.close()
 
     def stop(self, timeout: float, replaced: bool = False) -> None:
         """Stop the source; it commits what it read within ``timeout``. One that is ``replaced``
