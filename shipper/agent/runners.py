@@ -19,7 +19,7 @@ import time
 from shipper.agent.config import DEFAULT_SOURCE, Config, SourceSection
 from shipper.channel.core import Fence
 from shipper.channel.groups import IMPLICIT, GroupQueues, lane_names
-from shipper.errors import ShipperError
+from shipper.errors import PutRevoked, ShipperError
 from shipper.ops.document import CollectorStatus
 from shipper.ops.telemetry import Telemetry
 from shipper.sink.policy import Balance, Selector
@@ -68,6 +68,17 @@ class SourceChannel:
     def pack(self, events, families=None):
         """The channel's :meth:`~shipper.channel.core.Channel.pack` of ``events``, routed (groups,
         lanes) as :meth:`put` routes them; commit it with :meth:`put_packed`."""
+        try:
+            if not self.fence.revoked:
+                return self._pack(events, families)
+        except Exception:
+            if not self.fence.revoked:
+                raise
+        # Revoked (a reload replaced this source), maybe while routing by its rules against the
+        # new queues: nothing of it is committed; its successor reads it again.
+        raise PutRevoked("pack refused: this source was replaced; what it read is read again")
+
+    def _pack(self, events, families):
         if not isinstance(events, list):
             events = list(events)
         queues = getattr(self.channel, "groups", None)

@@ -1206,7 +1206,10 @@ class TailSource:
         """The events as the channel stores them (joined, compressed, checksummed)."""
         # A channel with lanes (the agent's) is told each event's family; a bare one is not.
         extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
-        return self.channel.pack(events, **extra)
+        try:
+            return self.channel.pack(events, **extra)
+        except PutRevoked:
+            raise _Stopped() from None  # replaced (a reload): what is uncommitted is read again
 
     def _put(self, packed, offsets: dict[str, bytes | None]) -> None:
         """Commit one batch (``packed`` by ``_pack``) with its offset records; retry write errors
