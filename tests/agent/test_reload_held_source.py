@@ -13,29 +13,10 @@ new source has shipped past it, then let it go.
 
 from __future__ import annotations
 
+from tests.agent.test_routes import write_config as write_routes_config
 from tests.ops.common import collected, start_collector, wait_until, write_lines
 from tests.shims import HELD, compile_shim
 from tests.support import Proc
-
-CONFIG = """
-[channel]
-state_dir = "{state}"
-
-[delivery]
-batch_size = 100
-linger = 0.05
-connect_timeout = 1.0
-request_timeout = 2.0
-backoff_max = 0.5
-max_penalty = 0.5
-
-[agent]
-drain_timeout = 0
-status_interval = 0.3
-{groups}
-[sources.app]
-paths = ["{log}"]
-"""
 
 
 def lines(start: int, count: int) -> list[bytes]:
@@ -43,8 +24,9 @@ def lines(start: int, count: int) -> list[bytes]:
 
 
 def write_config(path, state, log, groups: dict[str, str]) -> None:
-    text = "".join(f'\n[groups.{name}]\ncollectors = ["{addr}"]\n' for name, addr in groups.items())
-    path.write_text(CONFIG.format(state=state, log=log, groups=text))
+    write_routes_config(path, state, groups, f'[sources.app]\npaths = ["{log}"]\n')
+    # A reload waits drain_timeout + 5 s for a source to stop: the least is 5 s.
+    path.write_text(path.read_text().replace("drain_timeout = 5", "drain_timeout = 0"))
 
 
 def held_across_reload(tmp_path, before: list[str], after: list[str]) -> None:
