@@ -143,9 +143,9 @@ class SourceRunner:
     def stop(self, timeout: float, replaced: bool = False) -> None:
         """Stop the source; it commits what it read within ``timeout``. One that is ``replaced``
         (a reload changes the queues and starts its successor next) and still runs then, stuck in
-        a read or a slow commit, is revoked: whatever it committed later would land after its successor read the offsets
-        (stored twice, routed to the old groups, its offset record behind the successor's), so it
-        commits nothing more and its successor reads it again."""
+        a read or a slow commit, is revoked: whatever it committed later would land after its
+        successor read the offsets (stored twice, routed to the old groups, its offset record
+        behind the successor's), so it commits nothing more and its successor reads it again."""
         self.stop_flag.set()
         self.source.wakeup()
         if self.thread is not None:
