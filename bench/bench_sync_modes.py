@@ -6,10 +6,11 @@ makes them durable, ``--count`` times, in ``--procs`` processes at once (1 and 2
 --workers 1`` and ``2``, each worker with its own file), and prints the rate and the
 per-append latency (write + sync) at p50 / p90 / p99. The cases:
 
-* ``plain``: ``write`` (O_APPEND) then ``fdatasync``: what ``collect`` did before this bench.
+* ``plain``: ``write`` (O_APPEND) then ``fdatasync``: what ``collect``'s writer does.
 * ``reserve``: the same, with the file's blocks reserved ahead of the end
-  (``fallocate(FALLOC_FL_KEEP_SIZE)``, 8 MiB at a time: the writer's ``PREALLOCATE``), so the sync
-  does not allocate them; the size still changes with each append.
+  (``fallocate(FALLOC_FL_KEEP_SIZE)``, 8 MiB at a time), so the sync does not allocate them; the
+  size still changes with each append. (Built into collect's writer on branch ``fsync`` and
+  measured there: no gain, not kept; docs/benchmarks.md.)
 * ``odsync``: the file opened ``O_DSYNC``: each ``write`` returns once its bytes are durable.
 * ``zeroed``: overwriting blocks written with zeros beforehand (8 MiB at a time, synced), so the
   sync has no metadata at all to write; shown for what it would buy, not as an option: the zeros
@@ -35,9 +36,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchlib import loadavg  # noqa: E402
-from shipper.collector.writer import PREALLOCATE, _fallocate  # noqa: E402
 
+PREALLOCATE = 8 * 1024 * 1024  # reserved (or zeroed) ahead, at a time
 MODES = ("plain", "reserve", "odsync", "zeroed")
+
+
+def _load_fallocate():
+    """fallocate(2) with FALLOC_FL_KEEP_SIZE from the C library (os.posix_fallocate cannot keep
+    the size): a function (fd, offset, length) -> 0 or the errno; None off Linux."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).fallocate
+    fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    return lambda fd, offset, length: 0 if fn(fd, 1, offset, length) == 0 else ctypes.get_errno()
+
+
+_fallocate = _load_fallocate()
 
 
 def one(mode: str, directory: str, chunk: int, count: int, out: Queue) -> None:

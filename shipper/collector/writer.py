@@ -28,14 +28,6 @@ which Linux's fdatasync(2) states too), and leaves out only the times; a new fil
 durable by an fsync of the directory when it is created, and a file is fdatasynced when it is
 closed.
 
-Reserved blocks: with fsync on, the writer reserves the current file's blocks ahead of its end
-(``fallocate`` with ``FALLOC_FL_KEEP_SIZE``, :data:`PREALLOCATE` bytes beyond the last batch,
-renewed when a batch goes past them), so the fdatasync of a batch does not have to allocate its
-blocks; the file's size stays where its events end (a reader never sees the reservation), and
-closing the file gives the blocks past its end back (an ftruncate to its own size). A file left
-open by a crash keeps at most that much reserved past its end. A file system without fallocate
-is written as before.
-
 Record layout:
 
 * ``text`` (``.log``): each event's body as received, then ``\\n``. Headers are dropped.
@@ -88,9 +80,6 @@ FLUME_EVENT_SCHEMA = {
         {"name": "body", "type": "bytes"},
     ],
 }
-
-# Blocks reserved ahead of the end of a file being written with fsync on (RollingWriter._reserve)
-PREALLOCATE = 8 * 1024 * 1024
 
 Batch = Sequence[tuple[dict[str, str], bytes]]
 
@@ -196,7 +185,6 @@ class RollingWriter:
         prefix: str = "events",
         file_mode: int = 0o640,
         codec: str = "deflate",
-        preallocate: int = PREALLOCATE,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}")
@@ -208,9 +196,6 @@ class RollingWriter:
         self.roll_seconds = roll_seconds
         self.fsync = fsync
         self.prefix = prefix
-        # Bytes reserved ahead of the end of the file (fsync on only; 0: none): see _reserve
-        self.preallocate = preallocate if fsync and _fallocate is not None else 0
-        self._reserved = 0  # the file's blocks are reserved up to this offset
         self._lock = threading.Lock()  # the file, its size, the sequence numbers
         self._sync_lock = threading.Lock()  # one fsync at a time; the others wait and may be covered
         self._written_seq = 0  # batches written so far
@@ -251,8 +236,6 @@ class RollingWriter:
                     self._open_new()
                     data = self.format.encode(events)  # (a stateful format encodes per file)
                 start = self._size
-                if start + len(data) > self._reserved and self.preallocate:
-                    self._reserve(start + len(data))
                 try:
                     _write_all(self._fd, data)
                 except OSError as err:
@@ -374,21 +357,14 @@ class RollingWriter:
             _unlink(path)
             raise
         self._fd, self._path, self._size, self._base = fd, path, len(header), len(header)
-        self._reserved = 0
         self._opened_at = time.monotonic()
         if self.fsync:
             _fsync_dir(self.directory)  # the new name itself must survive a crash
         log.info("writing %s", path)
 
     def _close_current(self) -> None:
-        fd, path, size = self._fd, self._path, self._size
+        fd, path = self._fd, self._path
         self._fd, self._path, self._size = None, None, 0
-        if self._reserved > size:
-            self._reserved = 0
-            try:
-                os.ftruncate(fd, size)  # (the same size: gives the reserved blocks past the end back)
-            except OSError as err:
-                log.warning("cannot release the blocks reserved past the end of %s: %s", path, err.strerror)
         try:
             if self.fsync:
                 _datasync(fd)
@@ -399,19 +375,6 @@ class RollingWriter:
         finally:
             os.close(fd)
         log.info("closed %s", path)
-
-    def _reserve(self, end: int) -> None:
-        """Reserve the file's blocks up to ``end`` and ``preallocate`` bytes beyond, without
-        changing its size (fallocate with FALLOC_FL_KEEP_SIZE), so the fdatasync of a batch finds
-        its blocks allocated. When the file system cannot (no fallocate, no space for the
-        reservation), the writer stops trying: the write itself says whether the bytes fit."""
-        target = end + self.preallocate
-        err = _fallocate(self._fd, self._reserved, target - self._reserved)
-        if err:
-            log.info("cannot reserve space ahead in %s (%s); writing without", self._path, os.strerror(err))
-            self.preallocate = 0
-            return
-        self._reserved = target
 
     def _abandon(self, start: int) -> None:
         """After a failed write: cut the batch's partial bytes away and close the file, so the
@@ -430,32 +393,6 @@ class RollingWriter:
         else:
             log.info("closing %s after a failed write; the next batch starts a new file", self._path)
             self._close_current()
-
-
-def _load_fallocate():
-    """fallocate(2) from the C library (Linux), or None. os.posix_fallocate cannot keep the size."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    fn.restype = ctypes.c_int
-
-    def fallocate(fd: int, offset: int, length: int) -> int:
-        """Reserve [offset, offset + length) keeping the size; 0, or the errno."""
-        return 0 if fn(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0 else ctypes.get_errno()
-
-    return fallocate
-
-
-_FALLOC_FL_KEEP_SIZE = 1
-_fallocate = _load_fallocate()
 
 
 def _datasync(fd: int) -> None:
