@@ -10,9 +10,10 @@ line splitting). ``--senders`` of them (4 by default) send the whole file each t
 time from "go" to the last acknowledgement, checked against the bytes in the output directory.
 Collector CPU is the parent's plus every worker's (from /proc). Each run also prints where the
 collector's threads spent the run (``/proc/<pid>/task/*/schedstat``, sampled every 20 ms so the
-connection threads are counted before they end; a few small reads of /proc per sample): seconds on a CPU, seconds runnable but waiting
-for one, and time slices (a thread that blocks, in a sync or a read, starts a new one); and the
-machine's idle and iowait share over the run (``/proc/stat``). The cases alternate (1, 2, 1,
+connection threads are counted before they end; a few small reads of /proc per sample): seconds
+on a CPU, seconds runnable but waiting for one, and time slices (a thread that blocks, in a sync
+or a read, starts a new one); and the machine's idle and iowait share over the run
+(``/proc/stat``). The cases alternate (1, 2, 1,
 2, ... for ``--rounds``) so a change in the machine's load hits both. Prints one line per run
 and a summary with the load average.
 
