@@ -8,7 +8,12 @@ with ``--in-flight`` calls pipelined (so what is measured is the collector, not 
 line splitting). ``--senders`` of them (4 by default) send the whole file each to a fresh
 ``collect`` (fsync per batch, the default, or ``--no-fsync``; ``--format text``); the rate is all events over the
 time from "go" to the last acknowledgement, checked against the bytes in the output directory.
-Collector CPU is the parent's plus every worker's (from /proc). The cases alternate (1, 2, 1,
+Collector CPU is the parent's plus every worker's (from /proc). Each run also prints where the
+collector's threads spent the run (``/proc/<pid>/task/*/schedstat``, sampled every 20 ms so the
+connection threads are counted before they end; a few small reads of /proc per sample): seconds
+on a CPU, seconds runnable but waiting for one, and time slices (a thread that blocks, in a sync
+or a read, starts a new one); and the machine's idle and iowait share over the run
+(``/proc/stat``). The cases alternate (1, 2, 1,
 2, ... for ``--rounds``) so a change in the machine's load hits both. Prints one line per run
 and a summary with the load average.
 
@@ -69,6 +74,58 @@ def start_collect(out: Path, workers: int, *extra: str, tree: Path = ROOT) -> tu
     raise SystemExit("collect did not start")
 
 
+class Sched:
+    """The threads of some processes, sampled from ``/proc/<pid>/task/*/schedstat`` every 20 ms
+    from :meth:`start` to :meth:`stop`: CPU seconds, seconds runnable waiting for a CPU, time
+    slices. Threads that begin or end in between are counted for the part that was seen."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import threading
+
+        self.pids = pids
+        self.first: dict[str, list[int]] = {}
+        self.last: dict[str, list[int]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self, into_first: bool) -> None:
+        for pid in self.pids:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                        v = [int(x) for x in f.read().split()[:3]]
+                except (OSError, ValueError):
+                    continue
+                key = f"{pid}/{tid}"
+                self.first.setdefault(key, v if into_first else [0, 0, 0])
+                self.last[key] = v
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.02):
+            self._sample(False)
+
+    def start(self) -> None:
+        self._sample(True)
+        self._thread.start()
+
+    def stop(self) -> tuple[float, float, int]:
+        self._done.set()
+        self._thread.join()
+        total = [0, 0, 0]
+        for key, last in self.last.items():
+            total = [t + b - a for t, a, b in zip(total, self.first[key], last)]
+        return total[0] / 1e9, total[1] / 1e9, total[2]
+
+
+def cpu_times() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
 def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int, in_flight: int,
         fsync: bool = True, tree: Path = ROOT) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as out:
@@ -80,6 +137,9 @@ def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int
             for p in procs:
                 assert p.stdout.readline().strip() == b"ready"
             load = loadavg()
+            sched = Sched([col.pid, *pids])
+            sched.start()
+            stat0 = cpu_times()
             t0 = time.monotonic()
             for p in procs:
                 p.stdin.write(b"go\n")
@@ -91,6 +151,8 @@ def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int
                     raise SystemExit("a sender failed")
                 sender_cpu += float(line[1])
             took = time.monotonic() - t0
+            stat = [b - a for a, b in zip(stat0, cpu_times())]
+            on_cpu, waiting, slices = sched.stop()
             cpu = sum(m.cpu_since_start() for m in meters)
         finally:
             stop(col)
@@ -98,7 +160,8 @@ def run(src: Path, size: int, lines: int, workers: int, senders: int, batch: int
         assert written == size * senders, (written, size * senders)
     total = lines * senders
     return {"workers": workers, "rate": total / took, "took": took, "cpu_per_m": cpu / total * 1e6,
-            "sender_cpu_per_m": sender_cpu / total * 1e6, "load": load}
+            "sender_cpu_per_m": sender_cpu / total * 1e6, "load": load, "on_cpu": on_cpu, "waiting": waiting,
+            "slices": slices, "idle": stat[3] / sum(stat), "iowait": stat[4] / sum(stat)}
 
 
 def main() -> None:
@@ -132,6 +195,8 @@ def main() -> None:
                 print(f"round {rnd + 1} {tree} workers={w}: {r['rate']:>10,.0f} events/s ({r['took']:.2f} s), collector "
                       f"CPU {r['cpu_per_m']:.2f} s per M events (senders {r['sender_cpu_per_m']:.2f}), load {r['load']}",
                       flush=True)
+                print(f"    collector threads: on a CPU {r['on_cpu']:.2f} s, runnable waiting for one {r['waiting']:.2f} s, "
+                      f"{r['slices']:,} time slices; machine idle {r['idle']:.0%}, iowait {r['iowait']:.0%}", flush=True)
         print("summary (median of the rounds):")
         for tree in trees:
             base = None
