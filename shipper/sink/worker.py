@@ -255,6 +255,9 @@ class SinkWorker:
         self.error: BaseException | None = None
         self._ack_pool: ThreadPoolExecutor | None = None
         self._last_ok: int | None = None  # the collector that answered the last call OK
+        # The last lease taken to send was a whole batch: a partial one right after it is the
+        # remainder of a burst, sent at once (see _next_lease).
+        self._after_whole = False
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -508,8 +511,10 @@ class SinkWorker:
         lease = self._take(opts.batch_size, opts.batch_bytes)
         if lease is None:
             return None
-        if (lease.count >= opts.batch_size or lease.nbytes >= opts.batch_bytes or opts.linger <= 0
-                or getattr(lease, "full", False) or self.exit_when_empty.is_set()):
+        if lease.count >= opts.batch_size or lease.nbytes >= opts.batch_bytes or getattr(lease, "full", False):
+            self._after_whole = True
+            return lease
+        if opts.linger <= 0 or self.exit_when_empty.is_set():
             return lease
         self.channel.nack(lease)
         return None
@@ -563,15 +568,22 @@ class SinkWorker:
             if not (self.exit_when_empty.is_set() and self.channel.stats().events == 0):
                 self.channel.wait_for_events(0.5)
             return None
-        if (lease.count < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0
-                and not getattr(lease, "full", False)):
-            if not (self.exit_when_empty.is_set() or self.stopping.is_set()):
-                # A partial batch that more events could still grow (the channel ran out, rather
-                # than its next chunk not fitting): give it back and let events gather for `linger`.
-                self.channel.nack(lease)
-                if self.stopping.wait(opts.linger) or self.abort.is_set():
-                    return None
-                lease = self._take(opts.batch_size, opts.batch_bytes)
+        after_whole, self._after_whole = self._after_whole, False
+        if lease.count >= opts.batch_size or lease.nbytes >= opts.batch_bytes or getattr(lease, "full", False):
+            self._after_whole = True
+        elif opts.linger > 0 and not (after_whole or self.exit_when_empty.is_set() or self.stopping.is_set()):
+            # A partial batch that more events could still grow (the channel ran out, rather
+            # than its next chunk not fitting): give it back and let events gather for `linger`.
+            # Not right after a whole batch: then it is the remainder of a burst, which events
+            # outran (a read's tail, a file's end) and which waiting would only delay; should
+            # more come, the next partial batch lingers, so this costs at most one small call
+            # per linger.
+            self.channel.nack(lease)
+            if self.stopping.wait(opts.linger) or self.abort.is_set():
+                return None
+            lease = self._take(opts.batch_size, opts.batch_bytes)
+            if lease is not None and (lease.count >= opts.batch_size or lease.nbytes >= opts.batch_bytes):
+                self._after_whole = True
         return lease
 
     # --- one batch ------------------------------------------------------------------------
