@@ -40,6 +40,12 @@ acked in the background, and N, being sent), so a crash can make it send up to `
 events again (one batch before the overlap); a lease taken ahead and not yet sent is only given
 back. Nothing can be lost: an ack is only ever for a lease a collector answered OK.
 
+Linger: a partial lease (the channel ran out before a whole batch) is given back and taken again
+after ``linger``, so a trickle of events goes in few calls. Not when it comes right after a whole
+lease: then it is the remainder of a burst (a file read in bulk, a read's tail), which nothing
+would grow, and it is sent at once; the next partial lease lingers again, so a burst costs at
+most one small call per ``linger`` and a trickle is batched as before.
+
 Ordered pipelining: a collector that advertised it in its handshake (``flume-ship collect``:
 it applies a connection's calls in order and refuses every call behind a refused one, see
 shipper/collector/server.py) gets up to ``in_flight`` leases in flight, across leases, on one
@@ -255,6 +261,9 @@ class SinkWorker:
         self.error: BaseException | None = None
         self._ack_pool: ThreadPoolExecutor | None = None
         self._last_ok: int | None = None  # the collector that answered the last call OK
+        # The last lease taken to send was a whole batch: a partial one right after it is the
+        # remainder of a burst, sent at once (see _next_lease).
+        self._after_whole = False
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -495,6 +504,15 @@ class SinkWorker:
         if self.telemetry and lease.count > dead_events:
             self.telemetry.acked(lease.count - dead_events, lease.nbytes - dead_bytes)
 
+    def _whole(self, lease) -> bool:
+        """A whole batch: full by count or bytes, or stopped at a chunk that did not fit (waiting
+        could not grow it). Notes it: a partial batch right after is a burst's remainder."""
+        opts = self.options
+        whole = lease.count >= opts.batch_size or lease.nbytes >= opts.batch_bytes or getattr(lease, "full", False)
+        if whole:
+            self._after_whole = True
+        return whole
+
     def _take_ready(self):
         """A lease to send next at once, or None: only one that waiting would not grow (full, a
         whole batch, or --once), and nothing new while stopping."""
@@ -508,8 +526,7 @@ class SinkWorker:
         lease = self._take(opts.batch_size, opts.batch_bytes)
         if lease is None:
             return None
-        if (lease.count >= opts.batch_size or lease.nbytes >= opts.batch_bytes or opts.linger <= 0
-                or getattr(lease, "full", False) or self.exit_when_empty.is_set()):
+        if self._whole(lease) or opts.linger <= 0 or self.exit_when_empty.is_set():
             return lease
         self.channel.nack(lease)
         return None
@@ -563,15 +580,21 @@ class SinkWorker:
             if not (self.exit_when_empty.is_set() and self.channel.stats().events == 0):
                 self.channel.wait_for_events(0.5)
             return None
-        if (lease.count < opts.batch_size and lease.nbytes < opts.batch_bytes and opts.linger > 0
-                and not getattr(lease, "full", False)):
-            if not (self.exit_when_empty.is_set() or self.stopping.is_set()):
-                # A partial batch that more events could still grow (the channel ran out, rather
-                # than its next chunk not fitting): give it back and let events gather for `linger`.
-                self.channel.nack(lease)
-                if self.stopping.wait(opts.linger) or self.abort.is_set():
-                    return None
-                lease = self._take(opts.batch_size, opts.batch_bytes)
+        after_whole, self._after_whole = self._after_whole, False
+        if not self._whole(lease) and opts.linger > 0 and not (
+                after_whole or self.exit_when_empty.is_set() or self.stopping.is_set()):
+            # A partial batch that more events could still grow (the channel ran out, rather
+            # than its next chunk not fitting): give it back and let events gather for `linger`.
+            # Not right after a whole batch: then it is the remainder of a burst, which events
+            # outran (a read's tail, a file's end) and which waiting would only delay; should
+            # more come, the next partial batch lingers, so this costs at most one small call
+            # per linger.
+            self.channel.nack(lease)
+            if self.stopping.wait(opts.linger) or self.abort.is_set():
+                return None
+            lease = self._take(opts.batch_size, opts.batch_bytes)
+            if lease is not None:
+                self._whole(lease)
         return lease
 
     # --- one batch ------------------------------------------------------------------------
