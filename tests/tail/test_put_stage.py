@@ -182,6 +182,57 @@ def test_stopping_while_the_channel_is_full_counts_every_uncommitted_event_and_r
         ch.close()
 
 
+class CountedChannel:
+    """The real channel, with its put calls counted."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+        self.puts = 0
+
+    def put_packed(self, packed, offsets=None, timeout=None):
+        self.puts += 1
+        return self.channel.put_packed(packed, offsets, timeout=timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.channel, name)
+
+
+def test_a_channel_closed_under_a_stopping_source_ends_its_puts_at_once_and_the_lines_are_read_again(tmp_path, caplog):
+    # The agent closes the channel after its sources' stop; a source still putting then (the
+    # channel full, its stop not done in time) finds every put refused at once, for good.
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("z", 0, 4_000))
+    state = tmp_path / "state"
+    from shipper.channel import Channel
+
+    ch = Channel.open(state, min_free_bytes=0, capacity_events=1_000)
+    counted = CountedChannel(ch)
+    source = make_source(counted, log, batch_max_events=1000, put_timeout=0.1)
+    stop = threading.Event()
+    t = threading.Thread(target=source.run, args=(stop,))
+    with caplog.at_level(logging.WARNING, logger="flume-ship.tail"):
+        t.start()
+        wait_until(lambda: ch.stats().put_blocked == "full", "the channel full, puts blocked")
+        stop.set()
+        source.wakeup()
+        ch.close()
+        puts_before_close = counted.puts
+        t.join(GUARD)
+    assert not t.is_alive()
+    # At most the put in progress and the one of the final flush meet the closed channel; a put
+    # loop that retried a closed channel until the shutdown deadline made thousands.
+    assert counted.puts - puts_before_close <= 2, f"{counted.puts - puts_before_close} puts on a closed channel"
+    read = source.counters["events"]
+    warned = [r.getMessage() for r in caplog.records if "not committed at shutdown" in r.getMessage()]
+    assert warned == [f"tail: {read - 1000} events not committed at shutdown; they will be read again"]
+    ch = open_channel(state)
+    try:
+        assert make_source(ch, log).run_once()
+        assert bodies(drain(ch)) == expected("z", 0, 4_000)  # the first batch once, the rest read again
+    finally:
+        ch.close()
+
+
 # ----- the stage alone -----
 
 def test_batches_commit_in_submit_order_and_an_error_pauses_the_stage_until_drain_puts_the_rest():
