@@ -46,6 +46,7 @@ class SourceChannel:
         self.events_put = 0
         self.bytes_put = 0
         self.fence = Fence()
+        self._charged = None  # the batch charged to ``limit`` and not yet committed
 
     def offsets(self) -> dict[str, bytes]:
         p = self.prefix
@@ -92,12 +93,16 @@ class SourceChannel:
         return self.channel.pack(events, runs=runs)
 
     def put_packed(self, packed, offsets=None, timeout=None) -> bool:
-        if self.limit is not None and packed.count:
+        # The limit is charged once per batch: a put retried (a write error, a full channel's
+        # timeout) is the batch already charged, kept here until it commits.
+        if self.limit is not None and packed.count and packed is not self._charged:
+            self._charged = packed
             self.limit.acquire(packed.count, packed.nbytes, self.stop)
         if offsets and self.prefix:
             offsets = {self.prefix + k: v for k, v in offsets.items()}
         ok = self.channel.put_packed(packed, offsets, timeout=timeout, fence=self.fence)
         if ok:
+            self._charged = None
             self.events_put += packed.count
             self.bytes_put += packed.nbytes
         return ok

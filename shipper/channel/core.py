@@ -808,6 +808,11 @@ class Channel(SpaceManagement):
                 file_bytes=_file_bytes(self.db_path), quarantined=self.quarantined,
                 reserve_bytes=self._reserve.size if self._reserve_held else 0)
 
+    @property
+    def closed(self) -> bool:
+        """Closed for good: every put now returns False at once (a channel is never reopened)."""
+        return self._closed
+
     def close(self) -> None:
         """Checkpoint, close and release the lock; open leases are dropped (sent again next run)."""
         with self._cond:

@@ -1213,7 +1213,8 @@ class TailSource:
 
     def _put(self, packed, offsets: dict[str, bytes | None]) -> None:
         """Commit one batch (``packed`` by ``_pack``) with its offset records; retry write errors
-        until it is stored, the stop flag is set, or the shutdown deadline passes."""
+        until it is stored, the stop flag is set, the shutdown deadline passes, or the channel is
+        closed."""
         delay = 0.05
         while True:
             try:
@@ -1234,6 +1235,10 @@ class TailSource:
                 else:
                     time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            if getattr(self.channel, "closed", False):
+                # Closed for good (the agent ended it): a put returns False at once, so retrying
+                # would spin. What is uncommitted is read again from the committed offsets.
+                raise _Stopped()
             if self._deadline is not None:
                 if time.monotonic() >= self._deadline:
                     raise _Stopped()

@@ -150,36 +150,81 @@ def test_disk_full_in_the_commit_thread_is_logged_once_retried_and_loses_nothing
         ch.close()
 
 
-def test_stopping_while_the_channel_is_full_counts_every_uncommitted_event_and_reads_them_again(tmp_path, caplog):
-    log = tmp_path / "app.log"
-    log.write_bytes(lines("f", 0, 4_000))
-    state = tmp_path / "state"
+def stop_a_source_held_by_a_full_channel(tmp_path, caplog, prefix: str, wrap=lambda ch: ch, then=None):
+    """4,000 lines into a channel with room for 1,000; the source is stopped while its puts wait
+    for room (``then(the source's channel)`` runs right after the stop). Returns the channel,
+    the source and the shutdown warnings it logged."""
     from shipper.channel import Channel
 
-    ch = Channel.open(state, min_free_bytes=0, capacity_events=1_000)
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(prefix, 0, 4_000))
+    ch = Channel.open(tmp_path / "state", min_free_bytes=0, capacity_events=1_000)
+    source = make_source(wrap(ch), log, batch_max_events=1000, put_timeout=0.1)
+    stop = threading.Event()
+    t = threading.Thread(target=source.run, args=(stop,))
+    with caplog.at_level(logging.WARNING, logger="flume-ship.tail"):
+        t.start()
+        wait_until(lambda: ch.stats().put_blocked == "full", "the channel full, puts blocked")
+        stop.set()
+        source.wakeup()
+        if then is not None:
+            then(source.channel)
+        t.join(GUARD)
+    assert not t.is_alive()
+    warned = [r.getMessage() for r in caplog.records if "not committed at shutdown" in r.getMessage()]
+    return ch, source, warned
+
+
+def read_all_again(tmp_path, prefix: str) -> None:
+    """A new source over the reopened channel stores every line exactly once, in order."""
+    ch = open_channel(tmp_path / "state")
     try:
-        source = make_source(ch, log, batch_max_events=1000, put_timeout=0.1)
-        stop = threading.Event()
-        t = threading.Thread(target=source.run, args=(stop,))
-        with caplog.at_level(logging.WARNING, logger="flume-ship.tail"):
-            t.start()
-            wait_until(lambda: ch.stats().put_blocked == "full", "the channel full, puts blocked")
-            stop.set()
-            source.wakeup()
-            t.join(GUARD)
-        assert not t.is_alive()
-        read = source.counters["events"]
-        warned = [r.getMessage() for r in caplog.records if "not committed at shutdown" in r.getMessage()]
-        assert len(warned) == 1
-        assert warned[0] == f"tail: {read - 1000} events not committed at shutdown; they will be read again"
+        assert make_source(ch, tmp_path / "app.log").run_once()
+        assert bodies(drain(ch)) == expected(prefix, 0, 4_000)
     finally:
         ch.close()
-    ch = open_channel(state)
-    try:
-        assert make_source(ch, log).run_once()
-        assert bodies(drain(ch)) == expected("f", 0, 4_000)
-    finally:
-        ch.close()
+
+
+def test_stopping_while_the_channel_is_full_counts_every_uncommitted_event_and_reads_them_again(tmp_path, caplog):
+    ch, source, warned = stop_a_source_held_by_a_full_channel(tmp_path, caplog, "f")
+    ch.close()
+    read = source.counters["events"]
+    assert warned == [f"tail: {read - 1000} events not committed at shutdown; they will be read again"]
+    read_all_again(tmp_path, "f")
+
+
+class CountedChannel:
+    """The real channel, with its put calls counted."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+        self.puts = 0
+        self.puts_at_close = 0
+
+    def put_packed(self, packed, offsets=None, timeout=None):
+        self.puts += 1
+        return self.channel.put_packed(packed, offsets, timeout=timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.puts_at_close = self.puts
+
+    def __getattr__(self, name):
+        return getattr(self.channel, name)
+
+
+def test_a_channel_closed_under_a_stopping_source_ends_its_puts_at_once_and_the_lines_are_read_again(tmp_path, caplog):
+    # The agent closes the channel after its sources' stop; a source still putting then (the
+    # channel full, its stop not done in time) finds every put refused at once, for good.
+    _, source, warned = stop_a_source_held_by_a_full_channel(
+        tmp_path, caplog, "z", wrap=CountedChannel, then=lambda counted: counted.close())
+    # At most the put in progress and the one of the final flush meet the closed channel; a put
+    # loop that retried a closed channel until the shutdown deadline made thousands.
+    after = source.channel.puts - source.channel.puts_at_close
+    assert after <= 2, f"{after} puts on a closed channel"
+    read = source.counters["events"]
+    assert warned == [f"tail: {read - 1000} events not committed at shutdown; they will be read again"]
+    read_all_again(tmp_path, "z")  # the first batch once, the rest read again
 
 
 # ----- the stage alone -----
