@@ -199,6 +199,9 @@ class Channel(SpaceManagement):
         self.ack_sync_interval = ack_sync_interval
         self._relaxed = False  # the write connection is at synchronous=NORMAL now
         self._unsynced_at: float | None = None  # monotonic time of the first ack commit not yet synced
+        self._recounts = 0  # times the counters were read from the database (a put syncing outside the lock asks)
+        self._relaxed_acks = 0  # ack commits made without their fdatasync, ever (see put_packed)
+        self._put_lock = threading.Lock()  # one put at a time, from its commit to its fdatasync
         self._sync_timer: threading.Timer | None = None
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
@@ -294,6 +297,7 @@ class Channel(SpaceManagement):
             "SELECT coalesce(sum(count), 0), coalesce(sum(nbytes), 0), coalesce(max(last_seq), 0) FROM chunks").fetchone()
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
         self._events, self._bytes = n, nbytes
+        self._recounts += 1
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._visible = self._next_seq - 1
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -302,8 +306,9 @@ class Channel(SpaceManagement):
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _write(self, what: str, fn, *args) -> None:
+    def _write(self, what: str, fn, *args, synced: bool = True) -> None:
         """Run fn(conn, *args) in one IMMEDIATE transaction; translate failures (lock held).
+        ``synced=False``: commit without the fdatasync (the caller syncs the WAL after, see put).
 
         On a full disk a put fails, and the next ones wait until space returns; a write that
         frees space (an ack, a quarantine move) releases the space reserve and is tried once
@@ -312,7 +317,7 @@ class Channel(SpaceManagement):
             self._reopen(what)
         for attempt in (1, 2):
             conn = self._conn
-            relaxed = what == "ack" and self._ack_may_wait()
+            relaxed = not synced or (what == "ack" and self._ack_may_wait())
             changes = conn.total_changes
             try:
                 if relaxed != self._relaxed:
@@ -324,9 +329,11 @@ class Channel(SpaceManagement):
                 if not relaxed:
                     if conn.total_changes != changes:  # it wrote frames, so its fdatasync covered every earlier one
                         self._unsynced_at = None
-                elif self._unsynced_at is None:
-                    self._unsynced_at = time.monotonic()
-                    self._arm_sync_timer(self.ack_sync_interval)
+                elif synced:  # an ack left unsynced: made durable at most ack_sync_interval later
+                    self._relaxed_acks += 1
+                    if self._unsynced_at is None:
+                        self._unsynced_at = time.monotonic()
+                        self._arm_sync_timer(self.ack_sync_interval)
                 break
             except BaseException as exc:
                 try:
@@ -427,6 +434,44 @@ class Channel(SpaceManagement):
                 os.close(fd)
         self._unsynced_at = None
 
+    def _sync_put(self) -> OSError | None:
+        """fdatasync the WAL after a put's commit (channel lock NOT held). A checkpoint that ran
+        meanwhile synced the WAL before copying it and the database after, so whatever it moved is
+        durable too; a WAL file gone (closed channel) was checkpointed and synced the same way."""
+        try:
+            fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return exc
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            return exc
+        finally:
+            os.close(fd)
+        return None
+
+    def _put_sync_failed(self, exc: OSError) -> Exception:
+        """A put committed but its fdatasync failed (lock held): as after a failed commit, read the
+        database afresh and recount (the batch may be stored; its retry then gives a duplicate,
+        never a loss) and raise ChannelIOError."""
+        log.warning("channel put failed: cannot sync %s-wal (%s); nothing committed was lost, will retry",
+                    self.db_path, exc)
+        self._failing = True
+        if self._conn is not None and not self._closed:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+            try:
+                self._reopen("put")
+            except ChannelIOError:
+                pass
+        return ChannelIOError(f"channel put failed in {self.state_dir}: cannot sync its WAL ({exc}); "
+                              "nothing committed was lost, retry later")
+
     def put(self, events: Sequence[bytes], offsets: Mapping[str, bytes | None] | None = None,
             timeout: float | None = None, groups: Sequence[tuple[str, ...]] | None = None,
             runs: Sequence[tuple[tuple[str, ...], int]] | None = None) -> bool:
@@ -479,7 +524,7 @@ class Channel(SpaceManagement):
                 raise TypeError(f"offset records map str to bytes or None, not {key!r}: {type(value).__name__}")
         count, nbytes, chunks, chunk_groups = packed.count, packed.nbytes, packed.chunks, packed.chunk_groups
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._put_lock, self._cond:
             if self._closed:
                 return False
             if count and not self._wait_for_room(count, nbytes, deadline):
@@ -490,7 +535,21 @@ class Channel(SpaceManagement):
             for n, size, crc, lens, body in chunks:
                 last += n
                 rows.append((last, n, size, now, crc, lens, body))
-            self._write("put", _put_txn, rows, offsets, self.groups, chunk_groups)
+            self._write("put", _put_txn, rows, offsets, self.groups, chunk_groups, synced=False)
+            # The commit wrote its frames without syncing them; the fdatasync runs without the
+            # channel's lock (see "Puts synced outside the lock"), so acks and the timer go on.
+            acks_before, recounts = self._relaxed_acks, self._recounts
+            self._cond.release()
+            try:
+                failure = self._sync_put()
+            finally:
+                self._cond.acquire()
+            if failure is not None:
+                raise self._put_sync_failed(failure)
+            if self._relaxed_acks == acks_before:
+                self._unsynced_at = None  # every ack committed before this fdatasync is durable with it
+            if self._closed or self._recounts != recounts:
+                return True  # committed and synced, and closed (its checkpoint has it) or counted by a recount
             if self.groups is not None:
                 self.groups.added(rows, chunk_groups)
             self._next_seq += count
