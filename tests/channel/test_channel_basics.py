@@ -360,3 +360,54 @@ def test_a_damaged_chunk_found_by_a_take_is_quarantined_and_the_next_one_taken(t
         lease = ch.take(100, 1 << 20)
         assert lease.events == [b"e%d" % i for i in range(10, 30)]
         assert ch.quarantined == 10 and ch.stats().events == 20
+
+
+def test_an_ack_commits_while_a_put_waits_for_its_fdatasync_and_the_put_is_taken_only_after_it(tmp_path, monkeypatch):
+    # A put commits its frames under the channel's lock, then syncs the WAL without it: an ack
+    # (and a take of what was stored before) must not queue behind the put's fdatasync, and the
+    # put's own events become takeable only once they are durable. The sync is held here by the
+    # test, for as long as the acking thread needs.
+    import shipper.channel.core as core
+
+    entered, release = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def held_fdatasync(fd):
+        if threading.current_thread().name == "putter":
+            entered.set()
+            release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(core.os, "fdatasync", held_fdatasync)
+    with open_ch(tmp_path, chunk_events=10) as ch:
+        assert ch.put([b"a%d" % i for i in range(10)])  # (from this thread: not held)
+        lease = ch.take(10, 1 << 20)
+        done = []
+        putter = threading.Thread(target=lambda: done.append(ch.put([b"b%d" % i for i in range(10)])),
+                                  name="putter")
+        putter.start()
+        try:
+            assert entered.wait(30), "the put never synced the WAL after its commit"
+            acker = threading.Thread(target=lambda: ch.ack(lease))
+            acker.start()
+            acker.join(30)
+            assert not acker.is_alive(), "the ack waited for the put's fdatasync"
+            assert ch.take(10, 1 << 20) is None  # committed, not yet durable: not takeable
+            assert not done
+        finally:
+            release.set()
+            putter.join(30)
+        assert done == [True]
+        assert ch.take(10, 1 << 20).events == [b"b%d" % i for i in range(10)]
+
+
+def test_a_thousand_one_kib_events_are_one_chunk_so_a_lease_is_one_full_call(tmp_path):
+    # ~1 KiB log lines encode to ~1.1 KB events: with the default chunk bytes, a batch of 1,000
+    # is one stored chunk, hence one lease of batch_size events (one call), not a chunk of ~950
+    # and a remainder sent as a second, small call.
+    with open_ch(tmp_path) as ch:
+        events = [b"%04d" % i + b"x" * 1096 for i in range(2000)]
+        assert ch.put(events)
+        first, second = ch.take(1000, 4 << 20), ch.take(1000, 4 << 20)
+        assert (first.count, second.count) == (1000, 1000)
+        assert first.events + second.events == events
