@@ -376,17 +376,22 @@ class Channel(SpaceManagement):
         if _code(exc) != SQLITE_FULL:
             # An I/O error (a failed fsync, say) may leave a commit frame SQLite cannot vouch for:
             # read the WAL afresh and recount, instead of trusting this connection's view.
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
-            self._conn = None
-            try:
-                self._reopen(what)
-            except ChannelIOError:
-                pass
+            self._reopen_after_io_error(what)
         return ChannelIOError(f"channel {what} failed in {self.state_dir}: {reason}; "
                               "nothing committed was lost, retry later")
+
+    def _reopen_after_io_error(self, what: str) -> None:
+        """Close the write connection and open it again, recounting (a failed reopen leaves it
+        closed: the next write tries again)."""
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+        self._conn = None
+        try:
+            self._reopen(what)
+        except ChannelIOError:
+            pass
 
     def _reopen(self, what: str) -> None:
         try:
@@ -475,15 +480,7 @@ class Channel(SpaceManagement):
                     self.db_path, exc)
         self._failing = True
         if self._conn is not None and not self._closed:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
-            self._conn = None
-            try:
-                self._reopen("put")
-            except ChannelIOError:
-                pass
+            self._reopen_after_io_error("put")
         return ChannelIOError(f"channel put failed in {self.state_dir}: cannot sync its WAL ({exc}); "
                               "nothing committed was lost, retry later")
 

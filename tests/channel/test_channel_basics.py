@@ -411,3 +411,34 @@ def test_a_thousand_one_kib_events_are_one_chunk_so_a_lease_is_one_full_call(tmp
         first, second = ch.take(1000, 4 << 20), ch.take(1000, 4 << 20)
         assert (first.count, second.count) == (1000, 1000)
         assert first.events + second.events == events
+
+
+def test_a_put_whose_fdatasync_fails_raises_and_its_retry_stores_it_again_never_loses_it(tmp_path, monkeypatch):
+    # The commit went through, the sync did not: the put must not report success, and the
+    # channel must count what it holds (the batch may be stored: its retry is a duplicate).
+    import errno
+
+    import shipper.channel.core as core
+    from shipper.errors import ChannelIOError
+
+    real, failures = os.fdatasync, [OSError(errno.EIO, "Input/output error")]
+
+    def flaky_fdatasync(fd):
+        if failures:
+            raise failures.pop()
+        real(fd)
+
+    with open_ch(tmp_path, chunk_events=10) as ch:
+        assert ch.put([b"a%d" % i for i in range(10)])
+        monkeypatch.setattr(core.os, "fdatasync", flaky_fdatasync)
+        batch = [b"b%d" % i for i in range(10)]
+        with pytest.raises(ChannelIOError, match="cannot sync"):
+            ch.put(batch)
+        assert ch.put(batch)  # the source's retry
+        got = []
+        while (lease := ch.take(100, 1 << 20)) is not None:
+            got += lease.events
+            ch.ack(lease)
+        assert got[:10] == [b"a%d" % i for i in range(10)]
+        assert got[10:] in (batch, batch + batch)  # stored once or twice, never lost
+        assert ch.stats().events == 0
