@@ -442,3 +442,32 @@ def test_a_put_whose_fdatasync_fails_raises_and_its_retry_stores_it_again_never_
         assert got[:10] == [b"a%d" % i for i in range(10)]
         assert got[10:] in (batch, batch + batch)  # stored once or twice, never lost
         assert ch.stats().events == 0
+
+
+def test_puts_checkpoint_the_wal_themselves_on_their_own_connection_without_the_channel_lock(tmp_path):
+    # The write connection's automatic checkpoint is turned off here, so only the puts' own
+    # checkpoints can bound the WAL; each must run with the channel's lock free (acks go on).
+    import sqlite3
+
+    with open_ch(tmp_path, chunk_events=100) as ch:
+        ch._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        seen = []
+
+        class Watched:
+            def __init__(self, conn):
+                self.conn = conn
+
+            def execute(self, sql):
+                seen.append((sql, ch._mutex.locked()))
+                return self.conn.execute(sql)
+
+            def close(self):
+                self.conn.close()
+
+        ch._ckpt_conn = Watched(sqlite3.connect(ch.db_path, isolation_level=None, check_same_thread=False))
+        payload = os.urandom(64 * 1024)  # incompressible: ~4 pages per event
+        for i in range(4 * ch._checkpoint_pages // 4 // 10 + 10):
+            assert ch.put([payload[:-8] + b"%08d" % (10 * i + k) for k in range(10)])
+        assert seen and all(sql == "PRAGMA wal_checkpoint(PASSIVE)" and not locked for sql, locked in seen)
+        busy, log_frames, done = sqlite3.connect(ch.db_path).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert log_frames <= ch._checkpoint_pages, "the WAL grew past the checkpoint interval"
