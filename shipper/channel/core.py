@@ -398,10 +398,7 @@ class Channel(SpaceManagement):
     def _reopen_after_io_error(self, what: str) -> None:
         """Close the write connection and open it again, recounting (a failed reopen leaves it
         closed: the next write tries again)."""
-        try:
-            self._conn.close()
-        except sqlite3.Error:
-            pass
+        _close_quietly(self._conn)
         self._conn = None
         try:
             self._reopen(what)
@@ -506,12 +503,8 @@ class Channel(SpaceManagement):
 
     def _drop_ckpt_conn(self) -> None:
         """Close the checkpoint connection (``_ckpt_lock`` held)."""
-        if self._ckpt_conn is not None:
-            try:
-                self._ckpt_conn.close()
-            except sqlite3.Error:
-                pass
-            self._ckpt_conn = None
+        _close_quietly(self._ckpt_conn)
+        self._ckpt_conn = None
 
     def _put_sync_failed(self, exc: OSError) -> Exception:
         """A put committed but its fdatasync failed (lock held): as after a failed commit, read the
@@ -680,12 +673,8 @@ class Channel(SpaceManagement):
         return self._reader
 
     def _drop_reader(self) -> None:
-        if self._reader is not None:
-            try:
-                self._reader.close()
-            except sqlite3.Error:
-                pass
-            self._reader = None
+        _close_quietly(self._reader)
+        self._reader = None
 
     def _pick(self, spans: list[tuple[int, int]], max_events: int, max_bytes: int,
               grp: str | None = None, top: int = MAX_SEQ,
@@ -932,6 +921,15 @@ class Channel(SpaceManagement):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _close_quietly(conn: sqlite3.Connection | None) -> None:
+    """Close a connection, if any, whatever state it is in (it is dropped either way)."""
+    if conn is not None:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
 
 
 class _Damaged(Exception):
