@@ -496,6 +496,7 @@ class Channel(SpaceManagement):
                 if self._ckpt_conn is None:
                     self._ckpt_conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False,
                                                       timeout=0.0)
+                    self._ckpt_conn.execute("PRAGMA cache_size = 8")  # it copies frames; it caches nothing
                 self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:  # the automatic checkpoint (at the full interval) still bounds the WAL
                 log.debug("channel: checkpoint beside the writer failed: %s", exc)
