@@ -178,6 +178,12 @@ class ChannelIOError(ShipperError):
     exit_code = EXIT_STATE
 
 
+class PutRevoked(ShipperError):
+    """A put refused because its writer's right to commit was revoked (a source replaced by a reload
+    while it was still reading or committing: ``shipper.channel.core.Fence``); nothing of it was
+    committed, and its successor reads those lines again from the committed offsets."""
+
+
 class DeadlineExceeded(ShipperError):
     """--once: the channel was not empty when --deadline passed."""
 

@@ -2,7 +2,9 @@
 
 On SIGHUP the agent re-reads the configuration (the same file, with the same command-line flags on
 top). If it is invalid, each problem is logged and the agent keeps running as before. Otherwise:
-sources removed or changed are stopped (each commits what it read, with its offsets); if the
+sources removed or changed are stopped (each commits what it read, with its offsets; one that
+does not stop within ``drain_timeout + 5`` s, stuck in a slow read or commit, is revoked: it
+commits nothing more, and its successor reads what it held again); if the
 delivery settings changed, the sink workers finish their in-flight batches (up to
 ``drain_timeout``, then the batch is given back to the channel) and new workers start with the new
 collectors; then new and changed sources start and resume from their committed offsets. The
@@ -54,7 +56,7 @@ def reload(agent) -> None:
     for name, runner in list(agent.sources.items()):
         if wanted.get(name) != runner.config or rerouted:
             agent.notifier.watchdog()  # a long reload must not look like a hang
-            runner.stop(drain + 5)
+            runner.stop(drain + 5, replaced=True)
             retire_counts(agent, runner)
             del agent.sources[name]
             log.info("reload: source %s %s", name, "removed" if name not in wanted else "changed"

@@ -4,7 +4,10 @@ Sources and the channel: every source sees the channel through a :class:`SourceC
 keeps its offset records under the prefix ``src:<name>/`` (none for the source named ``default``,
 the one the command line's PATHS make, so state from before config files is kept). A tail source
 forgets the records it does not find among its own files, so without the prefix two sources would
-delete each other's offsets. The wrapper also counts the events each source put.
+delete each other's offsets. The wrapper also counts the events each source put, and holds the
+source's right to commit (a :class:`~shipper.channel.core.Fence`): a source that outlives its stop
+at a reload is revoked before the queues change and its successor starts, so nothing it still
+holds is committed late (see :meth:`SourceRunner.stop`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import threading
 import time
 
 from shipper.agent.config import DEFAULT_SOURCE, Config, SourceSection
+from shipper.channel.core import Fence
 from shipper.channel.groups import IMPLICIT, GroupQueues, lane_names
-from shipper.errors import ShipperError
+from shipper.errors import PutRevoked, ShipperError
 from shipper.ops.document import CollectorStatus
 from shipper.ops.telemetry import Telemetry
 from shipper.sink.policy import Balance, Selector
@@ -41,6 +45,7 @@ class SourceChannel:
         self.router = router  # shipper.agent.routes.Router: the groups of each event, with routes
         self.events_put = 0
         self.bytes_put = 0
+        self.fence = Fence()
 
     def offsets(self) -> dict[str, bytes]:
         p = self.prefix
@@ -63,6 +68,17 @@ class SourceChannel:
     def pack(self, events, families=None):
         """The channel's :meth:`~shipper.channel.core.Channel.pack` of ``events``, routed (groups,
         lanes) as :meth:`put` routes them; commit it with :meth:`put_packed`."""
+        try:
+            if not self.fence.revoked:
+                return self._pack(events, families)
+        except Exception:
+            if not self.fence.revoked:
+                raise
+        # Revoked (a reload replaced this source), maybe while routing by its rules against the
+        # new queues: nothing of it is committed; its successor reads it again.
+        raise PutRevoked("pack refused: this source was replaced; what it read is read again")
+
+    def _pack(self, events, families):
         if not isinstance(events, list):
             events = list(events)
         queues = getattr(self.channel, "groups", None)
@@ -80,11 +96,15 @@ class SourceChannel:
             self.limit.acquire(packed.count, packed.nbytes, self.stop)
         if offsets and self.prefix:
             offsets = {self.prefix + k: v for k, v in offsets.items()}
-        ok = self.channel.put_packed(packed, offsets, timeout=timeout)
+        ok = self.channel.put_packed(packed, offsets, timeout=timeout, fence=self.fence)
         if ok:
             self.events_put += packed.count
             self.bytes_put += packed.nbytes
         return ok
+
+    def revoke(self) -> None:
+        """No put of this view commits after this returns (one in progress ends first)."""
+        self.channel.revoke(self.fence)
 
     def __getattr__(self, name):  # stats(), wait_for_events(), ...: the shared channel's
         return getattr(self.channel, name)
@@ -116,12 +136,24 @@ class SourceRunner:
             self.error = exc
             if not isinstance(exc, ShipperError):
                 log.exception("source %s stopped by an unexpected error", self.name)
+        finally:
+            if self.view.fence.revoked:  # stop() gave up on it: its share of the descriptors goes back now
+                self.source.close()
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, replaced: bool = False) -> None:
+        """Stop the source; it commits what it read within ``timeout``. One that is ``replaced``
+        (a reload changes the queues and starts its successor next) and still runs then, stuck in
+        a read or a slow commit, is revoked: whatever it committed later would land after its
+        successor read the offsets (stored twice, routed to the old groups, its offset record
+        behind the successor's), so it commits nothing more and its successor reads it again."""
         self.stop_flag.set()
         self.source.wakeup()
         if self.thread is not None:
             self.thread.join(timeout)
+        if replaced and self.alive:
+            log.warning("source %s did not stop within %gs (a read or a commit is slow): what it read and did not "
+                        "commit yet is left to be read again", self.name, timeout)
+            self.view.revoke()
         if not self.alive:
             self.source.close()  # its share of the descriptor budget goes back to the others
 

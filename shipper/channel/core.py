@@ -79,6 +79,16 @@ Checkpoints
   next commit go on. The automatic checkpoint stays at the full interval as the bound the space
   checks rely on (:mod:`shipper.channel.space`); it rarely has anything left to do.
 
+Revoked writers
+  A writer (a tail source) may hold a :class:`Fence` and pass it to every ``put_packed``;
+  :meth:`Channel.revoke` ends it under the channel's lock, so it waits for a commit in progress,
+  and every later ``put_packed`` with that fence raises PutRevoked before writing anything. A
+  reload revokes a source that outlived its stop (stuck in a read or a slow commit) before the
+  queues change and its successor reads the offsets: nothing the old source still holds is stored
+  late (twice, against the old groups, or with an offset behind its successor's); its successor
+  reads it again. A batch is also refused (ValueError) if the channel's group queues were replaced
+  since it was packed: its chunks are owed to queues that may no longer exist.
+
 Disk space (back-pressure, the full-disk pause and the space reserve, reclaiming pages) is
 :mod:`shipper.channel.space`; its theory of operation is there.
 
@@ -111,7 +121,7 @@ from shipper.channel.store import (
     _Corrupt, _file_bytes, _is_corrupt, _open_db, _precheck, chunk_crc, chunk_ok, encode_lens, offset_crc,
     pack_payload, peek, split_points, unpack_payload,
 )
-from shipper.errors import ChannelIOError, StateError
+from shipper.errors import ChannelIOError, PutRevoked, StateError
 
 log = logging.getLogger("flume-ship.channel")
 
@@ -187,9 +197,19 @@ class Packed:
     chunks: list
     chunk_groups: list
     routed: bool  # packed for a channel with groups
+    queues: object = None  # the channel's group queues it was packed for (None: no groups)
 
     def __len__(self) -> int:
         return self.count
+
+
+class Fence:
+    """A writer's right to commit, ended by :meth:`Channel.revoke` (see "Revoked writers")."""
+
+    __slots__ = ("revoked",)
+
+    def __init__(self) -> None:
+        self.revoked = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,14 +577,13 @@ class Channel(SpaceManagement):
                     chunks += part
                     chunk_groups += [targets] * len(part)
                 lo += n
-        return Packed(len(events), sum(c[1] for c in chunks), chunks, chunk_groups, runs is not None)
+        return Packed(len(events), sum(c[1] for c in chunks), chunks, chunk_groups, runs is not None, self.groups)
 
     def put_packed(self, packed: "Packed", offsets: Mapping[str, bytes | None] | None = None,
-                   timeout: float | None = None) -> bool:
+                   timeout: float | None = None, fence: Fence | None = None) -> bool:
         """Commit what :meth:`pack` made, with the offset records, in one transaction; False if no
-        room before timeout. The channel's groups must be as they were at ``pack``."""
-        if packed.routed != (self.groups is not None):
-            raise ValueError("put: the channel's groups changed since the batch was packed")
+        room before timeout. The channel's groups must be as they were at ``pack``; a revoked
+        ``fence`` raises PutRevoked (see "Revoked writers")."""
         offsets = dict(offsets or {})
         for key, value in offsets.items():
             if not isinstance(key, str) or not (value is None or isinstance(value, (bytes, bytearray, memoryview))):
@@ -574,8 +593,12 @@ class Channel(SpaceManagement):
         with self._put_lock, self._cond:
             if self._closed:
                 return False
-            if count and not self._wait_for_room(count, nbytes, deadline):
+            if count and (fence is None or not fence.revoked) and not self._wait_for_room(count, nbytes, deadline):
                 return False
+            if fence is not None and fence.revoked:  # looked at again after the wait, which let go of the lock
+                raise PutRevoked("put refused: this writer was replaced; what it read is read again")
+            if packed.queues is not self.groups:
+                raise ValueError("put: the channel's groups changed since the batch was packed")
             now = time.time()
             last = self._next_seq - 1
             rows = []
@@ -610,6 +633,12 @@ class Channel(SpaceManagement):
         if checkpoint:  # the batch is counted and takeable; the channel's lock is free
             self._checkpoint_aside()
         return True
+
+    def revoke(self, fence: Fence) -> None:
+        """End ``fence``: after this returns, no put with it commits (a commit in progress ends
+        first: it holds the lock)."""
+        with self._cond:
+            fence.revoked = True
 
     def _chunks(self, events: list[bytes]) -> list[tuple[int, int, int, bytes, bytes]]:
         """(count, nbytes, crc, lens, stored body) per chunk of ``events`` (see store: compression)."""

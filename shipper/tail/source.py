@@ -90,7 +90,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from operator import attrgetter
 
-from shipper.errors import ChannelIOError
+from shipper.errors import ChannelIOError, PutRevoked
 from shipper.tail.identity import (
     FP_MAX,
     KEY_PREFIX,
@@ -1213,7 +1213,10 @@ class TailSource:
         """The events as the channel stores them (joined, compressed, checksummed)."""
         # A channel with lanes (the agent's) is told each event's family; a bare one is not.
         extra = {"families": families} if getattr(self.channel, "by_family", False) else {}
-        return self.channel.pack(events, **extra)
+        try:
+            return self.channel.pack(events, **extra)
+        except PutRevoked:
+            raise _Stopped() from None  # replaced (a reload): what is uncommitted is read again
 
     def _put(self, packed, offsets: dict[str, bytes | None]) -> None:
         """Commit one batch (``packed`` by ``_pack``) with its offset records; retry write errors
@@ -1226,6 +1229,8 @@ class TailSource:
                         log.info("tail: the channel accepts writes again")
                         self._io_error_logged = False
                     return
+            except PutRevoked:
+                raise _Stopped() from None  # replaced (a reload): what is uncommitted is read again
             except ChannelIOError as exc:
                 if not self._io_error_logged:
                     log.warning("tail: channel write failed (%s); retrying, nothing is lost", exc)

@@ -9,7 +9,6 @@ the timer never syncs a drain's last acks, or if a clean stop leaves an ack unsy
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import sys
 import pytest
 
 from shipper.channel import Channel
+from tests.shims import compile_shim
 from tests.support import ROOT
 
 SHIM = r"""
@@ -57,14 +57,7 @@ int fdatasync(int fd) {
 
 @pytest.fixture(scope="module")
 def shim(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler for the fsync-counting shim")
-    d = tmp_path_factory.mktemp("shim")
-    (d / "shim.c").write_text(SHIM)
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(d / "shim.so"), str(d / "shim.c"), "-ldl"],
-                   check=True, capture_output=True)
-    return d / "shim.so"
+    return compile_shim(tmp_path_factory.mktemp("shim"), "shim", SHIM)
 
 
 def run(shim, tmp_path, interval: float, script: str) -> list[tuple[str, list[str]]]:

@@ -74,6 +74,28 @@ def test_a_format_2_channel_from_the_previous_release_converts_and_ships_everyth
     assert r.returncode == 0 and f"format version: {FORMAT_VERSION}\n" in r.stdout
 
 
+def test_a_format_2_channel_from_the_previous_release_ships_every_event_through_tail_once(tmp_path):
+    """The whole path: a real agent opens the old file, converts it and sends what it holds to a
+    real collector, then exits 0 with the channel empty."""
+    from tests.ops.common import collected, start_collector
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    shutil.copy(FIXTURE, state / DB_NAME)
+    (tmp_path / "empty.log").write_bytes(b"")
+    collector, address = start_collector(tmp_path / "out")
+    try:
+        r = subprocess.run(cli_argv("tail", "--once", str(tmp_path / "empty.log"), "--to", address, "--state-dir",
+                                    str(state), "--min-free", "1K"), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"converted from format 2 to {FORMAT_VERSION}" in r.stderr
+    finally:
+        collector.stop()
+    assert collected(tmp_path / "out") == [fixture_line(i) for i in [*range(1, 251), *range(501, 2001)]]
+    with Channel.open(state, min_free_bytes=0) as ch:
+        assert ch.stats().events == 0
+
+
 def page_size(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute("PRAGMA page_size").fetchone()[0]

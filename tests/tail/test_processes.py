@@ -25,11 +25,11 @@ from shipper.tail.rules import rules_from
 from .helpers import append, bodies, drain, expected, lines, make_source, open_channel
 
 
-def spawn(state, log_path, opts: dict, stderr_path, preexec=None, exe=None) -> subprocess.Popen:
+def spawn(state, log_path, opts: dict, stderr_path, preexec=None, exe=None, env=None) -> subprocess.Popen:
     return subprocess.Popen(
         [exe or sys.executable, "-m", "tests.tail.tail_child", str(state), json.dumps(opts)],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=open(stderr_path, "ab"), preexec_fn=preexec,
+        stderr=open(stderr_path, "ab"), preexec_fn=preexec, env={**os.environ, **(env or {})},
     )
 
 
