@@ -362,23 +362,30 @@ def test_a_damaged_chunk_found_by_a_take_is_quarantined_and_the_next_one_taken(t
         assert ch.quarantined == 10 and ch.stats().events == 20
 
 
-def test_an_ack_commits_while_a_put_waits_for_its_fdatasync_and_the_put_is_taken_only_after_it(tmp_path, monkeypatch):
-    # A put commits its frames under the channel's lock, then syncs the WAL without it: an ack
-    # (and a take of what was stored before) must not queue behind the put's fdatasync, and the
-    # put's own events become takeable only once they are durable. The sync is held here by the
-    # test, for as long as the acking thread needs.
+def hold_put_syncs(monkeypatch, thread_name: str) -> tuple[threading.Event, threading.Event]:
+    """Hold every channel fdatasync made by the thread ``thread_name`` (a put's sync of the WAL)
+    until the returned ``release`` is set; ``entered`` is set when one is held."""
     import shipper.channel.core as core
 
     entered, release = threading.Event(), threading.Event()
     real = os.fdatasync
 
     def held_fdatasync(fd):
-        if threading.current_thread().name == "putter":
+        if threading.current_thread().name == thread_name:
             entered.set()
             release.wait(30)
         real(fd)
 
     monkeypatch.setattr(core.os, "fdatasync", held_fdatasync)
+    return entered, release
+
+
+def test_an_ack_commits_while_a_put_waits_for_its_fdatasync_and_the_put_is_taken_only_after_it(tmp_path, monkeypatch):
+    # A put commits its frames under the channel's lock, then syncs the WAL without it: an ack
+    # (and a take of what was stored before) must not queue behind the put's fdatasync, and the
+    # put's own events become takeable only once they are durable. The sync is held here by the
+    # test, for as long as the acking thread needs.
+    entered, release = hold_put_syncs(monkeypatch, "putter")
     with open_ch(tmp_path, chunk_events=10) as ch:
         assert ch.put([b"a%d" % i for i in range(10)])  # (from this thread: not held)
         lease = ch.take(10, 1 << 20)

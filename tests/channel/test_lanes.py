@@ -230,21 +230,11 @@ def test_a_lane_acks_several_leases_in_one_transaction(tmp_path):
 def test_a_lane_takes_nothing_of_a_put_still_waiting_for_its_fdatasync(tmp_path, monkeypatch):
     # The put commits, then syncs the WAL without the channel's lock; a lane's take (which reads
     # through the write connection) must not lease its chunks before the sync returned.
-    import os
     import threading
 
-    import shipper.channel.core as core
+    from tests.channel.test_channel_basics import hold_put_syncs
 
-    entered, release = threading.Event(), threading.Event()
-    real = os.fdatasync
-
-    def held_fdatasync(fd):
-        if threading.current_thread().name == "putter":
-            entered.set()
-            release.wait(30)
-        real(fd)
-
-    monkeypatch.setattr(core.os, "fdatasync", held_fdatasync)
+    entered, release = hold_put_syncs(monkeypatch, "putter")
     ch, q = open_lanes(tmp_path, lanes=1)
     try:
         family = families_for(1, 1)[0]
