@@ -125,7 +125,7 @@ class Agent:
     # --- wiring ----------------------------------------------------------------------------
 
     def _open(self) -> None:
-        from shipper.channel import Channel
+        from shipper.channel import CHUNK_BYTES, Channel
 
         c = self.config.channel
         d = min((g for _, g in self.config.groups), key=lambda g: g.batch_size, default=self.config.delivery)
@@ -134,7 +134,7 @@ class Agent:
         self.channel = Channel.open(self.config.state_path(), capacity_bytes=c.capacity,
                                     min_free_bytes=c.min_free, ack_sync_interval=c.ack_sync_interval,
                                     chunk_events=min(1000, d.batch_size),
-                                    chunk_bytes=min(1 << 20, d.batch_bytes))
+                                    chunk_bytes=min(CHUNK_BYTES, d.batch_bytes))
         if self.config.groups:  # routes: one queue and one set of sink workers per group
             from shipper.agent.routes import open_routes
 

@@ -244,7 +244,7 @@ class GroupQueues:
             if self._barrier and self._held_back(grp):
                 return None
             found = ch._pick(sorted((l.first_seq, l.last_seq) for l in self._leases[grp].values()),
-                             max_events, max_bytes, grp)
+                             max_events, max_bytes, grp, top=ch._visible)  # nothing a put has not synced
             if found is None:
                 return None
             lease = ch._lease(*found)

@@ -90,6 +90,7 @@ class SpaceManagement:
         filesystem, what the WAL holds beyond the database is room a checkpoint must find."""
         pages = max(16, min(1000, self._reserve.size // 2 // self._page_size))
         self._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+        self._checkpoint_pages = pages  # the put's own checkpoint runs at half of it (core: "Checkpoints")
 
     def _make_room(self, what: str) -> bool:
         """A write found the disk full: pause puts until space returns and, for a write that
@@ -116,7 +117,8 @@ class SpaceManagement:
     def _checkpoint(self, mode: str) -> bool:
         """True if every WAL frame is now in the database (the WAL restarts from its start)."""
         try:
-            busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            with self._ckpt_lock:  # not beside a put's checkpoint, which would make this one busy
+                busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as exc:
             log.debug("channel: checkpoint (%s) failed: %s", mode, exc)
             return False

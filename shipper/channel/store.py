@@ -81,7 +81,9 @@ DB_NAME = "channel.db"
 SIDE_FILES = ("-wal", "-shm")
 
 CHUNK_EVENTS = 1000  # default: at most this many events per stored row ...
-CHUNK_BYTES = 1 << 20  # ... and at most this many bytes (unless one event alone is bigger)
+CHUNK_BYTES = 2 << 20  # ... and at most this many bytes (unless one event alone is bigger): 1,000 events
+# of ~1 KiB lines (~1.09 MB encoded) then make one chunk, so a lease is one full call of batch_size
+# events; at 1 MiB they made a chunk of ~960 and a remainder, each its own (smaller) call.
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
 PAGE_SIZE = 16384  # of a NEW channel database (an existing one keeps its own; see the docstring) ...
 SMALL_FS_BYTES = 1 << 30  # ... unless its filesystem is smaller than this: then SQLite's 4 KiB

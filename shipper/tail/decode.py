@@ -42,7 +42,7 @@ def check_encoding(name: str, key: str = "encoding") -> str:
     """The codec's canonical name, or RuleError: unknown, or lines cannot be split in it."""
     try:
         info = codecs.lookup(name)
-    except (LookupError, TypeError):
+    except (LookupError, TypeError, ValueError):  # ValueError: a NUL in the name
         raise RuleError(key, f"unknown encoding {name!r} (examples: utf-16le, utf-16, latin-1, gbk)") from None
     canon = info.name
     if canon in _UTF16:

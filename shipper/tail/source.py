@@ -59,7 +59,10 @@ are in the stage, so a full channel still stops reading. ``run_once`` returns, a
 only after the last batch is committed; an error of the stage's threads is raised in the reader's
 thread, as a serial put raised it. A SIGKILL loses the batches in the stage as it lost the one
 being put: they were never committed, nor were their offsets, so they are read again (no
-duplicate, no loss). ``poll`` puts in the caller's thread.
+duplicate, no loss). ``poll`` puts in the caller's thread. In ``run`` and ``run_once`` a pass that
+ends with a file still hot (bytes left after its turn) keeps its batch open for the next pass, for
+at most ``_HOT_HOLD`` seconds after the last close: a busy file's batches are then whole (full
+chunks, full calls downstream) instead of cut at every pass's end into a small one.
 
 *Wake-ups*: watchdog (inotify) watches the static prefix directory of each glob (recursively
 when the wildcard is not in the last component), one watch per directory rather than per file.
@@ -121,6 +124,7 @@ log = logging.getLogger("flume-ship.tail")
 _MIN_DISCOVER_GAP = 0.25  # discovery triggered by notifications runs at most this often
 _COALESCE = 0.05  # after a notification, wait this long so a burst of writes becomes one pass
 _MAX_SLEEP = 0.5  # the stop flag is looked at least this often
+_HOT_HOLD = 0.1  # a batch is kept open over passes while a file is hot, at most this long (see *Commit*)
 _START_LINES = 20  # files listed one a line at start (the most behind); the rest at debug level
 _RECORDS_PER_PUT = 2000  # offset records of files without events in the batch: at most this many a put
 
@@ -266,6 +270,7 @@ class TailSource:
         self._next_rescan = 0.0
         self._last_discover = -1e9
         self._hot: set[str] = set()  # files with bytes left after their turn
+        self._flushed_at = 0.0  # monotonic time the last batch was closed (see _HOT_HOLD)
         self._partial: set[str] = set()  # files holding an incomplete last line
         self._eof_flush = False  # run_once: ship incomplete lines at the end of the data
         self._old_heads: dict[str, list[tuple[int, str]]] = {}  # origin -> heads of past generations
@@ -431,7 +436,8 @@ class TailSource:
             self._serve(due, idle_close=full)
             if not self._hot:
                 self._hot.clear()  # an empty set keeps the table of its largest size until cleared
-        self._flush()
+        if not (self._pipelined and self._hot and time.monotonic() - self._flushed_at < _HOT_HOLD):
+            self._flush()  # else the next pass, at once, goes on filling this batch
         return self.counters["events"] - put_before
 
     def status(self) -> list[FileStatus]:
@@ -1169,6 +1175,7 @@ class TailSource:
 
     def _flush(self) -> None:
         """Close the batch: hand it to the put stage (``run``, ``run_once``), or put it now."""
+        self._flushed_at = time.monotonic()
         if not self._events and not self._dirty:
             return
         batches = []

@@ -360,3 +360,121 @@ def test_a_damaged_chunk_found_by_a_take_is_quarantined_and_the_next_one_taken(t
         lease = ch.take(100, 1 << 20)
         assert lease.events == [b"e%d" % i for i in range(10, 30)]
         assert ch.quarantined == 10 and ch.stats().events == 20
+
+
+def hold_put_syncs(monkeypatch, thread_name: str) -> tuple[threading.Event, threading.Event]:
+    """Hold every channel fdatasync made by the thread ``thread_name`` (a put's sync of the WAL)
+    until the returned ``release`` is set; ``entered`` is set when one is held."""
+    import shipper.channel.core as core
+
+    entered, release = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def held_fdatasync(fd):
+        if threading.current_thread().name == thread_name:
+            entered.set()
+            release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(core.os, "fdatasync", held_fdatasync)
+    return entered, release
+
+
+def test_an_ack_commits_while_a_put_waits_for_its_fdatasync_and_the_put_is_taken_only_after_it(tmp_path, monkeypatch):
+    # A put commits its frames under the channel's lock, then syncs the WAL without it: an ack
+    # (and a take of what was stored before) must not queue behind the put's fdatasync, and the
+    # put's own events become takeable only once they are durable. The sync is held here by the
+    # test, for as long as the acking thread needs.
+    entered, release = hold_put_syncs(monkeypatch, "putter")
+    with open_ch(tmp_path, chunk_events=10) as ch:
+        assert ch.put([b"a%d" % i for i in range(10)])  # (from this thread: not held)
+        lease = ch.take(10, 1 << 20)
+        done = []
+        putter = threading.Thread(target=lambda: done.append(ch.put([b"b%d" % i for i in range(10)])),
+                                  name="putter")
+        putter.start()
+        try:
+            assert entered.wait(30), "the put never synced the WAL after its commit"
+            acker = threading.Thread(target=lambda: ch.ack(lease))
+            acker.start()
+            acker.join(30)
+            assert not acker.is_alive(), "the ack waited for the put's fdatasync"
+            assert ch.take(10, 1 << 20) is None  # committed, not yet durable: not takeable
+            assert not done
+        finally:
+            release.set()
+            putter.join(30)
+        assert done == [True]
+        assert ch.take(10, 1 << 20).events == [b"b%d" % i for i in range(10)]
+
+
+def test_a_thousand_one_kib_events_are_one_chunk_so_a_lease_is_one_full_call(tmp_path):
+    # ~1 KiB log lines encode to ~1.1 KB events: with the default chunk bytes, a batch of 1,000
+    # is one stored chunk, hence one lease of batch_size events (one call), not a chunk of ~950
+    # and a remainder sent as a second, small call.
+    with open_ch(tmp_path) as ch:
+        events = [b"%04d" % i + b"x" * 1096 for i in range(2000)]
+        assert ch.put(events)
+        first, second = ch.take(1000, 4 << 20), ch.take(1000, 4 << 20)
+        assert (first.count, second.count) == (1000, 1000)
+        assert first.events + second.events == events
+
+
+def test_a_put_whose_fdatasync_fails_raises_and_its_retry_stores_it_again_never_loses_it(tmp_path, monkeypatch):
+    # The commit went through, the sync did not: the put must not report success, and the
+    # channel must count what it holds (the batch may be stored: its retry is a duplicate).
+    import errno
+
+    import shipper.channel.core as core
+    from shipper.errors import ChannelIOError
+
+    real, failures = os.fdatasync, [OSError(errno.EIO, "Input/output error")]
+
+    def flaky_fdatasync(fd):
+        if failures:
+            raise failures.pop()
+        real(fd)
+
+    with open_ch(tmp_path, chunk_events=10) as ch:
+        assert ch.put([b"a%d" % i for i in range(10)])
+        monkeypatch.setattr(core.os, "fdatasync", flaky_fdatasync)
+        batch = [b"b%d" % i for i in range(10)]
+        with pytest.raises(ChannelIOError, match="cannot sync"):
+            ch.put(batch)
+        assert ch.put(batch)  # the source's retry
+        got = []
+        while (lease := ch.take(100, 1 << 20)) is not None:
+            got += lease.events
+            ch.ack(lease)
+        assert got[:10] == [b"a%d" % i for i in range(10)]
+        assert got[10:] in (batch, batch + batch)  # stored once or twice, never lost
+        assert ch.stats().events == 0
+
+
+def test_puts_checkpoint_the_wal_themselves_on_their_own_connection_without_the_channel_lock(tmp_path):
+    # The write connection's automatic checkpoint is turned off here, so only the puts' own
+    # checkpoints can bound the WAL; each must run with the channel's lock free (acks go on).
+    import sqlite3
+
+    with open_ch(tmp_path, chunk_events=100) as ch:
+        ch._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        seen = []
+
+        class Watched:
+            def __init__(self, conn):
+                self.conn = conn
+
+            def execute(self, sql):
+                seen.append((sql, ch._mutex.locked()))
+                return self.conn.execute(sql)
+
+            def close(self):
+                self.conn.close()
+
+        ch._ckpt_conn = Watched(sqlite3.connect(ch.db_path, isolation_level=None, check_same_thread=False))
+        payload = os.urandom(64 * 1024)  # incompressible: ~4 pages per event
+        for i in range(4 * ch._checkpoint_pages // 4 // 10 + 10):
+            assert ch.put([payload[:-8] + b"%08d" % (10 * i + k) for k in range(10)])
+        assert seen and all(sql == "PRAGMA wal_checkpoint(PASSIVE)" and not locked for sql, locked in seen)
+        busy, log_frames, done = sqlite3.connect(ch.db_path).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert log_frames <= ch._checkpoint_pages, "the WAL grew past the checkpoint interval"

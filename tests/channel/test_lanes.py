@@ -225,3 +225,31 @@ def test_a_lane_acks_several_leases_in_one_transaction(tmp_path):
     assert drain(view) == [b"l 4", b"l 5"]
     assert ch.stats().events == 0
     ch.close()
+
+
+def test_a_lane_takes_nothing_of_a_put_still_waiting_for_its_fdatasync(tmp_path, monkeypatch):
+    # The put commits, then syncs the WAL without the channel's lock; a lane's take (which reads
+    # through the write connection) must not lease its chunks before the sync returned.
+    import threading
+
+    from tests.channel.test_channel_basics import hold_put_syncs
+
+    entered, release = hold_put_syncs(monkeypatch, "putter")
+    ch, q = open_lanes(tmp_path, lanes=1)
+    try:
+        family = families_for(1, 1)[0]
+        lane = lane_names(IMPLICIT, 1)[0]
+        put_files(ch, q, {family: [b"x", b"y", b"z"]})  # synced (from this thread: not held)
+        putter = threading.Thread(target=put_files, args=(ch, q, {family: [b"a", b"b", b"c"]}), name="putter")
+        putter.start()
+        try:
+            assert entered.wait(30), "the put never synced the WAL after its commit"
+            first = q.take(lane, 10, 1 << 20)
+            assert first.events == [b"x", b"y", b"z"]  # not the next put's: committed, not yet durable
+            q.ack(lane, first)
+        finally:
+            release.set()
+            putter.join(30)
+        assert q.take(lane, 10, 1 << 20).events == [b"a", b"b", b"c"]
+    finally:
+        ch.close()

@@ -92,7 +92,7 @@ def test_held_event_keeps_the_file_offset_at_its_first_byte():
     assert cur.offset == len(data)
 
 
-@pytest.mark.parametrize("name", ["utf-32", "klingon", "cp500"])
+@pytest.mark.parametrize("name", ["utf-32", "klingon", "cp500", "utf\x008", "\x00"])  # a NUL: refused, not a traceback
 def test_encodings_lines_cannot_be_split_in_are_refused(name):
     with pytest.raises(RuleError):
         check_encoding(name)

@@ -39,9 +39,11 @@ def test_records_of_thousands_of_new_files_are_committed_in_slices_and_nothing_i
     for i in range(FILES):
         (logs / f"f{i:05d}.log").write_bytes(b"line of file %05d\n" % i)
     channel = open_channel(tmp_path / "state")
+    sources = []
     try:
         counting = CountingChannel(channel)
         source = make_source(counting, logs / "*.log", batch_max_events=500)
+        sources.append(source)
         assert poll_until_quiet(source) == FILES
         assert max(records for _, records in counting.puts) <= 2000
         assert len([p for p in counting.puts if p[0] == 0]) >= 1  # records alone, before the events
@@ -51,7 +53,10 @@ def test_records_of_thousands_of_new_files_are_committed_in_slices_and_nothing_i
 
         # A restart over the same channel: every file is known at its end.
         again = make_source(channel, logs / "*.log")
+        sources.append(again)
         assert poll_until_quiet(again) == 0
         assert drain(channel) == []
     finally:
+        for s in sources:
+            s.close()  # its 5,000 descriptors: later tests select() on small ones
         channel.close()

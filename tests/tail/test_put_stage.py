@@ -271,3 +271,27 @@ def test_a_pack_error_is_raised_at_its_turn_after_the_batches_before_it_committe
     stage.discard()
     assert stage.pending_events() == 0
     stage.close()
+
+
+@pytest.mark.parametrize("hold", [60.0, 0.0])
+def test_a_hot_file_fills_its_batch_over_passes_instead_of_cutting_one_at_every_pass_end(tmp_path, monkeypatch, hold):
+    import shipper.tail.source as source_module
+
+    # A long hold, so the test never depends on how fast the passes run; 0 is the old behaviour.
+    monkeypatch.setattr(source_module, "_HOT_HOLD", hold)
+    log, ch = log_and_channel(tmp_path, lines("h", 0, 20_000, width=40))
+    try:
+        scripted = ScriptedChannel(ch)
+        # A turn of 64 KiB (~1,500 lines) per pass: the file stays hot for ~13 passes.
+        source = make_source(scripted, log, batch_max_events=5000, read_chunk=16 * 1024,
+                             max_bytes_per_file_turn=64 * 1024)
+        assert source.run_once()
+        if hold:
+            # Whole batches of 5,000, never cut at a pass's end (plus, at most, one of offset records alone).
+            assert scripted.packs <= 5
+        else:
+            assert scripted.packs > 10  # one small batch per pass
+        assert bodies(drain(ch)) == expected("h", 0, 20_000, width=40)
+        assert committed_offset(ch, log) == log.stat().st_size
+    finally:
+        ch.close()
