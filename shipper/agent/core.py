@@ -244,8 +244,9 @@ class Agent:
         reading.start()
         self._start_progress()
         while reading.is_alive() or self.delivery.alive:
-            if not reading.is_alive():
+            if not reading.is_alive() and not self.delivery.exit_when_empty.is_set():
                 self.delivery.exit_when_empty.set()
+                self.channel.wake_waiters()  # a sink waiting for events looks again, and ends if none
             now = time.monotonic()
             if end is not None and now >= end:
                 return self._deadline_passed(read_stop, reading, end)

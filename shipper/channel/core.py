@@ -245,6 +245,7 @@ class Channel(SpaceManagement):
         self._relaxed = False  # the write connection is at synchronous=NORMAL now
         self._unsynced_at: float | None = None  # monotonic time of the first ack commit not yet synced
         self._recounts = 0  # times the counters were read from the database (a put syncing outside the lock asks)
+        self._wakes = 0  # times wake_waiters ended every wait_for_events early
         self._relaxed_acks = 0  # ack commits made without their fdatasync, ever (see put_packed)
         self._put_lock = threading.Lock()  # one put at a time, from its commit to its fdatasync
         # A put's checkpoint runs on its own connection without the channel's lock (see "Checkpoints").
@@ -881,10 +882,25 @@ class Channel(SpaceManagement):
                 or self._bytes - self._leased_bytes >= max_bytes)
 
     def wait_for_events(self, timeout: float) -> bool:
-        """Block until an event is takeable (True) or the timeout passes / the channel closes."""
+        """Block until an event is takeable (True) or the timeout passes / the channel closes /
+        :meth:`wake_waiters` is called."""
         with self._cond:
-            self._cond.wait_for(lambda: self._closed or self._events > self._leased_events, timeout)
+            wakes = self._wakes
+            self._cond.wait_for(lambda: self._closed or self._events > self._leased_events or self._wakes != wakes,
+                                timeout)
             return not self._closed and self._events > self._leased_events
+
+    def wake_waiters(self) -> None:
+        """End every wait_for_events on the whole channel now, as if its timeout had passed: what
+        a waiter waits for changed outside the channel (``--once`` read everything, so an empty
+        channel now means done, and a sink waiting for events would only wait out its timeout).
+
+        Not the group queues' waits: under routes a batch a group gives up on moves to its
+        secondary group's queue, so an empty queue does not mean done while another group
+        still delivers; their sinks wait out their timeout as before."""
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify_all()
 
     def offsets(self) -> dict[str, bytes]:
         with self._cond:

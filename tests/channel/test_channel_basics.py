@@ -189,6 +189,38 @@ def test_close_wakes_a_blocked_put_and_waiting_sinks(tmp_path):
     assert sorted(results) == [False, False]
 
 
+def test_wake_waiters_ends_the_channels_waits_for_events_and_leaves_the_group_queues_waiting(tmp_path):
+    # `tail --once`: when the read is over, the agent wakes the sink, so an empty channel ends the
+    # run at once instead of after the sink's wait for events has run out. A group's queue is not
+    # woken: a batch its primary gives up on may still move into a secondary's queue.
+    from shipper.channel.groups import GroupQueues
+
+    ch = open_ch(tmp_path)
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(ch.wait_for_events(600)))
+    waiter.start()
+    time.sleep(0.2)
+    ch.wake_waiters()
+    waiter.join(60)
+    assert not waiter.is_alive() and results == [False]  # woken, nothing to take
+    ch.put([b"x"])
+    assert ch.wait_for_events(600) is True  # a wake ends only the waits under way
+    ch.close()
+
+    ch = open_ch(tmp_path / "grouped")
+    q = GroupQueues(ch, ["a"])
+    grouped = threading.Thread(target=lambda: results.append(q.wait_for_events("a", 600)))
+    grouped.start()
+    time.sleep(0.2)
+    ch.wake_waiters()
+    grouped.join(0.5)
+    assert grouped.is_alive()  # still waiting for its queue
+    ch.put([b"y"], groups=[("a",)])
+    grouped.join(60)
+    assert results[-1] is True
+    ch.close()
+
+
 def test_second_opener_is_refused_with_state_locked(tmp_path):
     with open_ch(tmp_path):
         with pytest.raises(StateLocked, match=str(os.getpid())) as err:
