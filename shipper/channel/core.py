@@ -196,7 +196,6 @@ class Packed:
     nbytes: int  # payload bytes (uncompressed)
     chunks: list
     chunk_groups: list
-    routed: bool  # packed for a channel with groups
     queues: object = None  # the channel's group queues it was packed for (None: no groups)
 
     def __len__(self) -> int:
@@ -476,15 +475,7 @@ class Channel(SpaceManagement):
         emptied it synced the database first."""
         if self._unsynced_at is None:
             return
-        try:
-            fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = None
-        if fd is not None:
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+        _fdatasync_wal(self.db_path)
         self._unsynced_at = None
 
     def _sync_put(self) -> OSError | None:
@@ -492,17 +483,9 @@ class Channel(SpaceManagement):
         meanwhile synced the WAL before copying it and the database after, so whatever it moved is
         durable too; a WAL file gone (closed channel) was checkpointed and synced the same way."""
         try:
-            fd = os.open(f"{self.db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
+            _fdatasync_wal(self.db_path)
         except OSError as exc:
             return exc
-        try:
-            os.fdatasync(fd)
-        except OSError as exc:
-            return exc
-        finally:
-            os.close(fd)
         return None
 
     def _checkpoint_aside(self) -> None:
@@ -578,7 +561,7 @@ class Channel(SpaceManagement):
                     chunks += part
                     chunk_groups += [targets] * len(part)
                 lo += n
-        return Packed(len(events), sum(c[1] for c in chunks), chunks, chunk_groups, runs is not None, self.groups)
+        return Packed(len(events), sum(c[1] for c in chunks), chunks, chunk_groups, self.groups)
 
     def put_packed(self, packed: "Packed", offsets: Mapping[str, bytes | None] | None = None,
                    timeout: float | None = None, fence: Fence | None = None) -> bool:
@@ -972,6 +955,19 @@ class Channel(SpaceManagement):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _fdatasync_wal(db_path) -> None:
+    """fdatasync the database's WAL file; none there (a checkpoint that emptied it synced the
+    database first) is nothing to sync. Raises OSError."""
+    try:
+        fd = os.open(f"{db_path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _close_quietly(conn: sqlite3.Connection | None) -> None:

@@ -63,7 +63,7 @@ class PutStage:
         self._to_pack: deque[_Batch] = deque()  # those the pack thread has not started
         self._cond = threading.Condition()
         self._error: BaseException | None = None
-        self._packing = self._putting = False
+        self._putting = False
         self._closing = False
         self._threads: list[threading.Thread] = []
 
@@ -153,7 +153,6 @@ class PutStage:
                 if self._closing:
                     return
                 b = self._to_pack.popleft()
-                self._packing = True
             try:
                 packed, error = self._pack(b.events, b.families), None
             except BaseException as exc:  # noqa: BLE001 - raised in the reader's thread (P4)
@@ -162,7 +161,6 @@ class PutStage:
                 if error is None:
                     b.packed, b.events = packed, None  # the events are in the chunks now
                 b.error, b.ready = error, True
-                self._packing = False
                 self._cond.notify_all()
 
     def _committer(self) -> None:
