@@ -128,7 +128,8 @@ class DeliverySection:
                               "keeps --max-penalty.", flag="--busy-penalty", lo=0.1)
     batch_size: int = opt(1000, "Most events in one appendBatch.", flag="--batch-size", lo=1)
     batch_bytes: int = opt(4 << 20, "Most event bytes in one appendBatch.", flag="--batch-bytes", kind="size", lo=1)
-    linger: float = opt(0.2, "Seconds a partial batch waits for more events before it is sent.", flag="--linger",
+    linger: float = opt(0.2, "Seconds a partial batch waits for more events before it is sent (the rest of a burst, right "
+                        "after a whole batch, is sent at once).", flag="--linger",
                         lo=0)
     sinks: int = opt(1, "Sink workers, each sending its own lane of the channel: all lines of a file (and of "
                      "its rotated predecessors) take one lane, so every file arrives in order while "

@@ -6,7 +6,7 @@ source's offset records (its fdatasync runs after the channel's lock is released
 synced outside the lock"). ``put`` is ``pack`` (the CPU part, no lock: chunks joined, compressed and
 checksummed) then ``put_packed`` (the commit), so a caller can pack the next batch in one thread
 while another commits this one (the tail source's put stage). When ``put`` returns, a power cut loses neither; before it returns,
-neither is visible. So after any crash the offsets name exactly the lines the channel holds.
+its events are not takeable (its offset records can be read once committed). So after any crash the offsets name exactly the lines the channel holds.
 
 Sink threads call ``take`` for a *lease*: the oldest whole chunks that no other lease holds, in
 order (at least one chunk, then more while the lease stays within max_events and max_bytes).
@@ -470,7 +470,7 @@ class Channel(SpaceManagement):
                 self._arm_sync_timer(self.ack_sync_interval)
 
     def _sync_wal(self) -> None:
-        """fdatasync the WAL file (lock held: no checkpoint runs meanwhile), making every ack
+        """fdatasync the WAL file (lock held, so no ack commits meanwhile), making every ack
         committed so far durable. Without a WAL file there is nothing to sync: a checkpoint that
         emptied it synced the database first."""
         if self._unsynced_at is None:
@@ -619,9 +619,10 @@ class Channel(SpaceManagement):
         return True
 
     def revoke(self, fence: Fence) -> None:
-        """End ``fence``: after this returns, no put with it commits (a commit in progress ends
-        first: it holds the lock)."""
-        with self._cond:
+        """End ``fence``: after this returns, no put with it commits. A put in progress ends first,
+        its fdatasync and its counting included (it holds ``_put_lock`` throughout; a wait for room
+        ends within its timeout), so nothing of it is counted after the caller changes the queues."""
+        with self._put_lock, self._cond:
             fence.revoked = True
 
     def _chunks(self, events: list[bytes]) -> list[tuple[int, int, int, bytes, bytes]]:

@@ -54,8 +54,8 @@ nor store one twice. A channel that runs lanes (``by_family``) is also given the
 ``(family, count)`` (a family is a file's origin), so every file's events take one lane
 (``shipper.channel.groups``). In ``run`` and ``run_once`` a closed batch goes to the put stage
 (``shipper.tail.putstage``): one thread packs it (``channel.pack``: join, compress, checksum), one
-commits it (``channel.put_packed``), in order, while the reader cuts the next; at most two batches
-are in the stage, so a full channel still stops reading. ``run_once`` returns, and ``run`` stops,
+commits it (``channel.put_packed``), in order, while the reader cuts the next; once a batch is
+handed over, at most two are in the stage, so a full channel still stops reading. ``run_once`` returns, and ``run`` stops,
 only after the last batch is committed; an error of the stage's threads is raised in the reader's
 thread, as a serial put raised it. A SIGKILL loses the batches in the stage as it lost the one
 being put: they were never committed, nor were their offsets, so they are read again (no

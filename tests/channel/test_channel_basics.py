@@ -412,6 +412,32 @@ def hold_put_syncs(monkeypatch, thread_name: str) -> tuple[threading.Event, thre
     return entered, release
 
 
+def test_a_revoke_returns_only_after_a_put_syncing_outside_the_lock_has_counted_its_batch(tmp_path, monkeypatch):
+    # A reload revokes a source that outlived its stop, then changes the queues: a put of that
+    # source still in its fdatasync (run without the channel's lock) must be counted before the
+    # revoke returns, or it would count its batch into the new queues afterwards.
+    from shipper.channel.core import Fence
+
+    entered, release = hold_put_syncs(monkeypatch, "putter")
+    fence = Fence()
+    with open_ch(tmp_path, chunk_events=10) as ch:
+        putter = threading.Thread(target=lambda: ch.put_packed(ch.pack([b"p%d" % i for i in range(10)]), fence=fence),
+                                  name="putter")
+        putter.start()
+        try:
+            assert entered.wait(30), "the put never synced the WAL after its commit"
+            seen = []
+            revoker = threading.Thread(target=lambda: (ch.revoke(fence), seen.append(ch.stats().events)))
+            revoker.start()
+            time.sleep(0.2)  # a revoke that does not wait for the put has returned by now
+        finally:
+            release.set()
+        revoker.join(30)
+        putter.join(30)
+        assert seen == [10]  # the put was counted before the revoke returned
+        assert fence.revoked
+
+
 def test_an_ack_commits_while_a_put_waits_for_its_fdatasync_and_the_put_is_taken_only_after_it(tmp_path, monkeypatch):
     # A put commits its frames under the channel's lock, then syncs the WAL without it: an ack
     # (and a take of what was stored before) must not queue behind the put's fdatasync, and the

@@ -14,7 +14,6 @@ import errno
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from shipper.collector import writer as writer_module
 from shipper.collector.server import Collector, CollectorOptions
 from shipper.collector.writer import RollingWriter
 from shipper.transport import Address
+from tests.ops import common
 
 WAIT = 30.0  # the longest any condition below is waited for (a bound, never a measured time)
 
@@ -125,10 +125,7 @@ def written(out: Path) -> list[bytes]:
 
 
 def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.01)
+    common.wait_until(condition, what, timeout=WAIT, interval=0.01)
 
 
 def test_no_call_is_answered_ok_before_the_fdatasync_that_covers_it_returns(server, held):

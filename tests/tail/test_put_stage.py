@@ -11,6 +11,7 @@ import pytest
 
 from shipper.errors import ChannelIOError, StateError
 from shipper.tail.putstage import PutStage
+from tests.ops import common
 
 from .helpers import bodies, drain, expected, lines, make_source, open_channel
 
@@ -18,11 +19,7 @@ GUARD = 60.0  # a failure guard for waits on other threads, never a measured tim
 
 
 def wait_until(cond, what: str) -> None:
-    deadline = time.monotonic() + GUARD
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.01)
+    common.wait_until(cond, what, timeout=GUARD, interval=0.01)
 
 
 class ScriptedChannel:
